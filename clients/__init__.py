@@ -1,0 +1,1 @@
+"""Client libraries for partsim's public gRPC API (installed as ``partsim.clients``)."""

@@ -1,0 +1,157 @@
+"""The ``partsim`` command.
+
+Subcommands grow with the project; every user error is one line on stderr
+(``partsim: error: ...``) and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import PartsimError
+
+EXIT_USER_ERROR = 2
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated fractions, got {text!r}") from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated fractions, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="partsim", description="Part-level music similarity search.")
+    parser.add_argument("--version", action="version", version=f"partsim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    corpus = sub.add_parser("corpus", help="make and inspect multitrack corpora (partsim or Slakh2100 layout)")
+    csub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
+
+    make = csub.add_parser("make", help="compose and render a Slakh-style corpus with FluidSynth")
+    make.add_argument("--out", required=True, type=Path, help="output folder (new, empty, or an interrupted run to resume)")
+    make.add_argument("--songs", required=True, type=_int, help="number of songs")
+    make.add_argument("--seconds", required=True, type=_number, help="length of each song in seconds")
+    make.add_argument("--seed", required=True, type=_int, help="random seed (same seed, same corpus)")
+    make.add_argument("--soundfont", action="append", default=[], metavar="SF2",
+                      help="SoundFont to render with (repeatable; default: the Debian GM SoundFonts)")
+    make.add_argument("--workers", type=_int, default=1, help="render processes (default 1)")
+    make.add_argument("--split", type=_fractions, default=(0.8, 0.1, 0.1),
+                      help="train,validation,test fractions (default 0.8,0.1,0.1)")
+    make.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = csub.add_parser("info", help="summarise a corpus folder (partsim or Slakh2100 layout)")
+    info.add_argument("root", type=Path)
+    info.add_argument("--check", action="store_true", help="also decode every audio file")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    bench = csub.add_parser("bench", help="measure composing and rendering speed (real-time factor)")
+    bench.add_argument("--songs", type=_int, default=6)
+    bench.add_argument("--seconds", type=_number, default=30.0)
+    bench.add_argument("--seed", type=_int, default=0)
+    bench.add_argument("--soundfont", action="append", default=[], metavar="SF2")
+    return parser
+
+
+def _cmd_corpus_make(args: argparse.Namespace) -> int:
+    from .corpus.make import CorpusConfig, make_corpus
+    from .corpus.soundfonts import check_soundfonts
+
+    cfg = CorpusConfig(
+        out=args.out, songs=args.songs, seconds=args.seconds, seed=args.seed,
+        soundfonts=check_soundfonts(args.soundfont) if args.soundfont else [],
+        workers=args.workers, split=args.split,
+    )
+    cfg.validate()  # before any SoundFont is loaded or folder is made
+    index = make_corpus(cfg, progress=not args.quiet)
+    _print_corpus_summary(cfg.out, index)
+    return 0
+
+
+def _print_corpus_summary(out: Path, index: dict) -> None:
+    songs = index["songs"]
+    print(f"wrote {len(songs)} songs to {out} in {index['wall_seconds']:.1f} s "
+          f"({index['config']['seconds']:g} s each, seed {index['config']['seed']})")
+    print("split: " + ", ".join(f"{name} {len(ids)}" for name, ids in index["splits"].items()))
+    print(f"{'song':<10} {'split':<10} {'tempo':>6} {'class':>5}  {'key':<14} parts")
+    for sid, s in songs.items():
+        print(f"{sid:<10} {s['split']:<10} {s['tempo']:>6.1f} {s['tempo_class']:>5}  {s['key']:<14} {' '.join(s['present'])}")
+
+
+def _cmd_corpus_info(args: argparse.Namespace) -> int:
+    from .data import open_dataset
+
+    ds = open_dataset(args.root)
+    tracks = ds.tracks()
+    per_part = {p: sum(t.present[p] for t in tracks) for p in ds.parts}
+    summary = {
+        "root": str(ds.root),
+        "layout": ds.layout,
+        "tracks": len(tracks),
+        "splits": {k: len(v) for k, v in ds.splits().items()},
+        "tracks_with_part": per_part,
+    }
+    if args.check:
+        summary["check"] = ds.check(decode=True)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    print(f"{summary['root']}: {summary['layout']} layout, {summary['tracks']} tracks")
+    print("splits: " + (", ".join(f"{k} {v}" for k, v in summary["splits"].items()) or "none"))
+    print("tracks with each part: " + ", ".join(f"{p} {n}" for p, n in per_part.items()))
+    if args.check:
+        c = summary["check"]
+        print(f"checked: {c['files']} audio files decoded, {c['seconds']:.1f} s of audio, all readable")
+    return 0
+
+
+def _cmd_corpus_bench(args: argparse.Namespace) -> int:
+    from .corpus.bench import run_bench
+
+    run_bench(songs=args.songs, seconds=args.seconds, seed=args.seed, soundfonts=args.soundfont)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {("corpus", "make"): _cmd_corpus_make, ("corpus", "info"): _cmd_corpus_info,
+                ("corpus", "bench"): _cmd_corpus_bench}
+    handler = handlers[(args.command, getattr(args, "corpus_command", None))]
+    try:
+        return handler(args)
+    except PartsimError as exc:
+        print(f"partsim: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("partsim: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

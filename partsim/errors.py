@@ -1,0 +1,26 @@
+"""Domain errors.
+
+Every error a user can cause is a :class:`PartsimError` whose message is one line that names
+the problem (a path, a value, a limit). The CLI prints it as ``partsim: error: <message>`` and
+exits non-zero; later the gRPC layer maps the same classes to status codes in one place.
+"""
+
+
+class PartsimError(Exception):
+    """Base class: a problem with the caller's input or environment, never a bug."""
+
+
+class InvalidArgument(PartsimError):
+    """A value given by the caller is out of range or malformed."""
+
+
+class NotFound(PartsimError):
+    """A file, folder or record the caller named does not exist."""
+
+
+class DatasetError(PartsimError):
+    """A data set on disk is incomplete, inconsistent or holds an undecodable file."""
+
+
+class SoundFontError(PartsimError):
+    """A SoundFont is missing, unreadable or lacks what the generator needs."""

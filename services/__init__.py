@@ -1,0 +1,1 @@
+"""partsim's gRPC services (installed as ``partsim.services``): gateway, embedder, separator, searcher."""
