@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     bench = csub.add_parser("bench", help="measure composing and rendering speed (real-time factor)")
-    bench.add_argument("--songs", type=_int, default=6)
+    bench.add_argument("--songs", type=_int, default=24)
     bench.add_argument("--seconds", type=_number, default=30.0)
     bench.add_argument("--seed", type=_int, default=0)
     bench.add_argument("--soundfont", action="append", default=[], metavar="SF2")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mido
 import numpy as np
+import yaml
 import pytest
 import soundfile as sf
 
@@ -56,7 +57,7 @@ def make_slakh_track(folder: Path, ext: str = ".flac", sr: int = SR, bpm: float 
             sf.write(str(folder / "stems" / f"{sid}{ext}"), written[sid], sr, subtype="PCM_24")
     mix = sum(x if x.ndim == 1 else x.mean(axis=1) for x in written.values())
     sf.write(str(folder / f"mix{ext}"), mix, sr, subtype="PCM_24")
-    (folder / "metadata.yaml").write_text(json.dumps(meta))  # JSON is YAML
+    (folder / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=True))
     if bpm is not None:
         _write_midi(folder / "all_src.mid", bpm)
     return written

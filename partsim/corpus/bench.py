@@ -24,7 +24,7 @@ from .render import Renderer
 from .soundfonts import check_soundfonts, default_soundfonts
 
 
-def run_bench(songs: int = 6, seconds: float = 30.0, seed: int = 0, soundfonts: list[str] | None = None) -> dict:
+def run_bench(songs: int = 24, seconds: float = 30.0, seed: int = 0, soundfonts: list[str] | None = None) -> dict:
     sfs = check_soundfonts(soundfonts) if soundfonts else default_soundfonts()
     t0 = time.perf_counter()
     renderer = Renderer(sfs)

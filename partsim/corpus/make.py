@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from ..errors import InvalidArgument, PartsimError
 from .compose import DRUM_KITS, Song, compose, min_seconds_for_one_bar
 from .midi import write_midi
 from .render import Renderer, Voice
-from .soundfonts import SoundFont, check_soundfonts, default_soundfonts
+from .soundfonts import SoundFont, default_soundfonts
 
 GENERATOR = "partsim-corpus/1"  # bump when a seed no longer yields the same songs
 MAX_SECONDS = 1800.0
@@ -362,8 +363,6 @@ def make_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
     """Write the corpus described by ``cfg``; returns the index (also written to index.json)."""
     if not cfg.soundfonts:
         cfg.soundfonts = default_soundfonts()
-    else:
-        cfg.soundfonts = check_soundfonts([sf.path for sf in cfg.soundfonts])
     cfg.validate()
     prepare_output(cfg)
     started = time.monotonic()
@@ -382,9 +381,15 @@ def make_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
             # spawn, not fork: a forked child inherits FluidSynth/GLib locks held by other threads.
             with ProcessPoolExecutor(max_workers=min(cfg.workers, cfg.songs), initializer=_init_worker,
                                      initargs=(cfg,), mp_context=multiprocessing.get_context("spawn")) as pool:
-                for i, summary in pool.map(_work, range(cfg.songs), chunksize=1):
-                    summaries[i] = summary
-                    bar.update()
+                try:
+                    for i, summary in pool.map(_work, range(cfg.songs), chunksize=1):
+                        summaries[i] = summary
+                        bar.update()
+                except BrokenProcessPool:
+                    raise PartsimError(
+                        f"a render worker died (out of memory? each holds its SoundFonts); finished songs "
+                        f"are kept in {cfg.out}; rerun the same command with fewer --workers to resume"
+                    ) from None
     finally:
         bar.close()
     ids = [song_id(i) for i in range(cfg.songs)]

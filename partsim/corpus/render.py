@@ -87,12 +87,14 @@ class Renderer:
             synth.cc(ch, 120, 0)  # all sound off
         synth.system_reset()
         scratch = np.empty(2 * _BLOCK, dtype=np.float32)
-        for _ in range(int(10 * self.sample_rate) // _BLOCK):
+        # Some presets (e.g. FluidR3's electronic kit) keep sounding for ~15 s after an
+        # all-sound-off; rendering a few voices is cheap, so wait for them up to a minute.
+        for _ in range(int(60 * self.sample_rate) // _BLOCK):
             self._write_into(scratch, 0, _BLOCK)
             if synth.get_active_voice_count() == 0 and not scratch.any():
                 break
         else:
-            raise RuntimeError("FluidSynth voices did not die out within 10 s of a reset")
+            raise RuntimeError("FluidSynth voices did not die out within 60 s of a reset")
         self._write_into(scratch, 0, _BLOCK)
         if scratch.any():
             raise RuntimeError("FluidSynth produced sound after all voices ended")

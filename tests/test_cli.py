@@ -1,0 +1,161 @@
+"""The ``partsim`` command as a user runs it: real processes, real files, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from partsim.data import PARTS, open_dataset
+
+from .test_dataset import make_slakh_track
+from .util import FAST_SOUNDFONTS, run_cli
+
+TIM = FAST_SOUNDFONTS[0]
+
+
+def _assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit status 2, one line on stderr naming the problem, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("partsim: error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_readme_command_with_default_soundfonts(tmp_path):
+    """The newcomer's command, verbatim but for the folder: all three Debian SoundFonts."""
+    out = tmp_path / "c"
+    proc = run_cli("corpus", "make", "--out", str(out), "--songs", "3", "--seconds", "12", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote 3 songs to {out}" in proc.stdout
+    assert "songs: 100%" in proc.stderr  # the progress bar
+    index = json.loads((out / "index.json").read_text())
+    assert index["config"]["soundfonts"] == ["FluidR3_GM.sf2", "TimGM6mb.sf2", "MuseScore_General.sf3"]
+    for sid in index["songs"]:
+        assert sid in proc.stdout
+        assert sf.info(str(out / sid / "mix.flac")).duration == pytest.approx(12.0)
+    info = run_cli("corpus", "info", str(out), "--check")
+    assert info.returncode == 0, info.stderr
+    assert "partsim layout, 3 tracks" in info.stdout and "all readable" in info.stdout
+    # running it again is a no-op that reports the same corpus
+    again = run_cli("corpus", "make", "--out", str(out), "--songs", "3", "--seconds", "12", "--seed", "1", "--quiet")
+    assert again.returncode == 0 and again.stdout.splitlines()[2:] == proc.stdout.splitlines()[2:]
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--songs", "0"], ["--songs must be at least 1, got 0"]),
+        (["--songs", "-4"], ["--songs must be at least 1, got -4"]),
+        (["--seconds", "3"], ["--seconds 3 is too short for one bar", "60 BPM"]),
+        (["--seconds", "0"], ["--seconds must be a positive number"]),
+        (["--seconds", "nan"], ["--seconds must be a positive number"]),
+        (["--seconds", "99999"], ["exceeds the maximum"]),
+        (["--workers", "0"], ["--workers must be at least 1"]),
+        (["--seed", "-1"], ["--seed must be a non-negative integer"]),
+        (["--split", "0.5,0.5,0.5"], ["--split must be three non-negative fractions summing to 1"]),
+    ],
+)
+def test_bad_numbers(tmp_path, args, fragments):
+    base = {"--out": str(tmp_path / "c"), "--songs": "2", "--seconds": "8", "--seed": "1", "--soundfont": TIM}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    proc = run_cli("corpus", "make", *[x for kv in base.items() for x in kv])
+    _assert_user_error(proc, *fragments)
+    assert not (tmp_path / "c").exists()  # validated before anything is written
+
+
+def test_unparseable_number_is_a_usage_error(tmp_path):
+    proc = run_cli("corpus", "make", "--out", str(tmp_path / "c"), "--songs", "two", "--seconds", "8", "--seed", "1")
+    assert proc.returncode == 2 and "expected a whole number, got 'two'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_soundfonts(tmp_path):
+    missing = tmp_path / "nope.sf2"
+    _assert_user_error(
+        run_cli("corpus", "make", "--out", str(tmp_path / "c"), "--songs", "1", "--seconds", "8", "--seed", "1",
+                "--soundfont", str(missing)),
+        "SoundFont not found", str(missing))
+    fake = tmp_path / "fake.sf2"
+    fake.write_text("this is not a soundfont\n" * 10)
+    _assert_user_error(
+        run_cli("corpus", "make", "--out", str(tmp_path / "c"), "--songs", "1", "--seconds", "8", "--seed", "1",
+                "--soundfont", str(fake)),
+        "not a SoundFont", str(fake))
+    assert not (tmp_path / "c").exists()
+
+
+def test_unwritable_and_foreign_output_folders(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    common = ["--songs", "1", "--seconds", "8", "--seed", "1", "--soundfont", TIM]
+    _assert_user_error(run_cli("corpus", "make", "--out", str(blocker / "sub"), *common),
+                       "cannot write to output folder", str(blocker / "sub"))
+    _assert_user_error(run_cli("corpus", "make", "--out", str(blocker), *common),
+                       "output path exists and is not a folder")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+    _assert_user_error(run_cli("corpus", "make", "--out", str(foreign), *common), "not empty", str(foreign))
+    assert (foreign / "precious.txt").read_text() == "keep me" and len(list(foreign.iterdir())) == 1
+    ours = tmp_path / "ours"
+    assert run_cli("corpus", "make", "--out", str(ours), *common, "--quiet").returncode == 0
+    other_seed = ["--songs", "1", "--seconds", "8", "--seed", "2", "--soundfont", TIM]
+    _assert_user_error(run_cli("corpus", "make", "--out", str(ours), *other_seed), "other settings", "seed 1 vs 2")
+
+
+def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path):
+    out = tmp_path / "c"
+    cmd = [sys.executable, "-m", "partsim.cli", "corpus", "make", "--out", str(out), "--songs", "30",
+           "--seconds", "8", "--seed", "4", "--soundfont", TIM, "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.glob("song*"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "generator ended or stalled"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (out / "index.json").exists()
+    done = sorted(p for p in out.glob("song*"))
+    assert 2 <= len(done) < 30
+    for song in done:  # everything that looks complete is complete
+        meta = json.loads((song / "metadata.json").read_text())
+        for name in ["mix.flac"] + [f"stems/{p}.flac" for p in PARTS]:
+            assert sf.read(str(song / name))[0].shape == (meta["num_samples"],)
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list(out.glob(".tmp-*"))
+    ds = open_dataset(out)
+    assert len(ds) == 30 and ds.check()["tracks"] == 30
+
+
+def test_info_reports_slakh_problems_in_one_line(tmp_path):
+    root = tmp_path / "slakh"
+    make_slakh_track(root / "train" / "Track00001")
+    make_slakh_track(root / "test" / "Track00002", seed=1)
+    ok = run_cli("corpus", "info", str(root), "--json")
+    assert ok.returncode == 0, ok.stderr
+    summary = json.loads(ok.stdout)
+    assert summary["layout"] == "slakh" and summary["tracks"] == 2 and summary["splits"] == {"test": 1, "train": 1}
+
+    corrupt = next((root / "test" / "Track00002" / "stems").glob("S*.flac"))
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    _assert_user_error(run_cli("corpus", "info", str(root), "--check"), str(corrupt))
+
+    missing = next((root / "train" / "Track00001" / "stems").glob("S*.flac"))
+    missing.unlink()
+    _assert_user_error(run_cli("corpus", "info", str(root)), "Track00001", "missing")
+
+    _assert_user_error(run_cli("corpus", "info", str(tmp_path / "nowhere")), "not found")
