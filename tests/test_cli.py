@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -159,3 +160,24 @@ def test_info_reports_slakh_problems_in_one_line(tmp_path):
     _assert_user_error(run_cli("corpus", "info", str(root)), "Track00001", "missing")
 
     _assert_user_error(run_cli("corpus", "info", str(tmp_path / "nowhere")), "not found")
+
+
+def test_info_check_verifies_the_corpus_promises(tmp_path):
+    out = tmp_path / "c"
+    common = ["--songs", "2", "--seconds", "6", "--seed", "3", "--soundfont", TIM, "--quiet"]
+    assert run_cli("corpus", "make", "--out", str(out), *common).returncode == 0
+    ok = run_cli("corpus", "info", str(out), "--check")
+    assert ok.returncode == 0 and "12 audio files decoded" in ok.stdout  # 2 x (mix + 5 stems)
+    meta = json.loads((out / "song00000" / "metadata.json").read_text())
+    absent = [p for p in PARTS if not meta["parts"][p]["present"]]
+    present = [p for p in PARTS if meta["parts"][p]["present"]]
+    assert absent, "seed 3 gives song00000 an absent part"
+    stem = out / "song00000" / "stems" / f"{present[0]}.flac"
+    audio, sr = sf.read(str(stem), dtype="int16")
+    sf.write(str(stem), (audio // 2).astype("int16"), sr, subtype="PCM_16")
+    _assert_user_error(run_cli("corpus", "info", str(out), "--check"), "song00000", "mix differs from the sum")
+    sf.write(str(stem), audio, sr, subtype="PCM_16")
+    silent = out / "song00000" / "stems" / f"{absent[0]}.flac"
+    n = sf.info(str(silent)).frames
+    sf.write(str(silent), np.full(n, 3, dtype="int16"), sr, subtype="PCM_16")
+    _assert_user_error(run_cli("corpus", "info", str(out), "--check"), str(silent), "declared absent")

@@ -47,6 +47,7 @@ class Track:
     mix_file: Path | None
     metadata: dict = field(repr=False)
     midi_file: Path | None = None
+    silent_files: list[Path] = field(default_factory=list, repr=False)  # stems declared absent (partsim layout)
     _tempo: Any = field(default=_UNREAD, repr=False)
     _tempo_class: int | None = field(default=None, repr=False)
 
@@ -130,7 +131,8 @@ class MultitrackDataset:
         for t in self._tracks:
             if t.split is not None:
                 out.setdefault(t.split, []).append(t.id)
-        return out
+        order = {name: i for i, name in enumerate(slakh.SPLITS)}  # train, validation, test, omitted
+        return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
     def check(self, decode: bool = False) -> dict:
         """Check that every referenced audio file exists and has a readable header.
@@ -147,19 +149,36 @@ class MultitrackDataset:
         files, seconds = 0, 0.0
         for track in self._tracks:
             longest = 0.0
-            for path in ([track.mix_file] if track.mix_file else []) + track._all_stem_files():
+            decoded: dict[Path, np.ndarray] = {}
+            for path in ([track.mix_file] if track.mix_file else []) + track._all_stem_files() + track.silent_files:
                 info = _info(path)
                 if decode:
-                    decoded = len(_load(path, info.samplerate))
-                    if decoded != info.frames:
-                        raise DatasetError(
-                            f"audio file {path} decodes to {decoded} frames, its header says {info.frames}")
+                    decoded[path] = _load(path, info.samplerate)
+                    if len(decoded[path]) != info.frames:
+                        raise DatasetError(f"audio file {path} decodes to {len(decoded[path])} frames, "
+                                           f"its header says {info.frames}")
                 longest = max(longest, info.frames / info.samplerate)
                 files += 1
             if decode:
                 track.tempo  # noqa: B018 - parses the MIDI file
+                self._check_partsim_sums(track, decoded)
             seconds += longest
         return {"tracks": len(self._tracks), "files": files, "seconds": seconds}
+
+    def _check_partsim_sums(self, track: Track, decoded: dict[Path, np.ndarray]) -> None:
+        """partsim corpora promise: absent stems are silent and the mix is the sum of the stems."""
+        if self.layout != "partsim":
+            return
+        for path in track.silent_files:
+            if decoded[path].any():
+                raise DatasetError(f"track {track.id}: {path} belongs to a part declared absent but is not silent")
+        stems = [decoded[p] for p in track._all_stem_files()]
+        if track.mix_file is not None and stems:
+            if any(len(x) != len(decoded[track.mix_file]) for x in stems):
+                raise DatasetError(f"track {track.id}: stems and mix differ in length")
+            error = float(np.max(np.abs(decoded[track.mix_file].astype(np.float64) - np.sum(stems, axis=0))))
+            if error > 1e-6:
+                raise DatasetError(f"track {track.id}: mix differs from the sum of its stems by up to {error:.2g}")
 
     def __len__(self) -> int:
         return len(self._tracks)
@@ -229,7 +248,7 @@ def _read_partsim_song(root: Path, sid: str, entry: dict, split: str | None, par
     meta_path = folder / "metadata.json"
     meta = _read_json(meta_path)
     try:
-        present, stem_files = {}, {}
+        present, stem_files, silent = {}, {}, []
         for part in parts:
             pmeta = (meta.get("parts") or {}).get(part) or {}
             path = folder / pmeta.get("stem", f"stems/{part}.flac")
@@ -237,13 +256,15 @@ def _read_partsim_song(root: Path, sid: str, entry: dict, split: str | None, par
                 raise DatasetError(f"partsim song {sid}: stem file of {part} is missing: {path}")
             present[part] = bool(pmeta["present"]) if "present" in pmeta else part in entry.get("present", ())
             stem_files[part] = [path] if present[part] else []
+            if not present[part]:
+                silent.append(path)
         mix = folder / meta.get("mix", "mix.flac")
         midi = folder / meta.get("midi", "song.mid")
         tempo = meta.get("tempo", entry.get("tempo"))
         tclass = meta.get("tempo_class", entry.get("tempo_class"))
         track = Track(
             id=sid, split=split or entry.get("split"), present=present, stem_files=stem_files,
-            mix_file=mix, metadata=meta, midi_file=midi if midi.is_file() else None,
+            mix_file=mix, metadata=meta, midi_file=midi if midi.is_file() else None, silent_files=silent,
             _tempo=None if tempo is None else float(tempo),
             _tempo_class=None if tclass is None else int(tclass))
     except (AttributeError, TypeError, ValueError) as exc:
