@@ -163,8 +163,12 @@ def test_same_seed_same_songs_any_worker_count_and_prefix(corpus, tmp_path):
         sid = song_id(i)
         assert (tmp_path / "again" / sid / "song.mid").read_bytes() == (root / sid / "song.mid").read_bytes()
         assert _meta(tmp_path / "again", sid) == _meta(root, sid)
-    # the first song a process renders is bit-identical (see partsim.corpus.render)
+    # the first song a process renders is bit-identical; later ones may differ in a few samples
+    # (see partsim.corpus.render): the difference stays about 60 dB below the signal
     assert np.array_equal(_read(tmp_path / "again" / "song00000" / "mix.flac"), _read(root / "song00000" / "mix.flac"))
+    for i in range(1, 3):
+        a, b = (_read(d / song_id(i) / "mix.flac").astype(np.float64) for d in (tmp_path / "again", root))
+        assert np.sqrt(np.mean((a - b) ** 2)) < 3e-3 * np.sqrt(np.mean(b ** 2))
     other = _make(tmp_path / "other", songs=1, seed=SEED + 1)
     assert other["songs"][song_id(0)] != _make(tmp_path / "again2", songs=1)["songs"][song_id(0)]
     assert (tmp_path / "other" / "song00000" / "song.mid").read_bytes() != (root / "song00000" / "song.mid").read_bytes()
