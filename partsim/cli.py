@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--songs", required=True, type=_int, help="number of songs")
     make.add_argument("--seconds", required=True, type=_number, help="length of each song in seconds")
     make.add_argument("--seed", required=True, type=_int, help="random seed (same seed, same corpus)")
-    make.add_argument("--soundfont", action="append", default=[], metavar="SF2",
+    make.add_argument("--soundfont", action="extend", nargs="+", default=[], metavar="SF2",
                       help="SoundFont to render with (repeatable; default: the Debian GM SoundFonts)")
     make.add_argument("--workers", type=_int, default=1, help="render processes (default 1)")
     make.add_argument("--split", type=_fractions, default=(0.8, 0.1, 0.1),
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--songs", type=_int, default=24)
     bench.add_argument("--seconds", type=_number, default=30.0)
     bench.add_argument("--seed", type=_int, default=0)
-    bench.add_argument("--soundfont", action="append", default=[], metavar="SF2")
+    bench.add_argument("--soundfont", action="extend", nargs="+", default=[], metavar="SF2")
     return parser
 
 
