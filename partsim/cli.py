@@ -72,7 +72,111 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=_number, default=30.0)
     bench.add_argument("--seed", type=_int, default=0)
     bench.add_argument("--soundfont", action="extend", nargs="+", default=[], metavar="SF2")
+
+    train = sub.add_parser("train", help="train the part-embedding CSN (thesis ch. 4) on a corpus")
+    train.add_argument("--corpus", required=True, type=Path, help="partsim corpus or Slakh2100 folder")
+    train.add_argument("--out", required=True, type=Path, help="run folder (checkpoint, run.json, model.pt); resumes")
+    train.add_argument("--widths", type=_widths, default=[8, 16, 32, 64, 128], help="channels of the 5 conv blocks")
+    train.add_argument("--subspace-dim", type=_int, default=128)
+    train.add_argument("--segment-seconds", type=_number, default=3.0)
+    train.add_argument("--batch", type=_int, default=16, help="triplet draws per step")
+    train.add_argument("--epochs", type=_int, default=20)
+    train.add_argument("--steps-per-epoch", type=_int, default=50)
+    train.add_argument("--partnet-steps", type=_int, default=100, help="steps for the per-part networks")
+    train.add_argument("--pretrain-steps", type=_int, default=100, help="steps of pre-training (eq. 4.7)")
+    train.add_argument("--lr", type=_number, default=1e-3)
+    train.add_argument("--no-pseudo", action="store_true", help="ablation: dataset-piece triplets (Fig. 4.2)")
+    train.add_argument("--no-additional", action="store_true", help="ablation: basic triplets only")
+    train.add_argument("--no-norm", action="store_true", help="ablation: no norm loss")
+    train.add_argument("--no-pretrain", action="store_true", help="ablation: random initialisation")
+    train.add_argument("--seed", type=_int, default=0)
+    train.add_argument("--threads", type=_int, default=0, help="torch threads (0: default)")
+    train.add_argument("--quiet", action="store_true")
+
+    ev = sub.add_parser("evaluate", help="the thesis's evaluation protocols on a corpus's test split")
+    ev.add_argument("model", type=Path, help="model.pt (PyTorch, with the baseline) or manifest.json (ONNX)")
+    ev.add_argument("--corpus", required=True, type=Path)
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--out", type=Path, help="write the results as JSON")
+    ev.add_argument("--figures", type=Path, help="draw the thesis's figures into this folder")
+    ev.add_argument("--quick", action="store_true", help="only Tables 4.2 and 4.3")
+
+    ex = sub.add_parser("export", help="export a trained model to ONNX with its manifest")
+    ex.add_argument("model", type=Path, help="model.pt written by partsim train")
+    ex.add_argument("--out", required=True, type=Path, help="folder for csn.onnx and manifest.json")
+    ex.add_argument("--evaluation", type=Path, help="evaluation JSON to record in the manifest")
+    ex.add_argument("--name", default="csn")
+
+    emb = sub.add_parser("embed", help="per-segment per-part vectors of audio files, as .npz")
+    emb.add_argument("audio", nargs="+", type=Path)
+    emb.add_argument("--model", type=Path, help="model manifest (default: the shipped model)")
+    emb.add_argument("--segment-seconds", type=_number)
+    emb.add_argument("--hop-seconds", type=_number)
+    emb.add_argument("-o", "--out", required=True, type=Path)
     return parser
+
+
+def _widths(text: str) -> list[int]:
+    try:
+        widths = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected five comma-separated channel counts, got {text!r}") from None
+    if len(widths) != 5 or min(widths) <= 0:
+        raise argparse.ArgumentTypeError(f"expected five positive comma-separated channel counts, got {text!r}")
+    return widths
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .model.nets import NetConfig
+    from .model.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(
+        corpus=str(args.corpus), out=str(args.out), net=NetConfig(subspace_dim=args.subspace_dim, widths=args.widths),
+        segment_seconds=args.segment_seconds, batch=args.batch, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, partnet_steps=args.partnet_steps, pretrain_steps=args.pretrain_steps,
+        lr=args.lr, pseudo=not args.no_pseudo, additional=not args.no_additional, norm=not args.no_norm,
+        pretrain=not args.no_pretrain, seed=args.seed, threads=args.threads,
+    )
+    cfg.validate()
+    trainer = Trainer(cfg, progress=not args.quiet)
+    if trainer.resume():
+        print(f"resuming {args.out} at {trainer.state['phase']} epoch {trainer.state['epoch']}", file=sys.stderr)
+    log = trainer.run()
+    print(f"trained in {log['wall_seconds']:.0f} s; model: {args.out / 'model.pt'}; log: {args.out / 'run.json'}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .model.evaluate import evaluate, format_tables, save_results
+    from .model.inference import load_embedder
+
+    results = evaluate(load_embedder(args.model), args.corpus, args.split, args.figures, args.quick)
+    print(format_tables(results))
+    if args.out:
+        save_results(results, args.out)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .model.export import export
+
+    manifest = export(args.model, args.out, args.evaluation, args.name)
+    print(f"wrote {args.out / manifest['onnx']['file']} and {args.out / 'manifest.json'} "
+          f"(model version {manifest['model_version']})")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .model.embed import embed_files, write_npz
+    from .model.inference import OnnxEmbedder
+    from .shipped import default_manifest
+
+    embedder = OnnxEmbedder(args.model or default_manifest())
+    arrays = embed_files(embedder, args.audio, args.segment_seconds, args.hop_seconds)
+    write_npz(arrays, args.out)
+    n, p, d = arrays["vectors"].shape
+    print(f"wrote {args.out}: {n} segments x {p} parts x {d} dims from {len(args.audio)} file(s)")
+    return 0
 
 
 def _cmd_corpus_make(args: argparse.Namespace) -> int:
@@ -138,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {("corpus", "make"): _cmd_corpus_make, ("corpus", "info"): _cmd_corpus_info,
-                ("corpus", "bench"): _cmd_corpus_bench}
+                ("corpus", "bench"): _cmd_corpus_bench, ("train", None): _cmd_train,
+                ("evaluate", None): _cmd_evaluate, ("export", None): _cmd_export, ("embed", None): _cmd_embed}
     handler = handlers[(args.command, getattr(args, "corpus_command", None))]
     try:
         return handler(args)

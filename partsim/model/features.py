@@ -1,0 +1,112 @@
+"""Input features of the thesis (4.4.1): dB-scaled mel spectrogram, 128 bins, window 2048, hop 512,
+44.1 kHz mono, normalised to [0, 1].
+
+This module is the one implementation, in NumPy, used by training, evaluation, ``partsim
+embed`` and the embedding service; the exported ONNX graph starts *after* it (its input is
+this module's output), so services need no PyTorch.
+
+Normalisation: the thesis does not say how dB values are mapped to [0, 1]. A per-segment
+min-max (or ``ref=max``) mapping would blow up near-silent input to full range, which defeats
+the norm loss (a silent part must give a near-zero subspace). partsim therefore uses a fixed
+reference: the STFT is scaled so that a full-scale sine peaks at 0 dB, and
+``x = clip((dB + TOP_DB) / TOP_DB, 0, 1)`` with ``TOP_DB = 100``: digital silence maps to 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = 44100
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    f_min: float = 0.0
+    f_max: float = 22050.0
+    top_db: float = 100.0
+
+    def frames(self, num_samples: int) -> int:
+        """Frames of a signal of ``num_samples`` (centred STFT: 1 + n // hop)."""
+        return 1 + num_samples // self.hop_length
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (linear below 1 kHz, logarithmic above), as librosa's default."""
+    f = np.asarray(f, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mel = f / f_sp
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, mel)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
+    """``(n_mels, n_fft // 2 + 1)`` triangular filters with peak 1 (a tone in one band keeps its power)."""
+    fft_freqs = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    mel_pts = _mel_to_hz(np.linspace(_hz_to_mel(cfg.f_min), _hz_to_mel(cfg.f_max), cfg.n_mels + 2))
+    lower, centre, upper = mel_pts[:-2, None], mel_pts[1:-1, None], mel_pts[2:, None]
+    up = (fft_freqs[None, :] - lower) / np.maximum(centre - lower, 1e-10)
+    down = (upper - fft_freqs[None, :]) / np.maximum(upper - centre, 1e-10)
+    return np.maximum(0.0, np.minimum(up, down)).astype(np.float32)
+
+
+class LogMel:
+    """Audio ``(..., n)`` float -> normalised log-mel ``(..., n_mels, frames)`` float32 in [0, 1]."""
+
+    def __init__(self, cfg: FeatureConfig | None = None):
+        self.cfg = cfg or FeatureConfig()
+        c = self.cfg
+        n = np.arange(c.n_fft)
+        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / c.n_fft)).astype(np.float32)  # periodic Hann
+        self.scale = 2.0 / self.window.sum()  # full-scale sine -> magnitude 1
+        self.filters = mel_filterbank(c)
+
+    def power_spectrum(self, audio: np.ndarray) -> np.ndarray:
+        """``(..., n)`` -> ``(..., n_fft // 2 + 1, frames)`` power, centred frames with reflect padding."""
+        c = self.cfg
+        audio = np.asarray(audio, dtype=np.float32)
+        pad = c.n_fft // 2
+        if audio.shape[-1] <= pad:
+            raise ValueError(f"audio of {audio.shape[-1]} samples is too short for an STFT of {c.n_fft}")
+        padded = np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(pad, pad)], mode="reflect")
+        frames = c.frames(audio.shape[-1])
+        idx = np.arange(c.n_fft)[None, :] + c.hop_length * np.arange(frames)[:, None]
+        framed = padded[..., idx] * self.window  # (..., frames, n_fft)
+        spec = np.fft.rfft(framed, axis=-1) * self.scale
+        power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+        return np.swapaxes(power, -1, -2)
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        mel = np.matmul(self.filters, self.power_spectrum(audio))
+        db = 10.0 * np.log10(np.maximum(mel, 1e-30))
+        top = self.cfg.top_db
+        return np.clip((db + top) / top, 0.0, 1.0).astype(np.float32)
+
+
+def segment_starts(num_samples: int, segment: int, hop: int) -> np.ndarray:
+    """Start samples of every full segment of length ``segment`` taken every ``hop`` samples."""
+    if num_samples < segment:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, num_samples - segment + 1, hop, dtype=np.int64)
+
+
+def mean_power(audio: np.ndarray) -> np.ndarray:
+    """Time-average power over the last axis (thesis 3.3.1: silent when below 1e-4)."""
+    a = np.asarray(audio, dtype=np.float64)
+    return np.mean(a * a, axis=-1)
+
+
+SILENCE_POWER = 1e-4

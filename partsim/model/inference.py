@@ -1,0 +1,123 @@
+"""Embedding audio with a trained model, in PyTorch (``model.pt``) or onnxruntime (manifest + ONNX).
+
+Both embedders take audio segments, compute features with :class:`~.features.LogMel` (the one
+implementation) and return ``(N, P, D)`` float32 subspace vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidArgument, NotFound
+from .features import FeatureConfig, LogMel
+
+
+class Embedder:
+    parts: list[str]
+    subspace_dim: int
+    segment_seconds: float
+    features: LogMel
+
+    def embed_mel(self, mel: np.ndarray) -> np.ndarray:  # (N, n_mels, T) -> (N, P * D)
+        raise NotImplementedError
+
+    def embed(self, segments: np.ndarray, batch: int = 64) -> np.ndarray:
+        """``(N, samples)`` audio at 44.1 kHz -> ``(N, P, D)`` float32."""
+        segments = np.asarray(segments, dtype=np.float32)
+        out = np.zeros((len(segments), len(self.parts), self.subspace_dim), dtype=np.float32)
+        for i in range(0, len(segments), batch):
+            mel = self.features(segments[i:i + batch])
+            out[i:i + batch] = self.embed_mel(mel).reshape(-1, len(self.parts), self.subspace_dim)
+        return out
+
+
+class TorchEmbedder(Embedder):
+    """The CSN (and, for the signal-level baseline, the per-part networks) from ``model.pt``."""
+
+    def __init__(self, path: str | Path):
+        import torch
+
+        from .nets import CSN, NetConfig, PartNet
+
+        path = Path(path)
+        if not path.is_file():
+            raise NotFound(f"model file not found: {path}")
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        self.net_cfg = NetConfig(**ck["net"])
+        self.parts = list(self.net_cfg.parts)
+        self.subspace_dim = self.net_cfg.subspace_dim
+        self.segment_seconds = float(ck.get("segment_seconds", 3.0))
+        self.features = LogMel(FeatureConfig(**ck.get("features", {})))
+        self.csn = CSN(self.net_cfg)
+        self.csn.load_state_dict(ck["csn"])
+        self.csn.eval()
+        self.partnets = torch.nn.ModuleList([PartNet(self.net_cfg) for _ in self.parts])
+        self.partnets.load_state_dict(ck["partnets"])
+        self.partnets.eval()
+        self.log = ck.get("log", {})
+        self._torch = torch
+
+    def embed_mel(self, mel: np.ndarray) -> np.ndarray:
+        with self._torch.no_grad():
+            return self.csn(self._torch.from_numpy(mel)).numpy()
+
+    def embed_stems(self, part: int, segments: np.ndarray, batch: int = 64) -> np.ndarray:
+        """Signal-level path: per-part network ``part`` on stem segments -> ``(N, D)``."""
+        out = []
+        with self._torch.no_grad():
+            for i in range(0, len(segments), batch):
+                mel = self._torch.from_numpy(self.features(segments[i:i + batch]))
+                out.append(self.partnets[part](mel).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.subspace_dim), np.float32)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class OnnxEmbedder(Embedder):
+    """The exported CSN run by onnxruntime; the manifest names the ONNX file and its sha256."""
+
+    def __init__(self, manifest_path: str | Path, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        manifest_path = Path(manifest_path)
+        if not manifest_path.is_file():
+            raise NotFound(f"model manifest not found: {manifest_path}")
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+            onnx_path = manifest_path.parent / self.manifest["onnx"]["file"]
+            expected = self.manifest["onnx"]["sha256"]
+            self.parts = list(self.manifest["parts"])
+            self.subspace_dim = int(self.manifest["subspace_dim"])
+            self.segment_seconds = float(self.manifest["segment_seconds"])
+            self.features = LogMel(FeatureConfig(**self.manifest["features"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"{manifest_path} is not a partsim model manifest: {exc}") from None
+        if not onnx_path.is_file():
+            raise NotFound(f"ONNX model named by {manifest_path} not found: {onnx_path}")
+        actual = sha256_file(onnx_path)
+        if actual != expected:
+            raise InvalidArgument(f"ONNX file {onnx_path} has sha256 {actual[:12]}..., its manifest says "
+                                  f"{expected[:12]}...; the model and manifest do not belong together")
+        self.session = ort.InferenceSession(str(onnx_path), providers=providers or ["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def embed_mel(self, mel: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: mel.astype(np.float32)})[0]
+
+
+def load_embedder(path: str | Path) -> Embedder:
+    """``model.pt`` -> PyTorch; a ``.json`` manifest -> onnxruntime."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return OnnxEmbedder(path)
+    return TorchEmbedder(path)

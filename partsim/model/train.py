@@ -1,0 +1,309 @@
+"""``partsim train``: the thesis's training recipe (Chapter 4, with Chapter 3's per-part nets).
+
+Phases, each resumable from ``OUT/checkpoint.pt``:
+
+1. ``partnets`` (with pre-training): one Chapter-3 network per part, trained with the triplet
+   loss on ideal stems (two windows of one track are similar, another track's are not).
+2. ``pretrain`` (eq. 4.7): the CSN learns to output ``y / ||y||`` where ``y`` concatenates the
+   per-part networks' embeddings of the ideal stems (zeros for a silent part), by MSE.
+3. ``main``: masked triplet loss on pseudo musical pieces (basic + additional triplets,
+   eq. 4.1-4.3, margin 0.2) plus 0.1 x the norm loss (eq. 4.4-4.6) with created silences.
+
+Ablations of Table 4.2 are flags: ``--no-pseudo`` (dataset-piece triplets, Fig. 4.2),
+``--no-additional``, ``--no-norm``, ``--no-pretrain``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data import open_dataset
+from ..errors import InvalidArgument
+from .data import StemBank
+from .features import FeatureConfig, LogMel
+from .nets import CSN, NetConfig, PartNet, norm_loss, triplet_loss
+
+PHASES = ("partnets", "pretrain", "main")
+
+
+@dataclass
+class TrainConfig:
+    corpus: str
+    out: str
+    net: NetConfig = field(default_factory=NetConfig)
+    segment_seconds: float = 3.0
+    batch: int = 16  # triplet draws per step
+    lr: float = 1e-3
+    margin: float = 0.2
+    norm_weight: float = 0.1
+    created_silence: float = 0.3  # probability that a pseudo piece mixes only some of its parts
+    epochs: int = 20
+    steps_per_epoch: int = 50
+    partnet_steps: int = 300
+    pretrain_steps: int = 300
+    pseudo: bool = True
+    additional: bool = True
+    norm: bool = True
+    pretrain: bool = True
+    val_draws: int = 96
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+
+    def validate(self) -> None:
+        for name in ("batch", "epochs", "steps_per_epoch", "val_draws"):
+            if getattr(self, name) <= 0:
+                raise InvalidArgument(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 1.0 <= self.segment_seconds <= 30.0:
+            raise InvalidArgument(f"--segment-seconds must be within 1..30, got {self.segment_seconds}")
+        if self.lr <= 0:
+            raise InvalidArgument(f"--lr must be positive, got {self.lr}")
+
+    def phases(self) -> list[str]:
+        return list(PHASES) if self.pretrain else ["main"]
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, progress: bool = True):
+        cfg.validate()
+        self.cfg = cfg
+        self.progress = progress
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.features = LogMel(FeatureConfig())
+        sr = self.features.cfg.sample_rate
+        self.segment = int(round(cfg.segment_seconds * sr))
+        ds = open_dataset(cfg.corpus)
+        self.corpus_description = {"root": str(ds.root), "layout": ds.layout, "tracks": len(ds),
+                                   "splits": {k: len(v) for k, v in ds.splits().items()}}
+        if ds.layout == "partsim":
+            self.corpus_description["config"] = json.loads((ds.root / "index.json").read_text()).get("config")
+        wrap = (lambda it: tqdm(it, desc="loading stems", unit="track")) if progress else None
+        train_tracks = ds.tracks("train")
+        val_tracks = ds.tracks("validation") or train_tracks[: max(4, len(train_tracks) // 10)]
+        self.train = StemBank(train_tracks, cfg.net.parts, self.segment, self.segment // 2, wrap)
+        self.val = StemBank(val_tracks, cfg.net.parts, self.segment, self.segment, None)
+        if len(self.train) < 4:
+            raise InvalidArgument(f"corpus {cfg.corpus} has {len(self.train)} usable training tracks; at least 4 are needed")
+        if len(self.val) < 4:  # too small to draw validation pseudo pieces from: monitor on training tracks
+            self.corpus_description["validation_note"] = (
+                f"validation split has {len(self.val)} usable tracks; validation draws come from training tracks")
+            self.val = self.train
+        self.csn = CSN(cfg.net)
+        self.partnets = torch.nn.ModuleList([PartNet(cfg.net) for _ in cfg.net.parts])
+        self.log: dict = {"config": _jsonable(asdict(cfg)), "corpus": self.corpus_description,
+                          "git_commit": _git_commit(), "epochs": [], "wall_seconds": 0.0}
+        self.state = {"phase": cfg.phases()[0], "epoch": 0}
+        self.opt = self._optimizer()
+        self.rng = np.random.default_rng(cfg.seed)
+
+    # ------------------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = self.partnets.parameters() if self.state["phase"] == "partnets" else self.csn.parameters()
+        return torch.optim.Adam(params, lr=self.cfg.lr)
+
+    def _mel(self, audio: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.features(np.stack(audio)))
+
+    def _phase_steps(self, phase: str) -> tuple[int, int]:
+        """(epochs, steps per epoch) of a phase."""
+        c = self.cfg
+        if phase == "partnets":
+            return max(1, c.partnet_steps // c.steps_per_epoch), c.steps_per_epoch
+        if phase == "pretrain":
+            return max(1, c.pretrain_steps // c.steps_per_epoch), c.steps_per_epoch
+        return c.epochs, c.steps_per_epoch
+
+    # ------------------------------------------------------------------------------------
+    def step_partnets(self) -> dict:
+        c = self.cfg
+        losses = []
+        for j, net in enumerate(self.partnets):
+            trip = [self.train.stem_triplet(self.rng, j) for _ in range(max(2, c.batch // 2))]
+            mel = self._mel([w for t in trip for w in t])
+            emb = net(mel).view(len(trip), 3, -1)
+            zero = torch.zeros(len(trip), dtype=torch.long)
+            losses.append(triplet_loss(emb[:, 0], emb[:, 1], emb[:, 2], zero, 1, c.net.subspace_dim, c.margin))
+        loss = torch.stack(losses).mean()
+        return {"loss": loss, "partnet_triplet": loss.detach()}
+
+    def _pretrain_targets(self, pieces) -> torch.Tensor:
+        P, D = len(self.cfg.net.parts), self.cfg.net.subspace_dim
+        targets = torch.zeros(len(pieces), P * D)
+        with torch.no_grad():
+            self.partnets.eval()
+            for j, net in enumerate(self.partnets):
+                stems = [self.train.window(p.sources[j][0], j, p.sources[j][1]) for p in pieces]
+                silent = torch.tensor([float(np.mean(s.astype(np.float64) ** 2)) < 1e-4 for s in stems])
+                emb = net(self._mel(stems))
+                emb[silent] = 0.0
+                targets[:, j * D:(j + 1) * D] = emb
+        return targets / targets.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+    def step_pretrain(self) -> dict:
+        pieces = [self.train.dataset_piece(self.rng, int(self.rng.integers(len(self.train))))
+                  for _ in range(self.cfg.batch * 2)]
+        target = self._pretrain_targets(pieces)
+        self.csn.train()
+        out = self.csn(self._mel([self.train.render(p)[0] for p in pieces]))
+        loss = torch.nn.functional.mse_loss(out, target)
+        return {"loss": loss, "pretrain_mse": loss.detach()}
+
+    def _draw(self, bank: StemBank, rng: np.random.Generator):
+        """One draw: three pieces, basic condition, additional condition (or None)."""
+        if self.cfg.pseudo:
+            pieces, c, c2 = bank.pseudo_triplets(rng, self.cfg.created_silence if self.cfg.norm else 0.0)
+            return pieces, c, (c2 if self.cfg.additional else None)
+        pieces, c = bank.dataset_triplet(rng)
+        return pieces, c, None
+
+    def _losses(self, bank: StemBank, draws) -> dict:
+        c = self.cfg
+        P, D = len(c.net.parts), c.net.subspace_dim
+        audio, present = [], []
+        for pieces, _, _ in draws:
+            for piece in pieces:
+                a, q = bank.render(piece)
+                audio.append(a)
+                present.append(q)
+        emb = self.csn(self._mel(audio)).view(len(draws), 3, -1)
+        q = torch.from_numpy(np.stack(present)).view(len(draws), 3, -1)
+        cond = torch.tensor([d[1] for d in draws])
+        a, p, n = emb[:, 0], emb[:, 1], emb[:, 2]
+        basic = triplet_loss(a, p, n, cond, P, D, c.margin)
+        out = {"basic": basic}
+        loss = basic
+        with_add = [i for i, d in enumerate(draws) if d[2] is not None]
+        if with_add:
+            idx = torch.tensor(with_add)
+            cond2 = torch.tensor([draws[i][2] for i in with_add])
+            add = triplet_loss(a[idx], n[idx], p[idx], cond2, P, D, c.margin)  # anchor, (D,B), (A,C)
+            out["additional"] = add
+            loss = loss + add
+        if c.norm:
+            nl = norm_loss([a, p, n], [q[:, 0], q[:, 1], q[:, 2]], self.csn.norm_bias, P, D)
+            out["norm"] = nl
+            loss = loss + c.norm_weight * nl
+        with torch.no_grad():
+            from .nets import masked_distance
+            out["triplet_acc"] = (masked_distance(a, p, cond, P, D) < masked_distance(a, n, cond, P, D)).float().mean()
+        out["loss"] = loss
+        return out
+
+    def step_main(self) -> dict:
+        self.csn.train()
+        draws = [self._draw(self.train, self.rng) for _ in range(self.cfg.batch)]
+        return self._losses(self.train, draws)
+
+    def validate_main(self) -> dict:
+        """Loss and basic-triplet accuracy on a fixed set of validation draws."""
+        rng = np.random.default_rng(12345)
+        self.csn.eval()
+        totals: dict[str, float] = {}
+        n = 0
+        with torch.no_grad():
+            for start in range(0, self.cfg.val_draws, 32):
+                draws = [self._draw(self.val, rng) for _ in range(min(32, self.cfg.val_draws - start))]
+                for k, v in self._losses(self.val, draws).items():
+                    totals[k] = totals.get(k, 0.0) + float(v) * len(draws)
+                n += len(draws)
+        return {f"val_{k}": v / n for k, v in totals.items()}
+
+    # ------------------------------------------------------------------------------------
+    def save(self, path: Path | None = None) -> None:
+        path = path or self.out / "checkpoint.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save({"state": self.state, "csn": self.csn.state_dict(), "partnets": self.partnets.state_dict(),
+                    "opt": self.opt.state_dict(), "rng": self.rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "log": self.log, "net": asdict(self.cfg.net)}, tmp)
+        os.replace(tmp, path)
+        (self.out / "run.json").write_text(json.dumps(self.log, indent=1) + "\n")
+
+    def resume(self) -> bool:
+        path = self.out / "checkpoint.pt"
+        if not path.is_file():
+            return False
+        ck = torch.load(path, weights_only=False)
+        if ck["net"] != asdict(self.cfg.net):
+            raise InvalidArgument(f"{path} was trained with other network sizes ({ck['net']}); use another --out")
+        self.state = ck["state"]
+        self.csn.load_state_dict(ck["csn"])
+        self.partnets.load_state_dict(ck["partnets"])
+        self.opt = self._optimizer()
+        self.opt.load_state_dict(ck["opt"])
+        self.rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        self.log = ck["log"]
+        return True
+
+    def run(self) -> dict:
+        if self.state["phase"] == "done":
+            return self.log
+        phases = self.cfg.phases()
+        started = time.monotonic() - self.log["wall_seconds"]
+        step_fn = {"partnets": self.step_partnets, "pretrain": self.step_pretrain, "main": self.step_main}
+        while True:
+            phase = self.state["phase"]
+            epochs, steps = self._phase_steps(phase)
+            if self.state["epoch"] >= epochs:
+                nxt = phases.index(phase) + 1
+                if nxt == len(phases):
+                    break
+                self.state = {"phase": phases[nxt], "epoch": 0}
+                self.opt = self._optimizer()
+                continue
+            totals: dict[str, float] = {}
+            bar = tqdm(range(steps), desc=f"{phase} {self.state['epoch'] + 1}/{epochs}", disable=not self.progress,
+                       dynamic_ncols=True, leave=False)
+            for _ in bar:
+                out = step_fn[phase]()
+                self.opt.zero_grad()
+                out["loss"].backward()
+                self.opt.step()
+                for k, v in out.items():
+                    totals[k] = totals.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+                bar.set_postfix({k: f"{v / (bar.n + 1):.3f}" for k, v in totals.items()})
+            record = {"phase": phase, "epoch": self.state["epoch"] + 1, **{k: v / steps for k, v in totals.items()}}
+            if phase == "main":
+                record.update(self.validate_main())
+            record["wall_seconds"] = round(time.monotonic() - started, 1)
+            self.log["epochs"].append(record)
+            self.log["wall_seconds"] = record["wall_seconds"]
+            if self.progress:
+                print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+                      flush=True)
+            self.state["epoch"] += 1
+            self.save()
+        self.state = {"phase": "done", "epoch": 0}
+        torch.save({"csn": self.csn.state_dict(), "partnets": self.partnets.state_dict(),
+                    "net": asdict(self.cfg.net), "features": FeatureConfig().to_dict(),
+                    "segment_seconds": self.cfg.segment_seconds, "log": self.log}, self.out / "model.pt")
+        self.save()
+        return self.log
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x

@@ -1,0 +1,36 @@
+"""Session fixtures: a tiny generated corpus and a tiny trained model (real renders, real training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from partsim.corpus.make import CorpusConfig, make_corpus
+from partsim.corpus.soundfonts import check_soundfonts
+
+from .util import FAST_SOUNDFONTS
+
+TINY_WIDTHS = [2, 4, 4, 8, 8]
+TINY_DIM = 8
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "corpus"
+    make_corpus(CorpusConfig(out=out, songs=10, seconds=8.0, seed=5,
+                             soundfonts=check_soundfonts(FAST_SOUNDFONTS[:1])), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
+    """A model trained through all three phases for a few steps (not a good model: a real one)."""
+    from partsim.model.nets import NetConfig
+    from partsim.model.train import TrainConfig, Trainer
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(out), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+                      batch=4, epochs=2, steps_per_epoch=2, partnet_steps=2, pretrain_steps=2, val_draws=4)
+    Trainer(cfg, progress=False).run()
+    return out
