@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--evaluation", type=Path, help="evaluation JSON to record in the manifest")
     ex.add_argument("--name", default="csn")
 
+    be = sub.add_parser("bench-embed", help="embedding throughput: PyTorch eager vs onnxruntime, same inputs")
+    be.add_argument("model", type=Path, help="model.pt")
+    be.add_argument("manifest", type=Path, help="the same model exported (manifest.json)")
+    be.add_argument("--segments", type=_int, default=64)
+
     emb = sub.add_parser("embed", help="per-segment per-part vectors of audio files, as .npz")
     emb.add_argument("audio", nargs="+", type=Path)
     emb.add_argument("--model", type=Path, help="model manifest (default: the shipped model)")
@@ -163,6 +168,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     manifest = export(args.model, args.out, args.evaluation, args.name)
     print(f"wrote {args.out / manifest['onnx']['file']} and {args.out / 'manifest.json'} "
           f"(model version {manifest['model_version']})")
+    return 0
+
+
+def _cmd_bench_embed(args: argparse.Namespace) -> int:
+    from .model.bench import run_bench
+
+    run_bench(str(args.model), str(args.manifest), segments=args.segments)
     return 0
 
 
@@ -243,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {("corpus", "make"): _cmd_corpus_make, ("corpus", "info"): _cmd_corpus_info,
                 ("corpus", "bench"): _cmd_corpus_bench, ("train", None): _cmd_train,
-                ("evaluate", None): _cmd_evaluate, ("export", None): _cmd_export, ("embed", None): _cmd_embed}
+                ("evaluate", None): _cmd_evaluate, ("export", None): _cmd_export, ("embed", None): _cmd_embed, ("bench-embed", None): _cmd_bench_embed}
     handler = handlers[(args.command, getattr(args, "corpus_command", None))]
     try:
         return handler(args)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import scipy.fft
+from numpy.lib.stride_tricks import sliding_window_view
 
 
 @dataclass(frozen=True)
@@ -74,26 +76,27 @@ class LogMel:
         self.scale = 2.0 / self.window.sum()  # full-scale sine -> magnitude 1
         self.filters = mel_filterbank(c)
 
-    def power_spectrum(self, audio: np.ndarray) -> np.ndarray:
-        """``(..., n)`` -> ``(..., n_fft // 2 + 1, frames)`` power, centred frames with reflect padding."""
+    def _power(self, audio: np.ndarray) -> np.ndarray:
+        """``(..., n)`` -> ``(..., frames, n_fft // 2 + 1)`` power, centred frames, reflect padding."""
         c = self.cfg
         audio = np.asarray(audio, dtype=np.float32)
         pad = c.n_fft // 2
         if audio.shape[-1] <= pad:
             raise ValueError(f"audio of {audio.shape[-1]} samples is too short for an STFT of {c.n_fft}")
         padded = np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(pad, pad)], mode="reflect")
-        frames = c.frames(audio.shape[-1])
-        idx = np.arange(c.n_fft)[None, :] + c.hop_length * np.arange(frames)[:, None]
-        framed = padded[..., idx] * self.window  # (..., frames, n_fft)
-        spec = np.fft.rfft(framed, axis=-1) * self.scale
-        power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
-        return np.swapaxes(power, -1, -2)
+        frames = sliding_window_view(padded, c.n_fft, axis=-1)[..., ::c.hop_length, :]
+        spec = scipy.fft.rfft(frames * self.window, axis=-1, workers=-1)
+        return (spec.real ** 2 + spec.imag ** 2) * np.float32(self.scale ** 2)
+
+    def power_spectrum(self, audio: np.ndarray) -> np.ndarray:
+        """``(..., n)`` -> ``(..., n_fft // 2 + 1, frames)`` power spectrogram."""
+        return np.swapaxes(self._power(audio), -1, -2)
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        mel = np.matmul(self.filters, self.power_spectrum(audio))
+        mel = self._power(audio) @ self.filters.T  # (..., frames, n_mels)
         db = 10.0 * np.log10(np.maximum(mel, 1e-30))
         top = self.cfg.top_db
-        return np.clip((db + top) / top, 0.0, 1.0).astype(np.float32)
+        return np.swapaxes(np.clip((db + top) / top, 0.0, 1.0), -1, -2).astype(np.float32)
 
 
 def segment_starts(num_samples: int, segment: int, hop: int) -> np.ndarray:

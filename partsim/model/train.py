@@ -253,6 +253,14 @@ class Trainer:
         self.rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         self.log = ck["log"]
+        if self.log.get("config") != _jsonable(asdict(self.cfg)):
+            self.log.setdefault("resumed_with", []).append(
+                {"after_epochs": len(self.log["epochs"]), "config": _jsonable(asdict(self.cfg))})
+            self.log["config"] = _jsonable(asdict(self.cfg))
+        if self.state["phase"] == "done":  # asked for more main epochs than were trained: go on
+            done_main = sum(1 for e in self.log["epochs"] if e["phase"] == "main")
+            if done_main < self.cfg.epochs:
+                self.state = {"phase": "main", "epoch": done_main}
         return True
 
     def run(self) -> dict:

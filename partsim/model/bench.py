@@ -1,0 +1,57 @@
+"""``partsim bench-embed``: embedding throughput, PyTorch eager vs onnxruntime, same inputs, one run.
+
+Reports segments per second and the real-time factor (seconds of audio embedded per second)
+for the network alone (features precomputed) and end to end (features + network), at several
+batch sizes, and the ratio onnxruntime / PyTorch.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .inference import OnnxEmbedder, TorchEmbedder
+
+
+def _best_of(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def run_bench(model_pt: str, manifest: str, segments: int = 64, batches=(1, 16, 64), repeats: int = 3,
+              seed: int = 0) -> dict:
+    torch_model = TorchEmbedder(model_pt)
+    onnx_model = OnnxEmbedder(manifest)
+    seg_s = torch_model.segment_seconds
+    sr = torch_model.features.cfg.sample_rate
+    audio = np.random.default_rng(seed).uniform(-0.3, 0.3, (segments, int(seg_s * sr))).astype(np.float32)
+    mel = torch_model.features(audio)
+    features_s = _best_of(lambda: torch_model.features(audio), repeats)
+    rows = []
+    for b in batches:
+        def run(model):
+            for i in range(0, segments, b):
+                model.embed_mel(mel[i:i + b])
+        t_torch = _best_of(lambda: run(torch_model), repeats)
+        t_onnx = _best_of(lambda: run(onnx_model), repeats)
+        rows.append({"batch": b, "torch_seg_per_s": segments / t_torch, "onnx_seg_per_s": segments / t_onnx,
+                     "torch_rtf": segments * seg_s / t_torch, "onnx_rtf": segments * seg_s / t_onnx,
+                     "onnx_over_torch": t_torch / t_onnx,
+                     "end_to_end_onnx_rtf": segments * seg_s / (t_onnx + features_s)})
+    result = {"segments": segments, "segment_seconds": seg_s, "torch_threads": torch.get_num_threads(),
+              "features_seg_per_s": segments / features_s, "rows": rows}
+    print(f"embedding bench: {segments} segments of {seg_s:g} s, model {manifest}, torch threads "
+          f"{torch.get_num_threads()}")
+    print(f"  features (NumPy log-mel): {segments / features_s:8.1f} segments/s")
+    print(f"  {'batch':>5} {'torch seg/s':>12} {'onnx seg/s':>11} {'torch RTF':>10} {'onnx RTF':>9} "
+          f"{'onnx/torch':>10} {'e2e onnx RTF':>13}")
+    for r in rows:
+        print(f"  {r['batch']:>5} {r['torch_seg_per_s']:>12.1f} {r['onnx_seg_per_s']:>11.1f} {r['torch_rtf']:>9.0f}x "
+              f"{r['onnx_rtf']:>8.0f}x {r['onnx_over_torch']:>9.2f}x {r['end_to_end_onnx_rtf']:>12.0f}x")
+    return result
