@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped model models/csn-v1 from nothing: the training corpus, the held-out
 # corpus (another synthesizer), training, evaluation on both, figures, export.
-# On the 2-core development machine this takes about 2 hours (training ~1.7 h).
+# On the 2-core development machine this takes about 1.5 hours (training ~80 min).
 # Usage: scripts/make-model.sh [WORK_DIR]   (default: ./work)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ $P corpus make --out "$W/heldout-tim" --songs 60 --seconds 20 --seed 777 \
   --soundfont $SF2/TimGM6mb.sf2 --split 0,0,1 --quiet
 
 $P train --corpus "$W/train400" --out "$W/csn1" --widths 8,16,32,64,128 --batch 16 \
-  --epochs 90 --steps-per-epoch 50 --partnet-steps 200 --pretrain-steps 200 --threads 2
+  --epochs 53 --steps-per-epoch 50 --partnet-steps 200 --pretrain-steps 200 --threads 2
 
 $P evaluate "$W/csn1/model.pt" --corpus "$W/train400" --out "$W/eval-test.json" --figures "$W/figures"
 $P evaluate "$W/csn1/model.pt" --corpus "$W/heldout-tim" --out "$W/eval-heldout.json"

@@ -139,10 +139,13 @@ def test_run_writes_log_checkpoint_and_resumes(tiny_run, tiny_corpus):
     cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tiny_run), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
                       batch=4, epochs=3, steps_per_epoch=2, partnet_steps=2, pretrain_steps=2, val_draws=4)
     tr = Trainer(cfg, progress=False)
-    assert tr.resume() and tr.state["phase"] == "done"
-    tr.state = {"phase": "main", "epoch": 2}
+    assert tr.resume() and tr.state == {"phase": "main", "epoch": 2}  # finished, but more epochs asked for
     log = tr.run()
     assert [e["phase"] for e in log["epochs"]] == ["partnets", "pretrain", "main", "main", "main"]
+    assert log["resumed_with"][0]["after_epochs"] == 4 and log["config"]["epochs"] == 3
+    again = Trainer(cfg, progress=False)
+    assert again.resume() and again.state["phase"] == "done"  # nothing more to do
+    assert len(again.run()["epochs"]) == 5
 
 
 def test_ablation_flags_change_what_is_trained(tiny_corpus, tmp_path):

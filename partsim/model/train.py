@@ -30,7 +30,7 @@ from ..data import open_dataset
 from ..errors import InvalidArgument
 from .data import StemBank
 from .features import FeatureConfig, LogMel
-from .nets import CSN, NetConfig, PartNet, norm_loss, triplet_loss
+from .nets import CSN, NetConfig, PartNet, masked_distance, norm_loss, triplet_loss
 
 PHASES = ("partnets", "pretrain", "main")
 
@@ -204,7 +204,6 @@ class Trainer:
             out["norm"] = nl
             loss = loss + c.norm_weight * nl
         with torch.no_grad():
-            from .nets import masked_distance
             out["triplet_acc"] = (masked_distance(a, p, cond, P, D) < masked_distance(a, n, cond, P, D)).float().mean()
         out["loss"] = loss
         return out

@@ -1,0 +1,39 @@
+"""The model shipped in models/ (installed as partsim.shipped): intact, loadable, the embed default."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from partsim.model.inference import OnnxEmbedder, sha256_file
+from partsim.shipped import default_manifest
+
+from .util import run_cli
+
+
+def test_shipped_manifest_matches_its_onnx_file():
+    path = default_manifest()
+    manifest = json.loads(path.read_text())
+    assert manifest["format"] == "partsim-model"
+    assert manifest["parts"] == ["drums", "bass", "piano", "guitar", "others"] and manifest["subspace_dim"] == 128
+    assert sha256_file(path.parent / manifest["onnx"]["file"]) == manifest["onnx"]["sha256"]
+    assert manifest["model_version"].endswith(manifest["onnx"]["sha256"][:12])
+    # the evaluation the README quotes is recorded beside the model
+    evaluation = json.loads((path.parent / "evaluation.json").read_text())
+    assert manifest["evaluation"] == evaluation
+    assert set(evaluation["test_split"]["table_4_2_part_label_accuracy"]) == set(manifest["parts"])
+
+
+def test_partsim_embed_uses_the_shipped_model_by_default(tiny_corpus, tmp_path):
+    mix = next(tiny_corpus.glob("song*/mix.flac"))
+    out = tmp_path / "e.npz"
+    proc = run_cli("embed", str(mix), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    z = np.load(out)
+    assert z["vectors"].shape == (2, 5, 128) and np.all(np.isfinite(z["vectors"]))
+    again = OnnxEmbedder(default_manifest())
+    import soundfile as sf
+
+    audio, _ = sf.read(str(mix), dtype="float32")
+    np.testing.assert_allclose(again.embed(audio[None, :3 * 44100])[0], z["vectors"][0], atol=1e-5)
