@@ -14,13 +14,14 @@ import numpy as np
 
 from ..audio import load_audio
 from ..errors import InvalidArgument
+from .features import segment_starts
 from .inference import Embedder
 
 
 def file_segments(audio: np.ndarray, sr: int, segment_s: float, hop_s: float) -> tuple[np.ndarray, np.ndarray]:
     """``(n,)`` -> segments ``(k, seg)`` and their start times (s); a short tail is dropped."""
     seg, hop = int(round(segment_s * sr)), int(round(hop_s * sr))
-    starts = np.arange(0, len(audio) - seg + 1, hop, dtype=np.int64) if len(audio) >= seg else np.zeros(0, np.int64)
+    starts = segment_starts(len(audio), seg, hop)
     idx = starts[:, None] + np.arange(seg)[None, :]
     return audio[idx], starts / sr
 

@@ -75,8 +75,7 @@ def knn_accuracy(x: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = 
     n = len(x)
     if n < 2:
         return float("nan")
-    sq = (x * x).sum(1)
-    d = sq[:, None] + sq[None, :] - 2 * x @ x.T
+    d = _sq_dist(x)
     np.fill_diagonal(d, np.inf)
     if groups is not None:
         d[groups[:, None] == groups[None, :]] = np.inf
@@ -102,9 +101,14 @@ def _pearson_upper(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def _pdist(x: np.ndarray) -> np.ndarray:
+def _sq_dist(x: np.ndarray) -> np.ndarray:
+    """Pairwise squared Euclidean distances of the rows of ``x``."""
     sq = (x * x).sum(1)
-    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0))
+    return np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
+
+
+def _pdist(x: np.ndarray) -> np.ndarray:
+    return np.sqrt(_sq_dist(x))
 
 
 def track_id_table(model: Embedder, tracks: list[TestTrack], seconds=(3, 5, 10)) -> dict:

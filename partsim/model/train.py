@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..data import open_dataset
 from ..errors import InvalidArgument
 from .data import StemBank
-from .features import FeatureConfig, LogMel
+from .features import SILENCE_POWER, FeatureConfig, LogMel, mean_power
 from .nets import CSN, NetConfig, PartNet, masked_distance, norm_loss, triplet_loss
 
 PHASES = ("partnets", "pretrain", "main")
@@ -153,7 +153,7 @@ class Trainer:
             self.partnets.eval()
             for j, net in enumerate(self.partnets):
                 stems = [self.train.window(p.sources[j][0], j, p.sources[j][1]) for p in pieces]
-                silent = torch.tensor([float(np.mean(s.astype(np.float64) ** 2)) < 1e-4 for s in stems])
+                silent = torch.from_numpy(mean_power(np.stack(stems)) < SILENCE_POWER)
                 emb = net(self._mel(stems))
                 emb[silent] = 0.0
                 targets[:, j * D:(j + 1) * D] = emb
