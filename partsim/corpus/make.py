@@ -179,6 +179,7 @@ def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> tuple[dict,
     rng = np.random.default_rng([cfg.seed, index])
     song = compose(rng, cfg.seconds, tempo_class_for(cfg.seed, index))
     voices = _choose_voices(song, rng, renderer)
+    voices_of = {p: [v for v in voices if v.instrument.part == p] for p in PARTS}
     sr = SAMPLE_RATE
     n = int(round(cfg.seconds * sr))
     fade = np.ones(n, dtype=np.float64)
@@ -189,7 +190,7 @@ def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> tuple[dict,
     gains_db: dict[str, float] = {}
     actives: dict[str, list[list[float]]] = {}
     for part in PARTS:
-        part_voices = [v for v in voices if v.instrument.part == part]
+        part_voices = voices_of[part]
         audio = renderer.render(part_voices, song.tempo, n).astype(np.float64) if part_voices else np.zeros(n)
         audio *= fade
         actives[part] = _active_ranges(song, part, cfg.seconds) if part_voices else []
@@ -245,7 +246,7 @@ def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> tuple[dict,
         "midi": "song.mid",
     }
     for part in PARTS:
-        part_voices = [v for v in voices if v.instrument.part == part]
+        part_voices = voices_of[part]
         present = bool(part_voices)
         metadata["parts"][part] = {
             "present": present,
