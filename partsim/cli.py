@@ -91,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-pretrain", action="store_true", help="ablation: random initialisation")
     train.add_argument("--seed", type=_int, default=0)
     train.add_argument("--threads", type=_int, default=0, help="torch threads (0: default)")
-    train.add_argument("--quiet", action="store_true")
+    train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    train.add_argument("--time-limit", type=_number, default=0.0, metavar="MINUTES",
+                       help="stop the main phase after this many minutes of training (0: none)")
+    train.add_argument("--load-workers", type=_int, default=0, help="threads decoding stems (0: one per core)")
+    train.add_argument("--val-draws", type=_int, default=96, help="validation triplets measured after each epoch")
+    train.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch remains)")
 
     ev = sub.add_parser("evaluate", help="the thesis's evaluation protocols on a corpus's test split")
     ev.add_argument("model", type=Path, help="model.pt (PyTorch, with the baseline) or manifest.json (ONNX)")
@@ -140,7 +145,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         segment_seconds=args.segment_seconds, batch=args.batch, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, partnet_steps=args.partnet_steps, pretrain_steps=args.pretrain_steps,
         lr=args.lr, pseudo=not args.no_pseudo, additional=not args.no_additional, norm=not args.no_norm,
-        pretrain=not args.no_pretrain, seed=args.seed, threads=args.threads,
+        pretrain=not args.no_pretrain, seed=args.seed, threads=args.threads, device=args.device,
+        time_limit=args.time_limit, load_workers=args.load_workers, val_draws=args.val_draws,
     )
     cfg.validate()
     trainer = Trainer(cfg, progress=not args.quiet)

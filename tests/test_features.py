@@ -44,3 +44,18 @@ def test_matches_an_independent_torch_stft():
     ref = (np.abs(spec) ** 2).astype(np.float32)
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-6)
+
+
+def test_torch_features_agree_with_the_numpy_ones():
+    """Training on a GPU computes the features with TorchLogMel; they must be the same features."""
+
+    from partsim.model.features_torch import TorchLogMel
+
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal((3, 3 * 44100)) * 0.1).astype(np.float32)
+    audio[1] *= 1e-3  # quiet
+    audio[2, :60000] = 0.0  # part silence
+    ref = LogMel()(audio)
+    got = TorchLogMel()(torch.from_numpy(audio)).numpy()
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() < 1e-5

@@ -112,6 +112,44 @@ def test_norm_targets_follow_the_stems_power(bank):
     assert silent_seen > 0  # created silences happen
 
 
+def test_render_batch_is_the_per_piece_mix(bank):
+    """The batched gather used in training mixes exactly what the per-piece reference mixes."""
+    rng = np.random.default_rng(4)
+    pieces = [p for _ in range(10) for p in bank.pseudo_triplets(rng, drop_prob=0.7)[0]]
+    audio, present = bank.render_batch(pieces)
+    assert audio.shape == (len(pieces), SEG) and present.shape == (len(pieces), len(PARTS))
+    for i, piece in enumerate(pieces):
+        ref_audio, ref_present = bank.render(piece)
+        np.testing.assert_allclose(audio[i].numpy(), ref_audio, atol=1e-6)
+        np.testing.assert_array_equal(present[i].numpy(), ref_present)
+    # stem windows of one part, silence where no source
+    t, start = pieces[0].sources[pieces[0].sources.index(next(s for s in pieces[0].sources if s))]
+    j = next(j for j, s in enumerate(pieces[0].sources) if s)
+    w = bank.gather(j, [(t, start), None])
+    np.testing.assert_allclose(w[0].numpy(), bank.window(t, j, start), atol=0)
+    assert not w[1].any()
+
+
+def test_time_limit_stops_the_main_phase_and_still_writes_the_model(tiny_corpus, tmp_path):
+    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "run"),
+                      net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS), batch=2, epochs=50,
+                      steps_per_epoch=1, val_draws=2, pretrain=False, time_limit=1e-9)
+    log = Trainer(cfg, progress=False).run()
+    assert log["stopped_early"]["after_main_epochs"] == 0 and log["epochs"] == []
+    assert (tmp_path / "run" / "model.pt").is_file()
+    assert log["device"].startswith("cpu")
+
+
+@pytest.mark.parametrize("field,value,fragment", [("time_limit", -1.0, "--time-limit"),
+                                                  ("time_limit", float("nan"), "--time-limit"),
+                                                  ("device", "tpu", "--device")])
+def test_bad_training_options(tiny_corpus, field, value, fragment):
+    from partsim.errors import InvalidArgument
+    cfg = TrainConfig(corpus=str(tiny_corpus), out="/tmp/unused", **{field: value})
+    with pytest.raises(InvalidArgument, match=fragment):
+        cfg.validate()
+
+
 def test_training_losses_decrease_on_a_fixed_batch(tiny_corpus):
     cfg = TrainConfig(corpus=str(tiny_corpus), out="/tmp/unused", net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
                       batch=6, lr=3e-3, pretrain=False)

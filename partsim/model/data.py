@@ -9,9 +9,11 @@ same three pieces as anchor (A, B), positive (D, B), negative (A, C) under a con
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..data import Track
 from .features import SILENCE_POWER
@@ -35,28 +37,34 @@ class StemBank:
         segment: window length in samples; hop: window hop in samples (50 % overlap in training).
     """
 
-    def __init__(self, tracks: list[Track], parts: list[str], segment: int, hop: int, progress=None):
+    def __init__(self, tracks: list[Track], parts: list[str], segment: int, hop: int, progress=None,
+                 workers: int = 1):
         self.parts = list(parts)
         self.segment, self.hop = segment, hop
         self.ids: list[str] = []
-        self.stems: list[np.ndarray] = []  # (P, n) int16
+        self.stems: list[np.ndarray] = []  # (P, n) int16, views into self.flat
         self.tempo_class: list[int] = []
         self.windows: list[list[np.ndarray]] = []  # [track][part] -> non-silent window starts
         self.mix_windows: list[np.ndarray] = []  # windows where the mix is non-silent
-        for track in (progress(tracks) if progress else tracks):
-            stems = track.load_stems()
-            arr = np.stack([stems[p] for p in self.parts])
-            if arr.shape[1] < segment:
-                continue
-            q = np.clip(np.round(arr * INT16), -32768, 32767).astype(np.int16)
-            starts = np.arange(0, arr.shape[1] - segment + 1, hop)
-            power = _window_power(arr, starts, segment)  # (P, W)
-            mix_power = _window_power(arr.sum(axis=0, keepdims=True), starts, segment)[0]
-            self.ids.append(track.id)
-            self.stems.append(q)
-            self.tempo_class.append(int(track.tempo_class) if track.tempo_class is not None else 0)
-            self.windows.append([starts[power[j] >= SILENCE_POWER] for j in range(len(self.parts))])
-            self.mix_windows.append(starts[mix_power >= SILENCE_POWER])
+        with ThreadPoolExecutor(max(1, workers)) as pool:  # decoding releases the GIL
+            loaded = pool.map(self._load, tracks)
+            for item in (progress(loaded, total=len(tracks)) if progress else loaded):
+                if item is None:
+                    continue
+                track, q, windows, mix_windows = item
+                self.ids.append(track.id)
+                self.stems.append(q)
+                self.tempo_class.append(int(track.tempo_class) if track.tempo_class is not None else 0)
+                self.windows.append(windows)
+                self.mix_windows.append(mix_windows)
+        # All tracks end to end, one row per part, so a batch of windows is one gather (render_batch).
+        lengths = [q.shape[1] for q in self.stems]
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.flat = np.zeros((len(self.parts), int(self.offsets[-1])), dtype=np.int16)
+        for t, q in enumerate(self.stems):
+            self.flat[:, self.offsets[t]:self.offsets[t + 1]] = q
+            self.stems[t] = self.flat[:, self.offsets[t]:self.offsets[t + 1]]
+        self._device_flat: dict[str, torch.Tensor] = {}
         # Pseudo pieces mix tracks of one tempo class. A small set (a validation split, a test
         # corpus) has too few tracks per class, so adjacent classes are merged (2, 4, ... at a
         # time) until most tracks sit in a group of at least 4.
@@ -69,6 +77,18 @@ class StemBank:
             if in_groups >= 0.75 * len(self) or self.class_merge >= 64:
                 break
             self.class_merge *= 2
+
+    def _load(self, track: Track):
+        stems = track.load_stems()
+        arr = np.stack([stems[p] for p in self.parts])
+        if arr.shape[1] < self.segment:
+            return None
+        q = np.clip(np.round(arr * INT16), -32768, 32767).astype(np.int16)
+        starts = np.arange(0, arr.shape[1] - self.segment + 1, self.hop)
+        power = _window_power(arr, starts, self.segment)  # (P, W)
+        mix_power = _window_power(arr.sum(axis=0, keepdims=True), starts, self.segment)[0]
+        return (track, q, [starts[power[j] >= SILENCE_POWER] for j in range(len(self.parts))],
+                starts[mix_power >= SILENCE_POWER])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,6 +110,33 @@ class StemBank:
             audio += w
             present[j] = float(np.mean(w.astype(np.float64) ** 2) > SILENCE_POWER)
         return audio, present
+
+    def _windows_view(self, device: torch.device) -> torch.Tensor:
+        """``(P, L - segment + 1, segment)`` strided view of every window of the flat stems."""
+        key = str(device)
+        if key not in self._device_flat:
+            flat = torch.from_numpy(self.flat)
+            self._device_flat[key] = flat.to(device) if device.type != "cpu" else flat
+        flat = self._device_flat[key]
+        P, L = flat.shape
+        return flat.as_strided((P, max(0, L - self.segment + 1), self.segment), (L, 1, 1))
+
+    def gather(self, j: int, sources: list[tuple[int, int] | None], device: torch.device | str = "cpu") -> torch.Tensor:
+        """Windows of part ``j``: ``sources[i] = (track, start)`` or None (silence) -> ``(N, segment)`` float32."""
+        device = torch.device(device)
+        idx = torch.tensor([self.offsets[s[0]] + s[1] if s is not None else 0 for s in sources], dtype=torch.long)
+        keep = torch.tensor([s is not None for s in sources])
+        w = self._windows_view(device)[j][idx.to(device)].float() / INT16
+        return w * keep.to(device)[:, None]
+
+    def render_batch(self, pieces: list[Piece], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix many pieces at once: ``(N, segment)`` float32 audio and ``(N, P)`` presence targets."""
+        audio, present = None, []
+        for j in range(len(self.parts)):
+            w = self.gather(j, [p.sources[j] for p in pieces], device)
+            audio = w if audio is None else audio + w
+            present.append(((w.double() ** 2).mean(dim=1) > SILENCE_POWER).float())
+        return audio, torch.stack(present, dim=1)
 
     # ----------------------------------------------------------------------------------------
     # samplers
@@ -146,14 +193,14 @@ class StemBank:
         a, d = (int(v) for v in rng.choice(usable, size=2, replace=False))
         return (self.dataset_piece(rng, a), self.dataset_piece(rng, a), self.dataset_piece(rng, d)), int(rng.integers(P))
 
-    def stem_triplet(self, rng: np.random.Generator, j: int):
-        """Chapter 3 triplet for part j on ideal stems: two windows of one track, one of another."""
+    def stem_triplet(self, rng: np.random.Generator, j: int) -> list[tuple[int, int]]:
+        """Chapter 3 triplet for part j on ideal stems: two windows of one track, one of another.
+
+        Returns three ``(track, start)`` sources of part ``j`` (anchor, positive, negative).
+        """
         with_j = [t for t in range(len(self)) if len(self.windows[t][j]) >= 2]
         a, d = (int(v) for v in rng.choice(with_j, size=2, replace=False))
-        def win(t: int) -> np.ndarray:
-            return self.window(t, j, int(rng.choice(self.windows[t][j])))
-
-        return win(a), win(a), win(d)
+        return [(t, int(rng.choice(self.windows[t][j]))) for t in (a, a, d)]
 
 
 def _window_power(arr: np.ndarray, starts: np.ndarray, segment: int) -> np.ndarray:

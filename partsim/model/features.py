@@ -113,3 +113,4 @@ def mean_power(audio: np.ndarray) -> np.ndarray:
 
 
 SILENCE_POWER = 1e-4
+

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from ..data import open_dataset
 from ..errors import InvalidArgument
 from .data import StemBank
-from .features import SILENCE_POWER, FeatureConfig, LogMel, mean_power
+from .features import SILENCE_POWER, FeatureConfig, LogMel
+from .features_torch import TorchLogMel
 from .nets import CSN, NetConfig, PartNet, masked_distance, norm_loss, triplet_loss
 
 PHASES = ("partnets", "pretrain", "main")
@@ -57,6 +58,9 @@ class TrainConfig:
     val_draws: int = 96
     seed: int = 0
     threads: int = 0  # 0: torch's default
+    device: str = "auto"  # auto: CUDA when there is one, else CPU
+    time_limit: float = 0.0  # minutes of training after which the main phase stops (0: no limit)
+    load_workers: int = 0  # threads decoding stems (0: one per CPU core)
 
     def validate(self) -> None:
         for name in ("batch", "epochs", "steps_per_epoch", "val_draws"):
@@ -66,6 +70,12 @@ class TrainConfig:
             raise InvalidArgument(f"--segment-seconds must be within 1..30, got {self.segment_seconds}")
         if self.lr <= 0:
             raise InvalidArgument(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.time_limit < float("inf"):
+            raise InvalidArgument(f"--time-limit must be 0 (none) or positive minutes, got {self.time_limit}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise InvalidArgument(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise InvalidArgument(f"--device {self.device}: PyTorch sees no CUDA device here")
 
     def phases(self) -> list[str]:
         return list(PHASES) if self.pretrain else ["main"]
@@ -89,7 +99,10 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
+        self.device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.features = LogMel(FeatureConfig())
+        # On a GPU the features are computed there too (same filters, agreement is tested).
+        self.gpu_features = TorchLogMel(FeatureConfig()).to(self.device) if self.device.type != "cpu" else None
         sr = self.features.cfg.sample_rate
         self.segment = int(round(cfg.segment_seconds * sr))
         ds = open_dataset(cfg.corpus)
@@ -97,32 +110,41 @@ class Trainer:
                                    "splits": {k: len(v) for k, v in ds.splits().items()}}
         if ds.layout == "partsim":
             self.corpus_description["config"] = json.loads((ds.root / "index.json").read_text()).get("config")
-        wrap = (lambda it: tqdm(it, desc="loading stems", unit="track")) if progress else None
+        wrap = (lambda it, **kw: tqdm(it, desc="loading stems", unit="track", **kw)) if progress else None
         train_tracks = ds.tracks("train")
         val_tracks = ds.tracks("validation") or train_tracks[: max(4, len(train_tracks) // 10)]
-        self.train = StemBank(train_tracks, cfg.net.parts, self.segment, self.segment // 2, wrap)
-        self.val = StemBank(val_tracks, cfg.net.parts, self.segment, self.segment, None)
+        workers = cfg.load_workers or os.cpu_count() or 1
+        self.train = StemBank(train_tracks, cfg.net.parts, self.segment, self.segment // 2, wrap, workers)
+        self.val = StemBank(val_tracks, cfg.net.parts, self.segment, self.segment, None, workers)
         if len(self.train) < 4:
             raise InvalidArgument(f"corpus {cfg.corpus} has {len(self.train)} usable training tracks; at least 4 are needed")
         if len(self.val) < 4:  # too small to draw validation pseudo pieces from: monitor on training tracks
             self.corpus_description["validation_note"] = (
                 f"validation split has {len(self.val)} usable tracks; validation draws come from training tracks")
             self.val = self.train
-        self.csn = CSN(cfg.net)
-        self.partnets = torch.nn.ModuleList([PartNet(cfg.net) for _ in cfg.net.parts])
+        self.csn = CSN(cfg.net).to(self.device)
+        self.partnets = torch.nn.ModuleList([PartNet(cfg.net) for _ in cfg.net.parts]).to(self.device)
         self.log: dict = {"config": _jsonable(asdict(cfg)), "corpus": self.corpus_description,
-                          "git_commit": _git_commit(), "epochs": [], "wall_seconds": 0.0}
+                          "git_commit": _git_commit(), "epochs": [], "wall_seconds": 0.0,
+                          "device": _device_name(self.device)}
         self.state = {"phase": cfg.phases()[0], "epoch": 0}
         self.opt = self._optimizer()
         self.rng = np.random.default_rng(cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
 
     # ------------------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
         params = self.partnets.parameters() if self.state["phase"] == "partnets" else self.csn.parameters()
         return torch.optim.Adam(params, lr=self.cfg.lr)
 
-    def _mel(self, audio: list[np.ndarray] | np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.features(np.stack(audio)))
+    def _mel(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(B, n)`` audio on the training device -> ``(B, n_mels, frames)`` features there."""
+        if self.gpu_features is not None:
+            return self.gpu_features(audio)
+        return torch.from_numpy(self.features(audio.numpy()))
 
     def _phase_steps(self, phase: str) -> tuple[int, int]:
         """(epochs, steps per epoch) of a phase."""
@@ -139,21 +161,21 @@ class Trainer:
         losses = []
         for j, net in enumerate(self.partnets):
             trip = [self.train.stem_triplet(self.rng, j) for _ in range(max(2, c.batch // 2))]
-            mel = self._mel([w for t in trip for w in t])
+            mel = self._mel(self.train.gather(j, [s for t in trip for s in t], self.device))
             emb = net(mel).view(len(trip), 3, -1)
-            zero = torch.zeros(len(trip), dtype=torch.long)
+            zero = torch.zeros(len(trip), dtype=torch.long, device=self.device)
             losses.append(triplet_loss(emb[:, 0], emb[:, 1], emb[:, 2], zero, 1, c.net.subspace_dim, c.margin))
         loss = torch.stack(losses).mean()
         return {"loss": loss, "partnet_triplet": loss.detach()}
 
     def _pretrain_targets(self, pieces) -> torch.Tensor:
         P, D = len(self.cfg.net.parts), self.cfg.net.subspace_dim
-        targets = torch.zeros(len(pieces), P * D)
+        targets = torch.zeros(len(pieces), P * D, device=self.device)
         with torch.no_grad():
             self.partnets.eval()
             for j, net in enumerate(self.partnets):
-                stems = [self.train.window(p.sources[j][0], j, p.sources[j][1]) for p in pieces]
-                silent = torch.from_numpy(mean_power(np.stack(stems)) < SILENCE_POWER)
+                stems = self.train.gather(j, [p.sources[j] for p in pieces], self.device)
+                silent = (stems.double() ** 2).mean(dim=1) < SILENCE_POWER
                 emb = net(self._mel(stems))
                 emb[silent] = 0.0
                 targets[:, j * D:(j + 1) * D] = emb
@@ -164,7 +186,7 @@ class Trainer:
                   for _ in range(self.cfg.batch * 2)]
         target = self._pretrain_targets(pieces)
         self.csn.train()
-        out = self.csn(self._mel([self.train.render(p)[0] for p in pieces]))
+        out = self.csn(self._mel(self.train.render_batch(pieces, self.device)[0]))
         loss = torch.nn.functional.mse_loss(out, target)
         return {"loss": loss, "pretrain_mse": loss.detach()}
 
@@ -179,23 +201,18 @@ class Trainer:
     def _losses(self, bank: StemBank, draws) -> dict:
         c = self.cfg
         P, D = len(c.net.parts), c.net.subspace_dim
-        audio, present = [], []
-        for pieces, _, _ in draws:
-            for piece in pieces:
-                a, q = bank.render(piece)
-                audio.append(a)
-                present.append(q)
+        audio, present = bank.render_batch([piece for pieces, _, _ in draws for piece in pieces], self.device)
         emb = self.csn(self._mel(audio)).view(len(draws), 3, -1)
-        q = torch.from_numpy(np.stack(present)).view(len(draws), 3, -1)
-        cond = torch.tensor([d[1] for d in draws])
+        q = present.view(len(draws), 3, -1)
+        cond = torch.tensor([d[1] for d in draws], device=self.device)
         a, p, n = emb[:, 0], emb[:, 1], emb[:, 2]
         basic = triplet_loss(a, p, n, cond, P, D, c.margin)
         out = {"basic": basic}
         loss = basic
         with_add = [i for i, d in enumerate(draws) if d[2] is not None]
         if with_add:
-            idx = torch.tensor(with_add)
-            cond2 = torch.tensor([draws[i][2] for i in with_add])
+            idx = torch.tensor(with_add, device=self.device)
+            cond2 = torch.tensor([draws[i][2] for i in with_add], device=self.device)
             add = triplet_loss(a[idx], n[idx], p[idx], cond2, P, D, c.margin)  # anchor, (D,B), (A,C)
             out["additional"] = add
             loss = loss + add
@@ -241,7 +258,7 @@ class Trainer:
         path = self.out / "checkpoint.pt"
         if not path.is_file():
             return False
-        ck = torch.load(path, weights_only=False)
+        ck = torch.load(path, weights_only=False, map_location="cpu")
         if ck["net"] != asdict(self.cfg.net):
             raise InvalidArgument(f"{path} was trained with other network sizes ({ck['net']}); use another --out")
         self.state = ck["state"]
@@ -278,6 +295,10 @@ class Trainer:
                 self.state = {"phase": phases[nxt], "epoch": 0}
                 self.opt = self._optimizer()
                 continue
+            if phase == "main" and self._out_of_time(started):
+                self.log["stopped_early"] = {"after_main_epochs": self.state["epoch"],
+                                             "time_limit_minutes": self.cfg.time_limit}
+                break
             totals: dict[str, float] = {}
             bar = tqdm(range(steps), desc=f"{phase} {self.state['epoch'] + 1}/{epochs}", disable=not self.progress,
                        dynamic_ncols=True, leave=False)
@@ -295,17 +316,30 @@ class Trainer:
             record["wall_seconds"] = round(time.monotonic() - started, 1)
             self.log["epochs"].append(record)
             self.log["wall_seconds"] = record["wall_seconds"]
-            if self.progress:
-                print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                      flush=True)
+            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+                  flush=True)
             self.state["epoch"] += 1
             self.save()
         self.state = {"phase": "done", "epoch": 0}
-        torch.save({"csn": self.csn.state_dict(), "partnets": self.partnets.state_dict(),
+        torch.save({"csn": _cpu(self.csn.state_dict()), "partnets": _cpu(self.partnets.state_dict()),
                     "net": asdict(self.cfg.net), "features": FeatureConfig().to_dict(),
                     "segment_seconds": self.cfg.segment_seconds, "log": self.log}, self.out / "model.pt")
         self.save()
         return self.log
+
+
+    def _out_of_time(self, started: float) -> bool:
+        return self.cfg.time_limit > 0 and time.monotonic() - started >= self.cfg.time_limit * 60
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def _jsonable(x):
