@@ -24,3 +24,19 @@ class DatasetError(PartsimError):
 
 class SoundFontError(PartsimError):
     """A SoundFont is missing, unreadable or lacks what the generator needs."""
+
+
+class ResourceExhausted(PartsimError):
+    """A request is larger than a configured limit (upload size, segments, top_k)."""
+
+
+class FailedPrecondition(PartsimError):
+    """The system is not in a state to do this (e.g. a vector from another model version)."""
+
+
+class Unavailable(PartsimError):
+    """A backend (Milvus, Redis, another service) cannot be reached right now; retrying may help."""
+
+
+class PermissionDenied(PartsimError):
+    """The caller asked for something outside what it may touch (e.g. a path outside the allowed roots)."""

@@ -34,3 +34,4 @@ def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
                       batch=4, epochs=2, steps_per_epoch=2, partnet_steps=2, pretrain_steps=2, val_draws=4)
     Trainer(cfg, progress=False).run()
     return out
+from .redis_server import redis_server, redis_url  # noqa: F401,E402

@@ -69,6 +69,10 @@ def export(model_path: str | Path, out_dir: str | Path, evaluation: str | Path |
         "onnx": {"file": ONNX_FILE, "sha256": digest, "opset": OPSET, "input": "mel",
                  "input_shape": ["batch", embedder.features.cfg.n_mels, "frames"], "output": "embedding",
                  "output_shape": ["batch", len(embedder.parts), embedder.subspace_dim], "min_frames": 32},
+        # Part presence from a subspace's norm (eq. 4.4): present when sigmoid(log ||v_j|| + b_j) > 0.5,
+        # i.e. when ||v_j|| > exp(-b_j).
+        "presence": {"norm_bias": [float(b) for b in embedder.csn.norm_bias.detach().cpu()],
+                     "rule": "present when log(norm) + norm_bias > 0"},
         "network": {**embedder.net_cfg.to_dict(),
                     "parameters": int(sum(p.numel() for p in embedder.csn.parameters()))},
         "training": {"corpus": log.get("corpus"), "config": log.get("config"), "git_commit": log.get("git_commit"),

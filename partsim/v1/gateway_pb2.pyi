@@ -1,0 +1,216 @@
+from partsim.v1 import searcher_pb2 as _searcher_pb2
+from partsim.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_DONE: _ClassVar[JobState]
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_DONE: JobState
+
+class EmbedPartsRequest(_message.Message):
+    __slots__ = ("audio", "segment_seconds", "hop_seconds")
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    audio: _types_pb2.Audio
+    segment_seconds: float
+    hop_seconds: float
+    def __init__(self, audio: _Optional[_Union[_types_pb2.Audio, _Mapping]] = ..., segment_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ...) -> None: ...
+
+class EmbedPartsResponse(_message.Message):
+    __slots__ = ("model", "segments", "duration_seconds")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model: _types_pb2.ModelInfo
+    segments: _containers.RepeatedCompositeFieldContainer[_types_pb2.SegmentEmbedding]
+    duration_seconds: float
+    def __init__(self, model: _Optional[_Union[_types_pb2.ModelInfo, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[_types_pb2.SegmentEmbedding, _Mapping]]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+
+class IndexTrackHeader(_message.Message):
+    __slots__ = ("track_id", "metadata", "pcm_format")
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    PCM_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    track_id: str
+    metadata: _types_pb2.TrackMetadata
+    pcm_format: _types_pb2.RawPcm
+    def __init__(self, track_id: _Optional[str] = ..., metadata: _Optional[_Union[_types_pb2.TrackMetadata, _Mapping]] = ..., pcm_format: _Optional[_Union[_types_pb2.RawPcm, _Mapping]] = ...) -> None: ...
+
+class IndexTrackRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: IndexTrackHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[IndexTrackHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class IndexTrackResponse(_message.Message):
+    __slots__ = ("track", "replaced")
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    track: _searcher_pb2.Track
+    replaced: bool
+    def __init__(self, track: _Optional[_Union[_searcher_pb2.Track, _Mapping]] = ..., replaced: _Optional[bool] = ...) -> None: ...
+
+class IngestItem(_message.Message):
+    __slots__ = ("track_id", "metadata", "uri", "audio")
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    track_id: str
+    metadata: _types_pb2.TrackMetadata
+    uri: str
+    audio: _types_pb2.Audio
+    def __init__(self, track_id: _Optional[str] = ..., metadata: _Optional[_Union[_types_pb2.TrackMetadata, _Mapping]] = ..., uri: _Optional[str] = ..., audio: _Optional[_Union[_types_pb2.Audio, _Mapping]] = ...) -> None: ...
+
+class SubmitIngestJobRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[IngestItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[IngestItem, _Mapping]]] = ...) -> None: ...
+
+class SubmitIngestJobResponse(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ItemFailure(_message.Message):
+    __slots__ = ("track_id", "error")
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    track_id: str
+    error: str
+    def __init__(self, track_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class GetIngestJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetIngestJobResponse(_message.Message):
+    __slots__ = ("job_id", "state", "total", "succeeded", "failed", "failures", "created_at", "updated_at")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: JobState
+    total: int
+    succeeded: int
+    failed: int
+    failures: _containers.RepeatedCompositeFieldContainer[ItemFailure]
+    created_at: float
+    updated_at: float
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., total: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[ItemFailure, _Mapping]]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class IndexedSegment(_message.Message):
+    __slots__ = ("track_id", "seconds", "segment_index")
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    track_id: str
+    seconds: float
+    segment_index: int
+    def __init__(self, track_id: _Optional[str] = ..., seconds: _Optional[float] = ..., segment_index: _Optional[int] = ...) -> None: ...
+
+class VectorQuery(_message.Message):
+    __slots__ = ("vector",)
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, vector: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class StemQuery(_message.Message):
+    __slots__ = ("part", "indexed", "audio", "vector")
+    PART_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    part: str
+    indexed: IndexedSegment
+    audio: _types_pb2.Audio
+    vector: VectorQuery
+    def __init__(self, part: _Optional[str] = ..., indexed: _Optional[_Union[IndexedSegment, _Mapping]] = ..., audio: _Optional[_Union[_types_pb2.Audio, _Mapping]] = ..., vector: _Optional[_Union[VectorQuery, _Mapping]] = ...) -> None: ...
+
+class SearchMixRequest(_message.Message):
+    __slots__ = ("queries", "top_k", "part_weights", "exclude_track_ids", "mode")
+    class PartWeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    PART_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_TRACK_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedCompositeFieldContainer[StemQuery]
+    top_k: int
+    part_weights: _containers.ScalarMap[str, float]
+    exclude_track_ids: _containers.RepeatedScalarFieldContainer[str]
+    mode: _searcher_pb2.SearchMode
+    def __init__(self, queries: _Optional[_Iterable[_Union[StemQuery, _Mapping]]] = ..., top_k: _Optional[int] = ..., part_weights: _Optional[_Mapping[str, float]] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_searcher_pb2.SearchMode, str]] = ...) -> None: ...
+
+class SearchMixResponse(_message.Message):
+    __slots__ = ("hits", "model_version", "candidates")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[_searcher_pb2.MixHit]
+    model_version: str
+    candidates: int
+    def __init__(self, hits: _Optional[_Iterable[_Union[_searcher_pb2.MixHit, _Mapping]]] = ..., model_version: _Optional[str] = ..., candidates: _Optional[int] = ...) -> None: ...
+
+class SearchStemsRequest(_message.Message):
+    __slots__ = ("query", "top_k", "exclude_track_ids", "mode")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_TRACK_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    query: StemQuery
+    top_k: int
+    exclude_track_ids: _containers.RepeatedScalarFieldContainer[str]
+    mode: _searcher_pb2.SearchMode
+    def __init__(self, query: _Optional[_Union[StemQuery, _Mapping]] = ..., top_k: _Optional[int] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_searcher_pb2.SearchMode, str]] = ...) -> None: ...
+
+class SearchStemsResponse(_message.Message):
+    __slots__ = ("hits", "model_version")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[_searcher_pb2.StemHit]
+    model_version: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[_searcher_pb2.StemHit, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class GetCatalogStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCatalogStatsResponse(_message.Message):
+    __slots__ = ("stats", "model_version")
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    stats: _searcher_pb2.GetStatsResponse
+    model_version: str
+    def __init__(self, stats: _Optional[_Union[_searcher_pb2.GetStatsResponse, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...

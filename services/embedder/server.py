@@ -1,0 +1,144 @@
+"""The embedder: ``partsim.v1.EmbedderService`` (Embed, GetModel) on a :class:`~..runtime.ServiceRuntime`.
+
+Lifecycle: the server listens at once with health NOT_SERVING (Embed answers UNAVAILABLE), loads
+the model, runs a warm-up batch, then turns SERVING. SIGTERM/SIGINT: NOT_SERVING, running RPCs
+get ``grace_seconds`` to finish, then the batcher stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from partsim.errors import PartsimError, Unavailable
+from partsim.shipped import default_manifest
+from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
+
+from ..config import load
+from ..runtime import ServiceRuntime
+from .config import PREFIX, EmbedderConfig
+from .engine import CancelToken, Embedding, Engine
+
+log = logging.getLogger("partsim.embedder")
+
+SERVICE = "partsim.v1.EmbedderService"
+
+
+def response(engine: Engine, emb: Embedding) -> embedder_pb2.EmbedResponse:
+    """An :class:`Embedding` as an ``EmbedResponse`` (segments in order, parts in the model's order)."""
+    sr = engine.sample_rate
+    resp = embedder_pb2.EmbedResponse(model=engine.model_info(), duration_seconds=emb.duration_seconds)
+    vectors, norms, present = emb.vectors.tolist(), emb.norms.tolist(), emb.present.tolist()
+    for i, start in enumerate(emb.starts.tolist()):
+        seg = resp.segments.add(index=i, start_seconds=start / sr, end_seconds=(start + emb.segment_samples) / sr)
+        seg.parts.extend(types_pb2.PartVector(part=part, vector=vectors[i][j], norm=norms[i][j], present=present[i][j])
+                         for j, part in enumerate(engine.parts))
+    return resp
+
+
+class EmbedderService(embedder_pb2_grpc.EmbedderServiceServicer):
+    """Answers UNAVAILABLE until :attr:`engine` is set (model loaded and warmed up)."""
+
+    def __init__(self):
+        self.engine: Engine | None = None
+
+    def _engine(self) -> Engine:
+        engine = self.engine
+        if engine is None:
+            raise Unavailable("the embedder is loading its model; retry shortly")
+        return engine
+
+    def Embed(self, request, context):
+        engine = self._engine()
+        token = CancelToken()
+        context.add_callback(token.cancel)
+        engine.segment_lengths(request.segment_seconds, request.hop_seconds)  # cheap checks before decoding
+        audio = engine.decode(request.audio)
+        return response(engine, engine.embed(audio, request.segment_seconds, request.hop_seconds, token))
+
+    def GetModel(self, request, context):
+        return embedder_pb2.GetModelResponse(model=self._engine().model_info())
+
+
+class EmbedderServer:
+    """A running embedder: gRPC + health + metrics at once, the model after :meth:`load`."""
+
+    def __init__(self, cfg: EmbedderConfig, registry: CollectorRegistry | None = None):
+        self.cfg = cfg
+        self.rt = ServiceRuntime("embedder", cfg.address, cfg.max_message_bytes,
+                                 metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
+                                 metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers)
+        self.service = EmbedderService()
+        embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(self.service, self.rt.server)
+        self.rt.start([SERVICE])
+
+    @property
+    def address(self) -> str:
+        return self.rt.address
+
+    def load(self) -> Engine:
+        """Load the model, run a warm-up batch, turn SERVING."""
+        cfg = self.cfg
+        manifest = Path(cfg.model) if cfg.model else default_manifest()
+        engine = Engine(manifest, device=cfg.device, intra_op_threads=cfg.intra_op_threads, max_batch=cfg.max_batch,
+                        max_wait_ms=cfg.max_wait_ms, max_audio_seconds=cfg.max_audio_seconds,
+                        max_segments=cfg.max_segments, registry=self.rt.registry)
+        try:
+            engine.warm_up()
+        except BaseException:
+            engine.close()
+            raise
+        self.service.engine = engine
+        log.info("model %s loaded from %s on %s (providers %s); serving", engine.model_version, manifest, cfg.device,
+                 ", ".join(engine.session.get_providers()))
+        self.rt.set_serving(True)
+        return engine
+
+    def stop(self, grace: float | None = None) -> None:
+        self.rt.set_serving(False)
+        self.rt.stop(self.cfg.grace_seconds if grace is None else grace)
+        if self.service.engine is not None:
+            self.service.engine.close()
+
+
+def serve(cfg: EmbedderConfig, registry: CollectorRegistry | None = None) -> EmbedderServer:
+    """Start an embedder and load its model (returns once SERVING)."""
+    server = EmbedderServer(cfg, registry)
+    try:
+        server.load()
+    except BaseException:
+        server.stop(0)
+        raise
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load(EmbedderConfig, PREFIX, sys.argv[1:] if argv is None else argv, prog="partsim-embedder")
+    done = threading.Event()
+
+    def stop(signum, frame):
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server = EmbedderServer(cfg)
+    except (PartsimError, OSError) as exc:
+        print(f"partsim-embedder: {exc}", flush=True)
+        return 2
+    try:
+        server.load()
+    except PartsimError as exc:
+        log.error("cannot load the model: %s", exc)
+        server.stop(0)
+        return 1
+    done.wait()
+    log.info("stopping (grace %.0f s)", cfg.grace_seconds)
+    server.stop()
+    return 0

@@ -1,0 +1,440 @@
+"""The embedder service with real parts: the shipped ONNX model, real gRPC on loopback, real metrics.
+
+Every Embed result is checked against :class:`partsim.model.inference.OnnxEmbedder` run on the
+same segments (the ``partsim embed`` path).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
+
+from partsim.errors import FailedPrecondition, InvalidArgument, Unavailable
+from partsim.model.embed import file_segments
+from partsim.model.inference import OnnxEmbedder
+from partsim.services.config import parse
+from partsim.services.embedder.batcher import Batcher
+from partsim.services.embedder.config import PREFIX, EmbedderConfig
+from partsim.services.embedder.engine import Engine, make_session
+from partsim.services.embedder.server import EmbedderServer, serve
+from partsim.shipped import default_manifest
+from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
+
+SR = 44100
+MAX_AUDIO = 30.0
+MAX_SEGMENTS = 40
+MAX_BATCH = 8
+
+
+def make_audio(seconds: float, seed: int, sr: int = SR, channels: int = 1) -> np.ndarray:
+    """Noise plus a few tones (different per seed): ``(n,)`` or ``(n, channels)`` float32 in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sr))) / sr
+    out = []
+    for c in range(channels):
+        x = 0.05 * rng.standard_normal(len(t))
+        for f in rng.uniform(50, 4000, size=3):
+            x += 0.2 * np.sin(2 * np.pi * f * t) * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.2, 3) * t + c))
+        out.append(x)
+    a = np.stack(out, axis=1).astype(np.float32)
+    return a[:, 0] if channels == 1 else a
+
+
+def encode(audio: np.ndarray, fmt: str, subtype: str, sr: int = SR) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def pcm(audio: np.ndarray, sr: int = SR, fmt: str = "f32") -> types_pb2.Audio:
+    channels = 1 if audio.ndim == 1 else audio.shape[1]
+    if fmt == "f32":
+        data, f = audio.astype("<f4").tobytes(), types_pb2.SAMPLE_FORMAT_FLOAT32LE
+    else:
+        data, f = audio.astype("<i2").tobytes(), types_pb2.SAMPLE_FORMAT_INT16LE
+    return types_pb2.Audio(pcm=types_pb2.RawPcm(data=data, sample_rate=sr, channels=channels, format=f))
+
+
+def vectors(resp: embedder_pb2.EmbedResponse) -> np.ndarray:
+    """``(N, P, D)`` from a response."""
+    return np.array([[list(p.vector) for p in s.parts] for s in resp.segments], dtype=np.float32).reshape(
+        len(resp.segments), len(resp.model.parts), resp.model.subspace_dim)
+
+
+@pytest.fixture(scope="module")
+def ref() -> OnnxEmbedder:
+    return OnnxEmbedder(default_manifest())
+
+
+def expected(ref: OnnxEmbedder, mono: np.ndarray, seg: float, hop: float) -> tuple[np.ndarray, np.ndarray]:
+    """What ``partsim embed`` computes: ``(N, P, D)`` vectors and start seconds."""
+    segs, starts = file_segments(mono, SR, seg, hop)
+    return ref.embed(segs), starts
+
+
+@pytest.fixture(scope="module")
+def server():
+    cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=0, metrics_host="127.0.0.1", max_batch=MAX_BATCH,
+                         max_wait_ms=50, max_audio_seconds=MAX_AUDIO, max_segments=MAX_SEGMENTS, grace_seconds=1)
+    srv = serve(cfg, registry=CollectorRegistry())
+    yield srv
+    srv.stop(1)
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    channel = grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 64 << 20)])
+    yield embedder_pb2_grpc.EmbedderServiceStub(channel)
+    channel.close()
+
+
+def embed(stub, audio: types_pb2.Audio, seg: float = 1.0, hop: float = 0.0) -> embedder_pb2.EmbedResponse:
+    return stub.Embed(embedder_pb2.EmbedRequest(audio=audio, segment_seconds=seg, hop_seconds=hop), timeout=60)
+
+
+# -- service ----------------------------------------------------------------------------------
+def test_health_serving_and_model_info(server, stub, ref):
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
+    for name in ("", "partsim.v1.EmbedderService"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=name)).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    info = stub.GetModel(embedder_pb2.GetModelRequest()).model
+    assert info.model_version == ref.manifest["model_version"]
+    assert list(info.parts) == ref.parts and info.subspace_dim == ref.subspace_dim
+    assert info.model_segment_seconds == ref.segment_seconds and info.sample_rate == SR
+
+
+def test_encoded_flac_and_wav_match_onnx_embedder(stub, ref):
+    audio = make_audio(5.0, seed=1)  # 9 one-second segments every 0.5 s: more than one batch of 8
+    for fmt, subtype in (("FLAC", "PCM_16"), ("WAV", "FLOAT"), ("WAV", "PCM_16")):
+        data = encode(audio, fmt, subtype)
+        resp = embed(stub, types_pb2.Audio(encoded=data), seg=1.0, hop=0.5)
+        decoded, _ = sf.read(io.BytesIO(data), dtype="float32")
+        want, starts = expected(ref, decoded, 1.0, 0.5)
+        assert len(resp.segments) == 9 == len(want)
+        np.testing.assert_allclose(vectors(resp), want, atol=1e-4, err_msg=f"{fmt}/{subtype}")
+        assert [s.index for s in resp.segments] == list(range(9))
+        np.testing.assert_allclose([s.start_seconds for s in resp.segments], starts)
+        np.testing.assert_allclose([s.end_seconds - s.start_seconds for s in resp.segments], 1.0)
+        assert resp.duration_seconds == pytest.approx(5.0)
+        assert [p.part for p in resp.segments[0].parts] == ref.parts
+
+
+def test_raw_pcm_float32_and_int16_match(stub, ref):
+    audio = make_audio(3.0, seed=2)
+    resp = embed(stub, pcm(audio))
+    np.testing.assert_allclose(vectors(resp), expected(ref, audio, 1.0, 1.0)[0], atol=1e-4)
+    ints = np.round(audio * 32767).astype(np.int16)
+    resp = embed(stub, pcm(ints, fmt="s16"))
+    np.testing.assert_allclose(vectors(resp), expected(ref, ints / np.float32(32768), 1.0, 1.0)[0], atol=1e-4)
+    # the same samples as a 16-bit WAV give the same vectors
+    wav = embed(stub, types_pb2.Audio(encoded=encode(ints, "WAV", "PCM_16")))
+    np.testing.assert_allclose(vectors(wav), vectors(resp), atol=1e-5)
+
+
+def test_stereo_is_averaged_and_other_rates_resampled(stub, ref):
+    stereo = make_audio(3.0, seed=3, sr=48000, channels=2)
+    mono44 = soxr.resample(stereo.mean(axis=1), 48000, SR, quality="HQ").astype(np.float32)
+    want = expected(ref, mono44, 1.0, 1.0)[0]
+    np.testing.assert_allclose(vectors(embed(stub, pcm(stereo, sr=48000))), want, atol=1e-4)
+    np.testing.assert_allclose(vectors(embed(stub, types_pb2.Audio(encoded=encode(stereo, "WAV", "FLOAT", 48000)))),
+                               want, atol=1e-4)
+    low = make_audio(2.5, seed=4, sr=22050)
+    resp = embed(stub, pcm(low, sr=22050))
+    np.testing.assert_allclose(vectors(resp), expected(ref, soxr.resample(low, 22050, SR, quality="HQ"), 1.0, 1.0)[0],
+                               atol=1e-4)
+    assert len(resp.segments) == 2 and resp.duration_seconds == pytest.approx(2.5)
+
+
+def test_segment_hop_defaults_and_tail_dropped(stub, ref):
+    audio = make_audio(12.5, seed=5)
+    resp = embed(stub, pcm(audio), seg=0, hop=0)  # defaults: 10 s, hop = segment; 2.5 s tail dropped
+    assert [(s.start_seconds, s.end_seconds) for s in resp.segments] == [(0.0, 10.0)]
+    np.testing.assert_allclose(vectors(resp), expected(ref, audio, 10.0, 10.0)[0], atol=1e-4)
+    resp = embed(stub, pcm(audio[:9 * SR]), seg=2.0, hop=3.0)  # starts 0, 3, 6; 8..9 s dropped
+    assert [(s.start_seconds, s.end_seconds) for s in resp.segments] == [(0, 2), (3, 5), (6, 8)]
+    np.testing.assert_allclose(vectors(resp), expected(ref, audio[:9 * SR], 2.0, 3.0)[0], atol=1e-4)
+    resp = embed(stub, pcm(audio[:int(3.9 * SR)]), seg=1.5, hop=0)  # hop = segment: 0, 1.5; 3..3.9 dropped
+    assert [s.start_seconds for s in resp.segments] == [0.0, 1.5]
+
+
+def test_presence_follows_norms_and_fallback_rule(stub, ref):
+    audio = make_audio(4.0, seed=6)
+    audio[2 * SR:] = 0  # digital silence in the second half
+    resp = embed(stub, pcm(audio))
+    v = vectors(resp)
+    norms = np.array([[p.norm for p in s.parts] for s in resp.segments])
+    present = np.array([[p.present for p in s.parts] for s in resp.segments])
+    np.testing.assert_allclose(norms, np.linalg.norm(v, axis=-1), rtol=1e-5)
+    bias = (ref.manifest.get("presence") or {}).get("norm_bias")
+    rule = norms > 1e-3 if bias is None else np.log(norms) + np.asarray(bias) > 0
+    np.testing.assert_array_equal(present, rule)
+
+
+def test_presence_uses_manifest_norm_bias(tmp_path, ref):
+    """A manifest with ``presence.norm_bias``: present iff log(norm) + b > 0."""
+    src = default_manifest()
+    manifest = json.loads(src.read_text())
+    shutil.copy(src.parent / manifest["onnx"]["file"], tmp_path / manifest["onnx"]["file"])
+    audio = make_audio(6.0, seed=7)
+    audio[: 2 * SR] *= 0.01
+    norms = np.linalg.norm(expected(ref, audio, 1.0, 1.0)[0], axis=-1)  # (6, P)
+    bias = -np.log(np.median(norms, axis=0))  # half the segments above, half below
+    manifest["presence"] = {"norm_bias": bias.tolist(), "rule": "present when log(norm) + norm_bias > 0"}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    engine = Engine(tmp_path / "manifest.json", max_batch=4, max_wait_ms=0)
+    try:
+        emb = engine.embed(audio, 1.0, 1.0)
+    finally:
+        engine.close()
+    np.testing.assert_array_equal(emb.present, np.log(emb.norms) + bias > 0)
+    assert emb.present.any() and not emb.present.all()
+
+
+def test_concurrent_requests_are_batched_and_correct(server, stub):
+    """8 threads of one-segment requests: same answers as sequentially, and some batches hold several."""
+    audios = [pcm(make_audio(1.2, seed=100 + i)) for i in range(8)]
+    sequential = [vectors(embed(stub, a)) for a in audios]
+    registry = server.rt.registry
+
+    def multi_batches() -> float:
+        return (registry.get_sample_value("partsim_embedder_batch_size_count")
+                - registry.get_sample_value("partsim_embedder_batch_size_bucket", {"le": "1.0"}))
+
+    before = multi_batches()
+    for _ in range(3):  # a loaded CI machine may spread one round's arrivals over more than max_wait
+        results: list = [None] * 8
+        barrier = threading.Barrier(8)
+
+        def call(i):
+            barrier.wait()
+            results[i] = vectors(embed(stub, audios[i]))
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for got, want in zip(results, sequential):
+            np.testing.assert_allclose(got, want, atol=1e-4)
+        if multi_batches() > before:
+            break
+    assert multi_batches() > before, "no batch of more than one segment from 8 concurrent requests"
+
+
+BAD = [
+    ("undecodable", types_pb2.Audio(encoded=b"not audio at all" * 64), 1.0, 0.0,
+     grpc.StatusCode.INVALID_ARGUMENT, "cannot decode"),
+    ("empty bytes", types_pb2.Audio(encoded=b""), 1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    ("no source", types_pb2.Audio(), 1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "set audio.encoded or audio.pcm"),
+    ("empty wav", types_pb2.Audio(encoded=encode(np.zeros(0, np.float32), "WAV", "FLOAT")), 1.0, 0.0,
+     grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    ("empty pcm", types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"", sample_rate=SR, channels=1, format=1)), 1.0, 0.0,
+     grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    ("nan pcm", pcm(np.full(2 * SR, np.nan, np.float32)), 1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+    ("inf wav", types_pb2.Audio(encoded=encode(np.r_[np.zeros(SR), np.inf, np.zeros(SR)].astype(np.float32),
+                                               "WAV", "FLOAT")), 1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+    ("shorter than a segment", pcm(make_audio(0.5, 8)), 1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT,
+     "lasts 0.50 s, shorter than one 1-s segment"),
+    ("default segment too long", pcm(make_audio(4.0, 8)), 0.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT,
+     "shorter than one 10-s segment"),
+    ("too long pcm", pcm(np.zeros(int((MAX_AUDIO + 1) * SR), np.int16), fmt="s16"), 1.0, 0.0,
+     grpc.StatusCode.RESOURCE_EXHAUSTED, f"longer than the limit of {MAX_AUDIO:g} s"),
+    ("too long flac", types_pb2.Audio(encoded=encode(np.zeros(int((MAX_AUDIO + 1) * SR), np.int16), "FLAC",
+                                                     "PCM_16")), 1.0, 0.0, grpc.StatusCode.RESOURCE_EXHAUSTED,
+     "longer than the limit"),
+    ("too many segments", pcm(np.zeros(25 * SR, np.int16), fmt="s16"), 0.5, 0.5, grpc.StatusCode.RESOURCE_EXHAUSTED,
+     f"more than the limit of {MAX_SEGMENTS} per request"),
+    ("rate 0", types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=0, channels=1, format=1)), 1.0,
+     0.0, grpc.StatusCode.INVALID_ARGUMENT, "sample rate 0 Hz"),
+    ("channels 0", types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=SR, channels=0, format=1)),
+     1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "channels 0"),
+    ("partial frame", types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 10, sample_rate=SR, channels=2, format=1)),
+     1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "not a whole number of 8-byte frames"),
+    ("no format", types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=SR, channels=1)), 1.0, 0.0,
+     grpc.StatusCode.INVALID_ARGUMENT, "SAMPLE_FORMAT_UNSPECIFIED"),
+    ("negative hop", pcm(make_audio(2.0, 8)), 1.0, -0.5, grpc.StatusCode.INVALID_ARGUMENT, "hop_seconds"),
+    ("nan segment", pcm(make_audio(2.0, 8)), float("nan"), 0.0, grpc.StatusCode.INVALID_ARGUMENT, "segment_seconds"),
+    ("segment too short for the model", pcm(make_audio(2.0, 8)), 0.2, 0.0, grpc.StatusCode.INVALID_ARGUMENT,
+     "needs at least 32"),
+    ("hop under a sample", pcm(make_audio(2.0, 8)), 1.0, 1e-6, grpc.StatusCode.INVALID_ARGUMENT,
+     "shorter than one sample"),
+]
+
+
+@pytest.mark.parametrize("audio,seg,hop,code,message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_is_refused_clearly(stub, audio, seg, hop, code, message):
+    with pytest.raises(grpc.RpcError) as info:
+        embed(stub, audio, seg, hop)
+    assert info.value.code() == code, info.value.details()
+    assert message in info.value.details()
+
+
+def test_still_serving_after_bad_input_and_metrics_scrape(server, stub):
+    with pytest.raises(grpc.RpcError):
+        embed(stub, types_pb2.Audio(encoded=b"junk" * 100))
+    assert len(embed(stub, pcm(make_audio(2.0, 9))).segments) == 2
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.rt.metrics_port}/metrics", timeout=10).read().decode()
+    handled = [line for line in text.splitlines()
+               if line.startswith("grpc_server_handled_total{") and 'grpc_method="Embed"' in line]
+    for code in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"):
+        assert any(f'grpc_code="{code}"' in line and float(line.split()[-1]) >= 1 for line in handled), code
+    for name in ("partsim_embedder_segments_total", "partsim_embedder_batch_size_bucket",
+                 "partsim_embedder_queue_wait_seconds_bucket", "partsim_embedder_model_seconds_bucket",
+                 "partsim_embedder_queue_segments"):
+        assert name in text, name
+
+
+def test_not_serving_until_model_loaded():
+    srv = EmbedderServer(EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, max_batch=2))
+    try:
+        channel = grpc.insecure_channel(srv.address)
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as info:
+            embedder_pb2_grpc.EmbedderServiceStub(channel).Embed(embedder_pb2.EmbedRequest(audio=pcm(make_audio(1, 0))))
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "loading" in info.value.details()
+        srv.load()
+        assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+        assert srv.rt.registry.get_sample_value("partsim_embedder_batch_size_count") == 1  # the warm-up batch
+        channel.close()
+    finally:
+        srv.stop(0)
+
+
+# -- batcher ----------------------------------------------------------------------------------
+def _rowsum(x: np.ndarray) -> np.ndarray:
+    """A fake model: ``(b, m, t)`` -> ``(b, 1, 2)`` (row sum, frames)."""
+    return np.stack([x.sum(axis=(1, 2)), np.full(len(x), x.shape[2], np.float32)], axis=1)[:, None, :]
+
+
+def test_batcher_splits_large_requests_and_keeps_shapes_apart():
+    calls = []
+
+    def run(x):
+        calls.append(x.shape)
+        return _rowsum(x)
+
+    b = Batcher(run, max_batch=4, max_wait_ms=20, registry=CollectorRegistry())
+    try:
+        rng = np.random.default_rng(0)
+        big, other = rng.random((10, 3, 5), np.float32), rng.random((3, 3, 7), np.float32)
+        f1, f2 = b.submit(big), b.submit(other)
+        np.testing.assert_allclose(f1.result(5), _rowsum(big), rtol=1e-6)
+        np.testing.assert_allclose(f2.result(5), _rowsum(other), rtol=1e-6)
+        assert all(s[0] <= 4 for s in calls) and sum(s[0] for s in calls) == 13
+        assert {s[2] for s in calls} == {5, 7}
+    finally:
+        b.close()
+
+
+def test_batcher_model_error_reaches_every_caller_and_worker_survives():
+    fail = threading.Event()
+    fail.set()
+
+    def run(x):
+        if fail.is_set():
+            raise RuntimeError("model exploded")
+        return _rowsum(x)
+
+    b = Batcher(run, max_batch=8, max_wait_ms=100, registry=CollectorRegistry())
+    try:
+        futures = [b.submit(np.ones((2, 2, 3), np.float32)) for _ in range(3)]
+        for f in futures:
+            with pytest.raises(RuntimeError, match="model exploded"):
+                f.result(5)
+        fail.clear()
+        np.testing.assert_allclose(b.submit(np.ones((1, 2, 3), np.float32)).result(5), [[[6.0, 3.0]]])
+    finally:
+        b.close()
+
+
+def test_batcher_close_fails_waiting_jobs_and_does_not_hang():
+    release, started = threading.Event(), threading.Event()
+
+    def run(x):
+        started.set()
+        release.wait(10)
+        return _rowsum(x)
+
+    b = Batcher(run, max_batch=1, max_wait_ms=0, registry=CollectorRegistry())
+    running = b.submit(np.ones((1, 2, 3), np.float32))
+    assert started.wait(5)
+    waiting = b.submit(np.ones((1, 2, 3), np.float32))
+    cancelled = b.submit(np.ones((1, 2, 3), np.float32))
+    assert cancelled.cancel()
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    with pytest.raises(Unavailable, match="shutting down"):
+        waiting.result(5)
+    release.set()
+    closer.join(10)
+    assert not closer.is_alive()
+    np.testing.assert_allclose(running.result(1), [[[6.0, 3.0]]])
+    with pytest.raises(Unavailable):
+        b.submit(np.ones((1, 2, 3), np.float32))
+
+
+# -- configuration and process ----------------------------------------------------------------
+def test_config_validation_names_the_variable():
+    with pytest.raises(InvalidArgument, match="PARTSIM_EMBEDDER_DEVICE"):
+        parse(EmbedderConfig, PREFIX, ["--device", "tpu"], environ={})
+    with pytest.raises(InvalidArgument, match="PARTSIM_EMBEDDER_MAX_BATCH"):
+        parse(EmbedderConfig, PREFIX, [], environ={"PARTSIM_EMBEDDER_MAX_BATCH": "0"})
+    cfg = parse(EmbedderConfig, PREFIX, ["--max-wait-ms", "2.5"], environ={"PARTSIM_EMBEDDER_MAX_BATCH": "16"})
+    assert (cfg.max_batch, cfg.max_wait_ms, cfg.address, cfg.metrics_port) == (16, 2.5, "0.0.0.0:50052", 9092)
+
+
+def test_cuda_without_provider_fails_clearly():
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    onnx = default_manifest().parent / "csn.onnx"
+    with pytest.raises(FailedPrecondition, match="no CUDAExecutionProvider.*device=cpu"):
+        make_session(onnx, device="cuda")
+
+
+def test_module_runs_turns_serving_and_stops_on_sigterm():
+    proc = subprocess.Popen([sys.executable, "-m", "partsim.services.embedder", "--address", "127.0.0.1:0",
+                             "--metrics-port", "-1", "--max-batch", "4", "--intra-op-threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        address, lines = None, []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and address is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            found = re.search(r"embedder serving on (\S+)", line)  # printed by ServiceRuntime.start
+            address = found and found.group(1)
+        assert address, "".join(lines)
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
+        status = None
+        while time.monotonic() < deadline and status != health_pb2.HealthCheckResponse.SERVING:
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status  # NOT_SERVING while loading
+            time.sleep(0.05)
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
