@@ -7,7 +7,7 @@ samples (a short tail is dropped, as ``partsim embed`` does); mel ``(N, n_mels, 
 
 Presence: with ``"presence": {"norm_bias": [b_1..b_P]}`` in the manifest a part is present when
 ``log(norm) + b_j > 0`` (eq. 4.4, ``sigmoid(log norm + b) > 0.5``); a manifest without it (the
-shipped csn-v1) falls back to ``norm > PRESENCE_NORM_FALLBACK`` (1e-3).
+csn-v1) falls back to ``norm > PRESENCE_NORM_FALLBACK`` (1e-3).
 """
 
 from __future__ import annotations
