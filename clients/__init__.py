@@ -1,1 +1,5 @@
-"""Client libraries for partsim's public gRPC API (installed as ``partsim.clients``)."""
+"""Python clients of the partsim gateway (installed as ``partsim.clients``)."""
+
+from .client import MixHit, PartsimClient, Stem, StemHit
+
+__all__ = ["MixHit", "PartsimClient", "Stem", "StemHit"]

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--segment-seconds", type=_number)
     emb.add_argument("--hop-seconds", type=_number)
     emb.add_argument("-o", "--out", required=True, type=Path)
+    from .cli_cluster import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -262,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {("corpus", "make"): _cmd_corpus_make, ("corpus", "info"): _cmd_corpus_info,
                 ("corpus", "bench"): _cmd_corpus_bench, ("train", None): _cmd_train,
                 ("evaluate", None): _cmd_evaluate, ("export", None): _cmd_export, ("embed", None): _cmd_embed, ("bench-embed", None): _cmd_bench_embed}
+    from .cli_cluster import HANDLERS
+
+    handlers.update(HANDLERS)
     handler = handlers[(args.command, getattr(args, "corpus_command", None))]
     try:
         return handler(args)

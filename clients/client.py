@@ -1,0 +1,219 @@
+"""A small typed Python client of the partsim gateway (``partsim.v1.PartsimService``).
+
+    from partsim.clients import PartsimClient, Stem
+    with PartsimClient("localhost:50051") as c:
+        c.index_file("song.flac", track_id="song-1", title="Song 1")
+        hits = c.search_mix([Stem("drums", track_id="song-1", seconds=30),
+                             Stem("bass", track_id="song-7", seconds=70)], top_k=10)
+        for h in hits: print(h.track_id, h.distance, h.best_start)
+
+Errors arrive as :class:`partsim.errors.PartsimError` subclasses (InvalidArgument, NotFound,
+...) carrying the server's message, so callers need not know gRPC status codes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import grpc
+
+from partsim.errors import PartsimError
+from partsim.v1 import gateway_pb2, gateway_pb2_grpc, searcher_pb2, types_pb2
+
+CHUNK = 1 << 20  # IndexTrack upload chunk size
+MAX_MESSAGE = 256 << 20
+
+MODES = {"exact": searcher_pb2.SEARCH_MODE_EXACT, "approximate": searcher_pb2.SEARCH_MODE_APPROXIMATE,
+         None: searcher_pb2.SEARCH_MODE_UNSPECIFIED}
+
+
+@dataclass
+class Stem:
+    """One stem query: a part and exactly one source (an indexed segment, a clip, or a vector)."""
+
+    part: str
+    track_id: str | None = None
+    seconds: float | None = None
+    segment_index: int | None = None
+    audio: bytes | None = None
+    vector: list[float] | None = None
+
+    def to_proto(self) -> gateway_pb2.StemQuery:
+        q = gateway_pb2.StemQuery(part=self.part)
+        given = [self.track_id is not None, self.audio is not None, self.vector is not None]
+        if sum(given) != 1:
+            raise ValueError("a Stem needs exactly one of track_id (with seconds or segment_index), audio, vector")
+        if self.track_id is not None:
+            q.indexed.track_id = self.track_id
+            if self.segment_index is not None:
+                q.indexed.segment_index = self.segment_index
+            else:
+                q.indexed.seconds = float(self.seconds or 0.0)
+        elif self.audio is not None:
+            q.audio.encoded = self.audio
+        else:
+            q.vector.vector.extend(self.vector)
+        return q
+
+
+@dataclass
+class MixHit:
+    track_id: str
+    distance: float
+    best_segment: int
+    best_start: float
+    best_end: float
+    per_part: dict[str, float]
+    metadata: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"track_id": self.track_id, "distance": self.distance, "best_segment": self.best_segment,
+                "best_start": self.best_start, "best_end": self.best_end, "per_part": self.per_part,
+                "metadata": self.metadata}
+
+
+@dataclass
+class StemHit:
+    track_id: str
+    segment: int
+    start: float
+    end: float
+    distance: float
+
+    def to_json(self) -> dict:
+        return {"track_id": self.track_id, "segment": self.segment, "start": self.start, "end": self.end,
+                "distance": self.distance}
+
+
+def _metadata(m: types_pb2.TrackMetadata) -> dict:
+    return {"title": m.title, "artist": m.artist, "tags": dict(m.tags)}
+
+
+def _raise(exc: grpc.RpcError) -> PartsimError:
+    from partsim.services.status import error_for
+
+    return error_for(exc.code(), exc.details() or str(exc))
+
+
+class PartsimClient:
+    def __init__(self, address: str = "localhost:50051", timeout: float = 300.0):
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)])
+        self.stub = gateway_pb2_grpc.PartsimServiceStub(self.channel)
+
+    def __enter__(self) -> "PartsimClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, method, request, **kw):
+        try:
+            return method(request, timeout=kw.pop("timeout", self.timeout), **kw)
+        except grpc.RpcError as exc:
+            raise _raise(exc) from None
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the gateway's health check says SERVING."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                r = stub.Check(health_pb2.HealthCheckRequest(service="partsim.v1.PartsimService"), timeout=2)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+            except grpc.RpcError as exc:
+                last = exc.code().name
+            time.sleep(0.2)
+        raise TimeoutError(f"gateway {self.address} not serving after {timeout:.0f} s ({last})")
+
+    # -- embedding and indexing ----------------------------------------------------------------
+    def embed_parts(self, audio: bytes, segment_seconds: float = 0.0, hop_seconds: float = 0.0):
+        return self._call(self.stub.EmbedParts, gateway_pb2.EmbedPartsRequest(
+            audio=types_pb2.Audio(encoded=audio), segment_seconds=segment_seconds, hop_seconds=hop_seconds))
+
+    def index_bytes(self, data: bytes, track_id: str, title: str = "", artist: str = "",
+                    tags: dict[str, str] | None = None):
+        def messages() -> Iterator[gateway_pb2.IndexTrackRequest]:
+            yield gateway_pb2.IndexTrackRequest(header=gateway_pb2.IndexTrackHeader(
+                track_id=track_id, metadata=types_pb2.TrackMetadata(title=title, artist=artist, tags=tags or {})))
+            for i in range(0, len(data), CHUNK):
+                yield gateway_pb2.IndexTrackRequest(chunk=data[i:i + CHUNK])
+
+        try:
+            return self.stub.IndexTrack(messages(), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise _raise(exc) from None
+
+    def index_file(self, path: str | os.PathLike, track_id: str | None = None, **meta):
+        path = Path(path)
+        return self.index_bytes(path.read_bytes(), track_id or path.stem, **meta)
+
+    def submit_job(self, items: Iterable[dict]) -> str:
+        """items: dicts with track_id, uri or audio (bytes), and optional title/artist/tags."""
+        req = gateway_pb2.SubmitIngestJobRequest()
+        for it in items:
+            m = req.items.add(track_id=it["track_id"], metadata=types_pb2.TrackMetadata(
+                title=it.get("title", ""), artist=it.get("artist", ""), tags=it.get("tags", {})))
+            if "uri" in it:
+                m.uri = str(it["uri"])
+            else:
+                m.audio.encoded = it["audio"]
+        return self._call(self.stub.SubmitIngestJob, req).job_id
+
+    def get_job(self, job_id: str):
+        return self._call(self.stub.GetIngestJob, gateway_pb2.GetIngestJobRequest(job_id=job_id))
+
+    # -- search --------------------------------------------------------------------------------
+    def search_mix(self, stems: list[Stem], top_k: int | None = None, weights: dict[str, float] | None = None,
+                   exclude: list[str] | None = None, mode: str | None = None) -> list[MixHit]:
+        req = gateway_pb2.SearchMixRequest(queries=[s.to_proto() for s in stems], part_weights=weights or {},
+                                           exclude_track_ids=exclude or [], mode=MODES[mode])
+        if top_k is not None:
+            req.top_k = top_k
+        resp = self._call(self.stub.SearchMix, req)
+        return [MixHit(h.track.track_id, h.distance, h.best_segment.index, h.best_segment.start_seconds,
+                       h.best_segment.end_seconds, {p.part: p.distance for p in h.part_distances},
+                       _metadata(h.track.metadata)) for h in resp.hits]
+
+    def search_stems(self, stem: Stem, top_k: int | None = None, exclude: list[str] | None = None,
+                     mode: str | None = None) -> list[StemHit]:
+        req = gateway_pb2.SearchStemsRequest(query=stem.to_proto(), exclude_track_ids=exclude or [], mode=MODES[mode])
+        if top_k is not None:
+            req.top_k = top_k
+        resp = self._call(self.stub.SearchStems, req)
+        return [StemHit(h.track.track_id, h.segment.index, h.segment.start_seconds, h.segment.end_seconds,
+                        h.distance) for h in resp.hits]
+
+    # -- catalog -------------------------------------------------------------------------------
+    def get_track(self, track_id: str):
+        return self._call(self.stub.GetTrack, searcher_pb2.GetTrackRequest(track_id=track_id)).track
+
+    def list_tracks(self, page_size: int = 100) -> Iterator:
+        token = ""
+        while True:
+            resp = self._call(self.stub.ListTracks, searcher_pb2.ListTracksRequest(page_size=page_size,
+                                                                                  page_token=token))
+            yield from resp.tracks
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def delete_track(self, track_id: str) -> None:
+        self._call(self.stub.DeleteTrack, searcher_pb2.DeleteTrackRequest(track_id=track_id))
+
+    def stats(self):
+        return self._call(self.stub.GetCatalogStats, gateway_pb2.GetCatalogStatsRequest())

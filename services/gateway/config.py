@@ -1,0 +1,67 @@
+"""Gateway configuration (env ``PARTSIM_GATEWAY_*``, flags override), validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import require
+
+PREFIX = "PARTSIM_GATEWAY"
+
+MAX_TOP_K = 1000  # documented in protos/partsim/v1/gateway.proto
+DEFAULT_TOP_K = 100
+
+
+@dataclass
+class GatewayConfig:
+    """partsim gateway: the public gRPC API (EmbedParts, IndexTrack, SearchMix, ...)."""
+
+    address: str = field(default="0.0.0.0:50051", metadata={"help": "host:port to serve on"})
+    embedder: str = field(default="127.0.0.1:50052", metadata={"help": "embedder service address"})
+    searcher: str = field(default="127.0.0.1:50053", metadata={"help": "searcher service address"})
+    redis_url: str = field(default="", metadata={"help": "redis://host:port/db for cache and ingest queue; "
+                                                         "empty: in-process cache, jobs in DATA_DIR"})
+    data_dir: str = field(default="", metadata={"help": "folder for local job state (needed without Redis)"})
+    allowed_roots: str = field(default="", metadata={"help": "colon-separated folders ingest URIs may point into"})
+    segment_seconds: float = field(default=10.0, metadata={"help": "catalog segment length (thesis MixQuery: 10)"})
+    max_upload_mb: float = field(default=200.0, metadata={"help": "largest audio upload (IndexTrack, EmbedParts)"})
+    max_query_segments: int = field(default=64, metadata={"help": "most query embeddings in one SearchMix"})
+    consumer: str = field(default="", metadata={"help": "ingest consumer name: stable across restarts of one "
+                                                         "replica, unique per replica (default: the host name)"})
+    ingest_workers: int = field(default=2, metadata={"help": "threads indexing ingest jobs (0: API only)"})
+    deadline_seconds: float = field(default=120.0, metadata={"help": "deadline of calls to the other services"})
+    cache_mb: float = field(default=256.0, metadata={"help": "in-process embedding cache size (without Redis)"})
+    metrics_port: int = field(default=9091, metadata={"help": "Prometheus /metrics port (-1: none)"})
+    metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
+    grace_seconds: float = field(default=10.0, metadata={"help": "graceful-stop grace period"})
+    workers: int = field(default=32, metadata={"help": "RPC handler threads"})
+
+    def validate(self) -> None:
+        p = PREFIX
+        require(":" in self.address, p, "address", f"expected host:port, got {self.address!r}")
+        require(":" in self.embedder, p, "embedder", f"expected host:port, got {self.embedder!r}")
+        require(":" in self.searcher, p, "searcher", f"expected host:port, got {self.searcher!r}")
+        require(self.redis_url == "" or self.redis_url.startswith(("redis://", "rediss://", "unix://")), p,
+                "redis_url", f"expected redis://host:port/db, got {self.redis_url!r}")
+        require(bool(self.redis_url) or bool(self.data_dir), p, "data_dir",
+                "needed when no Redis is configured (ingest jobs must survive a restart)")
+        require(1.0 <= self.segment_seconds <= 60.0, p, "segment_seconds", "must be within 1..60")
+        require(0 < self.max_upload_mb <= 2000, p, "max_upload_mb", "must be within (0, 2000]")
+        require(1 <= self.max_query_segments <= 10000, p, "max_query_segments", "must be within 1..10000")
+        require(0 <= self.ingest_workers <= 64, p, "ingest_workers", "must be within 0..64 (0: this replica serves the API only)")
+        require(self.deadline_seconds > 0, p, "deadline_seconds", "must be positive")
+        require(self.cache_mb >= 0, p, "cache_mb", "must be 0 or more")
+        require(self.metrics_port >= -1, p, "metrics_port", "must be a port, 0 (any) or -1 (none)")
+        require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
+        require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
+        for root in self.roots():
+            require(root.is_dir(), p, "allowed_roots", f"{root} is not a folder")
+
+    def roots(self) -> list[Path]:
+        return [Path(r).resolve() for r in self.allowed_roots.split(os.pathsep) if r.strip()]
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * (1 << 20))

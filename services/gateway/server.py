@@ -1,0 +1,480 @@
+"""The gateway: the public ``partsim.v1.PartsimService``.
+
+It validates, turns each stem query into embeddings (from the catalog, from uploaded audio via
+the embedder and the cache, or given), averages them per part (eq. 6.1), and asks the searcher
+for the retrieval function (eq. 6.2, min over a song's segments). Ingestion runs as jobs from
+a queue that survives restarts (Redis Stream, or SQLite in the data folder).
+
+Query embeddings are normalised to unit length before the per-part mean, so a loud and a quiet
+clip of the same sound weigh the same and catalog vectors (stored normalised) and uploaded
+audio are treated alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import grpc
+import numpy as np
+from prometheus_client import Gauge, Histogram
+
+from partsim.errors import (FailedPrecondition, InvalidArgument, NotFound, PartsimError, PermissionDenied,
+                            ResourceExhausted, Unavailable)
+from partsim.v1 import (embedder_pb2, embedder_pb2_grpc, gateway_pb2, gateway_pb2_grpc, searcher_pb2,
+                        searcher_pb2_grpc, types_pb2)
+
+from ..config import load
+from ..runtime import ServiceRuntime
+from .cache import cache_key, make_cache
+from .config import DEFAULT_TOP_K, MAX_TOP_K, PREFIX, GatewayConfig
+from .jobs import IngestItem, make_job_queue
+
+log = logging.getLogger("partsim.gateway")
+
+SERVICE = "partsim.v1.PartsimService"
+MAX_TRACK_ID = 256
+
+
+def _retry_config(services: list[str]) -> str:
+    """gRPC service config: retry UNAVAILABLE (all these calls are idempotent) with backoff."""
+    return json.dumps({"methodConfig": [{
+        "name": [{"service": s} for s in services],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }]})
+
+
+def channel(address: str, max_message_bytes: int, services: list[str]) -> grpc.Channel:
+    return grpc.insecure_channel(address, options=[
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", _retry_config(services)),
+    ])
+
+
+def check_track_id(track_id: str) -> str:
+    if not track_id:
+        raise InvalidArgument("track_id is empty")
+    if len(track_id) > MAX_TRACK_ID:
+        raise InvalidArgument(f"track_id is {len(track_id)} characters long; at most {MAX_TRACK_ID}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in track_id):
+        raise InvalidArgument(f"track_id {track_id!r} contains control characters")
+    return track_id
+
+
+def _unit(v: np.ndarray) -> np.ndarray | None:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-12 and math.isfinite(n) else None
+
+
+class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
+    def __init__(self, cfg: GatewayConfig, runtime: ServiceRuntime):
+        self.cfg = cfg
+        self.rt = runtime
+        msg = cfg.max_upload_bytes + (4 << 20)
+        self.embedder = embedder_pb2_grpc.EmbedderServiceStub(
+            channel(cfg.embedder, msg, ["partsim.v1.EmbedderService"]))
+        self.searcher = searcher_pb2_grpc.SearcherServiceStub(
+            channel(cfg.searcher, msg, ["partsim.v1.SearcherService"]))
+        self.cache = make_cache(cfg.redis_url or None, max_bytes=int(cfg.cache_mb * (1 << 20)),
+                                registry=runtime.registry)
+        self.jobs = make_job_queue(cfg.redis_url or None, Path(cfg.data_dir) if cfg.data_dir else None,
+                                   consumer=cfg.consumer or socket.gethostname())
+        self.model: types_pb2.ModelInfo | None = None
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        r = runtime.registry
+        self.search_seconds = Histogram("partsim_gateway_search_seconds", "SearchMix/SearchStems latency.",
+                                        ["rpc", "mode"], registry=r,
+                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.query_embeddings = Histogram("partsim_gateway_query_embeddings", "Query embeddings per search.",
+                                          buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        Gauge("partsim_ingest_queue_depth", "Ingest items waiting.", registry=r).set_function(self._depth)
+        Gauge("partsim_ingest_queue_lag_seconds", "Age of the oldest waiting ingest item.",
+              registry=r).set_function(self._lag)
+        self._workers: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+    def _depth(self) -> float:
+        try:
+            return float(self.jobs.depth())
+        except Exception:  # noqa: BLE001 - a metric must not raise
+            return float("nan")
+
+    def _lag(self) -> float:
+        try:
+            return float(self.jobs.lag_seconds())
+        except Exception:  # noqa: BLE001
+            return float("nan")
+
+    def connect(self, timeout: float | None = None) -> bool:
+        """Wait until the embedder and searcher answer; then serve and start the ingest workers."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.stopping.is_set():
+            try:
+                self.model = self.embedder.GetModel(embedder_pb2.GetModelRequest(), timeout=5).model
+                self.searcher.GetStats(searcher_pb2.GetStatsRequest(), timeout=5)
+                break
+            except grpc.RpcError as exc:
+                log.info("waiting for backends: %s", exc.details() if hasattr(exc, "details") else exc)
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                self.stopping.wait(1.0)
+        if self.stopping.is_set():
+            return False
+        for i in range(self.cfg.ingest_workers):
+            t = threading.Thread(target=self.jobs.work, args=(self._ingest_item, self.stopping),
+                                 name=f"ingest-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        self.ready.set()
+        self.rt.set_serving(True)
+        log.info("gateway ready: model %s, parts %s", self.model.model_version, list(self.model.parts))
+        return True
+
+    def close(self) -> None:
+        self.stopping.set()
+        for t in self._workers:
+            t.join(timeout=30)
+        self.jobs.close()
+
+    def _require_ready(self) -> types_pb2.ModelInfo:
+        if not self.ready.is_set() or self.model is None:
+            raise Unavailable("the gateway is starting: the embedder or searcher is not reachable yet")
+        return self.model
+
+    # ------------------------------------------------------------------------------------------
+    # embedding (with the cache)
+    def _embed(self, audio: types_pb2.Audio, segment: float, hop: float) -> embedder_pb2.EmbedResponse:
+        model = self._require_ready()
+        which = audio.WhichOneof("source")
+        if which is None:
+            raise InvalidArgument("audio is empty: set audio.encoded or audio.pcm")
+        size = len(audio.encoded) if which == "encoded" else len(audio.pcm.data)
+        if size == 0:
+            raise InvalidArgument("audio is empty (0 bytes)")
+        if size > self.cfg.max_upload_bytes:
+            raise ResourceExhausted(f"audio of {size} bytes exceeds the limit of {self.cfg.max_upload_bytes} bytes")
+        digest = hashlib.sha256(audio.SerializeToString(deterministic=True)).hexdigest()
+        key = cache_key(model.model_version, digest, segment, hop)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return embedder_pb2.EmbedResponse.FromString(hit)
+        resp = self.embedder.Embed(embedder_pb2.EmbedRequest(audio=audio, segment_seconds=segment, hop_seconds=hop),
+                                   timeout=self.cfg.deadline_seconds)
+        if resp.model.model_version != model.model_version:
+            raise FailedPrecondition(f"the embedder now serves model {resp.model.model_version}, the gateway "
+                                     f"started with {model.model_version}; restart the gateway")
+        self.cache.put(key, resp.SerializeToString())
+        return resp
+
+    def EmbedParts(self, request, context):
+        resp = self._embed(request.audio, request.segment_seconds, request.hop_seconds)
+        return gateway_pb2.EmbedPartsResponse(model=resp.model, segments=resp.segments,
+                                              duration_seconds=resp.duration_seconds)
+
+    # ------------------------------------------------------------------------------------------
+    # indexing
+    def _index(self, track_id: str, metadata: types_pb2.TrackMetadata, audio: types_pb2.Audio):
+        model = self._require_ready()
+        check_track_id(track_id)
+        seg = self.cfg.segment_seconds
+        resp = self._embed(audio, seg, seg)
+        track = searcher_pb2.Track(track_id=track_id, metadata=metadata, num_segments=len(resp.segments),
+                                   duration_seconds=resp.duration_seconds, segment_seconds=seg,
+                                   model_version=model.model_version, indexed_at=time.time())
+        up = self.searcher.UpsertTrack(searcher_pb2.UpsertTrackRequest(track=track, segments=resp.segments),
+                                       timeout=self.cfg.deadline_seconds)
+        return track, up.replaced
+
+    def IndexTrack(self, request_iterator, context):
+        header = None
+        chunks: list[bytes] = []
+        size = 0
+        for msg in request_iterator:
+            kind = msg.WhichOneof("payload")
+            if header is None:
+                if kind != "header":
+                    raise InvalidArgument("the first IndexTrack message must be the header (track_id, metadata)")
+                header = msg.header
+                check_track_id(header.track_id)
+                continue
+            if kind != "chunk":
+                raise InvalidArgument("only the first IndexTrack message may be a header; the rest are chunks")
+            size += len(msg.chunk)
+            if size > self.cfg.max_upload_bytes:
+                raise ResourceExhausted(f"upload exceeds the limit of {self.cfg.max_upload_bytes} bytes")
+            chunks.append(msg.chunk)
+        if header is None:
+            raise InvalidArgument("IndexTrack received no messages")
+        data = b"".join(chunks)
+        if header.HasField("pcm_format"):
+            pcm = types_pb2.RawPcm()
+            pcm.CopyFrom(header.pcm_format)
+            pcm.data = data
+            audio = types_pb2.Audio(pcm=pcm)
+        else:
+            audio = types_pb2.Audio(encoded=data)
+        track, replaced = self._index(header.track_id, header.metadata, audio)
+        return gateway_pb2.IndexTrackResponse(track=track, replaced=replaced)
+
+    # ------------------------------------------------------------------------------------------
+    # ingestion jobs
+    def _resolve_uri(self, uri: str) -> Path:
+        if uri.startswith("file://"):
+            parsed = urlparse(uri)
+            if parsed.netloc not in ("", "localhost"):
+                raise InvalidArgument(f"URI {uri!r}: only local file:// URIs are supported")
+            path = Path(unquote(parsed.path))
+        elif "://" in uri:
+            raise InvalidArgument(f"URI {uri!r}: only file paths and file:// URIs are supported")
+        else:
+            path = Path(uri)
+        if not path.is_absolute():
+            raise InvalidArgument(f"URI {uri!r} must be an absolute path")
+        real = path.resolve()
+        roots = self.cfg.roots()
+        if not any(real == r or r in real.parents for r in roots):
+            allowed = ", ".join(str(r) for r in roots) or "none configured"
+            raise PermissionDenied(f"{uri} is outside the allowed roots ({allowed}; "
+                                   f"set {PREFIX}_ALLOWED_ROOTS)")
+        if not real.is_file():
+            raise NotFound(f"{uri}: no such file")
+        return real
+
+    def SubmitIngestJob(self, request, context):
+        self._require_ready()
+        if not request.items:
+            raise InvalidArgument("the job has no items")
+        items, seen = [], set()
+        for i, it in enumerate(request.items):
+            try:
+                check_track_id(it.track_id)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"item {i}: {exc}") from None
+            if it.track_id in seen:
+                raise InvalidArgument(f"item {i}: track_id {it.track_id!r} appears twice in the job")
+            seen.add(it.track_id)
+            meta = {"title": it.metadata.title, "artist": it.metadata.artist, "tags": dict(it.metadata.tags)}
+            which = it.WhichOneof("source")
+            if which == "uri":
+                self._resolve_uri(it.uri)
+                items.append(IngestItem(it.track_id, meta, uri=it.uri))
+            elif which == "audio":
+                if it.audio.WhichOneof("source") != "encoded" or not it.audio.encoded:
+                    raise InvalidArgument(f"item {i} ({it.track_id}): job uploads must be encoded audio bytes")
+                items.append(IngestItem(it.track_id, meta, audio=it.audio.encoded))
+            else:
+                raise InvalidArgument(f"item {i} ({it.track_id}): set uri or audio")
+        return gateway_pb2.SubmitIngestJobResponse(job_id=self.jobs.submit(items))
+
+    def _ingest_item(self, item: IngestItem) -> None:
+        if item.uri is not None:
+            path = self._resolve_uri(item.uri)  # roots may have changed since submission
+            size = path.stat().st_size
+            if size > self.cfg.max_upload_bytes:
+                raise ResourceExhausted(f"{item.uri} is {size} bytes; the limit is {self.cfg.max_upload_bytes}")
+            data = path.read_bytes()
+        else:
+            data = item.audio or b""
+        meta = types_pb2.TrackMetadata(title=item.metadata.get("title", ""), artist=item.metadata.get("artist", ""),
+                                       tags=item.metadata.get("tags", {}))
+        self._index(item.track_id, meta, types_pb2.Audio(encoded=data))
+
+    def GetIngestJob(self, request, context):
+        if not request.job_id:
+            raise InvalidArgument("job_id is empty")
+        st = self.jobs.get(request.job_id)
+        state = {"queued": gateway_pb2.JOB_STATE_QUEUED, "running": gateway_pb2.JOB_STATE_RUNNING,
+                 "done": gateway_pb2.JOB_STATE_DONE}[st.state]
+        return gateway_pb2.GetIngestJobResponse(
+            job_id=st.job_id, state=state, total=st.total, succeeded=st.succeeded, failed=st.failed,
+            failures=[gateway_pb2.ItemFailure(track_id=t, error=e) for t, e in st.failures],
+            created_at=st.created_at, updated_at=st.updated_at)
+
+    # ------------------------------------------------------------------------------------------
+    # queries
+    def _query_vectors(self, q: gateway_pb2.StemQuery, where: str) -> list[np.ndarray]:
+        """The unit query embeddings of one stem query (one per usable segment)."""
+        model = self._require_ready()
+        parts = list(model.parts)
+        if not q.part:
+            raise InvalidArgument(f"{where}: part is empty; one of {parts}")
+        if q.part not in parts:
+            raise InvalidArgument(f"{where}: unknown part {q.part!r}; the model's parts are {parts}")
+        j = parts.index(q.part)
+        which = q.WhichOneof("source")
+        if which == "vector":
+            v = np.asarray(q.vector.vector, dtype=np.float32)
+            if v.shape != (model.subspace_dim,):
+                raise InvalidArgument(f"{where}: vector has {v.size} values; the {q.part} subspace has "
+                                      f"{model.subspace_dim}")
+            u = _unit(v)
+            if u is None:
+                raise InvalidArgument(f"{where}: vector is zero or not finite")
+            return [u]
+        if which == "indexed":
+            ref = q.indexed
+            check_track_id(ref.track_id)
+            track = self.searcher.GetTrack(searcher_pb2.GetTrackRequest(track_id=ref.track_id),
+                                           timeout=self.cfg.deadline_seconds).track
+            if ref.WhichOneof("at") == "segment_index":
+                idx = ref.segment_index
+                if not 0 <= idx < track.num_segments:
+                    raise NotFound(f"{where}: track {ref.track_id} has segments 0..{track.num_segments - 1}; "
+                                   f"there is no segment {idx}")
+            else:
+                sec = ref.seconds
+                end = track.num_segments * track.segment_seconds
+                if not (math.isfinite(sec) and 0 <= sec < end):
+                    raise NotFound(f"{where}: {sec:g} s is outside track {ref.track_id}, whose "
+                                   f"{track.num_segments} segments cover 0..{end:g} s")
+                idx = int(sec // track.segment_seconds)
+            seg = self.searcher.GetSegment(searcher_pb2.GetSegmentRequest(track_id=ref.track_id, segment_index=idx),
+                                           timeout=self.cfg.deadline_seconds).segment
+            pv = seg.parts[j]
+            u = _unit(np.asarray(pv.vector, dtype=np.float32))
+            if not pv.present or u is None:
+                raise InvalidArgument(f"{where}: the {q.part} part is silent in segment {idx} "
+                                      f"({seg.start_seconds:g}-{seg.end_seconds:g} s) of track {ref.track_id}; "
+                                      "pick a time where it plays")
+            return [u]
+        if which == "audio":
+            seg = self.cfg.segment_seconds
+            resp = self._embed(q.audio, seg, seg)
+            out = []
+            for s in resp.segments:
+                u = _unit(np.asarray(s.parts[j].vector, dtype=np.float32))
+                if s.parts[j].present and u is not None:
+                    out.append(u)
+            if not out:
+                raise InvalidArgument(f"{where}: the {q.part} part is not present in any segment of the clip")
+            return out
+        raise InvalidArgument(f"{where}: set one of indexed, audio or vector")
+
+    def _part_queries(self, queries, weights) -> tuple[list[searcher_pb2.PartQuery], int]:
+        model = self._require_ready()
+        per_part: dict[str, list[np.ndarray]] = {}
+        for i, q in enumerate(queries):
+            per_part.setdefault(q.part, []).extend(self._query_vectors(q, f"query {i}"))
+        total = sum(len(v) for v in per_part.values())
+        if total > self.cfg.max_query_segments:
+            raise ResourceExhausted(f"the query set has {total} query embeddings; at most "
+                                    f"{self.cfg.max_query_segments} (shorter clips or fewer stems)")
+        for part, w in weights.items():
+            if part not in model.parts:
+                raise InvalidArgument(f"part_weights: unknown part {part!r}; the model's parts are {list(model.parts)}")
+            if part not in per_part:
+                raise InvalidArgument(f"part_weights: {part} has a weight but no query")
+            if not (math.isfinite(w) and w > 0):
+                raise InvalidArgument(f"part_weights: the weight of {part} must be a positive number, got {w}")
+        out = []
+        for part in model.parts:  # the model's order: deterministic requests
+            if part in per_part:
+                mean = np.mean(per_part[part], axis=0)  # eq. 6.1
+                out.append(searcher_pb2.PartQuery(part=part, vector=mean.tolist(), weight=float(weights.get(part, 1.0))))
+        return out, total
+
+    @staticmethod
+    def _top_k(request) -> int:
+        if not request.HasField("top_k"):
+            return DEFAULT_TOP_K
+        k = request.top_k
+        if not 1 <= k <= MAX_TOP_K:
+            raise InvalidArgument(f"top_k must be within 1..{MAX_TOP_K}, got {k}")
+        return k
+
+    def SearchMix(self, request, context):
+        model = self._require_ready()
+        started = time.perf_counter()
+        if not request.queries:
+            raise InvalidArgument("the query set is empty: give at least one stem query (part + source)")
+        top_k = self._top_k(request)
+        parts, total = self._part_queries(request.queries, dict(request.part_weights))
+        self.query_embeddings.observe(total)
+        resp = self.searcher.SearchMix(searcher_pb2.SearchMixVectorsRequest(
+            parts=parts, top_k=top_k, exclude_track_ids=request.exclude_track_ids, mode=request.mode),
+            timeout=self.cfg.deadline_seconds)
+        self.search_seconds.labels("SearchMix", searcher_pb2.SearchMode.Name(request.mode)).observe(
+            time.perf_counter() - started)
+        return gateway_pb2.SearchMixResponse(hits=resp.hits, model_version=model.model_version,
+                                             candidates=resp.candidates)
+
+    def SearchStems(self, request, context):
+        model = self._require_ready()
+        started = time.perf_counter()
+        if not request.HasField("query"):
+            raise InvalidArgument("query is missing: give one stem query (part + source)")
+        top_k = self._top_k(request)
+        parts, _ = self._part_queries([request.query], {})
+        resp = self.searcher.SearchStems(searcher_pb2.SearchStemsVectorsRequest(
+            query=parts[0], top_k=top_k, exclude_track_ids=request.exclude_track_ids, mode=request.mode),
+            timeout=self.cfg.deadline_seconds)
+        self.search_seconds.labels("SearchStems", searcher_pb2.SearchMode.Name(request.mode)).observe(
+            time.perf_counter() - started)
+        return gateway_pb2.SearchStemsResponse(hits=resp.hits, model_version=model.model_version)
+
+    # ------------------------------------------------------------------------------------------
+    # catalog
+    def GetTrack(self, request, context):
+        check_track_id(request.track_id)
+        return self.searcher.GetTrack(request, timeout=self.cfg.deadline_seconds)
+
+    def ListTracks(self, request, context):
+        return self.searcher.ListTracks(request, timeout=self.cfg.deadline_seconds)
+
+    def DeleteTrack(self, request, context):
+        check_track_id(request.track_id)
+        return self.searcher.DeleteTrack(request, timeout=self.cfg.deadline_seconds)
+
+    def GetCatalogStats(self, request, context):
+        model = self._require_ready()
+        stats = self.searcher.GetStats(searcher_pb2.GetStatsRequest(), timeout=self.cfg.deadline_seconds)
+        return gateway_pb2.GetCatalogStatsResponse(stats=stats, model_version=model.model_version)
+
+
+def serve(cfg: GatewayConfig, registry=None) -> tuple[ServiceRuntime, Gateway]:
+    """Start a gateway (returns at once; it turns SERVING once the backends answer)."""
+    rt = ServiceRuntime("gateway", cfg.address, cfg.max_upload_bytes + (4 << 20),
+                        metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
+                        metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers)
+    gw = Gateway(cfg, rt)
+    gateway_pb2_grpc.add_PartsimServiceServicer_to_server(gw, rt.server)
+    rt.start([SERVICE])
+    threading.Thread(target=gw.connect, name="gateway-connect", daemon=True).start()
+    return rt, gw
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load(GatewayConfig, PREFIX, argv, prog="partsim-gateway")
+    try:
+        rt, gw = serve(cfg)
+    except (PartsimError, OSError) as exc:
+        print(f"partsim-gateway: {exc}", flush=True)
+        return 2
+    done = threading.Event()
+
+    def stop(signum, frame):
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    done.wait()
+    log.info("stopping (grace %.0f s)", cfg.grace_seconds)
+    rt.set_serving(False)
+    gw.stopping.set()
+    rt.stop(cfg.grace_seconds)
+    gw.close()
+    return 0

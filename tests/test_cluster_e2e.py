@@ -1,0 +1,281 @@
+"""The whole cluster end to end: real processes (``partsim up``'s launcher), real gRPC on loopback,
+the shipped model, Milvus Lite, a real Redis server, FluidSynth-rendered songs."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+
+from partsim.clients import PartsimClient, Stem
+from partsim.cluster import Cluster
+from partsim.corpus.make import CorpusConfig, make_corpus
+from partsim.corpus.soundfonts import check_soundfonts
+from partsim.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from partsim.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
+
+from .util import FAST_SOUNDFONTS
+
+pytestmark = pytest.mark.timeout(900)
+
+SEG = 10.0
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("catalog") / "corpus"
+    make_corpus(CorpusConfig(out=out, songs=8, seconds=32.0, seed=11,
+                             soundfonts=check_soundfonts(FAST_SOUNDFONTS[:1])), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def redis(redis_url):
+    return redis_url
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, catalog, redis):
+    data = tmp_path_factory.mktemp("cluster")
+    with Cluster(data, gateway="127.0.0.1:0", redis_url=redis, allowed_roots=[catalog], quiet=True) as c:
+        with PartsimClient(c.gateway) as client:
+            client.wait_ready(300)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    with PartsimClient(cluster.gateway, timeout=120) as c:
+        yield c
+
+
+def songs(catalog: Path) -> list[Path]:
+    return sorted(p for p in catalog.iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def indexed(client, catalog) -> dict[str, np.ndarray]:
+    """Index every song; return each song's (segments, parts, dim) vectors from EmbedParts."""
+    vectors = {}
+    for song in songs(catalog):
+        data = (song / "mix.flac").read_bytes()
+        resp = client.index_bytes(data, song.name, title=song.name, tags={"corpus": "e2e"})
+        assert resp.track.num_segments == 3  # 32 s -> three whole 10-s segments
+        emb = client.embed_parts(data, SEG, SEG)
+        vectors[song.name] = (np.array([[p.vector for p in s.parts] for s in emb.segments], dtype=np.float64),
+                              np.array([[p.present for p in s.parts] for s in emb.segments]))
+    return vectors
+
+
+def reference_search(indexed, parts, query: dict[str, np.ndarray], top_k: int):
+    """Eq. 6.1/6.2 by brute force: mean over query parts of 1 - cos, min over each song's segments."""
+    ranked = []
+    for tid, (vecs, present) in indexed.items():
+        best = None
+        for s in range(len(vecs)):
+            terms = []
+            for part, y in query.items():
+                j = parts.index(part)
+                v = vecs[s, j]
+                cos = 0.0 if not present[s, j] else float(v @ y / (np.linalg.norm(v) * np.linalg.norm(y)))
+                terms.append(1.0 - cos)
+            d = float(np.mean(terms))
+            if best is None or d < best[0]:
+                best = (d, s)
+        ranked.append((best[0], tid, best[1]))
+    ranked.sort()
+    return ranked[:top_k]
+
+
+def test_exact_search_mix_is_the_retrieval_function(client, indexed):
+    parts = ["drums", "bass", "piano", "guitar", "others"]
+    names = sorted(indexed)
+    # a query: part j of song a at segment 1 and part k of song b at segment 2, where they play
+    picks = []
+    for tid in names:
+        vecs, present = indexed[tid]
+        for j, part in enumerate(parts):
+            if present[1, j] and part not in [p for p, _, _ in picks] and len(picks) < 2 and tid not in [t for _, t, _ in picks]:
+                picks.append((part, tid, 1))
+    assert len(picks) == 2
+    query = {}
+    for part, tid, s in picks:
+        v = indexed[tid][0][s, parts.index(part)]
+        query[part] = v / np.linalg.norm(v)
+    ref = reference_search(indexed, parts, query, top_k=5)
+    hits = client.search_mix([Stem(p, track_id=t, seconds=s * SEG + 3.0) for p, t, s in picks], top_k=5,
+                             mode="exact")
+    assert [h.track_id for h in hits] == [r[1] for r in ref]
+    np.testing.assert_allclose([h.distance for h in hits], [r[0] for r in ref], atol=1e-4)
+    assert [h.best_segment for h in hits] == [r[2] for r in ref]
+    assert hits[0].best_start == hits[0].best_segment * SEG and hits[0].best_end == hits[0].best_start + SEG
+    assert set(hits[0].per_part) == set(query)
+    assert hits[0].metadata["tags"]["corpus"] == "e2e"
+    # approximate mode on a tiny catalog finds the same songs
+    approx = client.search_mix([Stem(p, track_id=t, seconds=s * SEG + 3.0) for p, t, s in picks], top_k=5)
+    assert [h.track_id for h in approx] == [h.track_id for h in hits]
+
+
+def test_a_segment_finds_its_own_track_first(client, indexed, catalog):
+    tid = sorted(indexed)[3]
+    vecs, present = indexed[tid]
+    j = int(np.argmax(present[0]))
+    part = ["drums", "bass", "piano", "guitar", "others"][j]
+    hits = client.search_mix([Stem(part, track_id=tid, seconds=1.0)], top_k=3, mode="exact")
+    assert hits[0].track_id == tid and hits[0].distance == pytest.approx(0.0, abs=1e-5)
+    stems = client.search_stems(Stem(part, track_id=tid, segment_index=0), top_k=3)
+    assert (stems[0].track_id, stems[0].segment) == (tid, 0)
+    # an uploaded clip of the same audio finds it too
+    song = catalog / tid
+    clip = _clip(song / "mix.flac", 0.0, SEG)
+    hits = client.search_mix([Stem(part, audio=clip)], top_k=3, mode="exact")
+    assert hits[0].track_id == tid and hits[0].best_segment == 0
+
+
+def _clip(path: Path, start: float, seconds: float) -> bytes:
+    audio, sr = sf.read(str(path), dtype="float32")
+    buf = io.BytesIO()
+    sf.write(buf, audio[int(start * sr):int((start + seconds) * sr)], sr, format="WAV")
+    return buf.getvalue()
+
+
+def test_reindexing_replaces_and_does_not_duplicate(client, indexed, catalog):
+    before = client.stats().stats
+    song = songs(catalog)[0]
+    resp = client.index_bytes((song / "mix.flac").read_bytes(), song.name, title="renamed")
+    assert resp.replaced
+    after = client.stats().stats
+    assert (after.tracks, after.segments) == (before.tracks, before.segments)
+    assert client.get_track(song.name).metadata.title == "renamed"
+    assert len([t for t in client.list_tracks(page_size=3)]) == before.tracks
+
+
+def test_bad_input_gets_precise_errors_and_changes_nothing(client, indexed, catalog):
+    tid = sorted(indexed)[0]
+    before = client.stats().stats
+    cases = [
+        (lambda: client.search_mix([]), InvalidArgument, "empty"),
+        (lambda: client.search_mix([Stem("kazoo", track_id=tid, seconds=1)]), InvalidArgument, "unknown part"),
+        (lambda: client.search_mix([Stem("drums", track_id="nope", seconds=1)]), NotFound, "nope"),
+        (lambda: client.search_mix([Stem("drums", track_id=tid, seconds=999)]), NotFound, "outside"),
+        (lambda: client.search_mix([Stem("drums", vector=[0.1] * 7)]), InvalidArgument, "128"),
+        (lambda: client.search_mix([Stem("drums", vector=[0.1] * 128)], top_k=0), InvalidArgument, "top_k"),
+        (lambda: client.search_mix([Stem("drums", vector=[0.1] * 128)], top_k=1001), InvalidArgument, "top_k"),
+        (lambda: client.search_mix([Stem("drums", vector=[0.1] * 128)], weights={"drums": -1}), InvalidArgument,
+         "positive"),
+        (lambda: client.search_mix([Stem("drums", audio=b"not audio at all")]), InvalidArgument, "decode"),
+        (lambda: client.embed_parts(b""), InvalidArgument, "empty"),
+        (lambda: client.embed_parts(_clip(songs(catalog)[0] / "mix.flac", 0, 2.0), SEG, SEG), InvalidArgument,
+         "shorter"),
+        (lambda: client.submit_job([{"track_id": "x", "uri": "/etc/passwd"}]), PermissionDenied, "allowed roots"),
+        (lambda: client.get_job("no-such-job"), NotFound, "no-such-job"),
+        (lambda: client.delete_track("never-indexed"), NotFound, "never-indexed"),
+    ]
+    for call, exc_type, fragment in cases:
+        with pytest.raises(exc_type) as info:
+            call()
+        assert fragment.lower() in str(info.value).lower(), (fragment, str(info.value))
+    nan = io.BytesIO()
+    sf.write(nan, np.full(int(SEG * 44100) + 10, np.nan, dtype=np.float32), 44100, format="WAV", subtype="FLOAT")
+    with pytest.raises(InvalidArgument):
+        client.embed_parts(nan.getvalue())
+    after = client.stats().stats
+    assert (after.tracks, after.segments) == (before.tracks, before.segments)
+
+
+def test_over_long_upload_is_resource_exhausted(cluster, catalog, tmp_path):
+    # a second gateway with a 1-MB limit in front of the same backends
+    from partsim.services.gateway.config import GatewayConfig
+    from partsim.services.gateway.server import serve
+
+    searcher = next(s.address for s in cluster.services if s.name == "searcher")
+    embedder = next(s.address for s in cluster.services if s.name == "embedder")
+    cfg = GatewayConfig(address="127.0.0.1:0", embedder=embedder, searcher=searcher, data_dir=str(tmp_path),
+                        max_upload_mb=1.0, metrics_port=-1)
+    rt, gw = serve(cfg)
+    try:
+        with PartsimClient(rt.address) as c:
+            c.wait_ready(60)
+            with pytest.raises(ResourceExhausted, match="limit"):
+                c.index_bytes(b"\0" * (2 << 20), "big")
+    finally:
+        gw.stopping.set()
+        rt.stop(1)
+        gw.close()
+
+
+def test_jobs_survive_a_gateway_restart(cluster, catalog, redis, tmp_path):
+    """An API-only gateway takes a job and goes away; a new gateway on the same Redis finishes it."""
+    from partsim.services.gateway.config import GatewayConfig
+    from partsim.services.gateway.server import serve
+
+    searcher = next(s.address for s in cluster.services if s.name == "searcher")
+    embedder = next(s.address for s in cluster.services if s.name == "embedder")
+
+    own_db = redis.rsplit("/", 1)[0] + "/1"  # the cluster's gateway consumes db 0's queue
+
+    def gateway(workers: int):
+        cfg = GatewayConfig(address="127.0.0.1:0", embedder=embedder, searcher=searcher, redis_url=own_db,
+                            allowed_roots=str(catalog), ingest_workers=workers, metrics_port=-1)
+        return serve(cfg)
+
+    items = [{"track_id": f"job-{p.name}", "uri": str(p / "mix.flac")} for p in songs(catalog)[:3]]
+    items.append({"track_id": "job-broken", "audio": b"garbage"})
+    rt, gw = gateway(0)
+    try:
+        with PartsimClient(rt.address) as c:
+            c.wait_ready(60)
+            job = c.submit_job(items)
+            time.sleep(1.0)
+            assert c.get_job(job).state == gateway_pb2.JOB_STATE_QUEUED
+    finally:
+        gw.stopping.set()
+        rt.stop(1)
+        gw.close()
+    rt, gw = gateway(2)
+    try:
+        with PartsimClient(rt.address) as c:
+            c.wait_ready(60)
+            deadline = time.monotonic() + 180
+            while (st := c.get_job(job)).state != gateway_pb2.JOB_STATE_DONE and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert st.state == gateway_pb2.JOB_STATE_DONE
+            assert (st.total, st.succeeded, st.failed) == (4, 3, 1)
+            assert st.failures[0].track_id == "job-broken" and "decode" in st.failures[0].error.lower()
+            assert c.get_track("job-" + songs(catalog)[0].name).num_segments == 3
+            for it in items[:3]:
+                c.delete_track(it["track_id"])
+    finally:
+        gw.stopping.set()
+        rt.stop(1)
+        gw.close()
+
+
+def test_health_reflection_and_metrics(cluster, client, indexed):
+    import urllib.request
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    for svc in cluster.services:
+        ch = grpc.insecure_channel(svc.address)
+        status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING, svc.name
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+        resp = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                              timeout=5))
+        names = {s.name for s in resp.list_services_response.service}
+        assert "grpc.health.v1.Health" in names and any(n.startswith("partsim.v1.") for n in names), names
+        ch.close()
+        text = urllib.request.urlopen(f"http://{svc.metrics}/metrics", timeout=5).read().decode()
+        assert "grpc_server_handled_total" in text, svc.name
+    gw = next(s for s in cluster.services if s.name == "gateway")
+    text = urllib.request.urlopen(f"http://{gw.metrics}/metrics", timeout=5).read().decode()
+    assert 'grpc_method="SearchMix"' in text and "partsim_cache_requests_total" in text
+    assert "partsim_ingest_queue_depth" in text
