@@ -90,10 +90,10 @@ class Cluster:
     def start(self) -> "Cluster":
         self.data.mkdir(parents=True, exist_ok=True)
         common = {}
-        model = {"PARTSIM_EMBEDDER_MODEL": self.model} if self.model else {}
+        model = {"PARTSIM_EMBEDDER_MODEL": self.model, "PARTSIM_SEARCHER_MODEL": self.model} if self.model else {}
         searcher = self._start("searcher", "partsim.services.searcher", {
             "PARTSIM_SEARCHER_ADDRESS": "127.0.0.1:0", "PARTSIM_SEARCHER_DATA_DIR": str(self.data / "searcher"),
-            "PARTSIM_SEARCHER_METRICS_PORT": "0", **common})
+            "PARTSIM_SEARCHER_METRICS_PORT": "0", **model, **common})
         embedder = self._start("embedder", "partsim.services.embedder", {
             "PARTSIM_EMBEDDER_ADDRESS": "127.0.0.1:0", "PARTSIM_EMBEDDER_METRICS_PORT": "0", **model, **common})
         self._start("gateway", "partsim.services.gateway", {

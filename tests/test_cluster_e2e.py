@@ -279,3 +279,60 @@ def test_health_reflection_and_metrics(cluster, client, indexed):
     text = urllib.request.urlopen(f"http://{gw.metrics}/metrics", timeout=5).read().decode()
     assert 'grpc_method="SearchMix"' in text and "partsim_cache_requests_total" in text
     assert "partsim_ingest_queue_depth" in text
+
+
+def test_cli_index_and_search_commands(cluster, catalog, indexed):
+    """The commands other tools call: partsim index / search-mix / search-stems --json."""
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "partsim", *args, "--gateway", cluster.gateway],
+                              capture_output=True, text=True, timeout=300)
+
+    song = songs(catalog)[5]
+    proc = cli("index", str(song), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "indexed 1 of 1" in proc.stderr
+    vecs, present = indexed[song.name]
+    part = ["drums", "bass", "piano", "guitar", "others"][int(np.argmax(present[1]))]
+    proc = cli("search-mix", "--stem", f"{part}:{song.name}@12.5", "--top-k", "3", "--exact", "--json")
+    assert proc.returncode == 0, proc.stderr
+    hits = json.loads(proc.stdout)
+    assert hits[0]["track_id"] == song.name and hits[0]["best_start"] == 10.0
+    assert set(hits[0]) >= {"track_id", "distance", "best_start", "per_part"} and list(hits[0]["per_part"]) == [part]
+    proc = cli("search-stems", "--stem", f"{part}:{song.name}@12.5", "--top-k", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    stems = json.loads(proc.stdout)
+    assert (stems[0]["track_id"], stems[0]["segment"], stems[0]["start"]) == (song.name, 1, 10.0)
+    # bad input: a precise message and exit status 2, no traceback
+    proc = cli("search-mix", "--stem", "kazoo:x@1", "--json")
+    assert proc.returncode == 2 and "unknown part 'kazoo'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("search-mix", "--stem", "drums-song@1")
+    assert proc.returncode == 2 and "PART:TRACK_ID@SECONDS" in proc.stderr
+
+
+def test_partsim_up_serves_and_stops_on_sigint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "partsim", "up", "--data", str(tmp_path / "d"),
+                             "--gateway", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        address = None
+        for line in proc.stdout:
+            if "partsim is serving on" in line:
+                address = line.split("serving on ")[1].split(";")[0]
+                break
+        assert address, "partsim up did not come up"
+        with PartsimClient(address) as c:
+            assert c.stats().stats.tracks == 0
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        rest = proc.stdout.read()
+        assert "stopping" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -26,7 +26,8 @@ class GatewayConfig:
     data_dir: str = field(default="", metadata={"help": "folder for local job state (needed without Redis)"})
     allowed_roots: str = field(default="", metadata={"help": "colon-separated folders ingest URIs may point into"})
     segment_seconds: float = field(default=10.0, metadata={"help": "catalog segment length (thesis MixQuery: 10)"})
-    max_upload_mb: float = field(default=200.0, metadata={"help": "largest audio upload (IndexTrack, EmbedParts)"})
+    max_upload_mb: float = field(default=60.0, metadata={"help": "largest audio upload (IndexTrack, EmbedParts); "
+                                                             "keep it under the embedder's max_message_mb"})
     max_query_segments: int = field(default=64, metadata={"help": "most query embeddings in one SearchMix"})
     consumer: str = field(default="", metadata={"help": "ingest consumer name: stable across restarts of one "
                                                          "replica, unique per replica (default: the host name)"})

@@ -1,0 +1,102 @@
+"""Track metadata in a durable SQLite file beside the vector data (title, artist, tags, segments...).
+
+Milvus holds one row per (track, segment) and part; this file holds one row per track. The
+searcher writes Milvus first and this file last on upsert (and this file first on delete), so
+a crash in between leaves vector rows without metadata, which :class:`SearchStore` removes
+when it opens (they are never served).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrackInfo:
+    """One indexed track's metadata."""
+
+    track_id: str
+    title: str = ""
+    artist: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    num_segments: int = 0
+    duration_seconds: float = 0.0
+    segment_seconds: float = 0.0
+    model_version: str = ""
+    indexed_at: float = 0.0
+
+
+_COLUMNS = ("track_id", "title", "artist", "tags", "num_segments", "duration_seconds", "segment_seconds",
+            "model_version", "indexed_at")
+
+
+def _row(info: TrackInfo) -> tuple:
+    return (info.track_id, info.title, info.artist, json.dumps(info.tags, sort_keys=True), info.num_segments,
+            info.duration_seconds, info.segment_seconds, info.model_version, info.indexed_at)
+
+
+def _info(row: tuple) -> TrackInfo:
+    tid, title, artist, tags, n, dur, seg, ver, at = row
+    return TrackInfo(tid, title, artist, json.loads(tags), int(n), float(dur), float(seg), ver, float(at))
+
+
+class MetaDB:
+    """Thread-safe SQLite table of :class:`TrackInfo`, keyed and listed by track id."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS tracks (track_id TEXT PRIMARY KEY, title TEXT, artist TEXT, tags TEXT, "
+            "num_segments INTEGER, duration_seconds REAL, segment_seconds REAL, model_version TEXT, "
+            "indexed_at REAL)")
+
+    def put_many(self, infos: list[TrackInfo]) -> None:
+        """Insert or replace, in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(f"INSERT OR REPLACE INTO tracks ({', '.join(_COLUMNS)}) VALUES "
+                                     f"({', '.join('?' * len(_COLUMNS))})", [_row(i) for i in infos])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def delete(self, track_id: str) -> bool:
+        """Remove one track; False when it was not there."""
+        with self._lock:
+            return self._db.execute("DELETE FROM tracks WHERE track_id = ?", (track_id,)).rowcount > 0
+
+    def get(self, track_id: str) -> TrackInfo | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE track_id = ?",
+                                   (track_id,)).fetchone()
+        return _info(row) if row else None
+
+    def page(self, after: str, limit: int) -> list[TrackInfo]:
+        """Up to ``limit`` tracks with id > ``after``, by id."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE track_id > ? "
+                                    "ORDER BY track_id LIMIT ?", (after, limit)).fetchall()
+        return [_info(r) for r in rows]
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT track_id FROM tracks")}
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,319 @@
+"""The searcher's gRPC service (``partsim.v1.SearcherService``) and ``main``.
+
+Validates every request (parts, vector sizes, limits) with messages a caller can act on, and
+delegates to :class:`SearchStore`. Health turns SERVING only once Milvus is open and the
+in-memory mirror is loaded; until then every RPC answers UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import signal
+import threading
+import time
+
+import numpy as np
+from prometheus_client import Gauge, Histogram
+
+from partsim.errors import InvalidArgument, NotFound, PartsimError, Unavailable
+from partsim.v1 import searcher_pb2, searcher_pb2_grpc, types_pb2
+
+from ..config import load
+from ..runtime import LATENCY_BUCKETS, ServiceRuntime
+from .config import DEFAULT_PAGE_SIZE, MAX_EXCLUDE, MAX_PAGE_SIZE, MAX_TOP_K, PREFIX, SearcherConfig
+from .meta import TrackInfo
+from .retrieval import Query
+from .store import SearchStore, Segments, check_track_id
+
+log = logging.getLogger("partsim.searcher")
+
+SERVICE = "partsim.v1.SearcherService"
+CANDIDATE_BUCKETS = (1, 10, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1e6, 3e6, 1e7)
+
+
+def track_proto(info: TrackInfo) -> searcher_pb2.Track:
+    return searcher_pb2.Track(
+        track_id=info.track_id, metadata=types_pb2.TrackMetadata(title=info.title, artist=info.artist, tags=info.tags),
+        num_segments=info.num_segments, duration_seconds=info.duration_seconds,
+        segment_seconds=info.segment_seconds, model_version=info.model_version, indexed_at=info.indexed_at)
+
+
+def _token(after: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+
+
+def _after(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+        if isinstance(after, str):
+            return after
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        pass
+    raise InvalidArgument("page_token is not one this service issued; pass the next_page_token of the previous "
+                          "ListTracks response, or none for the first page")
+
+
+class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
+    """The servicer. ``store`` is None until :meth:`open` has loaded the index."""
+
+    def __init__(self, cfg: SearcherConfig, rt: ServiceRuntime):
+        self.cfg = cfg
+        self.parts, self.dim = cfg.model_parts()
+        self.store: SearchStore | None = None
+        r = rt.registry
+        self.search_seconds = Histogram("partsim_search_seconds", "Search latency in the searcher.", ["mode", "kind"],
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.candidates = Histogram("partsim_search_candidates", "Catalog segments whose distance was computed "
+                                    "exactly per SearchMix.", ["mode"], buckets=CANDIDATE_BUCKETS, registry=r)
+        self.tracks = Gauge("partsim_index_tracks", "Tracks in the index.", registry=r)
+        self.segments = Gauge("partsim_index_segments", "Segments (rows per part) in the index.", registry=r)
+        self.present = Gauge("partsim_index_present_segments", "Segments where the part is present.", ["part"],
+                             registry=r)
+
+    def open(self) -> None:
+        cfg = self.cfg
+        self.store = SearchStore(
+            cfg.uri, f"{cfg.data_dir}/tracks.sqlite", self.parts, self.dim, index_type=cfg.index_type,
+            ann_candidates=cfg.ann_candidates, hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
+            hnsw_ef=cfg.hnsw_ef, ivf_nlist=cfg.ivf_nlist, ivf_nprobe=cfg.ivf_nprobe, flush_rows=cfg.flush_rows).open()
+        self._update_gauges()
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _store(self) -> SearchStore:
+        store = self.store
+        if store is None:
+            raise Unavailable("the searcher is still loading its index; retry shortly")
+        return store
+
+    def _update_gauges(self) -> None:
+        st = self._store().stats()
+        self.tracks.set(st["tracks"])
+        self.segments.set(st["segments"])
+        for part, n in st["present"].items():
+            self.present.labels(part).set(n)
+
+    # ---------------------------------------------------------------- validation
+
+    def _vector(self, values, what: str) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float32)
+        if v.size != self.dim:
+            raise InvalidArgument(f"{what}: vector has {v.size} values, expected subspace_dim {self.dim}")
+        if not np.all(np.isfinite(v)):
+            raise InvalidArgument(f"{what}: vector holds NaN or infinity")
+        return v
+
+    def _query(self, pq: searcher_pb2.PartQuery, what: str) -> Query:
+        if pq.part not in self.parts:
+            raise InvalidArgument(f"{what}: unknown part {pq.part!r}; the parts are {self.parts}")
+        v = self._vector(pq.vector, f"{what} (part {pq.part})")
+        if float(np.linalg.norm(v)) <= 1e-12:
+            raise InvalidArgument(f"{what} (part {pq.part}): the vector is all zeros, so its cosine is undefined; "
+                                  "leave a silent part out of the query")
+        w = float(pq.weight)
+        if math.isnan(w) or w < 0 or math.isinf(w):
+            raise InvalidArgument(f"{what} (part {pq.part}): weight {w} must be a finite number >= 0 "
+                                  "(0 or unset means 1)")
+        return Query(pq.part, v, w if w > 0 else 1.0)
+
+    def _search_args(self, top_k: int, exclude, mode: int) -> tuple[list[str], bool]:
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"top_k {top_k}: must be within 1..{MAX_TOP_K}")
+        if len(exclude) > MAX_EXCLUDE:
+            raise InvalidArgument(f"exclude_track_ids has {len(exclude)} ids; the limit is {MAX_EXCLUDE}")
+        if mode not in (searcher_pb2.SEARCH_MODE_UNSPECIFIED, searcher_pb2.SEARCH_MODE_EXACT,
+                        searcher_pb2.SEARCH_MODE_APPROXIMATE):
+            raise InvalidArgument(f"mode {mode}: unknown SearchMode")
+        if mode == searcher_pb2.SEARCH_MODE_UNSPECIFIED:
+            return list(exclude), self.cfg.default_mode == "exact"
+        return list(exclude), mode == searcher_pb2.SEARCH_MODE_EXACT
+
+    def _segments(self, request: searcher_pb2.UpsertTrackRequest) -> Segments:
+        segs = request.segments
+        if not segs:
+            raise InvalidArgument(f"track {request.track.track_id!r}: segments is empty; a track needs at least one")
+        n, pos = len(segs), {p: i for i, p in enumerate(self.parts)}
+        vectors = np.zeros((len(self.parts), n, self.dim), dtype=np.float32)
+        present = np.zeros((len(self.parts), n), dtype=bool)
+        index, start, end = np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n)
+        seen: set[int] = set()
+        for j, s in enumerate(segs):
+            what = f"segment {s.index}"
+            if s.index < 0 or s.index in seen:
+                raise InvalidArgument(f"{what}: segment indices must be distinct and >= 0")
+            seen.add(s.index)
+            if not (math.isfinite(s.start_seconds) and math.isfinite(s.end_seconds)) or s.end_seconds < s.start_seconds:
+                raise InvalidArgument(f"{what}: start_seconds {s.start_seconds} / end_seconds {s.end_seconds} "
+                                      "must be finite with end >= start")
+            names = [pv.part for pv in s.parts]
+            if sorted(names) != sorted(self.parts):
+                unknown = sorted(set(names) - set(self.parts))
+                missing = [p for p in self.parts if p not in names]
+                dup = sorted({p for p in names if names.count(p) > 1})
+                raise InvalidArgument(f"{what}: parts must be exactly {self.parts} once each"
+                                      + (f"; unknown {unknown}" if unknown else "")
+                                      + (f"; missing {missing}" if missing else "")
+                                      + (f"; repeated {dup}" if dup else ""))
+            for pv in s.parts:
+                vectors[pos[pv.part], j] = self._vector(pv.vector, f"{what} part {pv.part}")
+                present[pos[pv.part], j] = pv.present
+            index[j], start[j], end[j] = s.index, s.start_seconds, s.end_seconds
+        return Segments(index, start, end, vectors, present)
+
+    # ---------------------------------------------------------------- RPCs
+
+    def UpsertTrack(self, request, context):
+        store = self._store()
+        t = request.track
+        check_track_id(t.track_id)
+        segs = self._segments(request)
+        if t.num_segments and t.num_segments != len(segs):
+            raise InvalidArgument(f"track {t.track_id!r}: num_segments is {t.num_segments} but {len(segs)} "
+                                  "segments were sent (leave it 0 to have it counted)")
+        info = TrackInfo(t.track_id, t.metadata.title, t.metadata.artist, dict(t.metadata.tags), len(segs),
+                         t.duration_seconds or float(segs.end.max()), t.segment_seconds, t.model_version,
+                         t.indexed_at or time.time())
+        replaced = store.upsert(info, segs)
+        self._update_gauges()
+        return searcher_pb2.UpsertTrackResponse(replaced=replaced)
+
+    def DeleteTrack(self, request, context):
+        check_track_id(request.track_id)
+        self._store().delete(request.track_id)
+        self._update_gauges()
+        return searcher_pb2.DeleteTrackResponse()
+
+    def GetTrack(self, request, context):
+        check_track_id(request.track_id)
+        return searcher_pb2.GetTrackResponse(track=track_proto(self._store().get_track(request.track_id)))
+
+    def ListTracks(self, request, context):
+        store = self._store()
+        if request.page_size < 0:
+            raise InvalidArgument(f"page_size {request.page_size}: must be >= 0 (0: {DEFAULT_PAGE_SIZE})")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        infos = store.list_tracks(_after(request.page_token), size + 1)
+        more = len(infos) > size
+        infos = infos[:size]
+        return searcher_pb2.ListTracksResponse(tracks=[track_proto(i) for i in infos],
+                                               next_page_token=_token(infos[-1].track_id) if more else "")
+
+    def GetSegment(self, request, context):
+        check_track_id(request.track_id)
+        store = self._store()
+        if request.segment_index < 0:
+            raise NotFound(f"track {request.track_id!r} has no segment {request.segment_index} (indices are >= 0)")
+        info, rec = store.get_segment(request.track_id, request.segment_index)
+        seg = types_pb2.SegmentEmbedding(index=rec.index, start_seconds=rec.start, end_seconds=rec.end, parts=[
+            types_pb2.PartVector(part=p, vector=rec.vectors[p].tolist(), norm=rec.norms[p], present=rec.present[p])
+            for p in self.parts])
+        return searcher_pb2.GetSegmentResponse(track=track_proto(info), segment=seg)
+
+    def SearchMix(self, request, context):
+        store = self._store()
+        if not request.parts:
+            raise InvalidArgument("parts is empty: give at least one PartQuery (part, vector)")
+        queries, seen = [], set()
+        for i, pq in enumerate(request.parts):
+            q = self._query(pq, f"parts[{i}]")
+            if q.part in seen:
+                raise InvalidArgument(f"parts[{i}]: part {q.part!r} is given twice; average its query embeddings "
+                                      "into one vector (eq. 6.1)")
+            seen.add(q.part)
+            queries.append(q)
+        exclude, exact = self._search_args(request.top_k, request.exclude_track_ids, request.mode)
+        mode = "exact" if exact else "approximate"
+        t0 = time.perf_counter()
+        res = store.search_mix(queries, request.top_k, exclude, exact=exact)
+        self.search_seconds.labels(mode, "mix").observe(time.perf_counter() - t0)
+        self.candidates.labels(mode).observe(res.candidates)
+        infos = self._infos([h.track_id for h in res.hits])
+        hits = [searcher_pb2.MixHit(
+            track=track_proto(infos[h.track_id]), distance=h.distance,
+            best_segment=searcher_pb2.SegmentRef(index=h.segment, start_seconds=h.start, end_seconds=h.end),
+            part_distances=[searcher_pb2.PartDistance(part=q.part, distance=h.part_distances[q.part])
+                            for q in queries])
+            for h in res.hits if h.track_id in infos]
+        return searcher_pb2.SearchMixVectorsResponse(hits=hits, candidates=res.candidates)
+
+    def SearchStems(self, request, context):
+        store = self._store()
+        if not request.HasField("query"):
+            raise InvalidArgument("query is unset: give one PartQuery (part, vector)")
+        q = self._query(request.query, "query")
+        exclude, exact = self._search_args(request.top_k, request.exclude_track_ids, request.mode)
+        mode = "exact" if exact else "approximate"
+        t0 = time.perf_counter()
+        found = store.search_stems(q, request.top_k, exclude, exact=exact)
+        self.search_seconds.labels(mode, "stems").observe(time.perf_counter() - t0)
+        infos = self._infos([h.track_id for h in found])
+        return searcher_pb2.SearchStemsVectorsResponse(hits=[searcher_pb2.StemHit(
+            track=track_proto(infos[h.track_id]),
+            segment=searcher_pb2.SegmentRef(index=h.segment, start_seconds=h.start, end_seconds=h.end),
+            distance=h.distance) for h in found if h.track_id in infos])
+
+    def _infos(self, track_ids: list[str]) -> dict[str, TrackInfo]:
+        """Metadata of the hits (a track deleted meanwhile is left out)."""
+        out = {}
+        for tid in dict.fromkeys(track_ids):
+            try:
+                out[tid] = self._store().get_track(tid)
+            except NotFound:
+                pass
+        return out
+
+    def GetStats(self, request, context):
+        st = self._store().stats()
+        return searcher_pb2.GetStatsResponse(tracks=st["tracks"], segments=st["segments"],
+                                             present_segments_by_part=st["present"], backend=st["backend"])
+
+
+def serve(cfg: SearcherConfig, registry=None) -> tuple[ServiceRuntime, Searcher]:
+    """Start the server, open the index (blocking), then turn health SERVING."""
+    rt = ServiceRuntime("searcher", cfg.address, cfg.max_message_bytes,
+                        metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
+                        metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers)
+    servicer = Searcher(cfg, rt)
+    searcher_pb2_grpc.add_SearcherServiceServicer_to_server(servicer, rt.server)
+    rt.start([SERVICE])
+    try:
+        servicer.open()
+    except BaseException:
+        rt.stop(0)
+        servicer.close()
+        raise
+    rt.set_serving(True)
+    return rt, servicer
+
+
+def stop(rt: ServiceRuntime, servicer: Searcher, grace: float) -> None:
+    """Graceful stop: NOT_SERVING, let running RPCs finish, close the index."""
+    rt.set_serving(False)
+    rt.stop(grace)
+    servicer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load(SearcherConfig, PREFIX, argv, prog="partsim-searcher")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    try:
+        rt, servicer = serve(cfg)
+    except (PartsimError, OSError) as exc:
+        print(f"partsim-searcher: {exc}", flush=True)
+        return 2
+    done.wait()
+    log.info("stopping (grace %.0f s)", cfg.grace_seconds)
+    stop(rt, servicer, cfg.grace_seconds)
+    return 0
