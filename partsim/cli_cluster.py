@@ -40,7 +40,10 @@ def add_parsers(sub) -> None:
                        help="a query stem: the part of an indexed track at a time" +
                             (" (repeatable)" if name == "search-mix" else ""))
         p.add_argument("--top-k", type=int, default=None, help="results (default 100, at most 1000)")
-        p.add_argument("--exact", action="store_true", help="exact search instead of approximate + re-rank")
+        mode = p.add_mutually_exclusive_group()
+        mode.add_argument("--exact", action="store_true", help="exact search (brute force over every segment)")
+        mode.add_argument("--approximate", action="store_true",
+                          help="per-part nearest neighbours in Milvus + exact re-rank (default: the searcher's mode)")
         p.add_argument("--exclude", action="append", default=[], metavar="TRACK_ID", help="leave out this track")
         if name == "search-mix":
             p.add_argument("--weight", action="append", default=[], metavar="PART=W", help="part weight in eq. 6.2")
@@ -152,6 +155,10 @@ def cmd_index(args) -> int:
     return 0 if not failures else 1
 
 
+def _mode(args) -> str | None:
+    return "exact" if args.exact else ("approximate" if args.approximate else None)
+
+
 def _weights(items: list[str]) -> dict[str, float]:
     out = {}
     for it in items:
@@ -170,7 +177,7 @@ def cmd_search_mix(args) -> int:
     stems = [parse_stem(s) for s in args.stem]
     with PartsimClient(args.gateway) as c:
         hits = c.search_mix(stems, top_k=args.top_k, weights=_weights(args.weight), exclude=args.exclude,
-                            mode="exact" if args.exact else None)
+                            mode=_mode(args))
     if args.json:
         print(json.dumps([{"track_id": h.track_id, "distance": h.distance, "best_start": h.best_start,
                            "best_end": h.best_end, "per_part": h.per_part} for h in hits], indent=1))
@@ -193,7 +200,7 @@ def cmd_search_stems(args) -> int:
         raise InvalidArgument("search-stems takes exactly one --stem")
     with PartsimClient(args.gateway) as c:
         hits = c.search_stems(parse_stem(args.stem[0]), top_k=args.top_k, exclude=args.exclude,
-                              mode="exact" if args.exact else None)
+                              mode=_mode(args))
     if args.json:
         print(json.dumps([{"track_id": h.track_id, "segment": h.segment, "start": h.start, "end": h.end,
                            "distance": h.distance} for h in hits], indent=1))

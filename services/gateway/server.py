@@ -34,6 +34,7 @@ from partsim.v1 import (embedder_pb2, embedder_pb2_grpc, gateway_pb2, gateway_pb
 
 from ..config import load
 from ..runtime import ServiceRuntime
+from ..status import error_for
 from .cache import cache_key, make_cache
 from .config import DEFAULT_TOP_K, MAX_TOP_K, PREFIX, GatewayConfig
 from .jobs import IngestItem, make_job_queue
@@ -280,6 +281,23 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         return gateway_pb2.SubmitIngestJobResponse(job_id=self.jobs.submit(items))
 
     def _ingest_item(self, item: IngestItem) -> None:
+        """Index one job item; a backend outage is retried with backoff before the item fails."""
+        delay = 1.0
+        for attempt in range(6):
+            try:
+                return self._ingest_once(item)
+            except (Unavailable, grpc.RpcError) as exc:
+                transient = isinstance(exc, Unavailable) or (
+                    isinstance(exc, grpc.RpcError) and exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                                      grpc.StatusCode.DEADLINE_EXCEEDED))
+                if not transient or attempt == 5 or self.stopping.wait(delay):
+                    if isinstance(exc, grpc.RpcError):  # the backend's own status and message
+                        raise error_for(exc.code(), exc.details() or exc.code().name) from None
+                    raise
+                log.warning("ingest %s: %s; retrying in %.0f s", item.track_id, exc, delay)
+                delay = min(delay * 2, 15.0)
+
+    def _ingest_once(self, item: IngestItem) -> None:
         if item.uri is not None:
             path = self._resolve_uri(item.uri)  # roots may have changed since submission
             size = path.stat().st_size

@@ -40,7 +40,7 @@ class SearcherConfig:
     ivf_nlist: int = field(default=256, metadata={"help": "IVF_FLAT nlist"})
     ivf_nprobe: int = field(default=32, metadata={"help": "IVF_FLAT search nprobe"})
     flush_rows: int = field(default=4096, metadata={"help": "seal Milvus segments after this many written rows"})
-    default_mode: str = field(default="approximate", metadata={"help": "mode of searches that leave it unset: "
+    default_mode: str = field(default="exact", metadata={"help": "mode of searches that leave it unset: "
                                                                        "exact or approximate"})
     metrics_port: int = field(default=9093, metadata={"help": "Prometheus /metrics port (0: any, -1: none)"})
     metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
