@@ -124,8 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--hop-seconds", type=_number)
     emb.add_argument("-o", "--out", required=True, type=Path)
     from .cli_cluster import add_parsers
+    from .cli_separate import add_parsers as add_separate_parsers
+    from .cli_separation import add_parsers as add_separation_parsers
 
     add_parsers(sub)
+    add_separate_parsers(sub)
+    add_separation_parsers(sub)
     return parser
 
 
@@ -266,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
                 ("corpus", "bench"): _cmd_corpus_bench, ("train", None): _cmd_train,
                 ("evaluate", None): _cmd_evaluate, ("export", None): _cmd_export, ("embed", None): _cmd_embed, ("bench-embed", None): _cmd_bench_embed}
     from .cli_cluster import HANDLERS
+    from .cli_separate import HANDLERS as SEPARATE_HANDLERS
+    from .cli_separation import HANDLERS as SEPARATION_HANDLERS
 
     handlers.update(HANDLERS)
+    handlers.update(SEPARATE_HANDLERS)
+    handlers.update(SEPARATION_HANDLERS)
     handler = handlers[(args.command, getattr(args, "corpus_command", None))]
     try:
         return handler(args)

@@ -1,4 +1,4 @@
-"""``partsim up``: the whole cluster on one machine (searcher, embedder, gateway as processes).
+"""``partsim up``: the whole cluster on one machine (searcher, embedder, separator, gateway as processes).
 
 Embedded defaults: Milvus Lite and job state under ``--data``, no Redis (unless ``--redis-url``).
 Each service binds a port the OS picks except the gateway (``--gateway``, default
@@ -35,11 +35,15 @@ class Service:
 
 
 class Cluster:
-    """Start, watch and stop the three services. Use as a context manager."""
+    """Start, watch and stop the services. Use as a context manager.
+
+    ``separator=False`` leaves the separator out (the gateway then gets no PARTSIM_GATEWAY_SEPARATOR);
+    otherwise it loads its default model (PARTSIM_SEPARATOR_REPO/MODEL in ``extra_env`` override).
+    """
 
     def __init__(self, data: Path, gateway: str = "127.0.0.1:50051", redis_url: str = "", model: str = "",
                  allowed_roots: list[Path] | None = None, log_dir: Path | None = None, quiet: bool = False,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, separator: bool = True):
         self.data = Path(data)
         self.gateway_address = gateway
         self.redis_url = redis_url
@@ -48,6 +52,7 @@ class Cluster:
         self.log_dir = Path(log_dir) if log_dir else self.data / "logs"
         self.quiet = quiet
         self.extra_env = extra_env or {}
+        self.separator = separator
         self.services: list[Service] = []
 
     def _start(self, name: str, module: str, env: dict[str, str], timeout: float = 300.0) -> Service:
@@ -96,12 +101,19 @@ class Cluster:
             "PARTSIM_SEARCHER_METRICS_PORT": "0", **model, **common})
         embedder = self._start("embedder", "partsim.services.embedder", {
             "PARTSIM_EMBEDDER_ADDRESS": "127.0.0.1:0", "PARTSIM_EMBEDDER_METRICS_PORT": "0", **model, **common})
+        separator = {}
+        if self.separator:
+            sep = self._start("separator", "partsim.services.separator", {
+                "PARTSIM_SEPARATOR_ADDRESS": "127.0.0.1:0", "PARTSIM_SEPARATOR_METRICS_PORT": "0",
+                "PARTSIM_SEPARATOR_METRICS_HOST": "127.0.0.1", **common})
+            separator = {"PARTSIM_GATEWAY_SEPARATOR": sep.address}
         self._start("gateway", "partsim.services.gateway", {
             "PARTSIM_GATEWAY_ADDRESS": self.gateway_address, "PARTSIM_GATEWAY_EMBEDDER": embedder.address,
             "PARTSIM_GATEWAY_SEARCHER": searcher.address, "PARTSIM_GATEWAY_REDIS_URL": self.redis_url,
             "PARTSIM_GATEWAY_DATA_DIR": str(self.data / "gateway"), "PARTSIM_GATEWAY_METRICS_PORT": "0",
             "PARTSIM_GATEWAY_METRICS_HOST": "127.0.0.1",
-            "PARTSIM_GATEWAY_ALLOWED_ROOTS": os.pathsep.join(str(p) for p in self.allowed_roots), **common})
+            "PARTSIM_GATEWAY_ALLOWED_ROOTS": os.pathsep.join(str(p) for p in self.allowed_roots), **separator,
+            **common})
         return self
 
     @property

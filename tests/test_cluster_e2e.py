@@ -43,7 +43,8 @@ def redis(redis_url):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, catalog, redis):
     data = tmp_path_factory.mktemp("cluster")
-    with Cluster(data, gateway="127.0.0.1:0", redis_url=redis, allowed_roots=[catalog], quiet=True) as c:
+    with Cluster(data, gateway="127.0.0.1:0", redis_url=redis, allowed_roots=[catalog], quiet=True,
+                 separator=False) as c:
         with PartsimClient(c.gateway) as client:
             client.wait_ready(300)
         yield c
@@ -154,6 +155,8 @@ def test_reindexing_replaces_and_does_not_duplicate(client, indexed, catalog):
     assert (after.tracks, after.segments) == (before.tracks, before.segments)
     assert client.get_track(song.name).metadata.title == "renamed"
     assert len([t for t in client.list_tracks(page_size=3)]) == before.tracks
+    # EmbedParts with the default segment (0 -> the catalog's 10 s) and hop
+    assert len(client.embed_parts((song / "mix.flac").read_bytes()).segments) == 3
 
 
 def test_bad_input_gets_precise_errors_and_changes_nothing(client, indexed, catalog):
@@ -222,6 +225,7 @@ def test_jobs_survive_a_gateway_restart(cluster, catalog, redis, tmp_path):
 
     def gateway(workers: int):
         cfg = GatewayConfig(address="127.0.0.1:0", embedder=embedder, searcher=searcher, redis_url=own_db,
+                            data_dir=str(tmp_path),
                             allowed_roots=str(catalog), ingest_workers=workers, metrics_port=-1)
         return serve(cfg)
 
@@ -336,3 +340,64 @@ def test_partsim_up_serves_and_stops_on_sigint(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster_with_separator(tmp_path_factory, catalog):
+    """No Redis here: the embedded defaults (in-process cache, SQLite jobs) and a tiny separator."""
+    from .test_separator import make_tiny_repo
+
+    repo = tmp_path_factory.mktemp("seprepo")
+    make_tiny_repo(repo, name="tiny-sep")
+    data = tmp_path_factory.mktemp("cluster-sep")
+    env = {"PARTSIM_SEPARATOR_REPO": str(repo), "PARTSIM_SEPARATOR_MODEL": "tiny-sep"}
+    with Cluster(data, gateway="127.0.0.1:0", allowed_roots=[catalog], quiet=True, extra_env=env) as c:
+        with PartsimClient(c.gateway) as client:
+            client.wait_ready(300)
+        yield c
+
+
+def test_get_stems_and_the_signal_level_mode(cluster_with_separator, catalog):
+    song = songs(catalog)[2]
+    data = (song / "mix.flac").read_bytes()
+    stub = gateway_pb2_grpc.PartsimServiceStub(grpc.insecure_channel(cluster_with_separator.gateway))
+    with PartsimClient(cluster_with_separator.gateway) as c:
+        c.index_bytes(data, song.name)
+        feature = c.embed_parts(data, SEG, SEG)
+    signal = stub.EmbedParts(gateway_pb2.EmbedPartsRequest(audio=types_pb2.Audio(encoded=data), segment_seconds=SEG,
+                                                           hop_seconds=SEG, mode=gateway_pb2.EMBED_MODE_SIGNAL),
+                             timeout=300)
+    # same shape as the feature-level answer, different vectors (each part from its own stem)
+    assert [len(s.parts) for s in signal.segments] == [len(s.parts) for s in feature.segments]
+    assert [p.part for p in signal.segments[0].parts] == [p.part for p in feature.segments[0].parts]
+    assert all(len(p.vector) == 128 for s in signal.segments for p in s.parts)
+    assert not np.allclose([p.vector for p in signal.segments[0].parts], [p.vector for p in feature.segments[0].parts])
+    # the stems of segment 1 (10-20 s), twice: the second answer comes from the cache, identical
+    answers = []
+    for _ in range(2):
+        msgs = list(stub.GetStems(gateway_pb2.GetStemsRequest(segment=gateway_pb2.IndexedSegment(
+            track_id=song.name, seconds=12.0)), timeout=300))
+        answers.append(msgs)
+    header = answers[0][0].header
+    assert (header.track_id, header.segment_index, header.start_seconds, header.end_seconds) == (song.name, 1, 10.0, 20.0)
+    stems = {}
+    for m in answers[0][1:]:
+        stems.setdefault(m.chunk.stem, bytearray()).extend(m.chunk.data)
+    sep = header.separation
+    assert [s.name for s in sep.stems] == ["drums", "bass", "piano", "guitar", "others"]
+    for i in range(len(sep.stems)):
+        assert len(stems[i]) == sep.total_frames * sep.channels * 4 and sep.total_frames == 10 * sep.sample_rate
+    assert [m.SerializeToString() for m in answers[1]] == [m.SerializeToString() for m in answers[0]]
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.GetStems(gateway_pb2.GetStemsRequest(segment=gateway_pb2.IndexedSegment(track_id=song.name,
+                                                                                          segment_index=9)), timeout=60))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_without_a_separator_the_signal_mode_says_why(client, catalog, indexed):
+    stub = client.stub
+    data = (songs(catalog)[0] / "mix.flac").read_bytes()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.EmbedParts(gateway_pb2.EmbedPartsRequest(audio=types_pb2.Audio(encoded=data),
+                                                      mode=gateway_pb2.EMBED_MODE_SIGNAL), timeout=60)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "separator" in info.value.details()

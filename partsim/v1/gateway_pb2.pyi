@@ -1,4 +1,5 @@
 from partsim.v1 import searcher_pb2 as _searcher_pb2
+from partsim.v1 import separator_pb2 as _separator_pb2
 from partsim.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -9,26 +10,37 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EmbedMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EMBED_MODE_UNSPECIFIED: _ClassVar[EmbedMode]
+    EMBED_MODE_FEATURE: _ClassVar[EmbedMode]
+    EMBED_MODE_SIGNAL: _ClassVar[EmbedMode]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
     JOB_STATE_QUEUED: _ClassVar[JobState]
     JOB_STATE_RUNNING: _ClassVar[JobState]
     JOB_STATE_DONE: _ClassVar[JobState]
+EMBED_MODE_UNSPECIFIED: EmbedMode
+EMBED_MODE_FEATURE: EmbedMode
+EMBED_MODE_SIGNAL: EmbedMode
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_DONE: JobState
 
 class EmbedPartsRequest(_message.Message):
-    __slots__ = ("audio", "segment_seconds", "hop_seconds")
+    __slots__ = ("audio", "segment_seconds", "hop_seconds", "mode")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     audio: _types_pb2.Audio
     segment_seconds: float
     hop_seconds: float
-    def __init__(self, audio: _Optional[_Union[_types_pb2.Audio, _Mapping]] = ..., segment_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ...) -> None: ...
+    mode: EmbedMode
+    def __init__(self, audio: _Optional[_Union[_types_pb2.Audio, _Mapping]] = ..., segment_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., mode: _Optional[_Union[EmbedMode, str]] = ...) -> None: ...
 
 class EmbedPartsResponse(_message.Message):
     __slots__ = ("model", "segments", "duration_seconds")
@@ -41,14 +53,16 @@ class EmbedPartsResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[_types_pb2.ModelInfo, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[_types_pb2.SegmentEmbedding, _Mapping]]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class IndexTrackHeader(_message.Message):
-    __slots__ = ("track_id", "metadata", "pcm_format")
+    __slots__ = ("track_id", "metadata", "pcm_format", "mode")
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     PCM_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     track_id: str
     metadata: _types_pb2.TrackMetadata
     pcm_format: _types_pb2.RawPcm
-    def __init__(self, track_id: _Optional[str] = ..., metadata: _Optional[_Union[_types_pb2.TrackMetadata, _Mapping]] = ..., pcm_format: _Optional[_Union[_types_pb2.RawPcm, _Mapping]] = ...) -> None: ...
+    mode: EmbedMode
+    def __init__(self, track_id: _Optional[str] = ..., metadata: _Optional[_Union[_types_pb2.TrackMetadata, _Mapping]] = ..., pcm_format: _Optional[_Union[_types_pb2.RawPcm, _Mapping]] = ..., mode: _Optional[_Union[EmbedMode, str]] = ...) -> None: ...
 
 class IndexTrackRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -214,3 +228,33 @@ class GetCatalogStatsResponse(_message.Message):
     stats: _searcher_pb2.GetStatsResponse
     model_version: str
     def __init__(self, stats: _Optional[_Union[_searcher_pb2.GetStatsResponse, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class GetStemsRequest(_message.Message):
+    __slots__ = ("segment", "encoding")
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    segment: IndexedSegment
+    encoding: _separator_pb2.StemEncoding
+    def __init__(self, segment: _Optional[_Union[IndexedSegment, _Mapping]] = ..., encoding: _Optional[_Union[_separator_pb2.StemEncoding, str]] = ...) -> None: ...
+
+class GetStemsHeader(_message.Message):
+    __slots__ = ("track_id", "segment_index", "start_seconds", "end_seconds", "separation")
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SEPARATION_FIELD_NUMBER: _ClassVar[int]
+    track_id: str
+    segment_index: int
+    start_seconds: float
+    end_seconds: float
+    separation: _separator_pb2.SeparationHeader
+    def __init__(self, track_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., separation: _Optional[_Union[_separator_pb2.SeparationHeader, _Mapping]] = ...) -> None: ...
+
+class GetStemsResponse(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: GetStemsHeader
+    chunk: _separator_pb2.StemChunk
+    def __init__(self, header: _Optional[_Union[GetStemsHeader, _Mapping]] = ..., chunk: _Optional[_Union[_separator_pb2.StemChunk, _Mapping]] = ...) -> None: ...

@@ -86,6 +86,11 @@ class PartsimServiceStub:
                 request_serializer=partsim_dot_v1_dot_gateway__pb2.GetCatalogStatsRequest.SerializeToString,
                 response_deserializer=partsim_dot_v1_dot_gateway__pb2.GetCatalogStatsResponse.FromString,
                 _registered_method=True)
+        self.GetStems = channel.unary_stream(
+                '/partsim.v1.PartsimService/GetStems',
+                request_serializer=partsim_dot_v1_dot_gateway__pb2.GetStemsRequest.SerializeToString,
+                response_deserializer=partsim_dot_v1_dot_gateway__pb2.GetStemsResponse.FromString,
+                _registered_method=True)
 
 
 class PartsimServiceServicer:
@@ -158,6 +163,14 @@ class PartsimServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStems(self, request, context):
+        """The separated stems of one indexed segment (for listening to the parts a search matched):
+        a GetStemsHeader, then StemChunks as in SeparatorService.Separate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartsimServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +223,11 @@ def add_PartsimServiceServicer_to_server(servicer, server):
                     servicer.GetCatalogStats,
                     request_deserializer=partsim_dot_v1_dot_gateway__pb2.GetCatalogStatsRequest.FromString,
                     response_serializer=partsim_dot_v1_dot_gateway__pb2.GetCatalogStatsResponse.SerializeToString,
+            ),
+            'GetStems': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetStems,
+                    request_deserializer=partsim_dot_v1_dot_gateway__pb2.GetStemsRequest.FromString,
+                    response_serializer=partsim_dot_v1_dot_gateway__pb2.GetStemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -483,6 +501,33 @@ class PartsimService:
             '/partsim.v1.PartsimService/GetCatalogStats',
             partsim_dot_v1_dot_gateway__pb2.GetCatalogStatsRequest.SerializeToString,
             partsim_dot_v1_dot_gateway__pb2.GetCatalogStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/partsim.v1.PartsimService/GetStems',
+            partsim_dot_v1_dot_gateway__pb2.GetStemsRequest.SerializeToString,
+            partsim_dot_v1_dot_gateway__pb2.GetStemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

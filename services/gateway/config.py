@@ -21,6 +21,11 @@ class GatewayConfig:
     address: str = field(default="0.0.0.0:50051", metadata={"help": "host:port to serve on"})
     embedder: str = field(default="127.0.0.1:50052", metadata={"help": "embedder service address"})
     searcher: str = field(default="127.0.0.1:50053", metadata={"help": "searcher service address"})
+    separator: str = field(default="", metadata={"help": "separator service address (empty: none; GetStems "
+                                                          "and the signal-level mode then fail with a clear error)"})
+    store_audio: bool = field(default=True, metadata={"help": "keep indexed tracks' audio (for GetStems) under "
+                                                               "AUDIO_DIR"})
+    audio_dir: str = field(default="", metadata={"help": "folder of the kept audio (default DATA_DIR/audio)"})
     redis_url: str = field(default="", metadata={"help": "redis://host:port/db for cache and ingest queue; "
                                                          "empty: in-process cache, jobs in DATA_DIR"})
     data_dir: str = field(default="", metadata={"help": "folder for local job state (needed without Redis)"})
@@ -44,6 +49,10 @@ class GatewayConfig:
         require(":" in self.address, p, "address", f"expected host:port, got {self.address!r}")
         require(":" in self.embedder, p, "embedder", f"expected host:port, got {self.embedder!r}")
         require(":" in self.searcher, p, "searcher", f"expected host:port, got {self.searcher!r}")
+        require(self.separator == "" or ":" in self.separator, p, "separator",
+                f"expected host:port or empty, got {self.separator!r}")
+        require(not self.store_audio or bool(self.audio_dir or self.data_dir), p, "audio_dir",
+                "needed (or DATA_DIR) when STORE_AUDIO is on")
         require(self.redis_url == "" or self.redis_url.startswith(("redis://", "rediss://", "unix://")), p,
                 "redis_url", f"expected redis://host:port/db, got {self.redis_url!r}")
         require(bool(self.redis_url) or bool(self.data_dir), p, "data_dir",
@@ -59,6 +68,11 @@ class GatewayConfig:
         require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
         for root in self.roots():
             require(root.is_dir(), p, "allowed_roots", f"{root} is not a folder")
+
+    def audio_folder(self) -> Path | None:
+        if not self.store_audio:
+            return None
+        return Path(self.audio_dir) if self.audio_dir else Path(self.data_dir) / "audio"
 
     def roots(self) -> list[Path]:
         return [Path(r).resolve() for r in self.allowed_roots.split(os.pathsep) if r.strip()]

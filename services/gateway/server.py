@@ -30,11 +30,12 @@ from prometheus_client import Gauge, Histogram
 from partsim.errors import (FailedPrecondition, InvalidArgument, NotFound, PartsimError, PermissionDenied,
                             ResourceExhausted, Unavailable)
 from partsim.v1 import (embedder_pb2, embedder_pb2_grpc, gateway_pb2, gateway_pb2_grpc, searcher_pb2,
-                        searcher_pb2_grpc, types_pb2)
+                        searcher_pb2_grpc, separator_pb2, separator_pb2_grpc, types_pb2)
 
 from ..config import load
 from ..runtime import ServiceRuntime
 from ..status import error_for
+from .audio_store import AudioStore
 from .cache import cache_key, make_cache
 from .config import DEFAULT_TOP_K, MAX_TOP_K, PREFIX, GatewayConfig
 from .jobs import IngestItem, make_job_queue
@@ -87,11 +88,16 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             channel(cfg.embedder, msg, ["partsim.v1.EmbedderService"]))
         self.searcher = searcher_pb2_grpc.SearcherServiceStub(
             channel(cfg.searcher, msg, ["partsim.v1.SearcherService"]))
+        self.separator = (separator_pb2_grpc.SeparatorServiceStub(
+            channel(cfg.separator, msg, ["partsim.v1.SeparatorService"])) if cfg.separator else None)
+        folder = cfg.audio_folder()
+        self.audio = AudioStore(folder) if folder is not None else None
         self.cache = make_cache(cfg.redis_url or None, max_bytes=int(cfg.cache_mb * (1 << 20)),
                                 registry=runtime.registry)
         self.jobs = make_job_queue(cfg.redis_url or None, Path(cfg.data_dir) if cfg.data_dir else None,
                                    consumer=cfg.consumer or socket.gethostname())
         self.model: types_pb2.ModelInfo | None = None
+        self.separator_model = ""
         self.ready = threading.Event()
         self.stopping = threading.Event()
         r = runtime.registry
@@ -120,12 +126,15 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             return float("nan")
 
     def connect(self, timeout: float | None = None) -> bool:
-        """Wait until the embedder and searcher answer; then serve and start the ingest workers."""
+        """Wait until the embedder, searcher (and separator, if any) answer; then serve and start the ingest workers."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.stopping.is_set():
             try:
                 self.model = self.embedder.GetModel(embedder_pb2.GetModelRequest(), timeout=5).model
                 self.searcher.GetStats(searcher_pb2.GetStatsRequest(), timeout=5)
+                if self.separator is not None:
+                    self.separator_model = self.separator.GetModel(
+                        separator_pb2.GetSeparatorModelRequest(), timeout=5).model.name
                 break
             except grpc.RpcError as exc:
                 log.info("waiting for backends: %s", exc.details() if hasattr(exc, "details") else exc)
@@ -157,8 +166,19 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
 
     # ------------------------------------------------------------------------------------------
     # embedding (with the cache)
-    def _embed(self, audio: types_pb2.Audio, segment: float, hop: float) -> embedder_pb2.EmbedResponse:
+    def _embed(self, audio: types_pb2.Audio, segment: float, hop: float,
+               mode: int = gateway_pb2.EMBED_MODE_FEATURE) -> embedder_pb2.EmbedResponse:
         model = self._require_ready()
+        signal_level = mode == gateway_pb2.EMBED_MODE_SIGNAL
+        if signal_level:
+            self._require_separator("the signal-level mode")
+        if not (math.isfinite(segment) and math.isfinite(hop)) or segment < 0 or hop < 0:
+            raise InvalidArgument(f"segment_seconds and hop_seconds must be positive (or 0: the defaults), "
+                                  f"got {segment} and {hop}")
+        segment = segment or self.cfg.segment_seconds  # 0: the catalog's segment length
+        hop = hop or segment
+        if mode not in (gateway_pb2.EMBED_MODE_UNSPECIFIED, gateway_pb2.EMBED_MODE_FEATURE, gateway_pb2.EMBED_MODE_SIGNAL):
+            raise InvalidArgument(f"unknown embed mode {mode}")
         which = audio.WhichOneof("source")
         if which is None:
             raise InvalidArgument("audio is empty: set audio.encoded or audio.pcm")
@@ -168,33 +188,141 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         if size > self.cfg.max_upload_bytes:
             raise ResourceExhausted(f"audio of {size} bytes exceeds the limit of {self.cfg.max_upload_bytes} bytes")
         digest = hashlib.sha256(audio.SerializeToString(deterministic=True)).hexdigest()
-        key = cache_key(model.model_version, digest, segment, hop)
+        key = cache_key(model.model_version + ("+signal" if signal_level else ""), digest, segment, hop)
         hit = self.cache.get(key)
         if hit is not None:
             return embedder_pb2.EmbedResponse.FromString(hit)
-        resp = self.embedder.Embed(embedder_pb2.EmbedRequest(audio=audio, segment_seconds=segment, hop_seconds=hop),
-                                   timeout=self.cfg.deadline_seconds)
+        if signal_level:
+            resp = self._embed_signal(audio, segment, hop)
+        else:
+            resp = self.embedder.Embed(embedder_pb2.EmbedRequest(audio=audio, segment_seconds=segment,
+                                                                 hop_seconds=hop), timeout=self.cfg.deadline_seconds)
         if resp.model.model_version != model.model_version:
             raise FailedPrecondition(f"the embedder now serves model {resp.model.model_version}, the gateway "
                                      f"started with {model.model_version}; restart the gateway")
         self.cache.put(key, resp.SerializeToString())
         return resp
 
+    # ------------------------------------------------------------------------------------------
+    # separation: the signal-level path and GetStems
+    def _require_separator(self, what: str):
+        if self.separator is None:
+            raise FailedPrecondition(f"{what} needs a separator; none is configured "
+                                     f"({PREFIX}_SEPARATOR=host:port)")
+        return self.separator
+
+    def _separate(self, request: separator_pb2.SeparateRequest):
+        """The separator's stream, collected: (header, [bytes of each stem])."""
+        sep = self._require_separator("separation")
+        header, stems = None, []
+        for msg in sep.Separate(request, timeout=self.cfg.deadline_seconds * 5):
+            if msg.WhichOneof("payload") == "header":
+                header = msg.header
+                stems = [bytearray() for _ in header.stems]
+            else:
+                c = msg.chunk
+                if header is None or not 0 <= c.stem < len(stems) or c.offset != len(stems[c.stem]):
+                    raise Unavailable("the separator sent an inconsistent stream")
+                stems[c.stem] += c.data
+        if header is None:
+            raise Unavailable("the separator sent no header")
+        return header, [bytes(b) for b in stems]
+
+    def _embed_signal(self, audio: types_pb2.Audio, segment: float, hop: float) -> embedder_pb2.EmbedResponse:
+        """Separate, embed each part's own stem, keep that stem's own subspace (thesis Ch. 3 path).
+
+        Parts the separator does not produce keep the subspace computed from the mix.
+        """
+        model = self._require_ready()
+        header, stems = self._separate(separator_pb2.SeparateRequest(
+            audio=audio, encoding=separator_pb2.STEM_ENCODING_FLOAT32LE))
+        def embed(a: types_pb2.Audio) -> embedder_pb2.EmbedResponse:
+            return self.embedder.Embed(embedder_pb2.EmbedRequest(audio=a, segment_seconds=segment, hop_seconds=hop),
+                                       timeout=self.cfg.deadline_seconds)
+        mix = embed(audio)
+        per_part = {}
+        for info, data in zip(header.stems, stems):
+            if info.part in model.parts:
+                pcm = types_pb2.RawPcm(data=data, sample_rate=header.sample_rate, channels=header.channels,
+                                       format=types_pb2.SAMPLE_FORMAT_FLOAT32LE)
+                per_part[info.part] = embed(types_pb2.Audio(pcm=pcm))
+        out = embedder_pb2.EmbedResponse(model=mix.model, duration_seconds=mix.duration_seconds)
+        for k, seg in enumerate(mix.segments):
+            s = out.segments.add(index=seg.index, start_seconds=seg.start_seconds, end_seconds=seg.end_seconds)
+            for j, part in enumerate(model.parts):
+                src = per_part.get(part)
+                pv = src.segments[k].parts[j] if src is not None and k < len(src.segments) else seg.parts[j]
+                s.parts.add().CopyFrom(pv)
+        return out
+
+    def _resolve_segment(self, ref, where: str) -> tuple[searcher_pb2.Track, int]:
+        check_track_id(ref.track_id)
+        track = self.searcher.GetTrack(searcher_pb2.GetTrackRequest(track_id=ref.track_id),
+                                       timeout=self.cfg.deadline_seconds).track
+        if ref.WhichOneof("at") == "segment_index":
+            idx = ref.segment_index
+            if not 0 <= idx < track.num_segments:
+                raise NotFound(f"{where}: track {ref.track_id} has segments 0..{track.num_segments - 1}; "
+                               f"there is no segment {idx}")
+        else:
+            sec = ref.seconds
+            end = track.num_segments * track.segment_seconds
+            if not (math.isfinite(sec) and 0 <= sec < end):
+                raise NotFound(f"{where}: {sec:g} s is outside track {ref.track_id}, whose "
+                               f"{track.num_segments} segments cover 0..{end:g} s")
+            idx = int(sec // track.segment_seconds)
+        return track, idx
+
+    def GetStems(self, request, context):
+        self._require_ready()
+        self._require_separator("GetStems")
+        if not request.HasField("segment"):
+            raise InvalidArgument("segment is missing: give a track id and a time or segment index")
+        track, idx = self._resolve_segment(request.segment, "segment")
+        if self.audio is None:
+            raise FailedPrecondition(f"this gateway keeps no audio ({PREFIX}_STORE_AUDIO is off)")
+        audio = self.audio.get(track.track_id)
+        if audio is None:
+            raise FailedPrecondition(f"the audio of track {track.track_id} was not kept when it was indexed; "
+                                     "index it again to listen to its stems")
+        start = idx * track.segment_seconds
+        end = min(start + track.segment_seconds, track.duration_seconds)
+        digest = hashlib.sha256(audio.SerializeToString()).hexdigest()
+        key = f"stems:{self.separator_model}:{digest}:{start:g}-{end:g}:{int(request.encoding)}"
+        cached = self.cache.get(key)
+        if cached is not None:
+            msgs = _unpack(cached)
+        else:
+            header, stems = self._separate(separator_pb2.SeparateRequest(
+                audio=audio, start_seconds=start, end_seconds=end, encoding=request.encoding))
+            msgs = [gateway_pb2.GetStemsResponse(header=gateway_pb2.GetStemsHeader(
+                track_id=track.track_id, segment_index=idx, start_seconds=start, end_seconds=end,
+                separation=header))]
+            for i, data in enumerate(stems):
+                for off in range(0, len(data), 1 << 20):
+                    msgs.append(gateway_pb2.GetStemsResponse(chunk=separator_pb2.StemChunk(
+                        stem=i, offset=off, data=data[off:off + (1 << 20)])))
+            self.cache.put(key, _pack(msgs))
+        yield from msgs
+
     def EmbedParts(self, request, context):
-        resp = self._embed(request.audio, request.segment_seconds, request.hop_seconds)
+        resp = self._embed(request.audio, request.segment_seconds, request.hop_seconds, request.mode)
         return gateway_pb2.EmbedPartsResponse(model=resp.model, segments=resp.segments,
                                               duration_seconds=resp.duration_seconds)
 
     # ------------------------------------------------------------------------------------------
     # indexing
-    def _index(self, track_id: str, metadata: types_pb2.TrackMetadata, audio: types_pb2.Audio):
+    def _index(self, track_id: str, metadata: types_pb2.TrackMetadata, audio: types_pb2.Audio,
+               mode: int = gateway_pb2.EMBED_MODE_FEATURE):
         model = self._require_ready()
         check_track_id(track_id)
         seg = self.cfg.segment_seconds
-        resp = self._embed(audio, seg, seg)
+        resp = self._embed(audio, seg, seg, mode)
         track = searcher_pb2.Track(track_id=track_id, metadata=metadata, num_segments=len(resp.segments),
                                    duration_seconds=resp.duration_seconds, segment_seconds=seg,
                                    model_version=model.model_version, indexed_at=time.time())
+        if self.audio is not None:  # before the catalog knows the track: GetStems never misses it
+            self.audio.put(track_id, audio)
         up = self.searcher.UpsertTrack(searcher_pb2.UpsertTrackRequest(track=track, segments=resp.segments),
                                        timeout=self.cfg.deadline_seconds)
         return track, up.replaced
@@ -227,7 +355,7 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             audio = types_pb2.Audio(pcm=pcm)
         else:
             audio = types_pb2.Audio(encoded=data)
-        track, replaced = self._index(header.track_id, header.metadata, audio)
+        track, replaced = self._index(header.track_id, header.metadata, audio, header.mode)
         return gateway_pb2.IndexTrackResponse(track=track, replaced=replaced)
 
     # ------------------------------------------------------------------------------------------
@@ -344,21 +472,7 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             return [u]
         if which == "indexed":
             ref = q.indexed
-            check_track_id(ref.track_id)
-            track = self.searcher.GetTrack(searcher_pb2.GetTrackRequest(track_id=ref.track_id),
-                                           timeout=self.cfg.deadline_seconds).track
-            if ref.WhichOneof("at") == "segment_index":
-                idx = ref.segment_index
-                if not 0 <= idx < track.num_segments:
-                    raise NotFound(f"{where}: track {ref.track_id} has segments 0..{track.num_segments - 1}; "
-                                   f"there is no segment {idx}")
-            else:
-                sec = ref.seconds
-                end = track.num_segments * track.segment_seconds
-                if not (math.isfinite(sec) and 0 <= sec < end):
-                    raise NotFound(f"{where}: {sec:g} s is outside track {ref.track_id}, whose "
-                                   f"{track.num_segments} segments cover 0..{end:g} s")
-                idx = int(sec // track.segment_seconds)
+            track, idx = self._resolve_segment(ref, where)
             seg = self.searcher.GetSegment(searcher_pb2.GetSegmentRequest(track_id=ref.track_id, segment_index=idx),
                                            timeout=self.cfg.deadline_seconds).segment
             pv = seg.parts[j]
@@ -454,7 +568,10 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
 
     def DeleteTrack(self, request, context):
         check_track_id(request.track_id)
-        return self.searcher.DeleteTrack(request, timeout=self.cfg.deadline_seconds)
+        resp = self.searcher.DeleteTrack(request, timeout=self.cfg.deadline_seconds)
+        if self.audio is not None:
+            self.audio.delete(request.track_id)
+        return resp
 
     def GetCatalogStats(self, request, context):
         model = self._require_ready()
@@ -462,8 +579,23 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         return gateway_pb2.GetCatalogStatsResponse(stats=stats, model_version=model.model_version)
 
 
+def _pack(msgs: list) -> bytes:
+    """Length-prefixed serialised messages (for the stems cache)."""
+    return b"".join(len(b).to_bytes(4, "little") + b for b in (m.SerializeToString() for m in msgs))
+
+
+def _unpack(data: bytes) -> list:
+    out, i = [], 0
+    while i < len(data):
+        n = int.from_bytes(data[i:i + 4], "little")
+        out.append(gateway_pb2.GetStemsResponse.FromString(data[i + 4:i + 4 + n]))
+        i += 4 + n
+    return out
+
+
 def serve(cfg: GatewayConfig, registry=None) -> tuple[ServiceRuntime, Gateway]:
     """Start a gateway (returns at once; it turns SERVING once the backends answer)."""
+    cfg.validate()
     rt = ServiceRuntime("gateway", cfg.address, cfg.max_upload_bytes + (4 << 20),
                         metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
                         metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers)

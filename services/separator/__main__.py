@@ -1,0 +1,5 @@
+"""``python -m partsim.services.separator``: run the separator service."""
+
+from .server import main
+
+raise SystemExit(main())
