@@ -17,3 +17,8 @@ def default_manifest() -> Path:
     if env:
         return Path(env)
     return Path(__file__).parent / DEFAULT_MODEL / "manifest.json"
+
+
+def shipped_separator_repo() -> Path:
+    """The separation model repository shipped with partsim (Demucs layout; see models/separator/README.md)."""
+    return Path(__file__).parent / "separator"

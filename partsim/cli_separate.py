@@ -32,6 +32,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--timeout", type=float, default=3600.0, help="with --separator: seconds to wait (default 3600)")
     p.add_argument("--quiet", action="store_true")
 
+    c = sub.add_parser("compare-paths", help="feature-level vs signal-level embeddings: track-ID accuracy and "
+                                             "ingest cost on a corpus's test split")
+    c.add_argument("--corpus", required=True, type=Path)
+    c.add_argument("--repo", type=Path, default=None, help="separator model repository (default: the shipped one)")
+    c.add_argument("--model", default="partsim-sep-v1", help="separator model name (default partsim-sep-v1)")
+    c.add_argument("--manifest", type=Path, default=None, help="embedding model manifest (default: the shipped one)")
+    c.add_argument("--split", default="test")
+    c.add_argument("--limit", type=int, default=None, help="only the first N tracks of the split")
+    c.add_argument("--out", type=Path, help="write the results as JSON")
+
 
 def _handler(name):
     def deco(fn):
@@ -87,4 +97,19 @@ def cmd_separate(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{len(stems)} stems of {frames / sr:.2f} s at {sr} Hz in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)
+    return 0
+
+
+@_handler("compare-paths")
+def _cmd_compare_paths(args) -> int:
+    import json
+
+    from partsim.separation.compare import compare_paths, format_comparison
+    from partsim.shipped import default_manifest, shipped_separator_repo
+
+    result = compare_paths(args.manifest or default_manifest(), args.repo or shipped_separator_repo(), args.model,
+                           args.corpus, args.split, args.limit)
+    print(format_comparison(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0

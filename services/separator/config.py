@@ -21,9 +21,9 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 def shipped_repo() -> Path:
     """The model repository that ships with partsim: ``partsim.shipped`` (models/) / separator."""
-    import partsim.shipped
+    from partsim.shipped import shipped_separator_repo
 
-    return Path(partsim.shipped.__file__).parent / "separator"
+    return shipped_separator_repo()
 
 
 def parse_parts(text: str, what: str = "parts") -> dict[str, str]:
