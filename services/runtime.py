@@ -195,3 +195,28 @@ class ServiceRuntime:
 
     def wait(self) -> None:
         self.server.wait_for_termination()
+
+
+def run_until_signalled(prog: str, start, stop, grace: float) -> int:
+    """The ``main`` of every service: start, serve until SIGTERM/SIGINT, stop gracefully.
+
+    ``start()`` builds and starts the service (raising PartsimError/OSError when it cannot:
+    exit 1 with one line naming why); ``stop(service)`` stops it within ``grace`` seconds.
+    """
+    import signal
+
+    from partsim.errors import PartsimError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    try:
+        service = start()
+    except (PartsimError, OSError) as exc:
+        print(f"{prog}: cannot start: {exc}", flush=True)
+        return 1
+    done.wait()
+    log.info("%s stopping (grace %.0f s)", prog, grace)
+    stop(service)
+    return 0

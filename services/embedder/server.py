@@ -8,19 +8,17 @@ get ``grace_seconds`` to finish, then the batcher stops.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from partsim.errors import PartsimError, Unavailable
+from partsim.errors import Unavailable
 from partsim.shipped import default_manifest
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 
 from ..config import load
-from ..runtime import ServiceRuntime
+from ..runtime import ServiceRuntime, run_until_signalled
 from .config import PREFIX, EmbedderConfig
 from .engine import CancelToken, Embedding, Engine
 
@@ -118,27 +116,5 @@ def serve(cfg: EmbedderConfig, registry: CollectorRegistry | None = None) -> Emb
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load(EmbedderConfig, PREFIX, sys.argv[1:] if argv is None else argv, prog="partsim-embedder")
-    done = threading.Event()
-
-    def stop(signum, frame):
-        done.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        server = EmbedderServer(cfg)
-    except (PartsimError, OSError) as exc:
-        print(f"partsim-embedder: {exc}", flush=True)
-        return 2
-    try:
-        server.load()
-    except PartsimError as exc:
-        log.error("cannot load the model: %s", exc)
-        server.stop(0)
-        return 1
-    done.wait()
-    log.info("stopping (grace %.0f s)", cfg.grace_seconds)
-    server.stop()
-    return 0
+    return run_until_signalled("partsim-embedder", lambda: serve(cfg), lambda server: server.stop(), cfg.grace_seconds)

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import signal
 import socket
 import threading
 import time
@@ -27,13 +26,13 @@ import grpc
 import numpy as np
 from prometheus_client import Gauge, Histogram
 
-from partsim.errors import (FailedPrecondition, InvalidArgument, NotFound, PartsimError, PermissionDenied,
+from partsim.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                             ResourceExhausted, Unavailable)
 from partsim.v1 import (embedder_pb2, embedder_pb2_grpc, gateway_pb2, gateway_pb2_grpc, searcher_pb2,
                         searcher_pb2_grpc, separator_pb2, separator_pb2_grpc, types_pb2)
 
 from ..config import load
-from ..runtime import ServiceRuntime
+from ..runtime import ServiceRuntime, run_until_signalled
 from ..status import error_for
 from .audio_store import AudioStore
 from .cache import cache_key, make_cache
@@ -606,25 +605,15 @@ def serve(cfg: GatewayConfig, registry=None) -> tuple[ServiceRuntime, Gateway]:
     return rt, gw
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = load(GatewayConfig, PREFIX, argv, prog="partsim-gateway")
-    try:
-        rt, gw = serve(cfg)
-    except (PartsimError, OSError) as exc:
-        print(f"partsim-gateway: {exc}", flush=True)
-        return 2
-    done = threading.Event()
-
-    def stop(signum, frame):
-        done.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    done.wait()
-    log.info("stopping (grace %.0f s)", cfg.grace_seconds)
+def stop(rt: ServiceRuntime, gw: Gateway, grace: float) -> None:
+    """Graceful stop: NOT_SERVING, let running RPCs finish, stop the ingest workers."""
     rt.set_serving(False)
     gw.stopping.set()
-    rt.stop(cfg.grace_seconds)
+    rt.stop(grace)
     gw.close()
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = load(GatewayConfig, PREFIX, argv, prog="partsim-gateway")
+    return run_until_signalled("partsim-gateway", lambda: serve(cfg),
+                               lambda started: stop(*started, cfg.grace_seconds), cfg.grace_seconds)

@@ -12,18 +12,16 @@ import binascii
 import json
 import logging
 import math
-import signal
-import threading
 import time
 
 import numpy as np
 from prometheus_client import Gauge, Histogram
 
-from partsim.errors import InvalidArgument, NotFound, PartsimError, Unavailable
+from partsim.errors import InvalidArgument, NotFound, Unavailable
 from partsim.v1 import searcher_pb2, searcher_pb2_grpc, types_pb2
 
 from ..config import load
-from ..runtime import LATENCY_BUCKETS, ServiceRuntime
+from ..runtime import LATENCY_BUCKETS, ServiceRuntime, run_until_signalled
 from .config import DEFAULT_PAGE_SIZE, MAX_EXCLUDE, MAX_PAGE_SIZE, MAX_TOP_K, PREFIX, SearcherConfig
 from .meta import TrackInfo
 from .retrieval import Query
@@ -303,17 +301,6 @@ def stop(rt: ServiceRuntime, servicer: Searcher, grace: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load(SearcherConfig, PREFIX, argv, prog="partsim-searcher")
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    try:
-        rt, servicer = serve(cfg)
-    except (PartsimError, OSError) as exc:
-        print(f"partsim-searcher: {exc}", flush=True)
-        return 2
-    done.wait()
-    log.info("stopping (grace %.0f s)", cfg.grace_seconds)
-    stop(rt, servicer, cfg.grace_seconds)
-    return 0
+    return run_until_signalled("partsim-searcher", lambda: serve(cfg),
+                               lambda started: stop(*started, cfg.grace_seconds), cfg.grace_seconds)

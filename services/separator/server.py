@@ -14,7 +14,6 @@ caller (the gateway) can back off instead of piling up memory here.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
@@ -24,11 +23,11 @@ from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from partsim.errors import InvalidArgument, PartsimError, ResourceExhausted, Unavailable
+from partsim.errors import InvalidArgument, ResourceExhausted, Unavailable
 from partsim.v1 import separator_pb2, separator_pb2_grpc
 
 from ..config import load
-from ..runtime import ServiceRuntime
+from ..runtime import ServiceRuntime, run_until_signalled
 from .config import PREFIX, SeparatorConfig
 from .engine import CancelToken, Engine
 
@@ -197,28 +196,5 @@ def serve(cfg: SeparatorConfig, registry: CollectorRegistry | None = None) -> Se
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load(SeparatorConfig, PREFIX, sys.argv[1:] if argv is None else argv, prog="partsim-separator")
-    done = threading.Event()
-
-    def stop(signum, frame):
-        done.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        server = SeparatorServer(cfg)
-    except (PartsimError, OSError) as exc:
-        print(f"partsim-separator: {exc}", flush=True)
-        return 2
-    try:
-        server.load()
-    except PartsimError as exc:
-        log.error("cannot load the model: %s", exc)
-        print(f"partsim-separator: cannot load the model: {exc}", flush=True)
-        server.stop(0)
-        return 1
-    done.wait()
-    log.info("stopping (grace %.0f s)", cfg.grace_seconds)
-    server.stop()
-    return 0
+    return run_until_signalled("partsim-separator", lambda: serve(cfg), lambda server: server.stop(), cfg.grace_seconds)
