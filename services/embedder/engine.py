@@ -23,7 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from prometheus_client import CollectorRegistry
 
-from partsim.audio import decode_audio_bytes, pcm_to_audio
+from ..audio import decode_audio_message
 from partsim.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from partsim.model.inference import OnnxEmbedder
 from partsim.v1 import types_pb2
@@ -37,7 +37,6 @@ MAX_SEGMENT_SECONDS = 600.0  # as ``partsim embed``
 PRESENCE_NORM_FALLBACK = 1e-3
 FEATURE_CHUNK_SAMPLES = 8 * 10 * 44100  # audio per LogMel call (bounds the STFT's temporary memory)
 MAX_INFLIGHT_CHUNKS = 4  # feature chunks of one request waiting in the batcher (bounds mel memory)
-PCM_FORMAT_NAMES = {types_pb2.SAMPLE_FORMAT_FLOAT32LE: "f32le", types_pb2.SAMPLE_FORMAT_INT16LE: "s16le"}
 
 
 @dataclass
@@ -155,20 +154,7 @@ class Engine:
     # -- request steps ------------------------------------------------------------------------
     def decode(self, audio: types_pb2.Audio) -> np.ndarray:
         """An ``Audio`` message -> ``(n,)`` float32 mono at :attr:`sample_rate`."""
-        which = audio.WhichOneof("source")
-        limit = self.max_audio_seconds
-        if which == "encoded":
-            return decode_audio_bytes(audio.encoded, sr=self.sample_rate, max_seconds=limit)
-        if which == "pcm":
-            pcm = audio.pcm
-            fmt = PCM_FORMAT_NAMES.get(pcm.format)
-            if fmt is None:
-                got = (types_pb2.SampleFormat.Name(pcm.format) if pcm.format in types_pb2.SampleFormat.values()
-                       else str(pcm.format))
-                raise InvalidArgument(f"audio.pcm.format must be SAMPLE_FORMAT_FLOAT32LE or SAMPLE_FORMAT_INT16LE, "
-                                      f"got {got}")
-            return pcm_to_audio(pcm.data, pcm.sample_rate, pcm.channels, fmt, sr=self.sample_rate, max_seconds=limit)
-        raise InvalidArgument("audio is empty: set audio.encoded or audio.pcm")
+        return decode_audio_message(audio, self.sample_rate, mono=True, max_seconds=self.max_audio_seconds)
 
     def segment_lengths(self, segment_seconds: float, hop_seconds: float) -> tuple[float, float, int, int]:
         """Request seconds (0 = defaults) -> ``(segment_s, hop_s, segment_samples, hop_samples)``."""

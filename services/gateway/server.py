@@ -34,6 +34,7 @@ from partsim.v1 import (embedder_pb2, embedder_pb2_grpc, gateway_pb2, gateway_pb
 from ..config import load
 from ..runtime import ServiceRuntime, run_until_signalled
 from ..status import error_for
+from ..separator.client import collect
 from .audio_store import AudioStore
 from .cache import cache_key, make_cache
 from .config import DEFAULT_TOP_K, MAX_TOP_K, PREFIX, GatewayConfig
@@ -213,19 +214,10 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
     def _separate(self, request: separator_pb2.SeparateRequest):
         """The separator's stream, collected: (header, [bytes of each stem])."""
         sep = self._require_separator("separation")
-        header, stems = None, []
-        for msg in sep.Separate(request, timeout=self.cfg.deadline_seconds * 5):
-            if msg.WhichOneof("payload") == "header":
-                header = msg.header
-                stems = [bytearray() for _ in header.stems]
-            else:
-                c = msg.chunk
-                if header is None or not 0 <= c.stem < len(stems) or c.offset != len(stems[c.stem]):
-                    raise Unavailable("the separator sent an inconsistent stream")
-                stems[c.stem] += c.data
-        if header is None:
-            raise Unavailable("the separator sent no header")
-        return header, [bytes(b) for b in stems]
+        try:
+            return collect(sep.Separate(request, timeout=self.cfg.deadline_seconds * 5))
+        except InvalidArgument as exc:  # a malformed stream is the separator's fault, not the caller's
+            raise Unavailable(f"the separator sent an inconsistent stream: {exc}") from None
 
     def _embed_signal(self, audio: types_pb2.Audio, segment: float, hop: float) -> embedder_pb2.EmbedResponse:
         """Separate, embed each part's own stem, keep that stem's own subspace (thesis Ch. 3 path).

@@ -37,13 +37,12 @@ import numpy as np
 import soundfile as sf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from partsim.audio import decode_audio_bytes, pcm_to_audio
+from ..audio import decode_audio_message
 from partsim.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from partsim.v1 import separator_pb2, types_pb2
 
 log = logging.getLogger("partsim.separator")
 
-PCM_FORMAT_NAMES = {types_pb2.SAMPLE_FORMAT_FLOAT32LE: "f32le", types_pb2.SAMPLE_FORMAT_INT16LE: "s16le"}
 FLAC_SUBTYPE = "PCM_24"
 RTF_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)
 WARM_UP_SECONDS = 1.0
@@ -269,22 +268,7 @@ class Engine:
 
     def decode(self, audio: types_pb2.Audio) -> np.ndarray:
         """An ``Audio`` message -> ``(n, C)`` float32 at :attr:`sample_rate` in the model's channels."""
-        which = audio.WhichOneof("source")
-        limit = self.max_audio_seconds
-        if which == "encoded":
-            data = decode_audio_bytes(audio.encoded, sr=self.sample_rate, mono=False, max_seconds=limit)
-        elif which == "pcm":
-            pcm = audio.pcm
-            fmt = PCM_FORMAT_NAMES.get(pcm.format)
-            if fmt is None:
-                got = (types_pb2.SampleFormat.Name(pcm.format) if pcm.format in types_pb2.SampleFormat.values()
-                       else str(pcm.format))
-                raise InvalidArgument(f"audio.pcm.format must be SAMPLE_FORMAT_FLOAT32LE or SAMPLE_FORMAT_INT16LE, "
-                                      f"got {got}")
-            data = pcm_to_audio(pcm.data, pcm.sample_rate, pcm.channels, fmt, sr=self.sample_rate, mono=False,
-                                max_seconds=limit)
-        else:
-            raise InvalidArgument("audio is empty: set audio.encoded or audio.pcm")
+        data = decode_audio_message(audio, self.sample_rate, mono=False, max_seconds=self.max_audio_seconds)
         return self.to_model_channels(data)
 
     @staticmethod
