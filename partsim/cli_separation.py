@@ -30,7 +30,7 @@ def add_parsers(sub) -> None:
                                 ("t-layers", int, "HTDemucs transformer layers (default 2)"),
                                 ("segment", float, "training window in seconds (default 3)"),
                                 ("batch-size", int, "windows per step (default 4)"),
-                                ("lr", float, "Adam learning rate (default 5e-4)"),
+                                ("lr", float, "Adam learning rate (default 1e-3)"),
                                 ("epoch-steps", int, "steps per epoch (default 60)"),
                                 ("epochs", int, "at most this many epochs (default 1000)"),
                                 ("remix-prob", float, "probability of a random remix (default 0.5)"),
