@@ -66,7 +66,7 @@ def segment_distances(queries: Sequence[Query], matrices: Sequence[np.ndarray]) 
     if np.any(weights <= 0):
         raise ValueError("weights must be positive")
     for i, (q, m) in enumerate(zip(queries, matrices)):
-        per_part[i] = 1.0 - (m @ unit(q.vector))
+        per_part[i] = np.clip(1.0 - (m @ unit(q.vector)), 0.0, 2.0)  # 1 - cos of unit vectors: rounding can leave [0, 2]
     total = weights @ per_part / weights.sum()
     return total, per_part
 
