@@ -34,6 +34,7 @@ from partsim.v1 import (embedder_pb2, embedder_pb2_grpc, gateway_pb2, gateway_pb
 from ..config import load
 from ..runtime import ServiceRuntime, run_until_signalled
 from ..status import error_for
+from ..tracks import check_track_id
 from ..separator.client import collect
 from .audio_store import AudioStore
 from .cache import cache_key, make_cache
@@ -43,7 +44,6 @@ from .jobs import IngestItem, make_job_queue
 log = logging.getLogger("partsim.gateway")
 
 SERVICE = "partsim.v1.PartsimService"
-MAX_TRACK_ID = 256
 
 
 def _retry_config(services: list[str]) -> str:
@@ -64,14 +64,6 @@ def channel(address: str, max_message_bytes: int, services: list[str]) -> grpc.C
     ])
 
 
-def check_track_id(track_id: str) -> str:
-    if not track_id:
-        raise InvalidArgument("track_id is empty")
-    if len(track_id) > MAX_TRACK_ID:
-        raise InvalidArgument(f"track_id is {len(track_id)} characters long; at most {MAX_TRACK_ID}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in track_id):
-        raise InvalidArgument(f"track_id {track_id!r} contains control characters")
-    return track_id
 
 
 def _unit(v: np.ndarray) -> np.ndarray | None:

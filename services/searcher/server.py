@@ -25,7 +25,8 @@ from ..runtime import LATENCY_BUCKETS, ServiceRuntime, run_until_signalled
 from .config import DEFAULT_PAGE_SIZE, MAX_EXCLUDE, MAX_PAGE_SIZE, MAX_TOP_K, PREFIX, SearcherConfig
 from .meta import TrackInfo
 from .retrieval import Query
-from .store import SearchStore, Segments, check_track_id
+from ..tracks import check_track_id
+from .store import SearchStore, Segments
 
 log = logging.getLogger("partsim.searcher")
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from partsim.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
+from ..tracks import MAX_TRACK_ID
 from . import retrieval
 from .meta import MetaDB, TrackInfo
 from .mirror import Mirror
@@ -48,21 +49,10 @@ class _NoLiteMvccWarning(logging.Filter):
 
 INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
 REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
-MAX_TRACK_ID = 256
 MILVUS_MAX_LIMIT = 16384   # Milvus's largest search limit (topk)
 _BATCH = 4096              # rows per insert / get / delete call
 
 T = TypeVar("T")
-
-
-def check_track_id(track_id: str) -> None:
-    """Raise InvalidArgument unless ``track_id`` can key rows (1..256 chars, no control characters)."""
-    if not track_id:
-        raise InvalidArgument("track_id is empty")
-    if len(track_id) > MAX_TRACK_ID:
-        raise InvalidArgument(f"track_id is {len(track_id)} characters long; the limit is {MAX_TRACK_ID}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in track_id):
-        raise InvalidArgument(f"track_id {track_id!r} contains a control character")
 
 
 def pk(track_id: str, segment: int) -> str:
