@@ -269,13 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {("corpus", "make"): _cmd_corpus_make, ("corpus", "info"): _cmd_corpus_info,
                 ("corpus", "bench"): _cmd_corpus_bench, ("train", None): _cmd_train,
                 ("evaluate", None): _cmd_evaluate, ("export", None): _cmd_export, ("embed", None): _cmd_embed, ("bench-embed", None): _cmd_bench_embed}
-    from .cli_cluster import HANDLERS
-    from .cli_separate import HANDLERS as SEPARATE_HANDLERS
-    from .cli_separation import HANDLERS as SEPARATION_HANDLERS
+    from .cli_registry import HANDLERS
 
-    handlers.update(HANDLERS)
-    handlers.update(SEPARATE_HANDLERS)
-    handlers.update(SEPARATION_HANDLERS)
+    handlers.update(HANDLERS)  # cli_cluster, cli_separate, cli_separation (imported by build_parser)
     handler = handlers[(args.command, getattr(args, "corpus_command", None))]
     try:
         return handler(args)

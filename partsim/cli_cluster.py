@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from .cli_registry import command
 from .errors import InvalidArgument, NotFound
 
 DEFAULT_GATEWAY = "localhost:50051"
@@ -57,16 +58,6 @@ def add_parsers(sub) -> None:
     demo.add_argument("--no-serve", action="store_true", help="stop after the example searches")
 
 
-HANDLERS = {}
-
-
-def _handler(name):
-    def deco(fn):
-        HANDLERS[(name, None)] = fn
-        return fn
-    return deco
-
-
 def parse_stem(text: str):
     from .clients import Stem
 
@@ -84,7 +75,7 @@ def _wait_for_signal() -> None:
         pass
 
 
-@_handler("up")
+@command("up")
 def cmd_up(args) -> int:
     from .cluster import Cluster, parse_host_port
 
@@ -145,7 +136,7 @@ def index_paths(gateway: str, paths: list[Path], parallel: int = 4, quiet: bool 
     return len(items) - len(failures), failures
 
 
-@_handler("index")
+@command("index")
 def cmd_index(args) -> int:
     ok, failures = index_paths(args.gateway, args.paths, args.parallel, args.quiet)
     for f in failures:
@@ -169,7 +160,7 @@ def _weights(items: list[str]) -> dict[str, float]:
     return out
 
 
-@_handler("search-mix")
+@command("search-mix")
 def cmd_search_mix(args) -> int:
     from .clients import PartsimClient
 
@@ -191,7 +182,7 @@ def print_mix_hits(hits) -> None:
         print(f"{rank:4d}  {h.track_id:20s} distance {h.distance:.4f}  best {h.best_start:6.1f}-{h.best_end:6.1f} s  {parts}")
 
 
-@_handler("search-stems")
+@command("search-stems")
 def cmd_search_stems(args) -> int:
     from .clients import PartsimClient
 
@@ -210,7 +201,7 @@ def cmd_search_stems(args) -> int:
     return 0
 
 
-@_handler("demo")
+@command("demo")
 def cmd_demo(args) -> int:
     from .clients import PartsimClient, Stem
     from .cluster import Cluster, parse_host_port

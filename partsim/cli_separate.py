@@ -7,10 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_registry import command
 from .errors import InvalidArgument, NotFound
-
-HANDLERS = {}
-
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("separate", help="split audio into the stems of a Demucs model: DIR/<stem>.flac (24-bit)")
@@ -43,19 +41,12 @@ def add_parsers(sub) -> None:
     c.add_argument("--out", type=Path, help="write the results as JSON")
 
 
-def _handler(name):
-    def deco(fn):
-        HANDLERS[(name, None)] = fn
-        return fn
-    return deco
-
-
 def _local_options(args: argparse.Namespace) -> list[str]:
     names = ("repo", "model", "device", "parts", "segment_seconds", "overlap")
     return ["--" + n.replace("_", "-") for n in names if getattr(args, n) is not None]
 
 
-@_handler("separate")
+@command("separate")
 def cmd_separate(args: argparse.Namespace) -> int:
     if not args.audio.is_file():
         raise NotFound(f"audio file not found: {args.audio}")
@@ -100,7 +91,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
     return 0
 
 
-@_handler("compare-paths")
+@command("compare-paths")
 def _cmd_compare_paths(args) -> int:
     import json
 

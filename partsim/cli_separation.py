@@ -6,15 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-HANDLERS = {}
-
-
-def _handler(name):
-    def deco(fn):
-        HANDLERS[(name, None)] = fn
-        return fn
-    return deco
-
+from .cli_registry import command
 
 def add_parsers(sub) -> None:
     tr = sub.add_parser("train-separator", help="train a small demucs separation model on a partsim corpus")
@@ -56,7 +48,7 @@ def add_parsers(sub) -> None:
     ex.add_argument("--name", default="partsim-sep-v1", help="bag name (default partsim-sep-v1)")
 
 
-@_handler("train-separator")
+@command("train-separator")
 def _cmd_train(args: argparse.Namespace) -> int:
     from .separation.train import config_from_args, train
 
@@ -66,7 +58,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-@_handler("evaluate-separator")
+@command("evaluate-separator")
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .separation import load_separator
     from .separation.evaluate import evaluate, format_table, save
@@ -82,7 +74,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-@_handler("export-separator")
+@command("export-separator")
 def _cmd_export(args: argparse.Namespace) -> int:
     from .separation import export_run
 
