@@ -124,12 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--hop-seconds", type=_number)
     emb.add_argument("-o", "--out", required=True, type=Path)
     from .cli_cluster import add_parsers
+    from .cli_health import add_parsers as add_health_parsers
     from .cli_separate import add_parsers as add_separate_parsers
     from .cli_separation import add_parsers as add_separation_parsers
 
     add_parsers(sub)
     add_separate_parsers(sub)
     add_separation_parsers(sub)
+    add_health_parsers(sub)
     return parser
 
 

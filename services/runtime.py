@@ -21,7 +21,8 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector,
+                               start_http_server)
 
 from .status import StatusInterceptor, code_for
 
@@ -43,6 +44,22 @@ class GrpcMetrics:
         self.received = Counter("grpc_server_msg_received_total", "Messages received from clients.", labels,
                                 registry=registry)
         self.sent = Counter("grpc_server_msg_sent_total", "Messages sent to clients.", labels, registry=registry)
+
+    def initialize(self, services: list[str]) -> None:
+        """Export zero series for every method of ``services`` (as go-grpc-prometheus's
+        InitializeMetrics does), so a rate over a window that starts before a method's first call
+        sees that call, and dashboards show 0 rather than nothing for idle methods."""
+        from google.protobuf import descriptor_pool
+
+        pool = descriptor_pool.Default()
+        for service in services:
+            for m in pool.FindServiceByName(service).methods:
+                kind = {(False, False): "unary", (True, False): "client_stream", (False, True): "server_stream",
+                        (True, True): "bidi_stream"}[(m.client_streaming, m.server_streaming)]
+                lab = {"grpc_type": kind, "grpc_service": service, "grpc_method": m.name}
+                for metric in (self.started, self.latency, self.received, self.sent):
+                    metric.labels(**lab)
+                self.handled.labels(**lab, grpc_code="OK")
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -133,19 +150,37 @@ class ServiceRuntime:
         metrics_port: Prometheus /metrics HTTP port (0: the OS picks, None: no HTTP server).
         registry: metrics registry (injectable for tests); a new one by default.
         workers: handler threads.
+        max_connection_age: seconds after which a client connection is closed (0: never), with
+            ``grace`` seconds for its RPCs to finish. Clients then reconnect and re-resolve DNS, which
+            is how a round_robin client behind a headless Service finds replicas added since.
+
+    Besides the ``grpc_server_*`` series the registry gets ``process_*`` (CPU, memory, open files),
+    ``python_info`` and ``partsim_health_serving`` (1 while grpc.health.v1 reports SERVING).
     """
 
     def __init__(self, name: str, address: str, max_message_bytes: int, metrics_port: int | None = 0,
-                 metrics_host: str = "127.0.0.1", registry: CollectorRegistry | None = None, workers: int = 16):
+                 metrics_host: str = "127.0.0.1", registry: CollectorRegistry | None = None, workers: int = 16,
+                 max_connection_age: float = 0.0, connection_age_grace: float = 30.0):
         self.name = name
         self.registry = registry or CollectorRegistry()
         self.metrics = GrpcMetrics(self.registry)
+        for collector in (ProcessCollector, PlatformCollector):
+            try:
+                collector(registry=self.registry)
+            except ValueError:  # a registry shared by two runtimes in one process has them already
+                pass
+        self._serving = Gauge("partsim_health_serving", "1 while grpc.health.v1 reports SERVING for this service.",
+                              registry=self.registry)
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.so_reuseport", 0)]
+        if max_connection_age > 0:
+            options += [("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+                        ("grpc.max_connection_age_grace_ms", int(connection_age_grace * 1000))]
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-rpc"),
             interceptors=[MetricsInterceptor(self.metrics), StatusInterceptor()],
-            options=[("grpc.max_receive_message_length", max_message_bytes),
-                     ("grpc.max_send_message_length", max_message_bytes),
-                     ("grpc.so_reuseport", 0)],
+            options=options,
         )
         self.port = self.server.add_insecure_port(address)
         if self.port == 0:
@@ -169,6 +204,7 @@ class ServiceRuntime:
 
     def start(self, service_names: list[str]) -> None:
         self._services = list(service_names)
+        self.metrics.initialize(self._services)
         reflection.enable_server_reflection([*self._services, reflection.SERVICE_NAME, health.SERVICE_NAME],
                                             self.server)
         self.set_serving(False)
@@ -181,12 +217,14 @@ class ServiceRuntime:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for s in ["", *self._services]:
             self.health.set(s, status)
+        self._serving.set(1 if serving else 0)
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting RPCs, let running ones finish for up to ``grace`` seconds."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self._serving.set(0)
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         if self._metrics_server is not None:

@@ -604,3 +604,25 @@ def test_cluster_starts_the_separator_before_the_gateway_and_tells_it_the_addres
     Recorded(tmp_path, separator=False).start()
     assert [c[0] for c in calls] == ["searcher", "embedder", "gateway"]
     assert "PARTSIM_GATEWAY_SEPARATOR" not in calls[-1][2]
+
+
+def test_the_dc_bin_is_made_real_before_the_inverse_stft(tmp_path):
+    """real_dc_bins: the inverse STFT gets a spectrum whose DC bin has no imaginary part (cuFFT
+    does not ignore it, CPU's irfft does), and on the CPU the stems do not change at all."""
+    import torch
+    from demucs.apply import apply_model
+    from demucs.pretrained import get_model
+
+    make_tiny_repo(tmp_path, name="tiny-sep")
+    patched, plain = load_model(tmp_path, "tiny-sep"), get_model("tiny-sep", repo=tmp_path).eval()
+    inner = patched.models[0] if hasattr(patched, "models") else patched
+    seen = []
+    wrapped = inner._ispec.ispec
+    inner._ispec.ispec = lambda z, length=None, scale=0: seen.append(z) or wrapped(z, length, scale)
+    x = torch.from_numpy(make_audio(4.0, seed=9)).reshape(1, 1, -1).float()
+    with torch.no_grad():
+        a = apply_model(patched, x, shifts=0, split=False)
+        b = apply_model(plain, x, shifts=0, split=False)
+    assert seen and all(float(z[..., 0, :].imag.abs().max()) == 0.0 for z in seen)
+    assert float(seen[0][..., 1, :].imag.abs().max()) > 0  # only the DC bin is touched
+    assert torch.equal(a, b)

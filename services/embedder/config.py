@@ -26,6 +26,9 @@ class EmbedderConfig:
     metrics_port: int = field(default=9092, metadata={"help": "Prometheus /metrics port (0: any, -1: none)"})
     metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
     grace_seconds: float = field(default=10.0, metadata={"help": "graceful-stop grace period"})
+    max_connection_age_seconds: float = field(default=0.0, metadata={
+        "help": "close client connections after this long (0: never), so clients re-resolve DNS and spread "
+                "over new replicas"})
     workers: int = field(default=16, metadata={"help": "RPC handler threads (they decode and compute features)"})
 
     def validate(self) -> None:
@@ -41,6 +44,7 @@ class EmbedderConfig:
         require(0 < self.max_message_mb < 2048, p, "max_message_mb", "must be within (0, 2048)")
         require(-1 <= self.metrics_port <= 65535, p, "metrics_port", "must be a port, 0 (any) or -1 (none)")
         require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
+        require(self.max_connection_age_seconds >= 0, p, "max_connection_age_seconds", "must be 0 (never) or more")
         require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
 
     @property

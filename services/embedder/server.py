@@ -70,7 +70,8 @@ class EmbedderServer:
         self.cfg = cfg
         self.rt = ServiceRuntime("embedder", cfg.address, cfg.max_message_bytes,
                                  metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
-                                 metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers)
+                                 metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers,
+                                 max_connection_age=cfg.max_connection_age_seconds)
         self.service = EmbedderService()
         embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(self.service, self.rt.server)
         self.rt.start([SERVICE])

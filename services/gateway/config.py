@@ -9,6 +9,7 @@ from pathlib import Path
 from ..config import require
 
 PREFIX = "PARTSIM_GATEWAY"
+LB_POLICIES = ("round_robin", "pick_first")
 
 MAX_TOP_K = 1000  # documented in protos/partsim/v1/gateway.proto
 DEFAULT_TOP_K = 100
@@ -19,7 +20,11 @@ class GatewayConfig:
     """partsim gateway: the public gRPC API (EmbedParts, IndexTrack, SearchMix, ...)."""
 
     address: str = field(default="0.0.0.0:50051", metadata={"help": "host:port to serve on"})
-    embedder: str = field(default="127.0.0.1:50052", metadata={"help": "embedder service address"})
+    embedder: str = field(default="127.0.0.1:50052", metadata={
+        "help": "embedder service address (a gRPC target: host:port, or dns:///name:port of a headless Service "
+                "to balance over its pods)"})
+    lb_policy: str = field(default="round_robin", metadata={
+        "help": "gRPC load balancing over the addresses a target resolves to: round_robin or pick_first"})
     searcher: str = field(default="127.0.0.1:50053", metadata={"help": "searcher service address"})
     separator: str = field(default="", metadata={"help": "separator service address (empty: none; GetStems "
                                                           "and the signal-level mode then fail with a clear error)"})
@@ -42,12 +47,17 @@ class GatewayConfig:
     metrics_port: int = field(default=9091, metadata={"help": "Prometheus /metrics port (-1: none)"})
     metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
     grace_seconds: float = field(default=10.0, metadata={"help": "graceful-stop grace period"})
+    max_connection_age_seconds: float = field(default=0.0, metadata={
+        "help": "close client connections after this long (0: never), so clients re-resolve DNS and spread "
+                "over new replicas"})
     workers: int = field(default=32, metadata={"help": "RPC handler threads"})
 
     def validate(self) -> None:
         p = PREFIX
         require(":" in self.address, p, "address", f"expected host:port, got {self.address!r}")
         require(":" in self.embedder, p, "embedder", f"expected host:port, got {self.embedder!r}")
+        require(self.lb_policy in LB_POLICIES, p, "lb_policy",
+                f"expected one of {', '.join(LB_POLICIES)}, got {self.lb_policy!r}")
         require(":" in self.searcher, p, "searcher", f"expected host:port, got {self.searcher!r}")
         require(self.separator == "" or ":" in self.separator, p, "separator",
                 f"expected host:port or empty, got {self.separator!r}")
@@ -65,6 +75,7 @@ class GatewayConfig:
         require(self.cache_mb >= 0, p, "cache_mb", "must be 0 or more")
         require(self.metrics_port >= -1, p, "metrics_port", "must be a port, 0 (any) or -1 (none)")
         require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
+        require(self.max_connection_age_seconds >= 0, p, "max_connection_age_seconds", "must be 0 (never) or more")
         require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
         for root in self.roots():
             require(root.is_dir(), p, "allowed_roots", f"{root} is not a folder")

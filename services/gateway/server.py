@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlparse
 
 import grpc
 import numpy as np
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from partsim.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                             ResourceExhausted, Unavailable)
@@ -46,24 +46,26 @@ log = logging.getLogger("partsim.gateway")
 SERVICE = "partsim.v1.PartsimService"
 
 
-def _retry_config(services: list[str]) -> str:
-    """gRPC service config: retry UNAVAILABLE (all these calls are idempotent) with backoff."""
-    return json.dumps({"methodConfig": [{
-        "name": [{"service": s} for s in services],
-        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2s",
-                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-    }]})
+def service_config(services: list[str], lb_policy: str = "round_robin") -> str:
+    """gRPC service config: balance over every address the target resolves to (``round_robin``
+    spreads calls over the pods behind a headless Service), and retry UNAVAILABLE (all these calls
+    are idempotent) with backoff."""
+    return json.dumps({
+        "loadBalancingConfig": [{lb_policy: {}}],
+        "methodConfig": [{
+            "name": [{"service": s} for s in services],
+            "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2s",
+                            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+        }]})
 
 
-def channel(address: str, max_message_bytes: int, services: list[str]) -> grpc.Channel:
+def channel(address: str, max_message_bytes: int, services: list[str], lb_policy: str = "round_robin") -> grpc.Channel:
     return grpc.insecure_channel(address, options=[
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.enable_retries", 1),
-        ("grpc.service_config", _retry_config(services)),
+        ("grpc.service_config", service_config(services, lb_policy)),
     ])
-
-
 
 
 def _unit(v: np.ndarray) -> np.ndarray | None:
@@ -77,11 +79,11 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         self.rt = runtime
         msg = cfg.max_upload_bytes + (4 << 20)
         self.embedder = embedder_pb2_grpc.EmbedderServiceStub(
-            channel(cfg.embedder, msg, ["partsim.v1.EmbedderService"]))
+            channel(cfg.embedder, msg, ["partsim.v1.EmbedderService"], cfg.lb_policy))
         self.searcher = searcher_pb2_grpc.SearcherServiceStub(
-            channel(cfg.searcher, msg, ["partsim.v1.SearcherService"]))
+            channel(cfg.searcher, msg, ["partsim.v1.SearcherService"], cfg.lb_policy))
         self.separator = (separator_pb2_grpc.SeparatorServiceStub(
-            channel(cfg.separator, msg, ["partsim.v1.SeparatorService"])) if cfg.separator else None)
+            channel(cfg.separator, msg, ["partsim.v1.SeparatorService"], cfg.lb_policy)) if cfg.separator else None)
         folder = cfg.audio_folder()
         self.audio = AudioStore(folder) if folder is not None else None
         self.cache = make_cache(cfg.redis_url or None, max_bytes=int(cfg.cache_mb * (1 << 20)),
@@ -98,6 +100,17 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.query_embeddings = Histogram("partsim_gateway_query_embeddings", "Query embeddings per search.",
                                           buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        for rpc in ("SearchMix", "SearchStems"):  # export zeros from the start
+            for mode in searcher_pb2.SearchMode.keys():
+                self.search_seconds.labels(rpc, mode)
+        self.ingested = Counter("partsim_ingest_items", "Ingest job items this replica finished, by result "
+                                "(indexed or failed).", ["result"], registry=r)
+        self.ingest_retries = Counter("partsim_ingest_retries", "Ingest attempts retried after a backend outage.",
+                                      registry=r)
+        self.ingest_seconds = Histogram("partsim_ingest_item_seconds", "Time to index one ingest item (retries "
+                                        "included).", registry=r, buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+        for result in ("indexed", "failed"):
+            self.ingested.labels(result)
         Gauge("partsim_ingest_queue_depth", "Ingest items waiting.", registry=r).set_function(self._depth)
         Gauge("partsim_ingest_queue_lag_seconds", "Age of the oldest waiting ingest item.",
               registry=r).set_function(self._lag)
@@ -392,6 +405,19 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         return gateway_pb2.SubmitIngestJobResponse(job_id=self.jobs.submit(items))
 
     def _ingest_item(self, item: IngestItem) -> None:
+        """Index one job item (counted in ``partsim_ingest_items_total``); see :meth:`_ingest_retrying`."""
+        start = time.perf_counter()
+        try:
+            self._ingest_retrying(item)
+        except BaseException:
+            self.ingested.labels("failed").inc()
+            raise
+        else:
+            self.ingested.labels("indexed").inc()
+        finally:
+            self.ingest_seconds.observe(time.perf_counter() - start)
+
+    def _ingest_retrying(self, item: IngestItem) -> None:
         """Index one job item; a backend outage is retried with backoff before the item fails."""
         delay = 1.0
         for attempt in range(6):
@@ -405,6 +431,7 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
                     if isinstance(exc, grpc.RpcError):  # the backend's own status and message
                         raise error_for(exc.code(), exc.details() or exc.code().name) from None
                     raise
+                self.ingest_retries.inc()
                 log.warning("ingest %s: %s; retrying in %.0f s", item.track_id, exc, delay)
                 delay = min(delay * 2, 15.0)
 
@@ -581,7 +608,8 @@ def serve(cfg: GatewayConfig, registry=None) -> tuple[ServiceRuntime, Gateway]:
     cfg.validate()
     rt = ServiceRuntime("gateway", cfg.address, cfg.max_upload_bytes + (4 << 20),
                         metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
-                        metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers)
+                        metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers,
+                        max_connection_age=cfg.max_connection_age_seconds)
     gw = Gateway(cfg, rt)
     gateway_pb2_grpc.add_PartsimServiceServicer_to_server(gw, rt.server)
     rt.start([SERVICE])

@@ -46,6 +46,9 @@ class SearcherConfig:
     metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
     max_message_mb: float = field(default=64.0, metadata={"help": "largest request/response message"})
     grace_seconds: float = field(default=10.0, metadata={"help": "graceful-stop grace period"})
+    max_connection_age_seconds: float = field(default=0.0, metadata={
+        "help": "close client connections after this long (0: never), so clients re-resolve DNS and spread "
+                "over new replicas"})
     workers: int = field(default=16, metadata={"help": "RPC handler threads"})
 
     def validate(self) -> None:
@@ -72,6 +75,7 @@ class SearcherConfig:
         require(-1 <= self.metrics_port <= 65535, p, "metrics_port", "must be a port, 0 (any) or -1 (none)")
         require(0 < self.max_message_mb < 2048, p, "max_message_mb", "must be within (0, 2048)")
         require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
+        require(self.max_connection_age_seconds >= 0, p, "max_connection_age_seconds", "must be 0 (never) or more")
         require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
         parts, dim = self.model_parts()
         require(len(parts) == len(set(parts)) and all(parts), p, "parts",

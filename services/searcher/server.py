@@ -74,6 +74,10 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         self.segments = Gauge("partsim_index_segments", "Segments (rows per part) in the index.", registry=r)
         self.present = Gauge("partsim_index_present_segments", "Segments where the part is present.", ["part"],
                              registry=r)
+        for mode in ("exact", "approximate"):  # export zeros from the start, so rates see the first search
+            self.candidates.labels(mode)
+            for kind in ("mix", "stems"):
+                self.search_seconds.labels(mode, kind)
 
     def open(self) -> None:
         cfg = self.cfg
@@ -280,7 +284,8 @@ def serve(cfg: SearcherConfig, registry=None) -> tuple[ServiceRuntime, Searcher]
     """Start the server, open the index (blocking), then turn health SERVING."""
     rt = ServiceRuntime("searcher", cfg.address, cfg.max_message_bytes,
                         metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
-                        metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers)
+                        metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers,
+                        max_connection_age=cfg.max_connection_age_seconds)
     servicer = Searcher(cfg, rt)
     searcher_pb2_grpc.add_SearcherServiceServicer_to_server(servicer, rt.server)
     rt.start([SERVICE])

@@ -79,6 +79,9 @@ class SeparatorConfig:
     metrics_port: int = field(default=9094, metadata={"help": "Prometheus /metrics port (0: any, -1: none)"})
     metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
     grace_seconds: float = field(default=30.0, metadata={"help": "graceful-stop grace period"})
+    max_connection_age_seconds: float = field(default=0.0, metadata={
+        "help": "close client connections after this long (0: never), so clients re-resolve DNS and spread "
+                "over new replicas"})
     workers: int = field(default=8, metadata={"help": "RPC handler threads (at least max_concurrent + max_queued "
                                                       "+ 1)"})
 
@@ -105,6 +108,7 @@ class SeparatorConfig:
                 "must be at least 1 and leave room within max_message_mb")
         require(-1 <= self.metrics_port <= 65535, p, "metrics_port", "must be a port, 0 (any) or -1 (none)")
         require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
+        require(self.max_connection_age_seconds >= 0, p, "max_connection_age_seconds", "must be 0 (never) or more")
         require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
         require(self.workers >= self.max_concurrent + self.max_queued + 1, p, "workers",
                 f"must be at least max_concurrent + max_queued + 1 ({self.max_concurrent + self.max_queued + 1}) "

@@ -154,7 +154,8 @@ class SeparatorServer:
         self.cfg = cfg
         self.rt = ServiceRuntime("separator", cfg.address, cfg.max_message_bytes,
                                  metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
-                                 metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers)
+                                 metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers,
+                                 max_connection_age=cfg.max_connection_age_seconds)
         self.admission = Admission(cfg.max_concurrent, cfg.max_queued, self.rt.registry)
         self.service = SeparatorService(cfg, self.admission)
         separator_pb2_grpc.add_SeparatorServiceServicer_to_server(self.service, self.rt.server)

@@ -1,0 +1,65 @@
+"""CLI: ``partsim health HOST:PORT [--service NAME] [--timeout S]``: one grpc.health.v1 Check.
+
+Exit status 0 when the server answers SERVING, 1 otherwise (NOT_SERVING, an unknown service, an
+unreachable or silent server), with one line saying which; never a traceback. The compose
+healthchecks (deploy/docker-compose.yml) run it inside each service's container.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .cli_registry import command
+from .errors import InvalidArgument
+
+EXIT_UNHEALTHY = 1
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("health", help="check a service's grpc.health.v1 status: exit 0 iff SERVING")
+    p.add_argument("target", metavar="HOST:PORT", help="the service's gRPC address, e.g. localhost:50051")
+    p.add_argument("--service", default="", metavar="NAME",
+                   help="health service name, e.g. partsim.v1.PartsimService (default '': the whole server)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="deadline of the check (default 5)")
+
+
+@command("health")
+def cmd_health(args: argparse.Namespace) -> int:
+    host, sep, port = args.target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InvalidArgument(f"expected HOST:PORT, got {args.target!r}")
+    if not args.timeout > 0:
+        raise InvalidArgument(f"--timeout must be positive, got {args.timeout:g}")
+    # gRPC's C core would log connection failures on stderr; the one line below says it all.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    what = args.target + (f" service {args.service!r}" if args.service else "")
+    # No proxy: health checks target the container itself or a neighbour on the same network.
+    with grpc.insecure_channel(args.target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code == grpc.StatusCode.NOT_FOUND:
+                reason = "unknown service (the server does not report on it)"
+            elif code == grpc.StatusCode.UNAVAILABLE:
+                reason = "unreachable"
+            elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                reason = f"unreachable (no answer within {args.timeout:g} s)"
+            elif code == grpc.StatusCode.UNIMPLEMENTED:
+                reason = "does not implement grpc.health.v1"
+            else:
+                reason = f"check failed: {code.name if code else exc}"
+            print(f"partsim health: {what}: {reason}", file=sys.stderr)
+            return EXIT_UNHEALTHY
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        print(f"partsim health: {what}: {status}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    print(f"{what}: SERVING")
+    return 0

@@ -1,0 +1,113 @@
+"""Client-side load balancing and connection ageing, with real embedder servers on loopback.
+
+In Kubernetes the gateway reaches the embedder, searcher and separator through headless Services
+(``dns:///partsim-embedder:50052`` resolves to every ready pod). These tests give the gateway's own
+:func:`services.gateway.server.channel` a target that resolves to two real embedders
+(``ipv4:ADDR1,ADDR2``) and count, from each server's ``grpc_server_handled_total``, where the calls
+went. ``pick_first`` is the negative control: everything lands on one server.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from partsim.errors import InvalidArgument
+from partsim.services.config import parse
+from partsim.services.embedder.config import EmbedderConfig
+from partsim.services.embedder.server import serve
+from partsim.services.gateway.config import PREFIX as GW_PREFIX, GatewayConfig
+from partsim.services.gateway.server import channel
+from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
+
+from .test_embedder import make_audio, pcm
+
+CALLS = 12
+
+
+def handled(srv) -> float:
+    return srv.rt.registry.get_sample_value(
+        "grpc_server_handled_total", {"grpc_type": "unary", "grpc_service": "partsim.v1.EmbedderService",
+                                      "grpc_method": "Embed", "grpc_code": "OK"}) or 0.0
+
+
+def start_embedder(**kw):
+    cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, max_batch=4, max_wait_ms=1, grace_seconds=1, **kw)
+    return serve(cfg, registry=CollectorRegistry())
+
+
+@pytest.fixture(scope="module")
+def embedders():
+    servers = [start_embedder(), start_embedder()]
+    yield servers
+    for s in servers:
+        s.stop(1)
+
+
+def spread(embedders, lb_policy: str) -> list[float]:
+    before = [handled(s) for s in embedders]
+    target = "ipv4:" + ",".join(s.address for s in embedders)
+    ch = channel(target, 16 << 20, ["partsim.v1.EmbedderService"], lb_policy)
+    try:
+        stub = embedder_pb2_grpc.EmbedderServiceStub(ch)
+        audio = pcm(make_audio(1.0, seed=3))
+        for _ in range(CALLS):
+            stub.Embed(embedder_pb2.EmbedRequest(audio=audio, segment_seconds=1.0), timeout=60)
+    finally:
+        ch.close()
+    return [handled(s) - b for s, b in zip(embedders, before)]
+
+
+def test_round_robin_spreads_calls_over_every_address(embedders):
+    counts = spread(embedders, "round_robin")
+    assert sum(counts) == CALLS
+    assert min(counts) >= CALLS // 2 - 1, f"round_robin should alternate, got {counts}"
+
+
+def test_pick_first_pins_every_call_to_one_server(embedders):
+    counts = spread(embedders, "pick_first")
+    assert sorted(counts) == [0, CALLS], counts
+
+
+def test_gateway_lb_policy_is_validated():
+    assert parse(GatewayConfig, GW_PREFIX, environ={"PARTSIM_GATEWAY_DATA_DIR": "/tmp"}).lb_policy == "round_robin"
+    with pytest.raises(InvalidArgument, match="PARTSIM_GATEWAY_LB_POLICY"):
+        parse(GatewayConfig, GW_PREFIX, environ={"PARTSIM_GATEWAY_DATA_DIR": "/tmp",
+                                                 "PARTSIM_GATEWAY_LB_POLICY": "least_request"})
+    with pytest.raises(InvalidArgument, match="PARTSIM_EMBEDDER_MAX_CONNECTION_AGE_SECONDS"):
+        parse(EmbedderConfig, "PARTSIM_EMBEDDER", environ={"PARTSIM_EMBEDDER_MAX_CONNECTION_AGE_SECONDS": "-1"})
+
+
+def test_max_connection_age_closes_idle_connections():
+    """With a 1-s maximum age the server sends GOAWAY; the client's channel leaves READY (and would
+    re-resolve its target on the next call). Without it the connection stays up."""
+    aged, plain = start_embedder(max_connection_age_seconds=1.0), start_embedder()
+    try:
+        states = {}
+        channels = {}
+        for name, srv in (("aged", aged), ("plain", plain)):
+            ch = grpc.insecure_channel(srv.address)
+            channels[name] = ch
+            seen = states[name] = []
+            ch.subscribe(seen.append, try_to_connect=True)
+            grpc.channel_ready_future(ch).result(timeout=10)
+            seen.clear()
+        time.sleep(3.0)
+        assert grpc.ChannelConnectivity.IDLE in states["aged"] or \
+            grpc.ChannelConnectivity.TRANSIENT_FAILURE in states["aged"], states["aged"]
+        assert states["plain"] == [] or set(states["plain"]) == {grpc.ChannelConnectivity.READY}, states["plain"]
+        for ch in channels.values():
+            ch.close()
+    finally:
+        aged.stop(1)
+        plain.stop(1)
+
+
+def test_process_and_serving_metrics_are_exported(embedders):
+    reg = embedders[0].rt.registry
+    assert reg.get_sample_value("partsim_health_serving") == 1.0
+    assert reg.get_sample_value("process_resident_memory_bytes") > 0
+    assert reg.get_sample_value("process_cpu_seconds_total") > 0
