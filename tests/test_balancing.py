@@ -52,6 +52,8 @@ def spread(embedders, lb_policy: str) -> list[float]:
     target = "ipv4:" + ",".join(s.address for s in embedders)
     ch = channel(target, 16 << 20, ["partsim.v1.EmbedderService"], lb_policy)
     try:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        time.sleep(0.3)  # every address connected, so the count shows the policy, not connect order
         stub = embedder_pb2_grpc.EmbedderServiceStub(ch)
         audio = pcm(make_audio(1.0, seed=3))
         for _ in range(CALLS):
