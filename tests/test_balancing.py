@@ -74,6 +74,18 @@ def test_pick_first_pins_every_call_to_one_server(embedders):
     assert sorted(counts) == [0, CALLS], counts
 
 
+def test_dns_targets_as_in_kubernetes_resolve_and_serve(embedders):
+    """The k8s ConfigMap form of a target (dns:///NAME:PORT) goes through gRPC's DNS resolver."""
+    port = embedders[0].address.rsplit(":", 1)[1]
+    ch = channel(f"dns:///localhost:{port}", 16 << 20, ["partsim.v1.EmbedderService"])
+    try:
+        resp = embedder_pb2_grpc.EmbedderServiceStub(ch).Embed(
+            embedder_pb2.EmbedRequest(audio=pcm(make_audio(1.0, seed=4)), segment_seconds=1.0), timeout=60)
+        assert len(resp.segments) == 1
+    finally:
+        ch.close()
+
+
 def test_gateway_lb_policy_is_validated():
     assert parse(GatewayConfig, GW_PREFIX, environ={"PARTSIM_GATEWAY_DATA_DIR": "/tmp"}).lb_policy == "round_robin"
     with pytest.raises(InvalidArgument, match="PARTSIM_GATEWAY_LB_POLICY"):
