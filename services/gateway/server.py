@@ -409,7 +409,7 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         start = time.perf_counter()
         try:
             self._ingest_retrying(item)
-        except BaseException:
+        except Exception:  # what JobQueue.work records as the item's failure (not a crash's BaseException)
             self.ingested.labels("failed").inc()
             raise
         else:
