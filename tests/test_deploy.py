@@ -24,6 +24,8 @@ from packaging.version import Version
 
 from partsim.cli import main
 
+from .util import service_configs
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -152,14 +154,7 @@ def _port_of(address: str) -> int:
 
 
 def _config_fields() -> dict[str, set[str]]:
-    from partsim.services.embedder.config import EmbedderConfig
-    from partsim.services.gateway.config import GatewayConfig
-    from partsim.services.searcher.config import SearcherConfig
-    from partsim.services.separator.config import SeparatorConfig
-
-    return {svc: {f.name for f in dataclasses.fields(cls)} for svc, cls in
-            {"gateway": GatewayConfig, "embedder": EmbedderConfig, "searcher": SearcherConfig,
-             "separator": SeparatorConfig}.items()}
+    return {svc: {f.name for f in dataclasses.fields(cls)} for svc, cls in service_configs().items()}
 
 
 def _exact_tag(image: str) -> bool:

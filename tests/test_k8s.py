@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .util import service_configs
+
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 CRDS = Path(__file__).resolve().parent / "data" / "crds"
@@ -126,13 +128,7 @@ def matches(selector: dict | None, labels: dict) -> bool:
 
 
 def config_classes() -> dict[str, type]:
-    from partsim.services.embedder.config import EmbedderConfig
-    from partsim.services.gateway.config import GatewayConfig
-    from partsim.services.searcher.config import SearcherConfig
-    from partsim.services.separator.config import SeparatorConfig
-
-    return {"PARTSIM_GATEWAY": GatewayConfig, "PARTSIM_EMBEDDER": EmbedderConfig,
-            "PARTSIM_SEARCHER": SearcherConfig, "PARTSIM_SEPARATOR": SeparatorConfig}
+    return {f"PARTSIM_{name.upper()}": cls for name, cls in service_configs().items()}
 
 
 def pod_env(o: dict, objs: list[dict]) -> dict[str, str]:

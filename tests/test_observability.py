@@ -33,7 +33,7 @@ from partsim.corpus.soundfonts import check_soundfonts
 from partsim.errors import InvalidArgument, NotFound
 from partsim.v1 import gateway_pb2, gateway_pb2_grpc
 
-from .util import FAST_SOUNDFONTS
+from .util import FAST_SOUNDFONTS, service_configs
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -129,13 +129,10 @@ def test_the_compose_scrape_config_names_every_service_and_its_metrics_port():
     for job, port in DEFAULT_PORTS.items():
         host = job.removeprefix("partsim-")
         assert jobs[job] == [f"{host}:{port}"], (job, jobs.get(job))
-    from partsim.services.embedder.config import EmbedderConfig
-    from partsim.services.gateway.config import GatewayConfig
-    from partsim.services.searcher.config import SearcherConfig
-    from partsim.services.separator.config import SeparatorConfig
-    for job, cls in (("partsim-gateway", GatewayConfig), ("partsim-embedder", EmbedderConfig),
-                     ("partsim-searcher", SearcherConfig), ("partsim-separator", SeparatorConfig)):
-        assert cls.__dataclass_fields__["metrics_port"].default == DEFAULT_PORTS[job]
+    configs = service_configs()
+    assert {f"partsim-{name}" for name in configs} == set(DEFAULT_PORTS)
+    for name, cls in configs.items():
+        assert cls.__dataclass_fields__["metrics_port"].default == DEFAULT_PORTS[f"partsim-{name}"]
 
 
 # ---------------------------------------------------------------------------------------------

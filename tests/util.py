@@ -14,3 +14,14 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the installed ``partsim`` command as a user would."""
     return subprocess.run([sys.executable, "-m", "partsim.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
+
+
+def service_configs() -> dict[str, type]:
+    """Each service's configuration dataclass, by service name (its env prefix is PARTSIM_<NAME>)."""
+    from partsim.services.embedder.config import EmbedderConfig
+    from partsim.services.gateway.config import GatewayConfig
+    from partsim.services.searcher.config import SearcherConfig
+    from partsim.services.separator.config import SeparatorConfig
+
+    return {"gateway": GatewayConfig, "embedder": EmbedderConfig, "searcher": SearcherConfig,
+            "separator": SeparatorConfig}
