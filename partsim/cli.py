@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--workers", type=_int, default=1, help="render processes (default 1)")
     make.add_argument("--split", type=_fractions, default=(0.8, 0.1, 0.1),
                       help="train,validation,test fractions (default 0.8,0.1,0.1)")
+    make.add_argument("--composer", default="partsim", metavar="partsim|mma|mixed",
+                      help="who composes: partsim's procedural composer, Debian's MMA grooves, or mixed "
+                           "(each song's composer drawn from its index, half each; default partsim)")
+    make.add_argument("--grooves", default="train", metavar="train|heldout",
+                      help="MMA groove families: train (all but the held-out ones, default) or heldout "
+                           "(only the held-out families: the composer-shift evaluation set)")
     make.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = csub.add_parser("info", help="summarise a corpus folder (partsim or Slakh2100 layout)")
@@ -213,7 +219,7 @@ def _cmd_corpus_make(args: argparse.Namespace) -> int:
     cfg = CorpusConfig(
         out=args.out, songs=args.songs, seconds=args.seconds, seed=args.seed,
         soundfonts=check_soundfonts(args.soundfont) if args.soundfont else [],
-        workers=args.workers, split=args.split,
+        workers=args.workers, split=args.split, composer=args.composer, grooves=args.grooves,
     )
     cfg.validate()  # before any SoundFont is loaded or folder is made
     index = make_corpus(cfg, progress=not args.quiet)
@@ -226,9 +232,10 @@ def _print_corpus_summary(out: Path, index: dict) -> None:
     print(f"wrote {len(songs)} songs to {out} in {index['wall_seconds']:.1f} s "
           f"({index['config']['seconds']:g} s each, seed {index['config']['seed']})")
     print("split: " + ", ".join(f"{name} {len(ids)}" for name, ids in index["splits"].items()))
-    print(f"{'song':<10} {'split':<10} {'tempo':>6} {'class':>5}  {'key':<14} parts")
+    print(f"{'song':<10} {'split':<10} {'composer':<8} {'tempo':>6} {'class':>5}  {'key':<14} parts")
     for sid, s in songs.items():
-        print(f"{sid:<10} {s['split']:<10} {s['tempo']:>6.1f} {s['tempo_class']:>5}  {s['key']:<14} {' '.join(s['present'])}")
+        print(f"{sid:<10} {s['split']:<10} {s.get('composer', 'partsim'):<8} {s['tempo']:>6.1f} {s['tempo_class']:>5}  "
+              f"{s['key']:<14} {' '.join(s['present'])}")
 
 
 def _cmd_corpus_info(args: argparse.Namespace) -> int:

@@ -8,7 +8,11 @@ Layout (read back by :func:`partsim.data.open_dataset`)::
     DIR/<song_id>/song.mid
     DIR/<song_id>/metadata.json
 
-Song *i* of seed *K* is a pure function of (K, i, seconds, SoundFonts): a corpus of N songs
+Two composers make songs: partsim's own procedural composer (:mod:`.compose`) and Debian's MMA
+(:mod:`.mma`, grooves from its style library); ``--composer mixed`` draws each song's composer
+from its index, half and half. Both give a :class:`~.compose.Song`, which one code path
+renders, levels and writes. Song *i* of seed *K* is a pure function of (K, i, seconds,
+SoundFonts, composer, groove set): a corpus of N songs
 is a prefix of a corpus of M > N songs made with the same settings, and an interrupted run
 resumes where it stopped. Each song is written into ``DIR/.tmp-<id>-<pid>`` and renamed into
 place when complete; ``index.json`` is written last, through a temporary name too.
@@ -37,6 +41,7 @@ from ..data.tempo import NUM_TEMPO_CLASSES
 from ..errors import InvalidArgument, PartsimError
 from .compose import DRUM_KITS, Song, compose, min_seconds_for_one_bar
 from .midi import write_midi
+from .mma_library import GROOVE_SETS, MMA_LICENSE, mma_path, mma_version
 from .render import Renderer, Voice
 from .soundfonts import SoundFont, default_soundfonts
 
@@ -49,6 +54,10 @@ FADE_OUT_SECONDS = 0.05
 PART_RMS_DB = {"drums": -17.0, "bass": -19.0, "piano": -21.0, "guitar": -21.0, "others": -21.0}
 SPLITS = ("train", "validation", "test")
 STATE_FILE = ".partsim-corpus.json"
+COMPOSERS = ("partsim", "mma", "mixed")
+PARTSIM_LICENSE = "Apache-2.0"  # partsim's own procedural songs: the project's licence
+AUGMENTATION_NOTE = ("stems are written unaugmented (augmentation: null); the trainer augments each stem "
+                     "at training time, deterministically under its seed")
 
 
 @dataclass
@@ -60,8 +69,16 @@ class CorpusConfig:
     soundfonts: list[SoundFont] = field(default_factory=list)
     workers: int = 1
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    composer: str = "partsim"  # partsim, mma or mixed
+    grooves: str = "train"  # MMA groove families: train or heldout (see mma_library.HELDOUT_FAMILIES)
 
     def validate(self) -> None:
+        if self.composer not in COMPOSERS:
+            raise InvalidArgument(f"unknown --composer {self.composer!r}; choose one of {', '.join(COMPOSERS)}")
+        if self.grooves not in GROOVE_SETS:
+            raise InvalidArgument(f"unknown --grooves {self.grooves!r}; choose one of {', '.join(GROOVE_SETS)}")
+        if self.grooves != "train" and self.composer == "partsim":
+            raise InvalidArgument(f"--grooves {self.grooves} selects MMA groove families; it needs --composer mma or mixed")
         if self.songs <= 0:
             raise InvalidArgument(f"--songs must be at least 1, got {self.songs}")
         if not math.isfinite(self.seconds) or self.seconds <= 0:
@@ -80,6 +97,8 @@ class CorpusConfig:
             raise InvalidArgument(f"--workers must be at least 1, got {self.workers}")
         if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
             raise InvalidArgument(f"--split must be three non-negative fractions summing to 1, got {self.split}")
+        if self.composer != "partsim":
+            mma_path()  # MmaError (exit 2) when mma is not installed
 
     def identity(self) -> dict:
         """What decides the songs: a folder made with another identity cannot be resumed."""
@@ -89,7 +108,18 @@ class CorpusConfig:
             "seconds": self.seconds,
             "sample_rate": SAMPLE_RATE,
             "soundfonts": [sf.name for sf in self.soundfonts],
+            "composer": self.composer,
+            # the groove set and the MMA library decide MMA songs too
+            **({"grooves": self.grooves, "mma_version": mma_version()} if self.composer != "partsim" else {}),
         }
+
+
+def composer_for(seed: int, index: int, composer: str) -> str:
+    """The composer of song ``index``; ``mixed`` deals partsim and mma in shuffled pairs (exactly half each)."""
+    if composer != "mixed":
+        return composer
+    block, pos = divmod(index, 2)
+    return ("partsim", "mma")[int(np.random.default_rng([seed, 2, block]).permutation(2)[pos])]
 
 
 def song_id(index: int) -> str:
@@ -170,14 +200,33 @@ def _mask(ranges: list[list[float]], n: int, sr: int) -> np.ndarray:
     return m
 
 
-def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> tuple[dict, dict[str, np.ndarray], np.ndarray, Song]:
-    """Compose and render song ``index``.
+@dataclass
+class BuiltSong:
+    metadata: dict
+    stems: dict[str, np.ndarray]  # int16 (n,) per part
+    mix: np.ndarray  # int16 (n,), the integer sum of the stems
+    song: Song
+    files: dict[str, str] = field(default_factory=dict)  # extra text files for the song folder
 
-    Returns:
-        metadata dict, int16 stems ``{part: (n,)}``, int16 mix ``(n,)`` (= sum of stems) and the song.
-    """
+
+def _compose(index: int, cfg: CorpusConfig, rng: np.random.Generator) -> tuple[Song, dict, dict[str, str]]:
+    """The song ``index`` by its composer: (song, source metadata, extra files)."""
+    composer = composer_for(cfg.seed, index, cfg.composer)
+    tclass = tempo_class_for(cfg.seed, index)
+    if composer == "mma":
+        from .mma import compose_mma  # imports mido; only MMA corpora need it
+
+        made = compose_mma(rng, cfg.seconds, tclass, cfg.grooves)
+        return made.song, made.source, {"song.mma": made.chart}
+    song = compose(rng, cfg.seconds, tclass)
+    return song, {"composer": "partsim", "program": f"partsim {__version__} procedural composer",
+                  "generator": GENERATOR, "license": PARTSIM_LICENSE}, {}
+
+
+def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> BuiltSong:
+    """Compose song ``index`` (with its composer) and render it: stems levelled, mix = sum of stems."""
     rng = np.random.default_rng([cfg.seed, index])
-    song = compose(rng, cfg.seconds, tempo_class_for(cfg.seed, index))
+    song, source, files = _compose(index, cfg, rng)
     voices = _choose_voices(song, rng, renderer)
     voices_of = {p: [v for v in voices if v.instrument.part == p] for p in PARTS}
     sr = SAMPLE_RATE
@@ -221,6 +270,9 @@ def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> tuple[dict,
         "partsim_version": __version__,
         "song_id": song_id(index),
         "seed": {"corpus_seed": cfg.seed, "index": index},
+        "composer": source["composer"],
+        "source": source,
+        "license": source["license"],
         "sample_rate": sr,
         "seconds": cfg.seconds,
         "num_samples": n,
@@ -254,6 +306,8 @@ def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> tuple[dict,
             # the drawn target loudness, not the measured one: metadata must not depend on render bits
             "loudness_db": round(gains_db[part], 3) if present else None,
             "active": actives[part],
+            "soundfonts": sorted({v.soundfont for v in part_voices}),
+            "augmentation": None,  # applied per stem by the trainer at training time, never here
             "instruments": [
                 {
                     "program": v.program,
@@ -272,7 +326,8 @@ def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> tuple[dict,
         }
         if present:
             metadata["present"].append(part)
-    return metadata, out_stems, mix, song
+    metadata["augmentation_note"] = AUGMENTATION_NOTE
+    return BuiltSong(metadata, out_stems, mix, song, files)
 
 
 def write_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> dict:
@@ -281,7 +336,8 @@ def write_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> dict:
     final = cfg.out / sid
     if (final / "metadata.json").is_file():  # written by an earlier run with the same identity
         return _summary(json.loads((final / "metadata.json").read_text()))
-    metadata, stems, mix, song = build_song(index, cfg, renderer)
+    built = build_song(index, cfg, renderer)
+    metadata, stems, mix, song = built.metadata, built.stems, built.mix, built.song
     tmp = cfg.out / f".tmp-{sid}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -292,6 +348,8 @@ def write_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> dict:
         names = {v["channel"]: f"{p}: {v['preset']} ({v['style']})"
                  for p, info in metadata["parts"].items() for v in info["instruments"]}
         write_midi(song, tmp / "song.mid", names)
+        for name, text in built.files.items():
+            (tmp / name).write_text(text)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=1) + "\n")
         if final.exists():
             shutil.rmtree(final)  # an incomplete folder without metadata.json
@@ -303,12 +361,27 @@ def write_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> dict:
 
 
 def _summary(metadata: dict) -> dict:
-    return {
+    """index.json's line for a song (songs written before composers existed are partsim's)."""
+    source = metadata.get("source", {})
+    summary = {
         "tempo": metadata["tempo"],
         "tempo_class": metadata["tempo_class"],
         "key": metadata["key"]["name"],
         "present": metadata["present"],
+        "composer": metadata.get("composer", "partsim"),
+        "license": metadata.get("license", PARTSIM_LICENSE),
+        "stems": {
+            part: {"soundfonts": sorted({i["soundfont"] for i in info["instruments"]}),
+                   "programs": [i["program"] for i in info["instruments"]],
+                   "augmentation": info.get("augmentation")}
+            for part, info in metadata["parts"].items()
+        },
     }
+    if summary["composer"] == "mma":
+        summary["source"] = {"families": source.get("families", []),
+                             "grooves": list(dict.fromkeys(g["groove"] for g in source.get("grooves", []))),
+                             "mma_version": source.get("mma_version")}
+    return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,6 +407,8 @@ def prepare_output(cfg: CorpusConfig) -> None:
             previous = json.loads(state.read_text())
         except ValueError:
             previous = None
+        if isinstance(previous, dict):
+            previous.setdefault("composer", "partsim")
         if previous != identity:
             diff = ", ".join(f"{k} {previous.get(k)!r} vs {v!r}" for k, v in identity.items()
                              if isinstance(previous, dict) and previous.get(k) != v) or "unreadable state file"
@@ -405,6 +480,8 @@ def make_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
             "songs": cfg.songs,
             "split": list(cfg.split),
             "soundfont_sha256": {sf.name: sf.sha256() for sf in cfg.soundfonts},
+            "licenses": {"partsim": PARTSIM_LICENSE, "mma": f"{MMA_LICENSE} (MMA and its groove library)"},
+            "augmentation": AUGMENTATION_NOTE,
         },
         "splits": splits,
         "songs": {sid: {"split": split_of[sid], **summaries[i]} for i, sid in enumerate(ids)},
