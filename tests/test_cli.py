@@ -32,14 +32,15 @@ def _assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> No
 
 
 def test_readme_command_with_default_soundfonts(tmp_path):
-    """The newcomer's command, verbatim but for the folder: all three Debian SoundFonts."""
+    """The newcomer's command, verbatim but for the folder: every Debian GM SoundFont installed."""
     out = tmp_path / "c"
     proc = run_cli("corpus", "make", "--out", str(out), "--songs", "3", "--seconds", "12", "--seed", "1")
     assert proc.returncode == 0, proc.stderr
     assert f"wrote 3 songs to {out}" in proc.stdout
     assert "songs: 100%" in proc.stderr  # the progress bar
     index = json.loads((out / "index.json").read_text())
-    assert index["config"]["soundfonts"] == ["FluidR3_GM.sf2", "TimGM6mb.sf2", "MuseScore_General.sf3"]
+    assert index["config"]["soundfonts"] == ["FluidR3_GM.sf2", "TimGM6mb.sf2", "MuseScore_General.sf3",
+                                             "FluidR3Mono_GM.sf3", "sf_GMbank.sf2", "OPL-3_FM_128M.sf2"]
     for sid in index["songs"]:
         assert sid in proc.stdout
         assert sf.info(str(out / sid / "mix.flac")).duration == pytest.approx(12.0)

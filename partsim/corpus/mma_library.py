@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..errors import PartsimError
 
-STDLIB = Path(os.environ.get("PARTSIM_MMA_STDLIB", "/usr/share/mma/lib/stdlib"))
+STDLIB = Path("/usr/share/mma/lib/stdlib")  # MMA resolves "Use stdlib/<family>" here
 MMA_LICENSE = "GPL-2.0-or-later"
 MMA_TIMEOUT_S = 60.0
 

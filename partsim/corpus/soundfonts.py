@@ -9,13 +9,20 @@ from pathlib import Path
 
 from ..errors import SoundFontError
 
-# Debian packages fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont.
+# Every General MIDI SoundFont Debian packages (each used when installed), in this order:
+# fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont, fluidr3mono-gm-soundfont,
+# csound-soundfont, opl3-soundfont (an FM synthesizer, unlike the sample sets). Training corpora
+# that hold a SoundFont out for validation name theirs with --soundfont.
 DEBIAN_SOUNDFONTS = (
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
     "/usr/share/sounds/sf2/TimGM6mb.sf2",
     "/usr/share/sounds/sf3/MuseScore_General.sf3",
+    "/usr/share/sounds/sf3/FluidR3Mono_GM.sf3",
+    "/usr/share/sounds/sf2/sf_GMbank.sf2",
+    "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2",
 )
-DEBIAN_PACKAGES = "fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont"
+DEBIAN_PACKAGES = ("fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont fluidr3mono-gm-soundfont "
+                   "csound-soundfont opl3-soundfont")
 
 
 @dataclass(frozen=True)
