@@ -8,6 +8,7 @@ clustered catalog.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -282,8 +283,9 @@ def test_get_segment_and_list_tracks(searcher):
     for pv in got.segment.parts:
         assert pv.present == s["present"][pv.part]
         assert pv.norm == pytest.approx(float(np.linalg.norm(s["vectors"][pv.part])), rel=1e-5)
-        want = s["vectors"][pv.part] if pv.present else np.zeros(DIM)
-        assert np.allclose(pv.vector, want, atol=1e-5)
+        # the raw vector as indexed, absent parts included
+        assert np.array_equal(np.asarray(pv.vector, dtype=np.float32), s["vectors"][pv.part])
+        assert not pv.HasField("power")  # none was sent: unknown
     ids, token = [], ""
     while True:
         page = searcher.stub.ListTracks(searcher_pb2.ListTracksRequest(page_size=3, page_token=token))
@@ -294,6 +296,173 @@ def test_get_segment_and_list_tracks(searcher):
             break
     assert ids == sorted(catalog)
     assert len(searcher.stub.ListTracks(searcher_pb2.ListTracksRequest()).tracks) == 7
+
+
+def test_the_catalog_keeps_raw_vectors_presence_and_audio_power_of_every_part(tmp_path):
+    """Nothing the model said is lost: GetSegment returns each part's raw vector bit for bit (absent
+    parts too), its presence flag and the segment's audio power, also after a restart."""
+    catalog = make_tracks(4, seed=21)
+    rng = np.random.default_rng(22)
+    power = {tid: [{p: float(rng.uniform(0.0, 0.05)) for p in PARTS} for _ in segs] for tid, segs in catalog.items()}
+    first = Searcher(tmp_path / "data", flush_rows=8)
+    try:
+        for tid, segs in catalog.items():
+            req = upsert_request(tid, segs)
+            for seg, pw in zip(req.segments, power[tid]):
+                for pv in seg.parts:
+                    pv.power = pw[pv.part]
+            first.stub.UpsertTrack(req, timeout=30)
+    finally:
+        first.stop()
+    second = Searcher(tmp_path / "data")
+    try:
+        absent = 0
+        for tid, segs in catalog.items():
+            for s, pw in zip(segs, power[tid]):
+                got = second.stub.GetSegment(searcher_pb2.GetSegmentRequest(track_id=tid, segment_index=s["index"]),
+                                             timeout=30).segment
+                assert [pv.part for pv in got.parts] == PARTS
+                for pv in got.parts:
+                    assert np.array_equal(np.asarray(pv.vector, dtype=np.float32), s["vectors"][pv.part]), (tid, pv.part)
+                    assert pv.present == s["present"][pv.part]
+                    assert pv.HasField("power") and pv.power == np.float32(pw[pv.part])
+                    assert pv.norm == pytest.approx(float(np.linalg.norm(s["vectors"][pv.part])), rel=1e-6)
+                    absent += not pv.present
+        assert absent > 0  # the case that matters: absent parts keep their raw vectors
+    finally:
+        second.stop()
+
+
+def test_a_kept_raw_vector_of_an_absent_part_never_enters_the_search(searcher):
+    """Search reads unit vectors with zeros where a part is absent (its eq. 6.2 term is 1), whatever raw
+    vector the catalog keeps: even the absent part's own raw vector as the query finds distance 1 there."""
+    catalog = make_tracks(6, seed=23)
+    searcher.upsert(catalog)
+    tid, s, part = next((t, s, p) for t, segs in catalog.items() for s in segs for p in PARTS if not s["present"][p])
+    q = searcher_pb2.PartQuery(part=part, vector=s["vectors"][part].tolist())
+    hits = searcher.stub.SearchStems(searcher_pb2.SearchStemsVectorsRequest(query=q, top_k=1000, mode=EXACT)).hits
+    there = [h.distance for h in hits if (h.track.track_id, h.segment.index) == (tid, s["index"])]
+    assert there == [pytest.approx(1.0, abs=1e-6)]
+    mix = searcher.stub.SearchMix(searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=1000, mode=EXACT)).hits
+    own = catalog[tid]
+    best = min(1.0 - (0.0 if not x["present"][part] else float(
+        np.dot(x["vectors"][part], s["vectors"][part]) / np.linalg.norm(x["vectors"][part])
+        / np.linalg.norm(s["vectors"][part]))) for x in own)
+    assert [h.distance for h in mix if h.track.track_id == tid] == [pytest.approx(best, abs=1e-5)]
+
+
+def _write_legacy_catalog(folder, catalog: dict[str, list[dict]]) -> None:
+    """A catalog as the searcher wrote it before it kept raw vectors and audio power: per part a collection
+    of (pk, track_id, segment, start, end, present, norm, vector = unit or zero), and the SQLite metadata."""
+    from milvus_lite.server_manager import server_manager_instance
+    from pymilvus import DataType, MilvusClient
+
+    from partsim.services.searcher.meta import MetaDB, TrackInfo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = str(folder / "milvus.db")
+    client = MilvusClient(uri=uri)
+    for part in PARTS:
+        name = f"partsim_{part}"
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=1040)
+        schema.add_field("track_id", DataType.VARCHAR, max_length=1024)
+        schema.add_field("segment", DataType.INT32)
+        schema.add_field("start", DataType.DOUBLE)
+        schema.add_field("end", DataType.DOUBLE)
+        schema.add_field("present", DataType.BOOL)
+        schema.add_field("norm", DataType.FLOAT)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+        client.create_collection(name, schema=schema, consistency_level="Strong")
+        params = client.prepare_index_params()
+        params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+        client.create_index(name, params)
+        client.load_collection(name)
+        rows = []
+        for tid, segs in catalog.items():
+            for s in segs:
+                v = s["vectors"][part]
+                n = float(np.linalg.norm(v))
+                rows.append({"pk": f"{tid}#{s['index']}", "track_id": tid, "segment": s["index"], "start": s["start"],
+                             "end": s["end"], "present": s["present"][part], "norm": n,
+                             "vector": (v / n if s["present"][part] else np.zeros(DIM, np.float32)).tolist()})
+        client.insert(name, rows)
+        client.flush(name)
+    client.close()
+    server_manager_instance.release_server(os.path.abspath(uri))
+    meta = MetaDB(folder / "tracks.sqlite")
+    meta.put_many([TrackInfo(tid, num_segments=len(segs), segment_seconds=10.0, model_version="old")
+                   for tid, segs in catalog.items()])
+    meta.close()
+
+
+def test_a_catalog_from_before_raw_vectors_is_migrated_when_opened_and_searches_the_same(tmp_path):
+    catalog = make_tracks(12, seed=24)
+    _write_legacy_catalog(tmp_path / "data", catalog)
+    rng = np.random.default_rng(25)
+    queries = [random_query(rng, ["drums", "bass"]), random_query(rng, ["guitar"])]
+    s = Searcher(tmp_path / "data")
+    try:
+        names = s.servicer.store.client.list_collections()
+        assert sorted(names) == sorted(f"partsim_{p}" for p in PARTS)  # no migration copy left behind
+        assert s.stub.GetStats(searcher_pb2.GetStatsRequest()).tracks == 12
+        for q in queries:  # every track searches exactly as before: the search fields were copied unchanged
+            ref = reference_mix(catalog, q, {p: 1.0 for p in q})[:10]
+            got = s.stub.SearchMix(mix_request(q, top_k=10)).hits
+            assert [(h.track.track_id, h.best_segment.index) for h in got] == [(r[1], r[2]) for r in ref]
+            assert [h.distance for h in got] == pytest.approx([r[0] for r in ref], abs=1e-5)
+        # what an old row can say: raw = unit x norm where present, nothing where absent, power unknown
+        tid, seg = next((t, x) for t, segs in catalog.items() for x in segs if not all(x["present"].values()))
+        got = s.stub.GetSegment(searcher_pb2.GetSegmentRequest(track_id=tid, segment_index=seg["index"])).segment
+        for pv in got.parts:
+            assert not pv.HasField("power")
+            if seg["present"][pv.part]:
+                assert np.allclose(pv.vector, seg["vectors"][pv.part], rtol=1e-5, atol=1e-6)
+            else:
+                assert len(pv.vector) == 0
+        # re-indexing the track writes the current schema's row: raw vectors and power kept
+        req = upsert_request(tid, catalog[tid])
+        for x in req.segments:
+            for pv in x.parts:
+                pv.power = 0.01
+        assert s.stub.UpsertTrack(req).replaced
+        got = s.stub.GetSegment(searcher_pb2.GetSegmentRequest(track_id=tid, segment_index=seg["index"])).segment
+        for pv in got.parts:
+            assert np.array_equal(np.asarray(pv.vector, dtype=np.float32), seg["vectors"][pv.part])
+            assert pv.power == np.float32(0.01)
+    finally:
+        s.stop()
+
+
+def test_an_interrupted_migration_is_redone_or_finished_at_the_next_open(tmp_path):
+    from pymilvus import MilvusClient
+
+    from partsim.services.searcher.store import MIGRATING
+
+    catalog = make_tracks(5, seed=26)
+    _write_legacy_catalog(tmp_path / "data", catalog)
+
+    def open_store():
+        return SearchStore(str(tmp_path / "data" / "milvus.db"), tmp_path / "data" / "tracks.sqlite", PARTS, DIM,
+                           index_type="FLAT").open()
+
+    store = open_store()
+    segments = store.stats()["segments"]
+    # as if a crash came (a) in the middle of drums' copy: the old collection is still there beside a partial
+    # copy; (b) between dropping bass's old collection and renaming its complete copy
+    client = store.client
+    assert isinstance(client, MilvusClient)
+    client.rename_collection("partsim_bass", "partsim_bass" + MIGRATING)
+    store._create_collection("partsim_drums" + MIGRATING)  # noqa: SLF001 - an empty (partial) copy
+    store.close()
+    store = open_store()
+    try:
+        assert sorted(store.client.list_collections()) == sorted(f"partsim_{p}" for p in PARTS)
+        assert store.stats()["segments"] == segments
+        assert store.mirror.present_counts() == {p: sum(x["present"][p] for segs in catalog.values() for x in segs)
+                                                 for p in PARTS}
+    finally:
+        store.close()
 
 
 def test_persistence(tmp_path):

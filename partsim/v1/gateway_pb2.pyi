@@ -22,6 +22,11 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_QUEUED: _ClassVar[JobState]
     JOB_STATE_RUNNING: _ClassVar[JobState]
     JOB_STATE_DONE: _ClassVar[JobState]
+
+class WarningCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WARNING_CODE_UNSPECIFIED: _ClassVar[WarningCode]
+    WARNING_CODE_PART_JUDGED_ABSENT: _ClassVar[WarningCode]
 EMBED_MODE_UNSPECIFIED: EmbedMode
 EMBED_MODE_FEATURE: EmbedMode
 EMBED_MODE_SIGNAL: EmbedMode
@@ -29,6 +34,8 @@ JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_DONE: JobState
+WARNING_CODE_UNSPECIFIED: WarningCode
+WARNING_CODE_PART_JUDGED_ABSENT: WarningCode
 
 class EmbedPartsRequest(_message.Message):
     __slots__ = ("audio", "segment_seconds", "hop_seconds", "mode")
@@ -187,15 +194,41 @@ class SearchMixRequest(_message.Message):
     mode: _searcher_pb2.SearchMode
     def __init__(self, queries: _Optional[_Iterable[_Union[StemQuery, _Mapping]]] = ..., top_k: _Optional[int] = ..., part_weights: _Optional[_Mapping[str, float]] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_searcher_pb2.SearchMode, str]] = ...) -> None: ...
 
+class QueryWarning(_message.Message):
+    __slots__ = ("code", "message", "query_index", "part", "track_id", "segment_index", "start_seconds", "end_seconds", "norm", "power")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NORM_FIELD_NUMBER: _ClassVar[int]
+    POWER_FIELD_NUMBER: _ClassVar[int]
+    code: WarningCode
+    message: str
+    query_index: int
+    part: str
+    track_id: str
+    segment_index: int
+    start_seconds: float
+    end_seconds: float
+    norm: float
+    power: float
+    def __init__(self, code: _Optional[_Union[WarningCode, str]] = ..., message: _Optional[str] = ..., query_index: _Optional[int] = ..., part: _Optional[str] = ..., track_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., norm: _Optional[float] = ..., power: _Optional[float] = ...) -> None: ...
+
 class SearchMixResponse(_message.Message):
-    __slots__ = ("hits", "model_version", "candidates")
+    __slots__ = ("hits", "model_version", "candidates", "warnings")
     HITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[_searcher_pb2.MixHit]
     model_version: str
     candidates: int
-    def __init__(self, hits: _Optional[_Iterable[_Union[_searcher_pb2.MixHit, _Mapping]]] = ..., model_version: _Optional[str] = ..., candidates: _Optional[int] = ...) -> None: ...
+    warnings: _containers.RepeatedCompositeFieldContainer[QueryWarning]
+    def __init__(self, hits: _Optional[_Iterable[_Union[_searcher_pb2.MixHit, _Mapping]]] = ..., model_version: _Optional[str] = ..., candidates: _Optional[int] = ..., warnings: _Optional[_Iterable[_Union[QueryWarning, _Mapping]]] = ...) -> None: ...
 
 class SearchStemsRequest(_message.Message):
     __slots__ = ("query", "top_k", "exclude_track_ids", "mode")
@@ -210,12 +243,14 @@ class SearchStemsRequest(_message.Message):
     def __init__(self, query: _Optional[_Union[StemQuery, _Mapping]] = ..., top_k: _Optional[int] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_searcher_pb2.SearchMode, str]] = ...) -> None: ...
 
 class SearchStemsResponse(_message.Message):
-    __slots__ = ("hits", "model_version")
+    __slots__ = ("hits", "model_version", "warnings")
     HITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[_searcher_pb2.StemHit]
     model_version: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[_searcher_pb2.StemHit, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedCompositeFieldContainer[QueryWarning]
+    def __init__(self, hits: _Optional[_Iterable[_Union[_searcher_pb2.StemHit, _Mapping]]] = ..., model_version: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[QueryWarning, _Mapping]]] = ...) -> None: ...
 
 class GetCatalogStatsRequest(_message.Message):
     __slots__ = ()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16partsim/v1/types.proto\x12\npartsim.v1\"G\n\x05\x41udio\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12!\n\x03pcm\x18\x02 \x01(\x0b\x32\x12.partsim.v1.RawPcmH\x00\x42\x08\n\x06source\"g\n\x06RawPcm\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.partsim.v1.SampleFormat\"I\n\nPartVector\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x0c\n\x04norm\x18\x03 \x01(\x02\x12\x0f\n\x07present\x18\x04 \x01(\x08\"t\n\x10SegmentEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x15\n\rstart_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x03 \x01(\x01\x12%\n\x05parts\x18\x04 \x03(\x0b\x32\x16.partsim.v1.PartVector\"{\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05parts\x18\x02 \x03(\t\x12\x14\n\x0csubspace_dim\x18\x03 \x01(\x05\x12\x1d\n\x15model_segment_seconds\x18\x04 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x05\"\x8e\x01\n\rTrackMetadata\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0e\n\x06\x61rtist\x18\x02 \x01(\t\x12\x31\n\x04tags\x18\x03 \x03(\x0b\x32#.partsim.v1.TrackMetadata.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*e\n\x0cSampleFormat\x12\x1d\n\x19SAMPLE_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17SAMPLE_FORMAT_FLOAT32LE\x10\x01\x12\x19\n\x15SAMPLE_FORMAT_INT16LE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16partsim/v1/types.proto\x12\npartsim.v1\"G\n\x05\x41udio\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12!\n\x03pcm\x18\x02 \x01(\x0b\x32\x12.partsim.v1.RawPcmH\x00\x42\x08\n\x06source\"g\n\x06RawPcm\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.partsim.v1.SampleFormat\"g\n\nPartVector\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x0c\n\x04norm\x18\x03 \x01(\x02\x12\x0f\n\x07present\x18\x04 \x01(\x08\x12\x12\n\x05power\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x08\n\x06_power\"t\n\x10SegmentEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x15\n\rstart_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x03 \x01(\x01\x12%\n\x05parts\x18\x04 \x03(\x0b\x32\x16.partsim.v1.PartVector\"{\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05parts\x18\x02 \x03(\t\x12\x14\n\x0csubspace_dim\x18\x03 \x01(\x05\x12\x1d\n\x15model_segment_seconds\x18\x04 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x05\"\x8e\x01\n\rTrackMetadata\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0e\n\x06\x61rtist\x18\x02 \x01(\t\x12\x31\n\x04tags\x18\x03 \x03(\x0b\x32#.partsim.v1.TrackMetadata.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*e\n\x0cSampleFormat\x12\x1d\n\x19SAMPLE_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17SAMPLE_FORMAT_FLOAT32LE\x10\x01\x12\x19\n\x15SAMPLE_FORMAT_INT16LE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,20 +33,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRACKMETADATA_TAGSENTRY']._loaded_options = None
   _globals['_TRACKMETADATA_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_SAMPLEFORMAT']._serialized_start=679
-  _globals['_SAMPLEFORMAT']._serialized_end=780
+  _globals['_SAMPLEFORMAT']._serialized_start=709
+  _globals['_SAMPLEFORMAT']._serialized_end=810
   _globals['_AUDIO']._serialized_start=38
   _globals['_AUDIO']._serialized_end=109
   _globals['_RAWPCM']._serialized_start=111
   _globals['_RAWPCM']._serialized_end=214
   _globals['_PARTVECTOR']._serialized_start=216
-  _globals['_PARTVECTOR']._serialized_end=289
-  _globals['_SEGMENTEMBEDDING']._serialized_start=291
-  _globals['_SEGMENTEMBEDDING']._serialized_end=407
-  _globals['_MODELINFO']._serialized_start=409
-  _globals['_MODELINFO']._serialized_end=532
-  _globals['_TRACKMETADATA']._serialized_start=535
-  _globals['_TRACKMETADATA']._serialized_end=677
-  _globals['_TRACKMETADATA_TAGSENTRY']._serialized_start=634
-  _globals['_TRACKMETADATA_TAGSENTRY']._serialized_end=677
+  _globals['_PARTVECTOR']._serialized_end=319
+  _globals['_SEGMENTEMBEDDING']._serialized_start=321
+  _globals['_SEGMENTEMBEDDING']._serialized_end=437
+  _globals['_MODELINFO']._serialized_start=439
+  _globals['_MODELINFO']._serialized_end=562
+  _globals['_TRACKMETADATA']._serialized_start=565
+  _globals['_TRACKMETADATA']._serialized_end=707
+  _globals['_TRACKMETADATA_TAGSENTRY']._serialized_start=664
+  _globals['_TRACKMETADATA_TAGSENTRY']._serialized_end=707
 # @@protoc_insertion_point(module_scope)

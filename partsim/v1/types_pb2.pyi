@@ -37,16 +37,18 @@ class RawPcm(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., format: _Optional[_Union[SampleFormat, str]] = ...) -> None: ...
 
 class PartVector(_message.Message):
-    __slots__ = ("part", "vector", "norm", "present")
+    __slots__ = ("part", "vector", "norm", "present", "power")
     PART_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     NORM_FIELD_NUMBER: _ClassVar[int]
     PRESENT_FIELD_NUMBER: _ClassVar[int]
+    POWER_FIELD_NUMBER: _ClassVar[int]
     part: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     norm: float
     present: bool
-    def __init__(self, part: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., norm: _Optional[float] = ..., present: _Optional[bool] = ...) -> None: ...
+    power: float
+    def __init__(self, part: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., norm: _Optional[float] = ..., present: _Optional[bool] = ..., power: _Optional[float] = ...) -> None: ...
 
 class SegmentEmbedding(_message.Message):
     __slots__ = ("index", "start_seconds", "end_seconds", "parts")

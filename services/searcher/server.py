@@ -147,6 +147,7 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         n, pos = len(segs), {p: i for i, p in enumerate(self.parts)}
         vectors = np.zeros((len(self.parts), n, self.dim), dtype=np.float32)
         present = np.zeros((len(self.parts), n), dtype=bool)
+        power = np.full((len(self.parts), n), -1.0)  # unknown unless the part vector says
         index, start, end = np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n)
         seen: set[int] = set()
         for j, s in enumerate(segs):
@@ -169,8 +170,13 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             for pv in s.parts:
                 vectors[pos[pv.part], j] = self._vector(pv.vector, f"{what} part {pv.part}")
                 present[pos[pv.part], j] = pv.present
+                if pv.HasField("power"):
+                    if not (math.isfinite(pv.power) and pv.power >= 0):
+                        raise InvalidArgument(f"{what} part {pv.part}: power {pv.power} must be a finite number >= 0 "
+                                              "(or unset: unknown)")
+                    power[pos[pv.part], j] = pv.power
             index[j], start[j], end[j] = s.index, s.start_seconds, s.end_seconds
-        return Segments(index, start, end, vectors, present)
+        return Segments(index, start, end, vectors, present, power)
 
     # ---------------------------------------------------------------- RPCs
 
@@ -216,8 +222,10 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         if request.segment_index < 0:
             raise NotFound(f"track {request.track_id!r} has no segment {request.segment_index} (indices are >= 0)")
         info, rec = store.get_segment(request.track_id, request.segment_index)
+        # the raw vectors as indexed (none for an absent part of a row migrated from an older catalog)
         seg = types_pb2.SegmentEmbedding(index=rec.index, start_seconds=rec.start, end_seconds=rec.end, parts=[
-            types_pb2.PartVector(part=p, vector=rec.vectors[p].tolist(), norm=rec.norms[p], present=rec.present[p])
+            types_pb2.PartVector(part=p, vector=[] if rec.vectors[p] is None else rec.vectors[p].tolist(),
+                                 norm=rec.norms[p], present=rec.present[p], power=rec.power[p])
             for p in self.parts])
         return searcher_pb2.GetSegmentResponse(track=track_proto(info), segment=seg)
 

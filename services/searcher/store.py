@@ -2,8 +2,17 @@
 
 Layout (per part ``p``, collection ``partsim_<p>``): one row per (track, segment) with primary
 key ``"<track_id>#<segment>"`` (deterministic, so writes are idempotent), fields track_id,
-segment, start, end, present, norm (the raw subspace norm) and vector: the L2-normalised
-subspace vector (a zero vector where the part is absent), metric IP, so IP = cosine.
+segment, start, end, present (the model's judgement, eq. 4.4), norm (the raw subspace norm),
+vector: the L2-normalised subspace vector (a zero vector where the part is absent), metric IP,
+so IP = cosine, the only field searches read; raw: the subspace vector as indexed (float32,
+present or not, so nothing the model said is lost); power: the mean power of the segment's
+audio that vector came from (the mix, or the part's stem at signal level), ``-1`` unknown.
+
+Catalogs written before raw and power were kept (no such fields) are migrated when opened: each
+collection is copied into a new one (``<name>__migrating``, raw = unit vector x norm where the
+part is present, empty where it is absent, power -1), which then replaces it. An interrupted
+migration is finished or redone on the next open; the search fields are copied unchanged, so
+search results are identical.
 
 - Milvus URI: a local path ending in ``.db`` is Milvus Lite (embedded); ``http://host:19530``
   a Milvus server. Collections are created with Strong consistency: reads see writes.
@@ -48,11 +57,17 @@ class _NoLiteMvccWarning(logging.Filter):
         return "mvccTs" not in record.getMessage()
 
 INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
+POWER_UNKNOWN = -1.0       # the power field of a row whose audio power was not recorded
+MIGRATING = "__migrating"  # suffix of the collection a migration copies into
 REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
 MILVUS_MAX_LIMIT = 16384   # Milvus's largest search limit (topk)
 _BATCH = 4096              # rows per insert / get / delete call
 
 T = TypeVar("T")
+
+
+# the fields of every collection partsim's searcher has written (raw and power came later)
+_LEGACY_FIELDS = {"pk", "track_id", "segment", "start", "end", "present", "norm", "vector"}
 
 
 def pk(track_id: str, segment: int) -> str:
@@ -72,13 +87,15 @@ def _keys(keys: Sequence[str]) -> str:
 
 @dataclass
 class Segments:
-    """One track's segments: (S,) index/start/end, raw vectors (parts, S, dim), presence (parts, S)."""
+    """One track's segments: (S,) index/start/end, raw vectors (parts, S, dim), presence (parts, S),
+    and the audio's mean power (parts, S; negative or None: unknown)."""
 
     index: np.ndarray
     start: np.ndarray
     end: np.ndarray
     vectors: np.ndarray
     present: np.ndarray
+    power: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -118,9 +135,10 @@ class SegmentRecord:
     index: int
     start: float
     end: float
-    vectors: dict[str, np.ndarray]   # unit vector * stored norm (zero where absent)
+    vectors: dict[str, np.ndarray | None]   # the raw vector; None: not kept (an absent part of a migrated row)
     norms: dict[str, float]
     present: dict[str, bool]
+    power: dict[str, float | None] = field(default_factory=dict)   # None: unknown
 
 
 class SearchStore:
@@ -203,8 +221,10 @@ class SearchStore:
             raise Unavailable(f"cannot open Milvus at {self.uri}: {exc}") from exc
         try:
             for part, name in self.collections.items():
+                self._recover_migration(name)
                 if self._milvus("list collections", lambda: self.client.has_collection(name)):
-                    self._check_collection(name)
+                    if self._check_collection(name):
+                        self._migrate(name)
                 else:
                     self._create_collection(name)
                 self._milvus(f"load {name}", lambda: self.client.load_collection(name))
@@ -239,6 +259,8 @@ class SearchStore:
         s.add_field("end", DataType.DOUBLE)
         s.add_field("present", DataType.BOOL)
         s.add_field("norm", DataType.FLOAT)
+        s.add_field("power", DataType.FLOAT)
+        s.add_field("raw", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=self.dim)
         s.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         self._milvus(f"create {name}", lambda: self.client.create_collection(
             name, schema=s, consistency_level="Strong"))
@@ -246,13 +268,74 @@ class SearchStore:
         self._milvus(f"index {name}", lambda: self.client.create_index(name, self._index_params(), sync=False))
         log.info("created collection %s (dim %d, %s, IP)", name, self.dim, self.index_type)
 
-    def _check_collection(self, name: str) -> None:
+    def _check_collection(self, name: str) -> bool:
+        """Check an existing collection; True when it predates the raw and power fields (to migrate)."""
         desc = self._milvus(f"describe {name}", lambda: self.client.describe_collection(name))
         vec = next((f for f in desc["fields"] if f["name"] == "vector"), None)
         dim = int(vec["params"]["dim"]) if vec else None
         if dim != self.dim:
             raise FailedPrecondition(f"collection {name} at {self.uri} holds {dim}-d vectors but the model's "
                                      f"subspace_dim is {self.dim}: use another data dir / Milvus URI or drop it")
+        have = {f["name"] for f in desc["fields"]}
+        missing = sorted(_LEGACY_FIELDS - have)
+        if missing:
+            raise FailedPrecondition(f"collection {name} at {self.uri} lacks the fields {missing}: it was not "
+                                     "written by partsim's searcher; use another data dir / Milvus URI or drop it")
+        new = have & {"raw", "power"}
+        if new == {"raw", "power"}:
+            return False
+        if new:
+            raise FailedPrecondition(f"collection {name} at {self.uri} has {sorted(new)} but not "
+                                     f"{sorted({'raw', 'power'} - new)}: a schema partsim never wrote; drop it")
+        return True
+
+    def _recover_migration(self, name: str) -> None:
+        """Finish or undo a migration of ``name`` that a crash interrupted."""
+        tmp = name + MIGRATING
+        if not self._milvus("list collections", lambda: self.client.has_collection(tmp)):
+            return
+        if self._milvus("list collections", lambda: self.client.has_collection(name)):
+            # the copy may be partial (the old collection is dropped only after it completes): redo it
+            log.warning("%s: dropping %s, an interrupted migration's partial copy", name, tmp)
+            self._milvus(f"drop {tmp}", lambda: self.client.drop_collection(tmp))
+        else:
+            log.warning("%s: finishing an interrupted migration (renaming %s)", name, tmp)
+            self._milvus(f"rename {tmp}", lambda: self.client.rename_collection(tmp, name))
+
+    def _migrate(self, name: str) -> None:
+        """Copy a collection written before raw vectors and audio power were kept into the current
+        schema, then put the copy in its place. Search fields are copied as they are; raw = unit
+        vector x norm where the part is present, empty where it is absent (that direction was not
+        kept); power unknown."""
+        tmp = name + MIGRATING
+        t0 = time.perf_counter()
+        log.warning("%s predates raw vectors and audio power: migrating it (rows keep their search fields; "
+                    "re-index tracks to query their absent parts)", name)
+        self._milvus(f"load {name}", lambda: self.client.load_collection(name))
+        self._create_collection(tmp)
+        self._milvus(f"load {tmp}", lambda: self.client.load_collection(tmp))
+        copied, batch = 0, []
+
+        def put() -> None:
+            self._milvus(f"insert into {tmp}", lambda: self.client.insert(tmp, batch))
+
+        for r in self._iterate(name, ["track_id", "segment", "start", "end", "present", "norm", "vector"]):
+            vec = np.asarray(r["vector"], dtype=np.float32)
+            raw = (vec * np.float32(r["norm"])).tolist() if r["present"] else []
+            batch.append({"pk": r["pk"], "track_id": r["track_id"], "segment": int(r["segment"]),
+                          "start": float(r["start"]), "end": float(r["end"]), "present": bool(r["present"]),
+                          "norm": float(r["norm"]), "power": POWER_UNKNOWN, "raw": raw, "vector": vec})
+            if len(batch) >= _BATCH:
+                put()
+                copied += len(batch)
+                batch = []
+        if batch:
+            put()
+            copied += len(batch)
+        self._milvus(f"flush {tmp}", lambda: self.client.flush(tmp))
+        self._milvus(f"drop {name}", lambda: self.client.drop_collection(name))
+        self._milvus(f"rename {tmp}", lambda: self.client.rename_collection(tmp, name))
+        log.warning("%s migrated: %d rows in %.1f s", name, copied, time.perf_counter() - t0)
 
     def _load_mirror(self) -> None:
         """Read every row of every part into the mirror; delete rows of tracks without metadata."""
@@ -382,10 +465,14 @@ class SearchStore:
             replaced = [t.track_id in self.mirror.rows or self.meta.get(t.track_id) is not None for t, _ in items]
             prepared = []
             for track, seg in items:
-                norms = np.linalg.norm(seg.vectors, axis=2)
+                raw = np.asarray(seg.vectors, dtype=np.float32)
+                norms = np.linalg.norm(raw, axis=2)
                 present = np.asarray(seg.present, dtype=bool) & (norms > 1e-12)
-                units = np.where(present[:, :, None], seg.vectors / np.maximum(norms, 1e-12)[:, :, None], 0.0)
-                prepared.append((track, seg, units.astype(np.float32), present, norms.astype(np.float32)))
+                units = np.where(present[:, :, None], raw / np.maximum(norms, 1e-12)[:, :, None], 0.0)
+                power = (np.full(present.shape, POWER_UNKNOWN) if seg.power is None
+                         else np.where(np.asarray(seg.power) >= 0, seg.power, POWER_UNKNOWN))
+                prepared.append((track, seg, units.astype(np.float32), present, norms.astype(np.float32),
+                                 raw, power))
             old_keys = [k for t, _ in items for k in self._old_keys(t.track_id)]
             again = [t.track_id for (t, _), r in zip(items, replaced) if r]
             try:
@@ -399,8 +486,10 @@ class SearchStore:
                         self._milvus(f"delete from {name}", lambda: self.client.delete(name, filter=expr))
                     rows = [{"pk": pk(track.track_id, seg.index[j]), "track_id": track.track_id,
                              "segment": int(seg.index[j]), "start": float(seg.start[j]), "end": float(seg.end[j]),
-                             "present": bool(present[pi, j]), "norm": float(norms[pi, j]), "vector": units[pi, j]}
-                            for track, seg, units, present, norms in prepared for j in range(len(seg))]
+                             "present": bool(present[pi, j]), "norm": float(norms[pi, j]),
+                             "power": float(power[pi, j]), "raw": raw[pi, j].tolist(), "vector": units[pi, j]}
+                            for track, seg, units, present, norms, raw, power in prepared
+                            for j in range(len(seg))]
                     for i in range(0, len(rows), _BATCH):
                         self._milvus(f"insert into {name}", lambda: self.client.insert(name, rows[i:i + _BATCH]))
                 self.meta.put_many([t for t, _ in items])
@@ -411,7 +500,7 @@ class SearchStore:
                         self.mirror.remove(t.track_id)
                 raise
             with self._lock:
-                for track, seg, units, present, _ in prepared:
+                for track, seg, units, present, *_ in prepared:
                     self.mirror.add(track.track_id, np.asarray(seg.index), np.asarray(seg.start),
                                     np.asarray(seg.end), units, present)
             self._pending += sum(len(s) for _, s in items)
@@ -454,10 +543,11 @@ class SearchStore:
     def get_segment(self, track_id: str, index: int) -> tuple[TrackInfo, SegmentRecord]:
         """One stored segment (all parts) read from Milvus; NotFound for an unknown track or index."""
         info = self.get_track(track_id)
-        rec = SegmentRecord(index, 0.0, 0.0, {}, {}, {})
+        rec = SegmentRecord(index, 0.0, 0.0, {}, {}, {}, {})
         for part, name in self.collections.items():
             got = self._milvus(f"read {name}", lambda: self.client.query(
-                name, filter=_keys([pk(track_id, index)]), output_fields=["start", "end", "present", "norm", "vector"]))
+                name, filter=_keys([pk(track_id, index)]), output_fields=["start", "end", "present", "norm", "power",
+                                                                         "raw"]))
             if not got:
                 with self._lock:
                     rows = self.mirror.rows.get(track_id)
@@ -467,7 +557,8 @@ class SearchStore:
             r = got[0]
             rec.start, rec.end = float(r["start"]), float(r["end"])
             rec.norms[part], rec.present[part] = float(r["norm"]), bool(r["present"])
-            rec.vectors[part] = np.asarray(r["vector"], dtype=np.float32) * np.float32(r["norm"])
+            rec.power[part] = float(r["power"]) if r["power"] >= 0 else None
+            rec.vectors[part] = np.asarray(r["raw"], dtype=np.float32) if len(r["raw"]) else None
         return info, rec
 
     def stats(self) -> dict:
