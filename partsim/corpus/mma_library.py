@@ -153,7 +153,7 @@ def run_mma(chart: str, timeout: float = MMA_TIMEOUT_S) -> bytes:
         src.write_text(chart)
         try:
             r = subprocess.run([exe, "-f", "song.mid", "song.mma"], cwd=tmp, capture_output=True, text=True,
-                               timeout=timeout, env={**os.environ, "HOME": tmp})
+                               timeout=timeout, env={**os.environ, "HOME": tmp, "PYTHONHASHSEED": "0"})
         except subprocess.TimeoutExpired:
             raise MmaError(f"mma did not finish within {timeout:g} s") from None
         except OSError as exc:
