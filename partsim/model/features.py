@@ -1,9 +1,15 @@
 """Input features of the thesis (4.4.1): dB-scaled mel spectrogram, 128 bins, window 2048, hop 512,
 44.1 kHz mono, normalised to [0, 1].
 
-This module is the one implementation, in NumPy, used by training, evaluation, ``partsim
-embed`` and the embedding service; the exported ONNX graph starts *after* it (its input is
-this module's output), so services need no PyTorch.
+This module is the one definition, in NumPy, used by training, evaluation, ``partsim embed`` and
+the embedding service. A model exported with PCM input (``partsim export``, the default since
+csn-v3) computes the same features inside its ONNX graph
+(:class:`~partsim.model.features_torch.GraphLogMel`, parity tested against this module); a
+mel-input graph (csn-v1/v2) starts *after* this module. Services need no PyTorch either way.
+
+Cost: the STFT is ``scipy.fft.rfft`` on frames laid out frequency-major, and the 128 x 1025
+filterbank (1.5 % non-zero) is applied block by block over its non-zero range only
+(:func:`mel_band_groups`), not as a dense product.
 
 Normalisation: the thesis does not say how dB values are mapped to [0, 1]. A per-segment
 min-max (or ``ref=max``) mapping would blow up near-silent input to full range, which defeats
@@ -65,6 +71,26 @@ def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
     return np.maximum(0.0, np.minimum(up, down)).astype(np.float32)
 
 
+MEL_GROUP = 8  # mel bands per banded product (see mel_band_groups)
+
+
+def mel_band_groups(filters: np.ndarray, group: int = MEL_GROUP) -> list[tuple[int, int, int, int]]:
+    """Contiguous blocks of the sparse filterbank: ``[(band_from, band_to, bin_from, bin_to)]``.
+
+    The ``(n_mels, bins)`` triangular filterbank is 1.5 % non-zero; bands ``band_from..band_to``
+    together are non-zero only on bins ``bin_from..bin_to``, so the mel product is a few small
+    dense products instead of one ``n_mels x bins`` one (the same sums: the skipped weights are 0).
+    """
+    nonzero = filters != 0
+    groups = []
+    for a in range(0, len(filters), group):
+        b = min(a + group, len(filters))
+        cols = np.flatnonzero(nonzero[a:b].any(axis=0))
+        lo, hi = (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 1)
+        groups.append((a, b, lo, hi))
+    return groups
+
+
 class LogMel:
     """Audio ``(..., n)`` float -> normalised log-mel ``(..., n_mels, frames)`` float32 in [0, 1]."""
 
@@ -75,28 +101,44 @@ class LogMel:
         self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / c.n_fft)).astype(np.float32)  # periodic Hann
         self.scale = 2.0 / self.window.sum()  # full-scale sine -> magnitude 1
         self.filters = mel_filterbank(c)
+        # the banded mel product, with the STFT scale folded into the weights
+        scaled = self.filters * np.float32(self.scale ** 2)
+        self._bands = [(a, b, lo, hi, np.ascontiguousarray(scaled[a:b, lo:hi]))
+                       for a, b, lo, hi in mel_band_groups(self.filters)]
 
-    def _power(self, audio: np.ndarray) -> np.ndarray:
-        """``(..., n)`` -> ``(..., frames, n_fft // 2 + 1)`` power, centred frames, reflect padding."""
+    def _spectrum(self, audio: np.ndarray) -> np.ndarray:
+        """``(..., n)`` -> ``(..., n_fft // 2 + 1, frames)`` complex STFT (unscaled), centred frames,
+        reflect padding; frequency before time, so that the mel product runs along contiguous rows."""
         c = self.cfg
         audio = np.asarray(audio, dtype=np.float32)
         pad = c.n_fft // 2
         if audio.shape[-1] <= pad:
             raise ValueError(f"audio of {audio.shape[-1]} samples is too short for an STFT of {c.n_fft}")
         padded = np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(pad, pad)], mode="reflect")
-        frames = sliding_window_view(padded, c.n_fft, axis=-1)[..., ::c.hop_length, :]
-        spec = scipy.fft.rfft(frames * self.window, axis=-1, workers=-1)
-        return (spec.real ** 2 + spec.imag ** 2) * np.float32(self.scale ** 2)
+        frames = sliding_window_view(padded, c.n_fft, axis=-1)[..., ::c.hop_length, :]  # (..., T, n_fft), a view
+        windowed = np.swapaxes(frames, -1, -2) * self.window[:, None]  # (..., n_fft, T)
+        return scipy.fft.rfft(windowed, axis=-2, workers=-1)
 
     def power_spectrum(self, audio: np.ndarray) -> np.ndarray:
         """``(..., n)`` -> ``(..., n_fft // 2 + 1, frames)`` power spectrogram."""
-        return np.swapaxes(self._power(audio), -1, -2)
+        spec = self._spectrum(audio)
+        return (np.square(spec.real) + np.square(spec.imag)) * np.float32(self.scale ** 2)
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        mel = self._power(audio) @ self.filters.T  # (..., frames, n_mels)
-        db = 10.0 * np.log10(np.maximum(mel, 1e-30))
+        spec = self._spectrum(audio)  # (..., F, T)
+        power = np.square(spec.real)
+        power += np.square(spec.imag)
+        del spec
+        mel = np.empty(power.shape[:-2] + (self.cfg.n_mels, power.shape[-1]), dtype=np.float32)
+        for a, b, lo, hi, weights in self._bands:
+            np.matmul(weights, power[..., lo:hi, :], out=mel[..., a:b, :])
+        # 10 log10(max(mel, 1e-30)), then (dB + top) / top clipped to [0, 1]
         top = self.cfg.top_db
-        return np.swapaxes(np.clip((db + top) / top, 0.0, 1.0), -1, -2).astype(np.float32)
+        np.maximum(mel, np.float32(1e-30), out=mel)
+        np.log10(mel, out=mel)
+        mel *= np.float32(10.0 / top)
+        mel += np.float32(1.0)
+        return np.clip(mel, 0.0, 1.0, out=mel)
 
 
 def segment_starts(num_samples: int, segment: int, hop: int) -> np.ndarray:

@@ -1,10 +1,10 @@
-"""Dynamic batching: many callers' mel segments, one model call per batch.
+"""Dynamic batching: many callers' segments, one model call per batch.
 
-Callers :meth:`Batcher.submit` a stack of mel segments ``(n, n_mels, frames)`` and get a
-:class:`~concurrent.futures.Future` of their rows of the model output ``(n, P, D)``. One worker
-thread takes rows first-in first-out, from as many jobs as fit, until it has ``max_batch`` rows
-or the oldest waiting row has waited ``max_wait_ms``; it stacks them into ``(b, n_mels, frames)``
-and makes ONE model call. A job larger than a batch is split across batches; rows of different
+Callers :meth:`Batcher.submit` a stack of model-input rows, ``(n, samples)`` PCM segments or
+``(n, n_mels, frames)`` mel segments, and get a :class:`~concurrent.futures.Future` of their
+rows of the model output ``(n, P, D)``. One worker thread takes rows first-in first-out, from
+as many jobs as fit, until it has ``max_batch`` rows or the oldest waiting row has waited
+``max_wait_ms``; it stacks them into ``(b, ...)`` and makes ONE model call. A job larger than a batch is split across batches; rows of different
 shapes (another segment length) never share a batch. An exception from the model call is set
 on every job in that batch. A cancelled future's remaining rows are skipped.
 
@@ -50,7 +50,7 @@ class BatcherMetrics:
 
 
 class _Job:
-    """One submit: ``mels (n, n_mels, frames)``; ``taken`` rows handed to batches, ``done`` rows back."""
+    """One submit: ``mels (n, ...)`` model-input rows; ``taken`` rows handed to batches, ``done`` rows back."""
 
     __slots__ = ("mels", "future", "out", "taken", "done", "submitted")
 
@@ -74,25 +74,25 @@ class _Job:
 
 
 class Batcher:
-    """A worker thread batching submitted mel segments into single ``run`` calls.
+    """A worker thread batching submitted segments into single ``run`` calls.
 
     Args:
-        run: the model, ``(b, n_mels, frames)`` float32 -> ``(b, P, D)`` float32.
+        run: the model, ``(b, ...)`` float32 -> ``(b, P, D)`` float32.
         max_batch: most segments per model call (>= 1).
         max_wait_ms: longest a segment waits for others to join its batch.
-        max_batch_frames: most ``b * frames`` per call (long segments get smaller batches; one
-            segment always fits); None for no limit.
+        max_batch_length: most ``b * L`` per call, ``L`` a row's last axis (samples or frames):
+            long segments get smaller batches; one segment always fits. None for no limit.
         registry: where the metrics go (a new registry by default).
     """
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], max_batch: int = 32, max_wait_ms: float = 5.0,
-                 max_batch_frames: int | None = None, registry: CollectorRegistry | None = None):
+                 max_batch_length: int | None = None, registry: CollectorRegistry | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.run = run
         self.max_batch = int(max_batch)
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
-        self.max_batch_frames = max_batch_frames
+        self.max_batch_length = max_batch_length
         self.metrics = BatcherMetrics(registry or CollectorRegistry())
         self._pending: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()
@@ -102,10 +102,10 @@ class Batcher:
 
     # -- callers ------------------------------------------------------------------------------
     def submit(self, mels: np.ndarray) -> Future:
-        """Queue ``(n, n_mels, frames)`` segments; the future's result is their ``(n, P, D)`` rows."""
+        """Queue ``(n, ...)`` segments; the future's result is their ``(n, P, D)`` rows."""
         mels = np.asarray(mels, dtype=np.float32)
-        if mels.ndim != 3 or len(mels) == 0:
-            raise ValueError(f"submit takes (n >= 1, n_mels, frames) mels, got shape {mels.shape}")
+        if mels.ndim < 2 or len(mels) == 0:
+            raise ValueError(f"submit takes (n >= 1, ...) model-input rows, got shape {mels.shape}")
         job = _Job(mels)
         with self._cond:
             if self._closed:
@@ -130,9 +130,9 @@ class Batcher:
 
     # -- worker -------------------------------------------------------------------------------
     def _cap(self, shape: tuple[int, ...]) -> int:
-        if self.max_batch_frames is None:
+        if self.max_batch_length is None:
             return self.max_batch
-        return max(1, min(self.max_batch, self.max_batch_frames // max(1, shape[-1])))
+        return max(1, min(self.max_batch, self.max_batch_length // max(1, shape[-1])))
 
     def _drop_cancelled(self) -> None:
         kept = collections.deque()

@@ -1,9 +1,11 @@
-"""The embedding pipeline: audio -> mono at the model's rate -> segments -> log-mel -> batcher -> vectors.
+"""The embedding pipeline: audio -> mono at the model's rate -> segments -> [log-mel] -> batcher -> vectors.
 
 Shapes: audio ``(n,)`` float32 at ``sample_rate``; ``N`` segments of ``seg`` samples every ``hop``
-samples (a short tail is dropped, as ``partsim embed`` does); mel ``(N, n_mels, frames)`` by
-:class:`partsim.model.features.LogMel`; model output ``(N, P, D)`` raw subspace vectors; norms
-``(N, P)``; presence ``(N, P)`` bool.
+samples (a short tail is dropped, as ``partsim embed`` does); model input: the segments
+themselves ``(N, seg)`` when the manifest says ``onnx.input: "pcm"`` (the graph computes the
+features: on the GPU with device=cuda), else mel ``(N, n_mels, frames)`` by
+:class:`partsim.model.features.LogMel` (csn-v1/v2); model output ``(N, P, D)`` raw subspace
+vectors; norms ``(N, P)``; presence ``(N, P)`` bool.
 
 Presence: with ``"presence": {"norm_bias": [b_1..b_P]}`` in the manifest a part is present when
 ``log(norm) + b_j > 0`` (eq. 4.4, ``sigmoid(log norm + b) > 0.5``); a manifest without it (the
@@ -25,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from ..audio import decode_audio_message
 from partsim.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
-from partsim.model.inference import OnnxEmbedder
+from partsim.model.inference import OnnxEmbedder, session_options
 from partsim.v1 import types_pb2
 
 from .batcher import Batcher
@@ -72,13 +74,17 @@ class CancelToken:
                 f.cancel()
 
 
-def make_session(onnx_path: Path, device: str = "cpu", intra_op_threads: int = 0):
-    """An onnxruntime session on ``device`` (cpu|cuda); FailedPrecondition when CUDA is asked for but absent."""
+def make_session(onnx_path: Path, device: str = "cpu", intra_op_threads: int = 0, spinning: bool = False):
+    """An onnxruntime session on ``device`` (cpu|cuda); FailedPrecondition when CUDA is asked for but absent.
+
+    Idle pool threads do not spin (``spinning`` False, see :func:`session_options`). On CUDA,
+    TF32 is off: the STFT inside a PCM-input graph needs float32's precision (TF32 would put
+    its noise floor near -60 dB, inside the features' 100-dB range).
+    """
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    if intra_op_threads > 0:
-        opts.intra_op_num_threads = intra_op_threads
+    opts = session_options(intra_op_threads, spinning)
+    provider_options = None
     if device == "cuda":
         available = ort.get_available_providers()
         if "CUDAExecutionProvider" not in available:
@@ -86,11 +92,19 @@ def make_session(onnx_path: Path, device: str = "cpu", intra_op_threads: int = 0
                                      f"CUDAExecutionProvider (it has {', '.join(available)}); install "
                                      f"onnxruntime-gpu (pip install 'partsim[gpu]') or use device=cpu")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        provider_options = [{"use_tf32": "0"}, {}]
     elif device == "cpu":
         providers = ["CPUExecutionProvider"]
     else:
         raise InvalidArgument(f"device must be cpu or cuda, got {device!r}")
-    session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+    try:
+        session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers,
+                                       provider_options=provider_options)
+    except Exception as exc:  # noqa: BLE001 - an onnxruntime-gpu without the use_tf32 option
+        if provider_options is None or "use_tf32" not in str(exc):
+            raise
+        log.warning("this onnxruntime's CUDA provider has no use_tf32 option; running with its default")
+        session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
     if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
         raise FailedPrecondition("device=cuda, but onnxruntime could not start its CUDA provider (see its log "
                                  "above: CUDA/cuDNN libraries missing or no GPU visible); use device=cpu")
@@ -102,7 +116,7 @@ class Engine:
 
     def __init__(self, manifest_path: str | Path, device: str = "cpu", intra_op_threads: int = 0,
                  max_batch: int = 32, max_wait_ms: float = 5.0, max_audio_seconds: float = 1200.0,
-                 max_segments: int = 2000, registry: CollectorRegistry | None = None):
+                 max_segments: int = 2000, registry: CollectorRegistry | None = None, spinning: bool = False):
         manifest_path = Path(manifest_path)
         # OnnxEmbedder validates the manifest and the ONNX file's sha256 and builds the features;
         # the serving session is then rebuilt with the configured device and threads.
@@ -113,20 +127,22 @@ class Engine:
         self.subspace_dim = ref.subspace_dim
         self.model_segment_seconds = ref.segment_seconds
         self.sample_rate = ref.features.cfg.sample_rate
+        self.input = ref.input  # "pcm": segments go to the model as they are; "mel": their LogMel features
         self.min_frames = int(self.manifest["onnx"].get("min_frames", 32))
         bias = (self.manifest.get("presence") or {}).get("norm_bias")
         if bias is not None and len(bias) != len(self.parts):
             raise InvalidArgument(f"{manifest_path}: presence.norm_bias has {len(bias)} values for "
                                   f"{len(self.parts)} parts")
         self.norm_bias = None if bias is None else np.asarray(bias, dtype=np.float64)
-        self.session = make_session(manifest_path.parent / self.manifest["onnx"]["file"], device, intra_op_threads)
+        self.session = make_session(manifest_path.parent / self.manifest["onnx"]["file"], device, intra_op_threads,
+                                    spinning)
         self.device = device
         self.input_name = self.session.get_inputs()[0].name
         self.max_audio_seconds = float(max_audio_seconds)
         self.max_segments = int(max_segments)
-        default_frames = self.features.cfg.frames(int(round(DEFAULT_SEGMENT_SECONDS * self.sample_rate)))
         self.batcher = Batcher(self._run, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                               max_batch_frames=max_batch * default_frames, registry=registry)
+                               max_batch_length=max_batch * self._row_length(self._default_samples()),
+                               registry=registry)
         del ref
 
     @property
@@ -138,15 +154,26 @@ class Engine:
                                    subspace_dim=self.subspace_dim, model_segment_seconds=self.model_segment_seconds,
                                    sample_rate=self.sample_rate)
 
-    def _run(self, mel: np.ndarray) -> np.ndarray:
-        """``(b, n_mels, frames)`` -> ``(b, P, D)``: one onnxruntime call."""
-        return self.session.run(None, {self.input_name: mel})[0]
+    def _default_samples(self) -> int:
+        return int(round(DEFAULT_SEGMENT_SECONDS * self.sample_rate))
+
+    def _row_length(self, samples: int) -> int:
+        """Length of one model-input row's last axis for a segment of ``samples``: samples or frames."""
+        return samples if self.input == "pcm" else self.features.cfg.frames(samples)
+
+    def model_rows(self, segments: np.ndarray) -> np.ndarray:
+        """``(k, seg)`` segments -> the model's input rows: the segments themselves (PCM-input graph)
+        or their features ``(k, n_mels, frames)``."""
+        return segments if self.input == "pcm" else self.features(segments)
+
+    def _run(self, rows: np.ndarray) -> np.ndarray:
+        """``(b, samples)`` or ``(b, n_mels, frames)`` -> ``(b, P, D)``: one onnxruntime call."""
+        return self.session.run(None, {self.input_name: rows})[0]
 
     def warm_up(self) -> None:
         """One batch of default-length silent segments through the batcher and the model."""
-        frames = self.features.cfg.frames(int(round(DEFAULT_SEGMENT_SECONDS * self.sample_rate)))
-        mel = np.zeros((min(self.batcher.max_batch, 4), self.features.cfg.n_mels, frames), np.float32)
-        self.batcher.submit(mel).result()
+        silence = np.zeros((min(self.batcher.max_batch, 4), self._default_samples()), np.float32)
+        self.batcher.submit(self.model_rows(silence)).result()
 
     def close(self) -> None:
         self.batcher.close()
@@ -191,7 +218,9 @@ class Engine:
                                     f"use a longer hop or send less audio")
         windows = sliding_window_view(audio, seg)[::hop]  # (count, seg), a view
         assert len(windows) == count
-        chunk = max(1, min(self.batcher.max_batch, FEATURE_CHUNK_SAMPLES // seg))
+        # features: bounded chunks (the STFT's temporary memory); PCM rows are views of the audio,
+        # copied by the batcher only when it stacks a batch
+        chunk = max(1, min(self.batcher.max_batch, FEATURE_CHUNK_SAMPLES // seg if self.input == "mel" else count))
         futures: list[Future] = []
         results: list[np.ndarray] = []
         try:
@@ -200,7 +229,7 @@ class Engine:
                     results.append(futures[len(results)].result())
                 if token is not None and token.cancelled:
                     raise CancelledError()
-                fut = self.batcher.submit(self.features(windows[i:i + chunk]))  # (k, n_mels, frames)
+                fut = self.batcher.submit(self.model_rows(windows[i:i + chunk]))
                 if token is not None:
                     token.add(fut)
                 futures.append(fut)
