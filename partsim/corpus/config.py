@@ -12,7 +12,7 @@ from ..audio import SAMPLE_RATE
 from ..data.tempo import NUM_TEMPO_CLASSES
 from ..errors import InvalidArgument
 from .compose import min_seconds_for_one_bar
-from .mma_library import GROOVE_SETS, mma_path, mma_version
+from .mma_library import GROOVE_SETS, MMA_COMPOSER, mma_path, mma_version
 from .soundfonts import SoundFont
 
 GENERATOR = "partsim-corpus/1"  # bump when a seed no longer yields the same songs
@@ -80,7 +80,8 @@ class CorpusConfig:
             "soundfonts": [sf.name for sf in self.soundfonts],
             "composer": self.composer,
             # the groove set and the MMA library decide MMA songs too
-            **({"grooves": self.grooves, "mma_version": mma_version()} if self.composer != "partsim" else {}),
+            **({"grooves": self.grooves, "mma_composer": MMA_COMPOSER, "mma_version": mma_version()}
+               if self.composer != "partsim" else {}),
         }
 
 

@@ -32,7 +32,7 @@ from ..data.taxonomy import PARTS, part_for_program
 from ..data.tempo import tempo_class_range
 from ..errors import PartsimError
 from .compose import DRUM_CHANNEL, DRUM_KITS, TICKS_PER_BEAT, Instrument, Note, Section, Song, _section_parts
-from .mma_library import MMA_LICENSE, Groove, families, mma_version, run_mma
+from .mma_library import MMA_COMPOSER, MMA_LICENSE, Groove, families, mma_version, run_mma
 from .theory import MODE_WEIGHTS, NOTE_NAMES, PROGRESSIONS, Chord, Key, progression_family
 
 # Programs each part may be redrawn to. "others" leaves out GM's sound effects (120-127) and
@@ -318,6 +318,7 @@ def compose_mma(rng: np.random.Generator, seconds: float, tempo_class: int, groo
             used = [g for row in rows for g in row]
             source = {
                 "composer": "mma",
+                "generator": MMA_COMPOSER,
                 "program": f"MMA {mma_version()} (Musical MIDI Accompaniment, Debian package mma)",
                 "mma_version": mma_version(),
                 "library": "stdlib",

@@ -33,6 +33,8 @@ from ..errors import PartsimError
 STDLIB = Path("/usr/share/mma/lib/stdlib")  # MMA resolves "Use stdlib/<family>" here
 MMA_LICENSE = "GPL-2.0-or-later"
 MMA_TIMEOUT_S = 60.0
+# Bump when a seed no longer yields the same MMA songs (it is part of a corpus's identity).
+MMA_COMPOSER = "partsim-mma/1"
 
 # Families that are not music: click tracks and the empty style.
 EXCLUDED_FAMILIES = frozenset({"metronome", "metronome3", "metronome6", "metronome68", "none"})
@@ -67,10 +69,11 @@ class Groove:
 
 
 def _kind(name: str) -> str:
+    """intro, end, fill or main, from MMA's naming ("SwingIntro2", "BossaNova1End", "WaltzFill")."""
     low = name.lower()
     if "intro" in low:
         return "intro"
-    if "end" in low:
+    if re.search(r"end(ing)?\d*(sus|plus)*$", low):  # not the "end" in "DescendingJazz"
         return "end"
     if "fill" in low:
         return "fill"
