@@ -104,10 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-draws", type=_int, default=96, help="validation triplets measured after each epoch")
     train.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch remains)")
 
-    ev = sub.add_parser("evaluate", help="the thesis's evaluation protocols on a corpus's test split")
-    ev.add_argument("model", type=Path, help="model.pt (PyTorch, with the baseline) or manifest.json (ONNX)")
-    ev.add_argument("--corpus", required=True, type=Path)
-    ev.add_argument("--split", default="test")
+    ev = sub.add_parser("evaluate", help="the thesis's evaluation protocols on a corpus's test split (or several sets)")
+    ev.add_argument("model", type=Path, help="model.pt (PyTorch, with the baseline), manifest.json (ONNX) or "
+                    "baseline:logspec (the untrained log-spectrum baseline)")
+    ev.add_argument("--corpus", type=Path, help="one corpus: its --split's tables beside the thesis's")
+    ev.add_argument("--split", default=None, help="split of --corpus and of each --set without :SPLIT (default test)")
+    ev.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=DIR[:SPLIT]",
+                    help="an evaluation set (repeatable; instead of --corpus): Tables 4.1-4.3 with one row per set; "
+                    "names test, composer, synth, both read 'test split', 'held-out composer', "
+                    "'held-out SoundFont', 'both'")
+    ev.add_argument("--baseline", action="store_true",
+                    help="also evaluate the untrained log-spectrum baseline on every set (rows 'baseline, ...')")
     ev.add_argument("--out", type=Path, help="write the results as JSON")
     ev.add_argument("--figures", type=Path, help="draw the thesis's figures into this folder")
     ev.add_argument("--quick", action="store_true", help="only Tables 4.2 and 4.3")
@@ -173,13 +180,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .model.evaluate import evaluate, format_tables, save_results
-    from .model.inference import load_embedder
+    from .errors import InvalidArgument
+    from .model.baseline import LogSpectrumBaseline, is_baseline, load_model
+    from .model import evaluate as ev
 
-    results = evaluate(load_embedder(args.model), args.corpus, args.split, args.figures, args.quick)
-    print(format_tables(results))
+    if (args.corpus is None) == (not args.sets):
+        raise InvalidArgument("give either --corpus DIR (one corpus) or --set NAME=DIR[:SPLIT] (one or more sets)"
+                              + (", not both" if args.sets else ""))
+    split = args.split or "test"
+    if args.corpus is not None and not args.baseline:  # one corpus, as before sets existed
+        results = ev.evaluate(load_model(args.model), args.corpus, split, args.figures, args.quick)
+        print(ev.format_tables(results))
+    else:
+        sets = ev.resolve_sets(args.sets or [ev.EvalSet(split, args.corpus, split)], split)
+        model = load_model(args.model)
+        baseline = None
+        if args.baseline and not is_baseline(args.model):
+            baseline = LogSpectrumBaseline(model.subspace_dim, model.parts, model.features.cfg)
+        results = ev.evaluate_sets(model, sets, str(args.model), baseline, args.figures, args.quick,
+                                   progress=lambda line: print(line, file=sys.stderr, flush=True))
+        print(ev.format_sets(results))
     if args.out:
-        save_results(results, args.out)
+        ev.save_results(results, args.out)
     return 0
 
 

@@ -11,22 +11,31 @@
 * Tables 4.4 / 4.5: Pearson correlation of distance matrices, stem-in vs mix-in in the same
   subspace, and across subspaces with mix input (with the per-part networks on ideal stems as
   the reference).
+
+Several sets side by side (issue 11): :func:`resolve_sets` checks ``--set NAME=DIR[:SPLIT]``
+definitions, :func:`evaluate_sets` runs Tables 4.1-4.3 on each (4.4/4.5 and the figures on the
+first only) and, optionally, the untrained log-spectrum baseline (:mod:`.baseline`) on the same
+audio; :func:`format_sets` prints one row per set under each table, beside the thesis's row.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..data import open_dataset
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, PartsimError
 from .features import SILENCE_POWER, mean_power
 from .inference import Embedder, TorchEmbedder
 
 SR = 44100
+MIN_FIGURE_TRACKS = 3  # fewer tracks: no figures (t-SNE needs more points than its perplexity)
 
 THESIS = {
     "table_4_1": {"3": {"drums": 84.73, "bass": 51.01, "piano": 77.21, "guitar": 76.50, "others": 82.84},
@@ -231,36 +240,248 @@ def correlation_tables(model: Embedder, tracks: list[TestTrack], seconds: int = 
 # --------------------------------------------------------------------------------------------
 
 
-def evaluate(model: Embedder, corpus: str | Path, split: str = "test", figures: Path | None = None,
-             quick: bool = False) -> dict:
-    tracks = load_test_tracks(corpus, model.parts, split)
-    results: dict = {"corpus": str(corpus), "split": split, "tracks": len(tracks)}
+def evaluate_tracks(model: Embedder, tracks: list[TestTrack], quick: bool = False, correlations: bool | None = None,
+                    figures: Path | None = None) -> dict:
+    """The tables on loaded tracks: 4.2 and 4.3 always, 4.1 unless ``quick``, 4.4/4.5 when
+    ``correlations`` (default: unless ``quick``), the figures when ``figures`` names a folder and
+    the correlations are computed.
+
+    An embedder whose ``identifies_parts`` is False (the untrained baseline: one vector in every
+    subspace) gets ``None`` for every part of Table 4.3: the argmax of equal norms means nothing.
+    """
+    if correlations is None:
+        correlations = not quick
+    with warnings.catch_warnings():  # tiny sets: NaN cells (printed "-"), not a screen of numpy warnings
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _evaluate_tracks(model, tracks, quick, correlations, figures)
+
+
+def _evaluate_tracks(model: Embedder, tracks: list[TestTrack], quick: bool, correlations: bool,
+                     figures: Path | None) -> dict:
+    results: dict = {}
     t42, fig42 = pseudo_piece_table(model, tracks, return_embeddings=True)
     results["table_4_2_part_label_accuracy"] = t42
     if not quick:
         results["table_4_1_track_id_accuracy"] = track_id_table(model, tracks)
     t43, stacks = identification_table(model, tracks)
+    if not getattr(model, "identifies_parts", True):
+        t43 = {p: None for p in model.parts}
     results["table_4_3_identification_accuracy"] = t43
-    if not quick:
+    if correlations:
         corr, matrices = correlation_tables(model, tracks)
         results["table_4_4_4_5_correlations"] = corr
-    if figures is not None and not quick:
-        from .figures import draw_all
+        if figures is not None and len(tracks) < MIN_FIGURE_TRACKS:
+            results["figures"] = []  # t-SNE of a segment or two: nothing to see, and sklearn refuses
+        elif figures is not None:
+            from .figures import draw_all
 
-        results["figures"] = draw_all(figures, model, tracks, fig42, stacks, matrices)
+            results["figures"] = draw_all(figures, model, tracks, fig42, stacks, matrices)
     return results
 
 
+def evaluate(model: Embedder, corpus: str | Path, split: str = "test", figures: Path | None = None,
+             quick: bool = False) -> dict:
+    """One corpus split: ``partsim evaluate MODEL --corpus DIR``."""
+    tracks = load_test_tracks(corpus, model.parts, split)
+    results: dict = {"corpus": str(corpus), "split": split, "tracks": len(tracks)}
+    results.update(evaluate_tracks(model, tracks, quick=quick, figures=figures))
+    return results
+
+
+# ----------------------------------------------------------------------------- several sets
+#
+# ``partsim evaluate MODEL --set test=work/mixed:test --set composer=work/ho-grooves ...``: the
+# same tables on several sets (issue 11: the training corpus's test split, held-out composer,
+# held-out SoundFont, both), printed side by side and written as one JSON.
+
+SET_LABELS = {"test": "test split", "composer": "held-out composer", "synth": "held-out SoundFont",
+              "both": "both"}
+SET_SYNTAX = "NAME=DIR[:SPLIT]"
+_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+
+
+@dataclass
+class EvalSet:
+    """One evaluation set: a corpus folder and a split of it (resolved: its track count and summary)."""
+
+    name: str
+    corpus: Path
+    split: str = "test"
+    tracks: int = 0
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return SET_LABELS.get(self.name, self.name)
+
+    def definition(self) -> dict:
+        return {"label": self.label, "corpus": str(self.corpus), "split": self.split, "tracks": self.tracks,
+                "corpus_summary": self.summary}
+
+
+def parse_set(text: str, default_split: str = "test") -> EvalSet:
+    """``NAME=DIR[:SPLIT]`` -> :class:`EvalSet` (not yet resolved). The last ``:`` starts the split
+    unless what follows it holds a ``/`` (then it is part of the folder's path)."""
+    name, eq, rest = text.partition("=")
+    example = f"expected {SET_SYNTAX}, e.g. composer=work/ho-grooves:test"
+    if not eq or not name or not rest:
+        raise InvalidArgument(f"--set {text!r}: {example}")
+    if not _SET_NAME.match(name):
+        raise InvalidArgument(f"--set {text!r}: set name {name!r} must be letters, digits, '_', '.' or '-'")
+    corpus, split = rest, default_split
+    head, colon, tail = rest.rpartition(":")
+    if colon and "/" not in tail:
+        corpus, split = head, tail
+        if not split:
+            raise InvalidArgument(f"--set {text!r}: empty split after ':'; {example}")
+    if not corpus:
+        raise InvalidArgument(f"--set {text!r}: no corpus folder; {example}")
+    return EvalSet(name, Path(corpus), split)
+
+
+def resolve_sets(specs: list[str | EvalSet], default_split: str = "test") -> list[EvalSet]:
+    """Parse every ``--set`` (text, or an :class:`EvalSet` already) and check it before anything
+    is evaluated: names unique, the corpus opens, the split has tracks. Errors name the set (one
+    line, :class:`PartsimError`)."""
+    if not specs:
+        raise InvalidArgument(f"no evaluation set: give --set {SET_SYNTAX} at least once")
+    sets = [s if isinstance(s, EvalSet) else parse_set(s, default_split) for s in specs]
+    seen: set[str] = set()
+    for s in sets:
+        if s.name in seen:
+            raise InvalidArgument(f"--set {s.name} is given more than once; every set needs its own name")
+        seen.add(s.name)
+    for s in sets:
+        try:
+            ds = open_dataset(s.corpus)
+            tracks = ds.tracks(s.split)
+        except PartsimError as exc:
+            raise type(exc)(f"--set {s.name}: {exc}") from None
+        if not tracks:
+            have = ", ".join(f"{k} {len(v)}" for k, v in ds.splits().items()) or "none"
+            raise InvalidArgument(f"--set {s.name}: corpus {s.corpus} has no tracks in split {s.split!r} "
+                                  f"(splits: {have})")
+        s.tracks = len(tracks)
+        s.summary = corpus_summary(ds, tracks)
+    return sets
+
+
+def corpus_summary(ds, tracks) -> dict:
+    """What a set is made of: the corpus's generator config (index.json) and, over the set's tracks,
+    how many songs each composer, each SoundFont and each MMA groove family made (when the
+    metadata says)."""
+    out: dict = {"layout": ds.layout}
+    index_path = Path(ds.root) / "index.json"
+    index: dict = {}
+    if ds.layout == "partsim" and index_path.is_file():
+        try:
+            index = json.loads(index_path.read_text())
+            config = dict(index.get("config") or {})
+        except (OSError, ValueError, AttributeError, TypeError):
+            index, config = {}, {}
+        config.pop("soundfont_sha256", None)
+        out["config"] = config
+    songs = index.get("songs") if isinstance(index.get("songs"), dict) else {}
+    composers: Counter = Counter()
+    soundfonts: Counter = Counter()
+    families: Counter = Counter()
+    for t in tracks:
+        meta = t.metadata if isinstance(t.metadata, dict) else {}
+        composer = meta.get("composer") or (songs.get(t.id) or {}).get("composer")
+        if isinstance(composer, dict):
+            composer = composer.get("name") or composer.get("composer")
+        if composer:
+            composers[str(composer)] += 1
+        source = meta.get("source")
+        if isinstance(source, dict) and isinstance(source.get("families"), list):
+            families.update({str(f) for f in source["families"]})  # MMA groove families (held-out composer)
+        fonts = {str(inst["soundfont"]) for info in (meta.get("parts") or {}).values() if isinstance(info, dict)
+                 for inst in info.get("instruments") or () if isinstance(inst, dict) and inst.get("soundfont")}
+        soundfonts.update(fonts)
+    if composers:
+        out["composers"] = dict(sorted(composers.items()))
+    if soundfonts:
+        out["soundfonts"] = dict(sorted(soundfonts.items()))
+    if families:
+        out["groove_families"] = dict(sorted(families.items()))
+    return out
+
+
+def evaluate_sets(model: Embedder, sets: list[EvalSet], model_name: str = "", baseline: Embedder | None = None,
+                  figures: Path | None = None, quick: bool = False, progress=None) -> dict:
+    """Tables 4.1 (unless ``quick``), 4.2 and 4.3 on every set; 4.4/4.5 and the figures on the first
+    set only (unless ``quick``). With ``baseline``, the same tables (4.3 excepted) for it on every
+    set, from the same loaded audio. Sets are loaded one at a time."""
+    report: dict = {
+        "format": "partsim-evaluation-sets", "version": 1,
+        "model": {"name": model_name, "parts": list(model.parts), "subspace_dim": model.subspace_dim},
+        "quick": quick,
+        "sets": {s.name: s.definition() for s in sets},
+        "results": {},
+        "thesis": THESIS,
+    }
+    if baseline is not None:
+        report["baseline"] = {"name": getattr(baseline, "name", "baseline"),
+                              "description": getattr(baseline, "description", ""), "results": {}}
+    for i, s in enumerate(sets):
+        if progress:
+            progress(f"evaluating set {s.name} ({s.label}): {s.corpus}, {s.split} split, {s.tracks} tracks")
+        tracks = load_test_tracks(s.corpus, model.parts, s.split)
+        head = {"corpus": str(s.corpus), "split": s.split, "tracks": len(tracks)}
+        first = i == 0 and not quick
+        report["results"][s.name] = {**head, **evaluate_tracks(model, tracks, quick=quick, correlations=first,
+                                                              figures=figures if first else None)}
+        if baseline is not None:
+            report["baseline"]["results"][s.name] = {
+                **head, **evaluate_tracks(baseline, tracks, quick=quick, correlations=False)}
+        del tracks
+    return report
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _row(label: str, values: dict | None, parts: list[str], width: int = 34, fmt: str = "{:7.2f}") -> str:
+    values = values or {}
+
+    def cell(p):
+        try:
+            v = float(values.get(p))
+        except (TypeError, ValueError):  # None: not measured or not applicable
+            return "      -"
+        return fmt.format(v) if v == v else "      -"
+
+    return f"  {label:<{width}}" + "".join(cell(p) for p in parts)
+
+
+def _header(parts: list[str], width: int = 34) -> str:
+    return f"  {'':<{width}}" + "".join(f"{p:>7}" for p in parts)
+
+
+def _correlation_lines(corr: dict, parts: list[str], width: int = 34) -> list[str]:
+    lines = ["Table 4.4  distance-matrix correlation, stem in vs mix in, same subspace", _header(parts, width),
+             _row("partsim", corr["same_subspace"], parts, width, fmt="{:7.3f}"),
+             _row("thesis w/ psd", THESIS["table_4_4"], parts, width, fmt="{:7.3f}"),
+             "", "Table 4.5  distance-matrix correlation across subspaces (mix in; ideal-stem reference)"]
+    for pair, v in corr["across_subspaces"].items():
+        ref = corr["across_reference_ideal"].get(pair)
+        lines.append(f"  {pair:<16} {_num(v)}" + (f"   reference {_num(ref)}" if ref is not None else ""))
+    return lines
+
+
+def _num(v, fmt: str = "{:7.3f}") -> str:
+    return fmt.format(v) if v == v else "      -"
+
+
 def format_tables(results: dict) -> str:
-    """The tables beside the thesis's numbers, as text."""
+    """One set's tables beside the thesis's numbers, as text."""
     parts = list(THESIS["table_4_2"])
     lines = [f"corpus {results['corpus']} ({results['split']} split, {results['tracks']} tracks)"]
 
     def row(name, values, fmt="{:7.2f}"):
-        return f"  {name:<34}" + "".join(fmt.format(values[p]) if p in values and values[p] == values[p] else "      -"
-                                          for p in parts)
+        return _row(name, values, parts, fmt=fmt)
 
-    header = f"  {'':<34}" + "".join(f"{p:>7}" for p in parts)
+    header = _header(parts)
     lines += ["", "Table 4.2  part-level label accuracy on test pseudo pieces (%, 5-s segments)", header,
               row("partsim", results["table_4_2_part_label_accuracy"]),
               row("thesis (i) norm+psd+basic+add+pre", THESIS["table_4_2"])]
@@ -277,13 +498,66 @@ def format_tables(results: dict) -> str:
               row("partsim", results["table_4_3_identification_accuracy"]),
               row("thesis w/pre, w/norm", THESIS["table_4_3"])]
     if "table_4_4_4_5_correlations" in results:
-        corr = results["table_4_4_4_5_correlations"]
-        lines += ["", "Table 4.4  distance-matrix correlation, stem in vs mix in, same subspace", header,
-                  row("partsim", corr["same_subspace"], "{:7.3f}"), row("thesis w/ psd", THESIS["table_4_4"], "{:7.3f}"),
-                  "", "Table 4.5  distance-matrix correlation across subspaces (mix in; ideal-stem reference)"]
-        for pair, v in corr["across_subspaces"].items():
-            ref = corr["across_reference_ideal"].get(pair)
-            lines.append(f"  {pair:<16} {v:7.3f}" + (f"   reference {ref:7.3f}" if ref is not None else ""))
+        lines += [""] + _correlation_lines(results["table_4_4_4_5_correlations"], parts)
+    return "\n".join(lines)
+
+
+def format_sets(report: dict) -> str:
+    """Several sets side by side: per table (and per segment length in Table 4.1) one row per set,
+    then the baseline's rows, then the thesis's row."""
+    parts = list(report["model"]["parts"])
+    sets, results = report["sets"], report["results"]
+    base = report.get("baseline")
+    base_results = base["results"] if base else {}
+    labels = {name: d["label"] for name, d in sets.items()}
+    lines = [f"model {report['model']['name']}"]
+    if base:
+        lines.append(f"baseline {base['name']}: {base['description']}")
+    lines.append("sets")
+    wl = max(len(v) for v in labels.values())
+    for name, d in sets.items():
+        summary = d.get("corpus_summary") or {}
+        extra = "".join(f"; {title}: " + ", ".join(f"{k} {v}" for k, v in summary[key].items())
+                        for key, title in (("composers", "composers"), ("groove_families", "groove families"),
+                                           ("soundfonts", "SoundFonts")) if summary.get(key))
+        lines.append(f"  {labels[name]:<{wl}}  {d['corpus']} ({d['split']} split, {d['tracks']} tracks{extra})")
+
+    base_label = {name: f"baseline, {lab}" for name, lab in labels.items()}
+    width = max([34] + [len(v) + 15 for v in labels.values()])  # room for "baseline, X" and "X, ideal stems"
+    header = _header(parts, width)
+
+    def row(label, values, fmt="{:7.2f}"):
+        return _row(label, values, parts, width, fmt)
+
+    lines += ["", "Table 4.2  part-level label accuracy on test pseudo pieces (%, 5-s segments)", header]
+    lines += [row(labels[n], r["table_4_2_part_label_accuracy"]) for n, r in results.items()]
+    lines += [row(base_label[n], r["table_4_2_part_label_accuracy"]) for n, r in base_results.items()]
+    lines.append(row("thesis (i) norm+psd+basic+add+pre", THESIS["table_4_2"]))
+
+    t41 = {n: r["table_4_1_track_id_accuracy"] for n, r in results.items() if "table_4_1_track_id_accuracy" in r}
+    if t41:
+        lines += ["", "Table 4.1  track-ID accuracy, kNN k=5 (%, mix in; 'ideal stems': per-part nets on the stems)"]
+        for s in ("3", "5", "10"):
+            if not any(s in t["proposed"] for t in t41.values()):
+                continue
+            lines += [f"  {s}-s segments", header]
+            lines += [row(labels[n], t["proposed"].get(s)) for n, t in t41.items()]
+            lines += [row(f"{labels[n]}, ideal stems", t["baseline_ideal_stems"][s])
+                      for n, t in t41.items() if t["baseline_ideal_stems"].get(s)]
+            lines += [row(base_label[n], r["table_4_1_track_id_accuracy"]["proposed"].get(s))
+                      for n, r in base_results.items() if "table_4_1_track_id_accuracy" in r]
+            lines.append(row("thesis proposed", THESIS["table_4_1"][s]))
+
+    lines += ["", "Table 4.3  instrument identification from subspace norms, isolated stems in (%)", header]
+    lines += [row(labels[n], r["table_4_3_identification_accuracy"]) for n, r in results.items()]
+    lines.append(row("thesis w/pre, w/norm", THESIS["table_4_3"]))
+    if base:
+        lines.append("  (the baseline has one vector in every subspace: no part identification, no row)")
+
+    first = next(iter(results), None)
+    if first is not None and "table_4_4_4_5_correlations" in results[first]:
+        lines += ["", f"Tables 4.4 and 4.5 on the first set only ({labels[first]})"]
+        lines += _correlation_lines(results[first]["table_4_4_4_5_correlations"], parts, width)
     return "\n".join(lines)
 
 

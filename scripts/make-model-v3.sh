@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Evaluate and ship models/csn-v3 (issue 11): the four evaluation sets, the tables side by side
+# with the untrained log-spectrum baseline, the export.
+#
+# Usage: scripts/make-model-v3.sh WORK_DIR RUN/model.pt
+#
+#   1. corpora (partsim corpus make; resumable: rerun the same command after an interruption)
+#        WORK/mixed       the training corpus: both composers (--composer mixed, training groove
+#                         families), the five training SoundFonts; its test split is the "test split" set
+#                         and must be the corpus the model trained on (same seed, songs, seconds and
+#                         SoundFonts as the training run; TRAIN_SONGS/TRAIN_SEED/SONG_SECONDS)
+#        WORK/ho-grooves  held-out composer: MMA's held-out groove families, training SoundFonts
+#        WORK/ho-sf       held-out synthesizer: training composers, MuseScore_General only
+#        WORK/ho-both     both at once: held-out groove families rendered with MuseScore_General
+#      (the held-out corpora use --split 0,0,1: every song is in the test split)
+#   2. partsim evaluate on the four sets plus the untrained log-spectrum baseline:
+#      WORK/evaluation.json (every set's tables and definitions), WORK/evaluation.txt, WORK/figures
+#   3. partsim export -> DEST (default models/csn-v3) with the evaluation JSON in the manifest;
+#      run.json, evaluation.json, evaluation.txt and the figures beside it; embedding benchmark.
+#
+# Sizes: TRAIN_SONGS (1600), HELDOUT_SONGS (60 per held-out set), SONG_SECONDS (30), WORKERS (2).
+# The steps can be run alone: STEPS="corpora evaluate export" (default: all three).
+# mma and the SoundFonts come from scripts/bootstrap.sh (Debian packages).
+# A tiny dry run (a few minutes):
+#   TRAIN_SONGS=10 HELDOUT_SONGS=4 SONG_SECONDS=8 DEST=/tmp/csn-v3-try scripts/make-model-v3.sh /tmp/w RUN/model.pt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+W=${1:?usage: make-model-v3.sh WORK_DIR MODEL.pt}
+MODEL=${2:?usage: make-model-v3.sh WORK_DIR MODEL.pt}
+P=${PARTSIM:-.venv/bin/partsim}
+DEST=${DEST:-models/csn-v3}
+NAME=${NAME:-$(basename "$DEST")}
+TRAIN_SONGS=${TRAIN_SONGS:-1600}
+TRAIN_SEED=${TRAIN_SEED:-300}
+HELDOUT_SONGS=${HELDOUT_SONGS:-60}
+SONG_SECONDS=${SONG_SECONDS:-30}
+WORKERS=${WORKERS:-2}
+STEPS=${STEPS:-corpora evaluate export}
+TRAIN_SF=(/usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf2/TimGM6mb.sf2
+          /usr/share/sounds/sf3/FluidR3Mono_GM.sf3 /usr/share/sounds/sf2/sf_GMbank.sf2
+          /usr/share/sounds/sf2/OPL-3_FM_128M.sf2)
+HELDOUT_SF=/usr/share/sounds/sf3/MuseScore_General.sf3
+mkdir -p "$W"
+step() { [[ " $STEPS " == *" $1 "* ]]; }
+[ -f "$MODEL" ] || { echo "make-model-v3.sh: model not found: $MODEL" >&2; exit 2; }
+
+if step corpora; then
+  for f in "${TRAIN_SF[@]}" "$HELDOUT_SF"; do
+    [ -f "$f" ] || { echo "make-model-v3.sh: SoundFont missing: $f (scripts/bootstrap.sh installs it)" >&2; exit 2; }
+  done
+  command -v mma >/dev/null || { echo "make-model-v3.sh: mma missing (scripts/bootstrap.sh installs it)" >&2; exit 2; }
+  corpus() {  # corpus NAME ARGS...: WORK/NAME, its song table in WORK/NAME.log
+    local name=$1; shift
+    $P corpus make --out "$W/$name" --seconds "$SONG_SECONDS" --workers "$WORKERS" --quiet "$@" > "$W/$name.log"
+    sed -n 1,2p "$W/$name.log"
+  }
+  corpus mixed --songs "$TRAIN_SONGS" --seed "$TRAIN_SEED" --composer mixed --soundfont "${TRAIN_SF[@]}"
+  corpus ho-grooves --songs "$HELDOUT_SONGS" --seed 301 --composer mma --grooves heldout \
+    --soundfont "${TRAIN_SF[@]}" --split 0,0,1
+  corpus ho-sf --songs "$HELDOUT_SONGS" --seed 302 --composer mixed --soundfont "$HELDOUT_SF" --split 0,0,1
+  corpus ho-both --songs "$HELDOUT_SONGS" --seed 303 --composer mma --grooves heldout \
+    --soundfont "$HELDOUT_SF" --split 0,0,1
+fi
+
+if step evaluate; then
+  # Tables 4.1-4.3 on each set (4.4/4.5 and the figures on the test split), one row per set, with
+  # the baseline's rows; the same command prints what the model card shows.
+  $P evaluate "$MODEL" --set test="$W/mixed:test" --set composer="$W/ho-grooves" --set synth="$W/ho-sf" \
+    --set both="$W/ho-both" --baseline --figures "$W/figures" --out "$W/evaluation.json" | tee "$W/evaluation.txt"
+fi
+
+if step export; then
+  rm -rf "$DEST"
+  $P export "$MODEL" --out "$DEST" --evaluation "$W/evaluation.json" --name "$NAME"
+  run_json="$(dirname "$MODEL")/run.json"
+  [ -f "$run_json" ] && cp "$run_json" "$DEST/run.json"
+  cp "$W/evaluation.json" "$W/evaluation.txt" "$DEST/"
+  if compgen -G "$W/figures/*.png" >/dev/null; then
+    mkdir -p "$DEST/figures" && cp "$W"/figures/*.png "$DEST/figures/"
+  fi
+  $P bench-embed "$MODEL" "$DEST/manifest.json"
+fi
