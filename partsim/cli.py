@@ -120,10 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quick", action="store_true", help="only Tables 4.2 and 4.3")
 
     ex = sub.add_parser("export", help="export a trained model to ONNX with its manifest")
-    ex.add_argument("model", type=Path, help="model.pt written by partsim train")
+    ex.add_argument("model", type=Path, help="model.pt written by partsim train, or a mel-input model's "
+                    "manifest.json (csn-v2): the same graph with the feature front end in front of it")
     ex.add_argument("--out", required=True, type=Path, help="folder for csn.onnx and manifest.json")
     ex.add_argument("--evaluation", type=Path, help="evaluation JSON to record in the manifest")
     ex.add_argument("--name", default="csn")
+    ex.add_argument("--input", choices=["pcm", "mel"], default="pcm",
+                    help="what the graph takes: pcm (float32 (batch, samples) at 44.1 kHz, the log-mel "
+                    "features inside the graph; default) or mel (the NumPy features, as csn-v1/v2)")
+    ex.add_argument("--radix", type=_int, default=32,
+                    help="the in-graph STFT's split (1: the plain DFT convolution; default 32)")
 
     be = sub.add_parser("bench-embed", help="embedding throughput: PyTorch eager vs onnxruntime, same inputs")
     be.add_argument("model", type=Path, help="model.pt")
@@ -208,9 +214,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .model.export import export
 
-    manifest = export(args.model, args.out, args.evaluation, args.name)
+    if args.model.suffix == ".json":
+        from .errors import InvalidArgument
+        from .model.export import add_frontend
+
+        if args.input != "pcm" or args.evaluation is not None:
+            raise InvalidArgument("a manifest is only converted to PCM input (no --input mel, no --evaluation)")
+        manifest = add_frontend(args.model, args.out, args.radix)
+    else:
+        manifest = export(args.model, args.out, args.evaluation, args.name, input=args.input, radix=args.radix)
     print(f"wrote {args.out / manifest['onnx']['file']} and {args.out / 'manifest.json'} "
-          f"(model version {manifest['model_version']})")
+          f"(model version {manifest['model_version']}, input {manifest['onnx']['input']})")
     return 0
 
 

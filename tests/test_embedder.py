@@ -438,3 +438,82 @@ def test_module_runs_turns_serving_and_stops_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- a PCM-input model (the features inside the ONNX graph) ------------------------------------
+@pytest.fixture(scope="module")
+def pcm_manifest(tmp_path_factory):
+    """The shipped csn-v2 with the feature front end prepended to its graph (PCM in)."""
+    from partsim.model.export import add_frontend
+
+    out = tmp_path_factory.mktemp("pcm") / "csn-v2-pcm"
+    add_frontend(default_manifest(), out)
+    return out / "manifest.json"
+
+
+class _NoFeatures:
+    """Stands in for LogMel: the feature parameters, but computing features is an error."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def __call__(self, audio):
+        raise AssertionError("a PCM-input model must not get NumPy features")
+
+
+def test_serves_a_pcm_input_model_with_the_mel_models_answers(pcm_manifest, ref):
+    """The service feeds PCM segments to a PCM-input graph (no NumPy features) and answers what
+    the same network answers through the mel path."""
+    cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, model=str(pcm_manifest), max_batch=4,
+                         max_wait_ms=20, max_audio_seconds=MAX_AUDIO, max_segments=MAX_SEGMENTS, grace_seconds=1)
+    srv = serve(cfg, registry=CollectorRegistry())
+    channel = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20)])
+    try:
+        engine = srv.service.engine
+        assert engine.input == "pcm" and engine.session.get_inputs()[0].shape == ["batch", "samples"]
+        engine.features = _NoFeatures(engine.features.cfg)
+        pcm_stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+        info = pcm_stub.GetModel(embedder_pb2.GetModelRequest()).model
+        assert info.model_version == json.loads(pcm_manifest.read_text())["model_version"] != ref.manifest["model_version"]
+        audio = make_audio(5.0, seed=11)
+        data = encode(audio, "FLAC", "PCM_16")
+        resp = embed(pcm_stub, types_pb2.Audio(encoded=data), seg=1.0, hop=0.5)  # 9 segments, 3 batches of <= 4
+        decoded, _ = sf.read(io.BytesIO(data), dtype="float32")
+        want, starts = expected(ref, decoded, 1.0, 0.5)
+        assert len(resp.segments) == 9
+        np.testing.assert_allclose(vectors(resp), want, atol=1e-4)
+        np.testing.assert_allclose([s.start_seconds for s in resp.segments], starts)
+        norms = np.array([[p.norm for p in s.parts] for s in resp.segments])
+        present = np.array([[p.present for p in s.parts] for s in resp.segments])
+        np.testing.assert_array_equal(present, np.log(norms) + np.asarray(ref.manifest["presence"]["norm_bias"]) > 0)
+        resp = embed(pcm_stub, pcm(audio[:3 * SR]), seg=3.0)  # raw PCM, one 3-s segment
+        np.testing.assert_allclose(vectors(resp), expected(ref, audio[:3 * SR], 3.0, 3.0)[0], atol=1e-4)
+        with pytest.raises(grpc.RpcError) as info_err:  # the model's minimum length holds as before
+            embed(pcm_stub, pcm(audio), seg=0.2)
+        assert info_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "needs at least 32" in info_err.value.details()
+    finally:
+        channel.close()
+        srv.stop(0)
+
+
+def test_batcher_takes_pcm_rows_and_caps_a_batch_by_its_length():
+    calls = []
+
+    def run(x):
+        calls.append(x.shape)
+        return x.sum(axis=1)[:, None, None]
+
+    b = Batcher(run, max_batch=8, max_wait_ms=20, max_batch_length=300, registry=CollectorRegistry())
+    try:
+        rows = np.random.default_rng(0).random((10, 100), np.float32)
+        np.testing.assert_allclose(b.submit(rows).result(5)[:, 0, 0], rows.sum(axis=1), rtol=1e-6)
+        assert max(s[0] for s in calls) == 3 and sum(s[0] for s in calls) == 10  # 300 samples a batch
+    finally:
+        b.close()
+
+
+def test_onnxruntime_threads_do_not_spin():
+    onnx = default_manifest().parent / "csn.onnx"
+    opts = make_session(onnx).get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.get_session_config_entry("session.inter_op.allow_spinning") == "0"

@@ -132,3 +132,119 @@ def test_embed_refuses_a_manifest_that_does_not_match(exported, tmp_path):
     audio = _wav(tmp_path / "a.wav", np.zeros(4 * SR, np.float32))
     proc = run_cli("embed", str(audio), "--model", str(bad), "-o", str(tmp_path / "x.npz"))
     assert proc.returncode == 2 and "sha256" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- PCM input: the features inside the graph ----------------------------------------------------
+def write_random_model(path, widths=(2, 4, 4, 8, 8), dim=TINY_DIM, seed=0):
+    """A ``model.pt`` as ``partsim train`` writes it, with random weights and BatchNorm statistics
+    (no training needed to test export and inference)."""
+    import torch
+
+    from partsim.model.features import FeatureConfig
+    from partsim.model.nets import CSN, NetConfig, PartNet
+
+    torch.manual_seed(seed)
+    cfg = NetConfig(subspace_dim=dim, widths=list(widths))
+    csn = CSN(cfg)
+    for m in csn.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    torch.save({"csn": csn.state_dict(), "partnets": torch.nn.ModuleList([PartNet(cfg) for _ in cfg.parts]).state_dict(),
+                "net": cfg.to_dict(), "features": FeatureConfig().to_dict(), "segment_seconds": 3.0,
+                "log": {"corpus": {"layout": "partsim"}}}, path)
+    return path
+
+
+def audio_signals(n: int, seed: int = 0) -> np.ndarray:
+    """Noise, a chord with harmonics, a bass tone, a tone after silence, silence: ``(5, n)``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / SR
+    chord = sum(np.sin(2 * np.pi * f * h * t) / h for f in (196.0, 246.9, 293.7) for h in range(1, 6))
+    return np.stack([rng.uniform(-0.4, 0.4, n), 0.5 * chord / np.abs(chord).max(), 0.3 * np.sin(2 * np.pi * 49 * t),
+                     0.2 * np.sin(2 * np.pi * 2000 * t) * (t > 1.0), np.zeros(n)]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def random_exports(tmp_path_factory):
+    """One random tiny model exported with PCM input (the default) and with mel input."""
+    root = tmp_path_factory.mktemp("pcm")
+    model = write_random_model(root / "model.pt")
+    return model, export(model, root / "pcm"), export(model, root / "mel", input="mel"), root
+
+
+def test_export_takes_pcm_by_default_and_the_manifest_says_so(random_exports):
+    import onnx
+
+    _, manifest, mel_manifest, root = random_exports
+    o = manifest["onnx"]
+    assert o["input"] == "pcm" and o["input_shape"] == ["batch", "samples"] and o["sample_rate"] == SR
+    assert o["min_samples"] == 31 * 512 and o["min_frames"] == 32
+    assert o["frontend"]["radix"] == 32 and o["export_check"]["max_abs_vs_pytorch"] <= 1e-5
+    graph = onnx.load(str(root / "pcm" / "csn.onnx")).graph
+    assert [i.name for i in graph.input] == ["pcm"] and len(graph.input[0].type.tensor_type.shape.dim) == 2
+    assert any(node.op_type == "Conv" and any(a.name == "group" and a.i == 32 for a in node.attribute)
+               for node in graph.node)  # the STFT: a grouped strided Conv1d
+    assert mel_manifest["onnx"]["input"] == "mel" and mel_manifest["onnx"]["input_shape"] == ["batch", 128, "frames"]
+    assert "min_samples" not in mel_manifest["onnx"]
+    assert json.loads((root / "pcm" / "manifest.json").read_text())["onnx"] == json.loads(json.dumps(o))
+
+
+def test_pcm_graph_gives_the_mel_graphs_embeddings(random_exports):
+    """The PCM-input graph (features inside) and the mel-input graph fed NumPy features: same vectors."""
+    model, _, _, root = random_exports
+    pcm, mel = OnnxEmbedder(root / "pcm" / "manifest.json"), OnnxEmbedder(root / "mel" / "manifest.json")
+    assert (pcm.input, mel.input) == ("pcm", "mel")
+    torch_model = TorchEmbedder(model)
+    for n in (31 * 512, 3 * SR, 5 * SR + 123):
+        x = audio_signals(n, seed=n)
+        a, b = pcm.embed(x, batch=2), mel.embed(x)
+        assert a.shape == b.shape == (5, 5, TINY_DIM)
+        assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max())
+        assert np.abs(a - torch_model.embed(x)).max() <= 1e-5
+    assert parity(root / "pcm" / "manifest.json", model, audio_signals(3 * SR)) <= 1e-5
+
+
+def test_plain_dft_convolution_export_gives_the_same_embeddings(random_exports, tmp_path):
+    """--radix 1: the STFT as one Conv1d of n_fft-tap windowed DFT kernels, no split."""
+    model, _, _, root = random_exports
+    manifest = export(model, tmp_path / "r1", radix=1)
+    assert manifest["onnx"]["frontend"]["radix"] == 1
+    x = audio_signals(3 * SR, seed=4)
+    a = OnnxEmbedder(tmp_path / "r1" / "manifest.json").embed(x)
+    assert np.abs(a - OnnxEmbedder(root / "mel" / "manifest.json").embed(x)).max() <= 1e-5
+
+
+def test_pcm_model_takes_no_mel(random_exports):
+    _, _, _, root = random_exports
+    with pytest.raises(InvalidArgument, match="takes PCM"):
+        OnnxEmbedder(root / "pcm" / "manifest.json").embed_mel(np.zeros((1, 128, 64), np.float32))
+
+
+def test_a_manifest_without_an_input_field_is_a_mel_model(random_exports, tmp_path):
+    """csn-v1 manifests have no onnx.input: they still load and embed, through the NumPy features."""
+    _, _, _, root = random_exports
+    m = json.loads((root / "mel" / "manifest.json").read_text())
+    del m["onnx"]["input"]
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    (tmp_path / "csn.onnx").write_bytes((root / "mel" / "csn.onnx").read_bytes())
+    old = OnnxEmbedder(tmp_path / "manifest.json")
+    x = audio_signals(3 * SR, seed=5)
+    assert old.input == "mel"
+    np.testing.assert_array_equal(old.embed(x), OnnxEmbedder(root / "mel" / "manifest.json").embed(x))
+
+
+def test_embed_cli_with_a_pcm_model_and_export_cli_input_flag(random_exports, tmp_path):
+    model, _, _, root = random_exports
+    audio = audio_signals(7 * SR, seed=6)[1]
+    wav = _wav(tmp_path / "chord.wav", audio)
+    npz = tmp_path / "out.npz"
+    proc = run_cli("embed", str(wav), "--model", str(root / "pcm" / "manifest.json"), "-o", str(npz))
+    assert proc.returncode == 0, proc.stderr
+    z = np.load(npz)
+    want = OnnxEmbedder(root / "mel" / "manifest.json").embed(np.stack([audio[:3 * SR], audio[3 * SR:6 * SR]]))
+    assert z["vectors"].shape == (2, 5, TINY_DIM) and np.abs(z["vectors"] - want).max() <= 1e-5
+    proc = run_cli("export", str(model), "--out", str(tmp_path / "m"), "--input", "mel")
+    assert proc.returncode == 0, proc.stderr
+    assert "input mel" in proc.stdout
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["onnx"]["input"] == "mel"

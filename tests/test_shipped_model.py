@@ -37,3 +37,21 @@ def test_partsim_embed_uses_the_shipped_model_by_default(tiny_corpus, tmp_path):
 
     audio, _ = sf.read(str(mix), dtype="float32")
     np.testing.assert_allclose(again.embed(audio[None, :3 * 44100])[0], z["vectors"][0], atol=1e-5)
+
+
+def test_shipped_mel_model_with_the_front_end_in_its_graph_gives_its_own_embeddings(tmp_path):
+    """csn-v2 takes mel; `partsim export models/csn-v2/manifest.json` prepends the feature front end
+    to the same graph: PCM in, and the embeddings of the mel path."""
+    from partsim.model.export import add_frontend
+
+    manifest = add_frontend(default_manifest(), tmp_path / "v2pcm")
+    assert manifest["onnx"]["input"] == "pcm" and manifest["converted_from"]["model_version"].startswith("csn-v2-")
+    assert manifest["model_version"] == "csn-v2-" + manifest["onnx"]["sha256"][:12]
+    mel, pcm = OnnxEmbedder(default_manifest()), OnnxEmbedder(tmp_path / "v2pcm" / "manifest.json")
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * 44100) / 44100
+    chord = sum(np.sin(2 * np.pi * f * h * t) / h for f in (130.8, 164.8, 196.0) for h in range(1, 6))
+    x = np.stack([rng.uniform(-0.3, 0.3, len(t)), 0.5 * chord / np.abs(chord).max(),
+                  0.3 * np.sin(2 * np.pi * 41.2 * t) * (t > 1)]).astype(np.float32)
+    a, b = pcm.embed(x), mel.embed(x)
+    assert np.abs(a - b).max() <= 1e-5, np.abs(a - b).max()
