@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--load-workers", type=_int, default=0, help="threads decoding stems (0: one per core)")
     train.add_argument("--val-draws", type=_int, default=96, help="validation triplets measured after each epoch")
     train.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch remains)")
+    train.add_argument("--init", default="", metavar="MODEL",
+                       help="start the main phase from a model.pt or a shipped model folder (skips pre-training)")
+    train.add_argument("--no-augment", action="store_true", help="no per-stem augmentation before mixing")
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="auto: bf16 autocast where the device computes in bf16")
+    train.add_argument("--no-channels-last", action="store_true", help="keep NCHW tensors")
+    train.add_argument("--compile", action="store_true", help="torch.compile the CSN's training forward")
+    train.add_argument("--features", choices=["torch", "numpy"], default="torch",
+                       help="log-mel on the training device (torch) or with NumPy on the CPU")
+    train.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                       help="learning rate over the main phase")
 
     ev = sub.add_parser("evaluate", help="the thesis's evaluation protocols on a corpus's test split (or several sets)")
     ev.add_argument("model", type=Path, help="model.pt (PyTorch, with the baseline), manifest.json (ONNX) or "
@@ -135,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("model", type=Path, help="model.pt")
     be.add_argument("manifest", type=Path, help="the same model exported (manifest.json)")
     be.add_argument("--segments", type=_int, default=64)
+
+    bt = sub.add_parser("bench-train", help="training draws/s: csn-v2's configuration vs csn-v3's, one run")
+    bt.add_argument("--corpus", required=True, type=Path, help="partsim corpus or Slakh2100 folder")
+    bt.add_argument("--widths", type=_widths, default=[16, 32, 64, 128, 256])
+    bt.add_argument("--batch", type=_int, default=32)
+    bt.add_argument("--steps", type=_int, default=4, help="timed steps per configuration (after one warm-up)")
+    bt.add_argument("--device", default="auto")
+    bt.add_argument("--compile", action="store_true", help="csn-v3 configuration with torch.compile")
+    bt.add_argument("--out", type=Path, help="write the results as JSON")
 
     emb = sub.add_parser("embed", help="per-segment per-part vectors of audio files, as .npz")
     emb.add_argument("audio", nargs="+", type=Path)
@@ -175,6 +195,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr, pseudo=not args.no_pseudo, additional=not args.no_additional, norm=not args.no_norm,
         pretrain=not args.no_pretrain, seed=args.seed, threads=args.threads, device=args.device,
         time_limit=args.time_limit, load_workers=args.load_workers, val_draws=args.val_draws,
+        init=args.init, augment=not args.no_augment, precision=args.precision,
+        channels_last=not args.no_channels_last, compile=args.compile, features=args.features,
+        schedule=args.schedule,
     )
     cfg.validate()
     trainer = Trainer(cfg, progress=not args.quiet)
@@ -232,6 +255,19 @@ def _cmd_bench_embed(args: argparse.Namespace) -> int:
     from .model.bench import run_bench
 
     run_bench(str(args.model), str(args.manifest), segments=args.segments)
+    return 0
+
+
+def _cmd_bench_train(args: argparse.Namespace) -> int:
+    from .errors import InvalidArgument
+    from .model.train_bench import bench_training
+
+    if not args.corpus.is_dir():
+        raise InvalidArgument(f"--corpus {args.corpus}: no such folder")
+    results = bench_training(str(args.corpus), widths=args.widths, batch=args.batch, steps=args.steps,
+                             device=args.device, compile=args.compile)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 
@@ -313,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {("corpus", "make"): _cmd_corpus_make, ("corpus", "info"): _cmd_corpus_info,
                 ("corpus", "bench"): _cmd_corpus_bench, ("train", None): _cmd_train,
-                ("evaluate", None): _cmd_evaluate, ("export", None): _cmd_export, ("embed", None): _cmd_embed, ("bench-embed", None): _cmd_bench_embed}
+                ("evaluate", None): _cmd_evaluate, ("export", None): _cmd_export, ("embed", None): _cmd_embed, ("bench-embed", None): _cmd_bench_embed,
+                ("bench-train", None): _cmd_bench_train}
     from .cli_registry import HANDLERS
 
     handlers.update(HANDLERS)  # cli_cluster, cli_separate, cli_separation (imported by build_parser)

@@ -38,9 +38,10 @@ class StemBank:
     """
 
     def __init__(self, tracks: list[Track], parts: list[str], segment: int, hop: int, progress=None,
-                 workers: int = 1):
+                 workers: int = 1, extra: int = 0):
         self.parts = list(parts)
         self.segment, self.hop = segment, hop
+        self.extra = extra  # samples readable past a window (augmentation's speed changes)
         self.ids: list[str] = []
         self.stems: list[np.ndarray] = []  # (P, n) int16, views into self.flat
         self.tempo_class: list[int] = []
@@ -60,7 +61,7 @@ class StemBank:
         # All tracks end to end, one row per part, so a batch of windows is one gather (render_batch).
         lengths = [q.shape[1] for q in self.stems]
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self.flat = np.zeros((len(self.parts), int(self.offsets[-1])), dtype=np.int16)
+        self.flat = np.zeros((len(self.parts), int(self.offsets[-1]) + extra), dtype=np.int16)
         for t, q in enumerate(self.stems):
             self.flat[:, self.offsets[t]:self.offsets[t + 1]] = q
             self.stems[t] = self.flat[:, self.offsets[t]:self.offsets[t + 1]]
@@ -111,31 +112,49 @@ class StemBank:
             present[j] = float(np.mean(w.astype(np.float64) ** 2) > SILENCE_POWER)
         return audio, present
 
-    def _windows_view(self, device: torch.device) -> torch.Tensor:
-        """``(P, L - segment + 1, segment)`` strided view of every window of the flat stems."""
+    def _windows_view(self, device: torch.device, length: int) -> torch.Tensor:
+        """``(P, L - length + 1, length)`` strided view of every window of the flat stems."""
         key = str(device)
         if key not in self._device_flat:
             flat = torch.from_numpy(self.flat)
             self._device_flat[key] = flat.to(device) if device.type != "cpu" else flat
         flat = self._device_flat[key]
         P, L = flat.shape
-        return flat.as_strided((P, max(0, L - self.segment + 1), self.segment), (L, 1, 1))
+        return flat.as_strided((P, max(0, L - length + 1), length), (L, 1, 1))
 
-    def gather(self, j: int, sources: list[tuple[int, int] | None], device: torch.device | str = "cpu") -> torch.Tensor:
-        """Windows of part ``j``: ``sources[i] = (track, start)`` or None (silence) -> ``(N, segment)`` float32."""
+    def gather(self, j: int, sources: list[tuple[int, int] | None], device: torch.device | str = "cpu",
+               extra: int = 0) -> torch.Tensor:
+        """Windows of part ``j``: ``sources[i] = (track, start)`` or None (silence).
+
+        Returns ``(N, segment + extra)`` float32; ``extra`` (at most the bank's) reads on past the
+        window, into the next track's start or the zero padding at the very end.
+        """
         device = torch.device(device)
+        if not 0 <= extra <= self.extra:
+            raise ValueError(f"extra={extra} exceeds the bank's {self.extra}")
         idx = torch.tensor([self.offsets[s[0]] + s[1] if s is not None else 0 for s in sources], dtype=torch.long)
         keep = torch.tensor([s is not None for s in sources])
-        w = self._windows_view(device)[j][idx.to(device)].float() / INT16
+        w = self._windows_view(device, self.segment + extra)[j][idx.to(device)].float() / INT16
         return w * keep.to(device)[:, None]
 
-    def render_batch(self, pieces: list[Piece], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """Mix many pieces at once: ``(N, segment)`` float32 audio and ``(N, P)`` presence targets."""
+    def render_batch(self, pieces: list[Piece], device: torch.device | str = "cpu", augment=None,
+                     gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix many pieces at once: ``(N, segment)`` float32 audio and ``(N, P)`` presence targets.
+
+        With ``augment`` (an :class:`~partsim.model.augment.Augmenter`) and ``gen``, each stem
+        window is augmented before the sum and the mix gets its noise floor; presence is judged
+        on the augmented stems.
+        """
         audio, present = None, []
+        extra = augment.extra(self.segment) if augment is not None else 0
         for j in range(len(self.parts)):
-            w = self.gather(j, [p.sources[j] for p in pieces], device)
+            w = self.gather(j, [p.sources[j] for p in pieces], device, extra)
+            if augment is not None:
+                w = augment.stems(w, j, self.segment, gen)
             audio = w if audio is None else audio + w
             present.append(((w.double() ** 2).mean(dim=1) > SILENCE_POWER).float())
+        if augment is not None:
+            audio = augment.mix(audio, gen)
         return audio, torch.stack(present, dim=1)
 
     # ----------------------------------------------------------------------------------------

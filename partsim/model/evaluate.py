@@ -120,6 +120,11 @@ def _pdist(x: np.ndarray) -> np.ndarray:
     return np.sqrt(_sq_dist(x))
 
 
+def _has_partnets(model: Embedder) -> bool:
+    """The ideal-stem baselines need per-part networks (a model fine-tuned with --init has none)."""
+    return isinstance(model, TorchEmbedder) and model.partnets is not None
+
+
 def track_id_table(model: Embedder, tracks: list[TestTrack], seconds=(3, 5, 10)) -> dict:
     parts = model.parts
     out: dict = {"proposed": {}, "baseline_ideal_stems": {}}
@@ -143,7 +148,7 @@ def track_id_table(model: Embedder, tracks: list[TestTrack], seconds=(3, 5, 10))
         for j, part in enumerate(parts):
             keep = mean_power(stem[j]) >= SILENCE_POWER
             out["proposed"][str(s)][part] = knn_accuracy(emb[keep, j], labels_a[keep])
-            if isinstance(model, TorchEmbedder) and keep.sum() > 1:
+            if _has_partnets(model) and keep.sum() > 1:
                 base = model.embed_stems(j, stem[j][keep])
                 out["baseline_ideal_stems"][str(s)][part] = knn_accuracy(base, labels_a[keep])
     return out
@@ -230,7 +235,7 @@ def correlation_tables(model: Embedder, tracks: list[TestTrack], seconds: int = 
         for k in range(j + 1, len(parts)):
             across[f"{parts[j]}-{parts[k]}"] = _pearson_upper(dists[j], dists[k])
             both = present[j] & present[k]
-            if isinstance(model, TorchEmbedder) and both.sum() >= 3:
+            if _has_partnets(model) and both.sum() >= 3:
                 gj = model.embed_stems(j, stem_segs[j][both])
                 gk = model.embed_stems(k, stem_segs[k][both])
                 reference[f"{parts[j]}-{parts[k]}"] = _pearson_upper(_pdist(gj), _pdist(gk))

@@ -11,11 +11,19 @@ Phases, each resumable from ``OUT/checkpoint.pt``:
 
 Ablations of Table 4.2 are flags: ``--no-pseudo`` (dataset-piece triplets, Fig. 4.2),
 ``--no-additional``, ``--no-norm``, ``--no-pretrain``.
+
+csn-v3 additions: ``--init`` starts the main phase from a trained or shipped model; stems are
+augmented before mixing (:mod:`augment`, ``--no-augment``); the forward and backward passes run
+in bf16 autocast with channels_last tensors where the device supports it (``--precision``), and
+optionally compiled (``--compile``); the learning rate can follow a cosine over the main phase
+(``--schedule cosine``). Checkpoints hold weights only (no optimizer moments), so they stay a
+few MB and a run resumes across machines. Every epoch logs its triplet draws per second.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
@@ -28,6 +36,7 @@ from tqdm import tqdm
 
 from ..data import open_dataset
 from ..errors import InvalidArgument
+from .augment import AugmentConfig, Augmenter
 from .data import StemBank
 from .features import SILENCE_POWER, FeatureConfig, LogMel
 from .features_torch import TorchLogMel
@@ -61,6 +70,13 @@ class TrainConfig:
     device: str = "auto"  # auto: CUDA when there is one, else CPU
     time_limit: float = 0.0  # minutes of training after which the main phase stops (0: no limit)
     load_workers: int = 0  # threads decoding stems (0: one per CPU core)
+    augment: bool = True  # per-stem augmentation before mixing (main phase)
+    precision: str = "auto"  # auto: bf16 autocast where the device has it; fp32; bf16
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the CSN's training forward
+    features: str = "torch"  # torch (on the training device) or numpy (csn-v2's CPU path)
+    init: str = ""  # model.pt, shipped model folder or manifest.json to start the main phase from
+    schedule: str = "constant"  # constant or cosine (over the main phase's epochs or time limit)
 
     def validate(self) -> None:
         for name in ("batch", "epochs", "steps_per_epoch", "val_draws"):
@@ -76,9 +92,13 @@ class TrainConfig:
             raise InvalidArgument(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise InvalidArgument(f"--device {self.device}: PyTorch sees no CUDA device here")
+        for name, allowed in (("precision", ("auto", "fp32", "bf16")), ("features", ("torch", "numpy")),
+                              ("schedule", ("constant", "cosine"))):
+            if getattr(self, name) not in allowed:
+                raise InvalidArgument(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
     def phases(self) -> list[str]:
-        return list(PHASES) if self.pretrain else ["main"]
+        return list(PHASES) if self.pretrain and not self.init else ["main"]
 
 
 def _git_commit() -> str | None:
@@ -101,8 +121,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.features = LogMel(FeatureConfig())
-        # On a GPU the features are computed there too (same filters, agreement is tested).
-        self.gpu_features = TorchLogMel(FeatureConfig()).to(self.device) if self.device.type != "cpu" else None
+        # The features are computed on the training device (same filters as the NumPy ones; tested).
+        self.torch_features = TorchLogMel(FeatureConfig()).to(self.device) if cfg.features == "torch" else None
+        self.bf16 = _bf16_supported(self.device) if cfg.precision == "auto" else cfg.precision == "bf16"
+        self.augmenter = Augmenter(AugmentConfig(), cfg.net.parts) if cfg.augment else None
+        self.aug_gen = torch.Generator(device=self.device)
         sr = self.features.cfg.sample_rate
         self.segment = int(round(cfg.segment_seconds * sr))
         ds = open_dataset(cfg.corpus)
@@ -114,7 +137,8 @@ class Trainer:
         train_tracks = ds.tracks("train")
         val_tracks = ds.tracks("validation") or train_tracks[: max(4, len(train_tracks) // 10)]
         workers = cfg.load_workers or os.cpu_count() or 1
-        self.train = StemBank(train_tracks, cfg.net.parts, self.segment, self.segment // 2, wrap, workers)
+        extra = self.augmenter.extra(self.segment) if self.augmenter else 0
+        self.train = StemBank(train_tracks, cfg.net.parts, self.segment, self.segment // 2, wrap, workers, extra)
         self.val = StemBank(val_tracks, cfg.net.parts, self.segment, self.segment, None, workers)
         if len(self.train) < 4:
             raise InvalidArgument(f"corpus {cfg.corpus} has {len(self.train)} usable training tracks; at least 4 are needed")
@@ -122,11 +146,22 @@ class Trainer:
             self.corpus_description["validation_note"] = (
                 f"validation split has {len(self.val)} usable tracks; validation draws come from training tracks")
             self.val = self.train
-        self.csn = CSN(cfg.net).to(self.device)
-        self.partnets = torch.nn.ModuleList([PartNet(cfg.net) for _ in cfg.net.parts]).to(self.device)
+        self.csn = CSN(cfg.net)
         self.log: dict = {"config": _jsonable(asdict(cfg)), "corpus": self.corpus_description,
                           "git_commit": _git_commit(), "epochs": [], "wall_seconds": 0.0,
-                          "device": _device_name(self.device)}
+                          "device": _device_name(self.device), "bf16": self.bf16,
+                          "augmentation": self.augmenter.cfg.to_dict() if self.augmenter else None}
+        if cfg.init:
+            from .warmstart import load_init
+
+            self.log["init"] = load_init(self.csn, cfg.init, self._calibration_mel)
+        self.csn = self.csn.to(self.device)
+        if cfg.channels_last:
+            self.csn = self.csn.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.csn) if cfg.compile else self.csn
+        # per-part networks exist only for the thesis's pre-training (not with --init)
+        self.partnets = (torch.nn.ModuleList([PartNet(cfg.net) for _ in cfg.net.parts]).to(self.device)
+                         if "partnets" in cfg.phases() else None)
         self.state = {"phase": cfg.phases()[0], "epoch": 0}
         self.opt = self._optimizer()
         self.rng = np.random.default_rng(cfg.seed)
@@ -140,11 +175,31 @@ class Trainer:
         params = self.partnets.parameters() if self.state["phase"] == "partnets" else self.csn.parameters()
         return torch.optim.Adam(params, lr=self.cfg.lr)
 
+    def _calibration_mel(self) -> torch.Tensor:
+        """Features of 96 real training segments (for rebuilding an ONNX model's batch norms)."""
+        rng = np.random.default_rng(self.cfg.seed + 1)
+        pieces = [self.train.dataset_piece(rng, int(rng.integers(len(self.train)))) for _ in range(96)]
+        with torch.no_grad():
+            return self._mel(self.train.render_batch(pieces, "cpu")[0].to(self.device)).cpu()
+
     def _mel(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, n)`` audio on the training device -> ``(B, n_mels, frames)`` features there."""
-        if self.gpu_features is not None:
-            return self.gpu_features(audio)
-        return torch.from_numpy(self.features(audio.numpy()))
+        with torch.no_grad():
+            if self.torch_features is not None:
+                return self.torch_features(audio)
+            return torch.from_numpy(self.features(audio.cpu().numpy())).to(self.device)
+
+    def _embed(self, mel: torch.Tensor) -> torch.Tensor:
+        """The CSN's training forward: bf16 autocast where enabled; float32 out."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.forward(mel).float()
+
+    def _render(self, bank: StemBank, pieces, augment: bool):
+        """Mix pieces on the device; augmented (seeded from the run's RNG) in training draws."""
+        if augment and self.augmenter is not None:
+            self.aug_gen.manual_seed(int(self.rng.integers(2 ** 62)))
+            return bank.render_batch(pieces, self.device, self.augmenter, self.aug_gen)
+        return bank.render_batch(pieces, self.device)
 
     def _phase_steps(self, phase: str) -> tuple[int, int]:
         """(epochs, steps per epoch) of a phase."""
@@ -186,7 +241,7 @@ class Trainer:
                   for _ in range(self.cfg.batch * 2)]
         target = self._pretrain_targets(pieces)
         self.csn.train()
-        out = self.csn(self._mel(self.train.render_batch(pieces, self.device)[0]))
+        out = self._embed(self._mel(self.train.render_batch(pieces, self.device)[0]))
         loss = torch.nn.functional.mse_loss(out, target)
         return {"loss": loss, "pretrain_mse": loss.detach()}
 
@@ -198,11 +253,11 @@ class Trainer:
         pieces, c = bank.dataset_triplet(rng)
         return pieces, c, None
 
-    def _losses(self, bank: StemBank, draws) -> dict:
+    def _losses(self, bank: StemBank, draws, augment: bool = False) -> dict:
         c = self.cfg
         P, D = len(c.net.parts), c.net.subspace_dim
-        audio, present = bank.render_batch([piece for pieces, _, _ in draws for piece in pieces], self.device)
-        emb = self.csn(self._mel(audio)).view(len(draws), 3, -1)
+        audio, present = self._render(bank, [piece for pieces, _, _ in draws for piece in pieces], augment)
+        emb = self._embed(self._mel(audio)).view(len(draws), 3, -1)
         q = present.view(len(draws), 3, -1)
         cond = torch.tensor([d[1] for d in draws], device=self.device)
         a, p, n = emb[:, 0], emb[:, 1], emb[:, 2]
@@ -228,7 +283,7 @@ class Trainer:
     def step_main(self) -> dict:
         self.csn.train()
         draws = [self._draw(self.train, self.rng) for _ in range(self.cfg.batch)]
-        return self._losses(self.train, draws)
+        return self._losses(self.train, draws, augment=True)
 
     def validate_main(self) -> dict:
         """Loss and basic-triplet accuracy on a fixed set of validation draws."""
@@ -248,8 +303,12 @@ class Trainer:
     def save(self, path: Path | None = None) -> None:
         path = path or self.out / "checkpoint.pt"
         tmp = path.with_suffix(".tmp")
-        torch.save({"state": self.state, "csn": self.csn.state_dict(), "partnets": self.partnets.state_dict(),
-                    "opt": self.opt.state_dict(), "rng": self.rng.bit_generator.state,
+        # Weights only (no optimizer moments): a few MB, so a run moves between machines.
+        # The per-part networks travel only while they are being trained (then in partnets.pt).
+        partnets = (_cpu(self.partnets.state_dict()) if self.partnets is not None
+                    and self.state["phase"] in ("partnets", "pretrain") else None)
+        torch.save({"state": self.state, "csn": _cpu(self.csn.state_dict()), "partnets": partnets,
+                    "rng": self.rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(), "log": self.log, "net": asdict(self.cfg.net)}, tmp)
         os.replace(tmp, path)
         (self.out / "run.json").write_text(json.dumps(self.log, indent=1) + "\n")
@@ -263,9 +322,11 @@ class Trainer:
             raise InvalidArgument(f"{path} was trained with other network sizes ({ck['net']}); use another --out")
         self.state = ck["state"]
         self.csn.load_state_dict(ck["csn"])
-        self.partnets.load_state_dict(ck["partnets"])
+        if self.partnets is not None and ck.get("partnets") is not None:
+            self.partnets.load_state_dict(ck["partnets"])
         self.opt = self._optimizer()
-        self.opt.load_state_dict(ck["opt"])
+        if "opt" in ck:  # checkpoints before csn-v3 kept Adam's moments
+            self.opt.load_state_dict(ck["opt"])
         self.rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         self.log = ck["log"]
@@ -302,7 +363,10 @@ class Trainer:
             totals: dict[str, float] = {}
             bar = tqdm(range(steps), desc=f"{phase} {self.state['epoch'] + 1}/{epochs}", disable=not self.progress,
                        dynamic_ncols=True, leave=False)
+            t0 = time.monotonic()
             for _ in bar:
+                if phase == "main":
+                    self._set_lr(started, epochs)
                 out = step_fn[phase]()
                 self.opt.zero_grad()
                 out["loss"].backward()
@@ -312,6 +376,8 @@ class Trainer:
                 bar.set_postfix({k: f"{v / (bar.n + 1):.3f}" for k, v in totals.items()})
             record = {"phase": phase, "epoch": self.state["epoch"] + 1, **{k: v / steps for k, v in totals.items()}}
             if phase == "main":
+                record["draws_per_second"] = steps * self.cfg.batch / max(1e-9, time.monotonic() - t0)
+                record["lr"] = self.opt.param_groups[0]["lr"]
                 record.update(self.validate_main())
             record["wall_seconds"] = round(time.monotonic() - started, 1)
             self.log["epochs"].append(record)
@@ -319,9 +385,11 @@ class Trainer:
             print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
                   flush=True)
             self.state["epoch"] += 1
+            if phase == "pretrain" and self.state["epoch"] >= epochs and self.partnets is not None:
+                torch.save(_cpu(self.partnets.state_dict()), self.out / "partnets.pt")
             self.save()
         self.state = {"phase": "done", "epoch": 0}
-        torch.save({"csn": _cpu(self.csn.state_dict()), "partnets": _cpu(self.partnets.state_dict()),
+        torch.save({"csn": _cpu(self.csn.state_dict()), "partnets": self._trained_partnets(),
                     "net": asdict(self.cfg.net), "features": FeatureConfig().to_dict(),
                     "segment_seconds": self.cfg.segment_seconds, "log": self.log}, self.out / "model.pt")
         self.save()
@@ -330,6 +398,33 @@ class Trainer:
 
     def _out_of_time(self, started: float) -> bool:
         return self.cfg.time_limit > 0 and time.monotonic() - started >= self.cfg.time_limit * 60
+
+    def _trained_partnets(self) -> dict | None:
+        """The per-part networks once trained (kept for Table 4.1's ideal-stem baseline)."""
+        path = self.out / "partnets.pt"
+        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+    def _set_lr(self, started: float, epochs: int) -> None:
+        """Cosine schedule: the further of epoch progress and time-limit progress decides."""
+        if self.cfg.schedule != "cosine":
+            return
+        done = self.state["epoch"] / max(1, epochs)
+        if self.cfg.time_limit > 0:
+            done = max(done, (time.monotonic() - started) / (self.cfg.time_limit * 60))
+        lr = self.cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast pays where the hardware has bf16 arithmetic (CUDA, or x86 AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _cpu(state: dict) -> dict:

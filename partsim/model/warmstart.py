@@ -1,0 +1,124 @@
+"""Start training from a shipped model (``--init``): weights from a model.pt or from an ONNX export.
+
+A shipped model folder holds only the ONNX graph, where the exporter has folded every batch
+norm into the convolution before it (``W' x + b'``). :func:`load_onnx_into` puts ``W'`` back into
+the convolutions and rebuilds each batch norm so that it computes the same ``+ b'``: it runs a
+batch of real features through the network, measures each convolution's per-channel output mean
+``mu`` and variance ``var``, and sets ``running_mean = mu``, ``running_var = var``,
+``weight = sqrt(var + eps)``, ``bias = mu + b'``. In eval mode that is exactly the exported
+function (tested against onnxruntime); in training mode the batch statistics are close to
+``mu``/``var``, so fine-tuning starts from the shipped model rather than from a perturbed one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InvalidArgument
+from .nets import CSN
+
+
+def _conv_bn_pairs(csn: CSN) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    layers = list(csn.encoder.features)
+    return [(m, layers[i + 1]) for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
+
+
+def _onnx_tensors(onnx_path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray]]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    convs = []
+    for node in model.graph.node:
+        # 2-D convolutions only: a PCM-input graph also has its STFT as a 1-D convolution
+        if node.op_type == "Conv" and len(node.input) >= 3 and inits.get(node.input[1], np.zeros(0)).ndim == 4:
+            convs.append((inits[node.input[1]], inits[node.input[2]]))
+    return convs, inits
+
+
+def load_onnx_into(csn: CSN, manifest_path: str | Path, calibration_mel: torch.Tensor) -> None:
+    """Load a shipped model (``manifest.json`` + its ONNX file) into ``csn``.
+
+    Args:
+        csn: a CSN of the manifest's sizes.
+        manifest_path: the shipped model's ``manifest.json``.
+        calibration_mel: ``(B, n_mels, frames)`` features of real audio (B of 64 or more).
+    """
+    manifest_path = Path(manifest_path)
+    manifest = json.loads(manifest_path.read_text())
+    net = manifest.get("network", {})
+    if net.get("widths") != list(csn.cfg.widths) or manifest.get("subspace_dim") != csn.cfg.subspace_dim:
+        raise InvalidArgument(f"--init {manifest_path}: the model has widths {net.get('widths')} and subspace "
+                              f"{manifest.get('subspace_dim')}; training asks for {csn.cfg.widths} and "
+                              f"{csn.cfg.subspace_dim}")
+    onnx_file = manifest_path.parent / manifest["onnx"]["file"]
+    convs, inits = _onnx_tensors(onnx_file)
+    fc_w = next((v for k, v in inits.items() if k.endswith("encoder.fc.weight")), None)
+    fc_b = next((v for k, v in inits.items() if k.endswith("encoder.fc.bias")), None)
+    pairs = _conv_bn_pairs(csn)
+    if len(convs) != len(pairs) or fc_w is None or fc_b is None:
+        raise InvalidArgument(f"--init {onnx_file}: {len(convs)} convolutions and "
+                              f"{'a' if fc_w is not None else 'no'} projection; the CSN has {len(pairs)}")
+    biases = []
+    with torch.no_grad():
+        for (conv, bn), (w, b) in zip(pairs, convs):
+            if tuple(conv.weight.shape) != w.shape:
+                raise InvalidArgument(f"--init {onnx_file}: convolution shapes differ ({w.shape} vs "
+                                      f"{tuple(conv.weight.shape)})")
+            conv.weight.copy_(torch.from_numpy(w))
+            bn.weight.fill_(1.0)
+            bn.bias.zero_()
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)  # sqrt(var + eps) = 1: the norm is the identity
+            biases.append(torch.from_numpy(b))
+        csn.encoder.fc.weight.copy_(torch.from_numpy(fc_w))
+        csn.encoder.fc.bias.copy_(torch.from_numpy(fc_b))
+        csn.norm_bias.copy_(torch.tensor(manifest["presence"]["norm_bias"], dtype=torch.float32))
+        # With identity norms, the folded biases go where the exporter had them: after each conv.
+        for (_, bn), b in zip(pairs, biases):
+            bn.bias.copy_(b)
+        stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def hook(_module, _inp, out):
+            stats.append((out.mean(dim=(0, 2, 3)), out.var(dim=(0, 2, 3), unbiased=False)))
+
+        handles = [conv.register_forward_hook(hook) for conv, _ in pairs]
+        was_training = csn.training
+        csn.eval()
+        try:
+            csn(calibration_mel.float())
+        finally:
+            for h in handles:
+                h.remove()
+        for (_, bn), (mu, var), b in zip(pairs, stats, biases):
+            bn.running_mean.copy_(mu)
+            bn.running_var.copy_(var)
+            bn.weight.copy_((var + bn.eps).sqrt())
+            bn.bias.copy_(mu + b)
+        csn.train(was_training)
+
+
+def load_init(csn: CSN, path: str | Path, calibration_mel) -> str:
+    """``--init PATH``: a model.pt of ``partsim train``, or a shipped model folder / manifest."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "manifest.json"
+    if not p.is_file():
+        raise InvalidArgument(f"--init {path}: no such model (a model.pt, a model folder or its manifest.json)")
+    if p.suffix == ".json":
+        load_onnx_into(csn, p, calibration_mel())
+        return f"onnx:{p}"
+    ck = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or "csn" not in ck:
+        raise InvalidArgument(f"--init {path}: not a partsim model.pt (no 'csn' weights)")
+    try:
+        csn.load_state_dict(ck["csn"])
+    except RuntimeError as exc:
+        raise InvalidArgument(f"--init {path}: weights do not fit this network: {str(exc).splitlines()[0]}") from None
+    return f"torch:{p}"

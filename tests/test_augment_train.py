@@ -1,0 +1,146 @@
+"""csn-v3 training: augmentation before mixing, warm start from a shipped ONNX model, weights-only
+checkpoints and the training-speed benchmark (real corpora, the real shipped model)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from partsim.model.augment import AugmentConfig, Augmenter
+from partsim.model.data import StemBank
+from partsim.model.nets import CSN, NetConfig
+from partsim.model.train import TrainConfig, Trainer
+
+from .conftest import TINY_DIM, TINY_WIDTHS
+
+SEG = 44100
+
+
+def _stems(n=12, extra=0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(SEG + extra) / 44100.0
+    tone = torch.sin(2 * torch.pi * 220.0 * t)[None, :] * torch.rand(n, 1, generator=g)
+    x = tone + 0.01 * torch.randn(n, SEG + extra, generator=g)
+    x[3] = 0.0  # a silent stem (an absent part)
+    return x
+
+
+def test_augmentation_is_deterministic_per_seed_and_differs_between_seeds():
+    aug = Augmenter(AugmentConfig(p=1.0))
+    x = _stems(extra=aug.extra(SEG))
+    a = aug.stems(x, 1, SEG, torch.Generator().manual_seed(7))
+    b = aug.stems(x, 1, SEG, torch.Generator().manual_seed(7))
+    c = aug.stems(x, 1, SEG, torch.Generator().manual_seed(8))
+    assert a.shape == (12, SEG)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    m1 = aug.mix(a, torch.Generator().manual_seed(3))
+    m2 = aug.mix(a, torch.Generator().manual_seed(3))
+    assert torch.equal(m1, m2)
+
+
+def test_augmentation_changes_audible_stems_keeps_silence_silent_and_stays_finite():
+    aug = Augmenter(AugmentConfig(p=1.0, noise_p=1.0))
+    x = _stems(extra=aug.extra(SEG))
+    y = aug.stems(x, 3, SEG, torch.Generator().manual_seed(1))
+    assert torch.isfinite(y).all()
+    assert torch.all(y[3] == 0)  # a silent stem stays silent: presence targets stay honest
+    changed = [i for i in range(12) if i != 3 and not torch.allclose(y[i], x[i, :SEG], atol=1e-4)]
+    assert len(changed) == 11
+    # gain within ±6 dB and bounded effects: no stem explodes or vanishes
+    ratio = y.pow(2).mean(1)[[i for i in range(12) if i != 3]] / x[:, :SEG].pow(2).mean(1)[[i for i in range(12) if i != 3]]
+    assert torch.all(ratio > 10 ** (-30 / 10)) and torch.all(ratio < 10 ** (20 / 10))
+    mixed = aug.mix(y, torch.Generator().manual_seed(1))
+    noise = (mixed - y).pow(2).mean(1)
+    assert torch.all(noise[[i for i in range(12) if i != 3]] > 0)
+
+
+def test_augmentation_off_rows_are_untouched():
+    aug = Augmenter(AugmentConfig(p=0.0))
+    x = _stems(extra=aug.extra(SEG))
+    assert torch.equal(aug.stems(x, 0, SEG, torch.Generator().manual_seed(0)), x[:, :SEG])
+
+
+def test_augmented_render_batch_is_seeded_and_judges_presence_after_augmentation(tiny_corpus):
+    from partsim.data import open_dataset
+
+    aug = Augmenter(AugmentConfig(p=1.0))
+    parts = ["drums", "bass", "piano", "guitar", "others"]
+    bank = StemBank(open_dataset(tiny_corpus).tracks("train"), parts, SEG, SEG // 2, extra=aug.extra(SEG))
+    rng = np.random.default_rng(0)
+    pieces = [p for _ in range(4) for p in bank.pseudo_triplets(rng)[0]]
+    a, pa = bank.render_batch(pieces, "cpu", aug, torch.Generator().manual_seed(5))
+    b, pb = bank.render_batch(pieces, "cpu", aug, torch.Generator().manual_seed(5))
+    plain, pp = bank.render_batch(pieces)
+    assert torch.equal(a, b) and torch.equal(pa, pb)
+    assert a.shape == plain.shape == (12, SEG) and not torch.allclose(a, plain)
+    assert pp.shape == pa.shape
+
+
+def _calibration_mel():
+    from partsim.model.features import FeatureConfig, LogMel
+
+    t = np.arange(3 * 44100) / 44100.0
+    rng = np.random.default_rng(0)
+    audio = [0.2 * np.sin(2 * np.pi * f * t) + 0.02 * rng.standard_normal(len(t)) for f in np.geomspace(50, 5000, 24)]
+    return torch.from_numpy(LogMel(FeatureConfig())(np.stack(audio).astype(np.float32)))
+
+
+def test_warm_start_from_the_shipped_onnx_model_reproduces_it_in_eval_and_train_mode():
+    from partsim.model.inference import OnnxEmbedder
+    from partsim.model.warmstart import load_onnx_into
+    from partsim.shipped import default_manifest
+
+    manifest = default_manifest()
+    widths = json.loads(manifest.read_text())["network"]["widths"]
+    csn = CSN(NetConfig(widths=widths))
+    mel = _calibration_mel()
+    load_onnx_into(csn, manifest, mel)
+    ref = OnnxEmbedder(manifest).embed_mel(mel.numpy()).reshape(len(mel), -1)
+    csn.eval()
+    with torch.no_grad():
+        assert np.abs(csn(mel).numpy() - ref).max() < 1e-4
+    csn.train()  # batch statistics of the calibration batch equal the rebuilt running statistics
+    with torch.no_grad():
+        assert np.abs(csn(mel).numpy() - ref).max() < 1e-3
+
+
+def test_warm_start_rejects_a_model_of_other_sizes(tmp_path):
+    from partsim.errors import InvalidArgument
+    from partsim.model.warmstart import load_init
+    from partsim.shipped import default_manifest
+
+    with pytest.raises(InvalidArgument, match="widths"):
+        load_init(CSN(NetConfig(widths=TINY_WIDTHS, subspace_dim=TINY_DIM)), default_manifest(), _calibration_mel)
+    with pytest.raises(InvalidArgument, match="no such model"):
+        load_init(CSN(NetConfig()), tmp_path / "missing.pt", _calibration_mel)
+
+
+def test_init_from_a_model_skips_pretraining_and_checkpoints_hold_weights_only(tiny_run, tiny_corpus, tmp_path):
+    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "ft"), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+                      batch=4, epochs=1, steps_per_epoch=2, val_draws=4, init=str(tiny_run / "model.pt"),
+                      schedule="cosine")
+    tr = Trainer(cfg, progress=False)
+    start = {k: v.clone() for k, v in tr.csn.state_dict().items()}
+    trained = torch.load(tiny_run / "model.pt", weights_only=False)["csn"]
+    assert all(torch.equal(start[k], trained[k]) for k in trained)
+    log = tr.run()
+    assert [e["phase"] for e in log["epochs"]] == ["main"]
+    assert log["init"].startswith("torch:") and log["augmentation"]["p"] > 0
+    assert log["epochs"][0]["draws_per_second"] > 0
+    ck = torch.load(tmp_path / "ft" / "checkpoint.pt", weights_only=False)
+    assert "opt" not in ck and ck["partnets"] is None
+    assert torch.load(tmp_path / "ft" / "model.pt", weights_only=False)["partnets"] is None
+
+
+def test_training_speed_benchmark_prints_both_configurations_and_their_ratio(tiny_corpus, capsys):
+    from partsim.model.train_bench import bench_training
+
+    result = bench_training(str(tiny_corpus), widths=TINY_WIDTHS, subspace_dim=TINY_DIM, batch=4, steps=2)
+    out = capsys.readouterr().out
+    assert set(result) >= {"csn-v2 configuration", "csn-v3 configuration", "ratio"}
+    assert result["csn-v2 configuration"]["draws_per_second"] > 0 and result["ratio"] > 0
+    assert "draws/s" in out and "ratio" in out
