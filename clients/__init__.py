@@ -1,5 +1,5 @@
 """Python clients of the partsim gateway (installed as ``partsim.clients``)."""
 
-from .client import MixHit, PartsimClient, Stem, StemHit
+from .client import MixHit, PartsimClient, QueryWarning, SearchResult, Stem, StemHit
 
-__all__ = ["MixHit", "PartsimClient", "Stem", "StemHit"]
+__all__ = ["MixHit", "PartsimClient", "QueryWarning", "SearchResult", "Stem", "StemHit"]

@@ -9,6 +9,10 @@
 
 Errors arrive as :class:`partsim.errors.PartsimError` subclasses (InvalidArgument, NotFound,
 ...) carrying the server's message, so callers need not know gRPC status codes.
+
+Searches return a list of hits with ``.warnings`` (:class:`QueryWarning`): caveats about a query
+that was answered all the same, e.g. ``PART_JUDGED_ABSENT`` when the model judges the queried part
+absent in a segment whose audio plays.
 """
 
 from __future__ import annotations
@@ -58,6 +62,42 @@ class Stem:
         else:
             q.vector.vector.extend(self.vector)
         return q
+
+
+@dataclass
+class QueryWarning:
+    """A caveat about one stem query of an answered search (gateway.proto QueryWarning)."""
+
+    code: str            # e.g. "PART_JUDGED_ABSENT" (WarningCode without its prefix)
+    message: str
+    query_index: int
+    part: str
+    track_id: str        # empty for an uploaded clip
+    segment_index: int
+    start: float
+    end: float
+    norm: float
+    power: float
+
+    @classmethod
+    def from_proto(cls, w: gateway_pb2.QueryWarning) -> "QueryWarning":
+        name = gateway_pb2.WarningCode.Name(w.code) if w.code in gateway_pb2.WarningCode.values() else str(w.code)
+        return cls(name.removeprefix("WARNING_CODE_"), w.message, w.query_index, w.part, w.track_id,
+                   w.segment_index, w.start_seconds, w.end_seconds, w.norm, w.power)
+
+    def to_json(self) -> dict:
+        return {"code": self.code, "message": self.message, "query_index": self.query_index, "part": self.part,
+                "track_id": self.track_id, "segment_index": self.segment_index, "start": self.start,
+                "end": self.end, "norm": self.norm, "power": self.power}
+
+
+class SearchResult(list):
+    """The hits of a search, best first (a plain list of them), plus ``warnings`` about the query."""
+
+    def __init__(self, hits: Iterable = (), warnings: Iterable[QueryWarning] = (), model_version: str = ""):
+        super().__init__(hits)
+        self.warnings: list[QueryWarning] = list(warnings)
+        self.model_version = model_version
 
 
 @dataclass
@@ -179,24 +219,28 @@ class PartsimClient:
 
     # -- search --------------------------------------------------------------------------------
     def search_mix(self, stems: list[Stem], top_k: int | None = None, weights: dict[str, float] | None = None,
-                   exclude: list[str] | None = None, mode: str | None = None) -> list[MixHit]:
+                   exclude: list[str] | None = None, mode: str | None = None) -> SearchResult:
+        """Songs ranked by eq. 6.2: a list of :class:`MixHit` with ``.warnings``."""
         req = gateway_pb2.SearchMixRequest(queries=[s.to_proto() for s in stems], part_weights=weights or {},
                                            exclude_track_ids=exclude or [], mode=MODES[mode])
         if top_k is not None:
             req.top_k = top_k
         resp = self._call(self.stub.SearchMix, req)
-        return [MixHit(h.track.track_id, h.distance, h.best_segment.index, h.best_segment.start_seconds,
-                       h.best_segment.end_seconds, {p.part: p.distance for p in h.part_distances},
-                       _metadata(h.track.metadata)) for h in resp.hits]
+        return SearchResult((MixHit(h.track.track_id, h.distance, h.best_segment.index, h.best_segment.start_seconds,
+                                    h.best_segment.end_seconds, {p.part: p.distance for p in h.part_distances},
+                                    _metadata(h.track.metadata)) for h in resp.hits),
+                            map(QueryWarning.from_proto, resp.warnings), resp.model_version)
 
     def search_stems(self, stem: Stem, top_k: int | None = None, exclude: list[str] | None = None,
-                     mode: str | None = None) -> list[StemHit]:
+                     mode: str | None = None) -> SearchResult:
+        """Segments of one part ranked by cosine distance: a list of :class:`StemHit` with ``.warnings``."""
         req = gateway_pb2.SearchStemsRequest(query=stem.to_proto(), exclude_track_ids=exclude or [], mode=MODES[mode])
         if top_k is not None:
             req.top_k = top_k
         resp = self._call(self.stub.SearchStems, req)
-        return [StemHit(h.track.track_id, h.segment.index, h.segment.start_seconds, h.segment.end_seconds,
-                        h.distance) for h in resp.hits]
+        return SearchResult((StemHit(h.track.track_id, h.segment.index, h.segment.start_seconds,
+                                     h.segment.end_seconds, h.distance) for h in resp.hits),
+                            map(QueryWarning.from_proto, resp.warnings), resp.model_version)
 
     # -- catalog -------------------------------------------------------------------------------
     def get_track(self, track_id: str):

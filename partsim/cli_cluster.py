@@ -168,12 +168,23 @@ def cmd_search_mix(args) -> int:
     with PartsimClient(args.gateway) as c:
         hits = c.search_mix(stems, top_k=args.top_k, weights=_weights(args.weight), exclude=args.exclude,
                             mode=_mode(args))
+    print_warnings(hits, args.json)
     if args.json:
         print(json.dumps([{"track_id": h.track_id, "distance": h.distance, "best_start": h.best_start,
                            "best_end": h.best_end, "per_part": h.per_part} for h in hits], indent=1))
     else:
         print_mix_hits(hits)
     return 0
+
+
+def print_warnings(result, as_json: bool) -> None:
+    """A search's warnings on stderr, one line each: ``partsim: warning: CODE: message``, or with --json
+    one JSON object per line (``{"warning": {...}}``); stdout keeps the hits alone."""
+    for w in getattr(result, "warnings", []):
+        if as_json:
+            print(json.dumps({"warning": w.to_json()}), file=sys.stderr)
+        else:
+            print(f"partsim: warning: {w.code}: {w.message}", file=sys.stderr)
 
 
 def print_mix_hits(hits) -> None:
@@ -191,6 +202,7 @@ def cmd_search_stems(args) -> int:
     with PartsimClient(args.gateway) as c:
         hits = c.search_stems(parse_stem(args.stem[0]), top_k=args.top_k, exclude=args.exclude,
                               mode=_mode(args))
+    print_warnings(hits, args.json)
     if args.json:
         print(json.dumps([{"track_id": h.track_id, "segment": h.segment, "start": h.start, "end": h.end,
                            "distance": h.distance} for h in hits], indent=1))
@@ -227,6 +239,7 @@ def cmd_demo(args) -> int:
             hits = c.search_mix([Stem("drums", track_id=drums_song, seconds=5),
                                  Stem("bass", track_id=bass_song, seconds=15)], top_k=10)
             print_mix_hits(hits)
+            print_warnings(hits, False)
             print(f"({(time.perf_counter() - t) * 1000:.0f} ms)")
             print(f"\nSearchStems: segments whose bass sounds like {bass_song}'s at 15 s")
             for rank, h in enumerate(c.search_stems(Stem("bass", track_id=bass_song, seconds=15), top_k=10), 1):

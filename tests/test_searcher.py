@@ -351,7 +351,7 @@ def test_a_kept_raw_vector_of_an_absent_part_never_enters_the_search(searcher):
     assert [h.distance for h in mix if h.track.track_id == tid] == [pytest.approx(best, abs=1e-5)]
 
 
-def _write_legacy_catalog(folder, catalog: dict[str, list[dict]]) -> None:
+def write_legacy_catalog(folder, catalog: dict[str, list[dict]], parts: list[str] = PARTS, dim: int = DIM) -> None:
     """A catalog as the searcher wrote it before it kept raw vectors and audio power: per part a collection
     of (pk, track_id, segment, start, end, present, norm, vector = unit or zero), and the SQLite metadata."""
     from milvus_lite.server_manager import server_manager_instance
@@ -362,7 +362,7 @@ def _write_legacy_catalog(folder, catalog: dict[str, list[dict]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     uri = str(folder / "milvus.db")
     client = MilvusClient(uri=uri)
-    for part in PARTS:
+    for part in parts:
         name = f"partsim_{part}"
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=1040)
@@ -372,7 +372,7 @@ def _write_legacy_catalog(folder, catalog: dict[str, list[dict]]) -> None:
         schema.add_field("end", DataType.DOUBLE)
         schema.add_field("present", DataType.BOOL)
         schema.add_field("norm", DataType.FLOAT)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         client.create_collection(name, schema=schema, consistency_level="Strong")
         params = client.prepare_index_params()
         params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
@@ -385,7 +385,7 @@ def _write_legacy_catalog(folder, catalog: dict[str, list[dict]]) -> None:
                 n = float(np.linalg.norm(v))
                 rows.append({"pk": f"{tid}#{s['index']}", "track_id": tid, "segment": s["index"], "start": s["start"],
                              "end": s["end"], "present": s["present"][part], "norm": n,
-                             "vector": (v / n if s["present"][part] else np.zeros(DIM, np.float32)).tolist()})
+                             "vector": (v / n if s["present"][part] else np.zeros(dim, np.float32)).tolist()})
         client.insert(name, rows)
         client.flush(name)
     client.close()
@@ -398,7 +398,7 @@ def _write_legacy_catalog(folder, catalog: dict[str, list[dict]]) -> None:
 
 def test_a_catalog_from_before_raw_vectors_is_migrated_when_opened_and_searches_the_same(tmp_path):
     catalog = make_tracks(12, seed=24)
-    _write_legacy_catalog(tmp_path / "data", catalog)
+    write_legacy_catalog(tmp_path / "data", catalog)
     rng = np.random.default_rng(25)
     queries = [random_query(rng, ["drums", "bass"]), random_query(rng, ["guitar"])]
     s = Searcher(tmp_path / "data")
@@ -440,7 +440,7 @@ def test_an_interrupted_migration_is_redone_or_finished_at_the_next_open(tmp_pat
     from partsim.services.searcher.store import MIGRATING
 
     catalog = make_tracks(5, seed=26)
-    _write_legacy_catalog(tmp_path / "data", catalog)
+    write_legacy_catalog(tmp_path / "data", catalog)
 
     def open_store():
         return SearchStore(str(tmp_path / "data" / "milvus.db"), tmp_path / "data" / "tracks.sqlite", PARTS, DIM,

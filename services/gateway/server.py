@@ -6,13 +6,21 @@ for the retrieval function (eq. 6.2, min over a song's segments). Ingestion runs
 a queue that survives restarts (Redis Stream, or SQLite in the data folder).
 
 Query embeddings are normalised to unit length before the per-part mean, so a loud and a quiet
-clip of the same sound weigh the same and catalog vectors (stored normalised) and uploaded
-audio are treated alike.
+clip of the same sound weigh the same and catalog segments and uploaded audio are treated
+alike.
+
+Presence and silence: every embedding the gateway makes carries, per segment and part, the mean
+power of the audio the vector came from (the mix; at signal level the part's own stem), and the
+catalog keeps it with the raw vectors. A stem query on a segment whose audio is silent (power <
+``SILENCE_POWER``) is refused (INVALID_ARGUMENT). Where the model judges the part absent but the
+audio plays, the query embedding is the part's raw subspace vector, normalised like any other,
+and the response carries a ``QueryWarning`` (``WARNING_CODE_PART_JUDGED_ABSENT``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -24,13 +32,16 @@ from urllib.parse import unquote, urlparse
 
 import grpc
 import numpy as np
+import soundfile as sf
 from prometheus_client import Counter, Gauge, Histogram
 
 from partsim.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                             ResourceExhausted, Unavailable)
+from partsim.model.features import SILENCE_POWER, mean_power
 from partsim.v1 import (embedder_pb2, embedder_pb2_grpc, gateway_pb2, gateway_pb2_grpc, searcher_pb2,
                         searcher_pb2_grpc, separator_pb2, separator_pb2_grpc, types_pb2)
 
+from ..audio import decode_audio_message
 from ..config import load
 from ..runtime import ServiceRuntime, run_until_signalled
 from ..status import error_for
@@ -73,6 +84,36 @@ def _unit(v: np.ndarray) -> np.ndarray | None:
     return v / n if n > 1e-12 and math.isfinite(n) else None
 
 
+# Embedding cache entries carry each part's audio power since this version of the key.
+CACHE_FORMAT = "power1"
+
+
+def segment_powers(samples: np.ndarray, sr: int, segments) -> list[float]:
+    """Mean power of ``samples`` (mono, at ``sr``) over each segment's span, as the embedder cut it."""
+    out = []
+    for seg in segments:
+        a, b = int(round(seg.start_seconds * sr)), int(round(seg.end_seconds * sr))
+        out.append(float(mean_power(samples[a:b])) if b > a else 0.0)
+    return out
+
+
+def _span(track_id: str, index: int, start: float, end: float) -> str:
+    where = f"track {track_id}" if track_id else "the clip"
+    return f"segment {index} ({start:g}-{end:g} s) of {where}"
+
+
+def absent_warning(query_index: int, part: str, track_id: str, seg, pv) -> gateway_pb2.QueryWarning:
+    """WARNING_CODE_PART_JUDGED_ABSENT for one query segment (``seg``: SegmentEmbedding, ``pv``: its part)."""
+    span = _span(track_id, seg.index, seg.start_seconds, seg.end_seconds)
+    msg = (f"query {query_index}: the model judges the {part} part absent in {span} (subspace norm {pv.norm:.3g}), "
+           f"but the audio there is not silent (mean power {pv.power:.2e} >= {SILENCE_POWER:g}); the query uses "
+           f"the {part} subspace vector as it is, normalised, so the results may be weak")
+    return gateway_pb2.QueryWarning(
+        code=gateway_pb2.WARNING_CODE_PART_JUDGED_ABSENT, message=msg, query_index=query_index, part=part,
+        track_id=track_id, segment_index=seg.index, start_seconds=seg.start_seconds, end_seconds=seg.end_seconds,
+        norm=pv.norm, power=pv.power)
+
+
 class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
     def __init__(self, cfg: GatewayConfig, runtime: ServiceRuntime):
         self.cfg = cfg
@@ -100,6 +141,10 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.query_embeddings = Histogram("partsim_gateway_query_embeddings", "Query embeddings per search.",
                                           buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.query_warnings = Counter("partsim_gateway_query_warnings", "Warnings in search responses, by code "
+                                      "(one per query segment concerned).", ["code"], registry=r)
+        for code in gateway_pb2.WarningCode.keys()[1:]:
+            self.query_warnings.labels(code)
         for rpc in ("SearchMix", "SearchStems"):  # export zeros from the start
             for mode in searcher_pb2.SearchMode.keys():
                 self.search_seconds.labels(rpc, mode)
@@ -193,7 +238,8 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         if size > self.cfg.max_upload_bytes:
             raise ResourceExhausted(f"audio of {size} bytes exceeds the limit of {self.cfg.max_upload_bytes} bytes")
         digest = hashlib.sha256(audio.SerializeToString(deterministic=True)).hexdigest()
-        key = cache_key(model.model_version + ("+signal" if signal_level else ""), digest, segment, hop)
+        key = cache_key(f"{model.model_version}{'+signal' if signal_level else ''}+{CACHE_FORMAT}", digest,
+                        segment, hop)
         hit = self.cache.get(key)
         if hit is not None:
             return embedder_pb2.EmbedResponse.FromString(hit)
@@ -202,11 +248,33 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         else:
             resp = self.embedder.Embed(embedder_pb2.EmbedRequest(audio=audio, segment_seconds=segment,
                                                                  hop_seconds=hop), timeout=self.cfg.deadline_seconds)
+            self._add_power(resp, *self._decode(audio, resp))
         if resp.model.model_version != model.model_version:
             raise FailedPrecondition(f"the embedder now serves model {resp.model.model_version}, the gateway "
                                      f"started with {model.model_version}; restart the gateway")
         self.cache.put(key, resp.SerializeToString())
         return resp
+
+    def _decode(self, audio: types_pb2.Audio, resp: embedder_pb2.EmbedResponse) -> tuple[np.ndarray, int]:
+        """The audio the embedder accepted, mono at its own rate (power needs no resampling), and that rate."""
+        model = self._require_ready()
+        rate = model.sample_rate
+        if audio.WhichOneof("source") == "pcm":
+            rate = audio.pcm.sample_rate or rate
+        else:
+            try:
+                rate = int(sf.info(io.BytesIO(audio.encoded)).samplerate)
+            except Exception:  # noqa: BLE001 - unreadable header: decode (and resample) as the embedder did
+                pass
+        samples = decode_audio_message(audio, rate, mono=True, max_seconds=resp.duration_seconds + 1.0)
+        return samples, rate
+
+    def _add_power(self, resp: embedder_pb2.EmbedResponse, samples: np.ndarray, rate: int, parts=None) -> None:
+        """Set PartVector.power of ``parts`` (default all) in every segment from ``samples`` at ``rate``."""
+        for seg, pw in zip(resp.segments, segment_powers(samples, rate, resp.segments)):
+            for pv in seg.parts:
+                if parts is None or pv.part in parts:
+                    pv.power = pw
 
     # ------------------------------------------------------------------------------------------
     # separation: the signal-level path and GetStems
@@ -236,12 +304,15 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             return self.embedder.Embed(embedder_pb2.EmbedRequest(audio=a, segment_seconds=segment, hop_seconds=hop),
                                        timeout=self.cfg.deadline_seconds)
         mix = embed(audio)
+        self._add_power(mix, *self._decode(audio, mix))  # parts the separator does not produce: the mix's power
         per_part = {}
         for info, data in zip(header.stems, stems):
             if info.part in model.parts:
                 pcm = types_pb2.RawPcm(data=data, sample_rate=header.sample_rate, channels=header.channels,
                                        format=types_pb2.SAMPLE_FORMAT_FLOAT32LE)
-                per_part[info.part] = embed(types_pb2.Audio(pcm=pcm))
+                stem = types_pb2.Audio(pcm=pcm)
+                per_part[info.part] = embed(stem)
+                self._add_power(per_part[info.part], *self._decode(stem, per_part[info.part]), {info.part})
         out = embedder_pb2.EmbedResponse(model=mix.model, duration_seconds=mix.duration_seconds)
         for k, seg in enumerate(mix.segments):
             s = out.segments.add(index=seg.index, start_seconds=seg.start_seconds, end_seconds=seg.end_seconds)
@@ -461,8 +532,14 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
 
     # ------------------------------------------------------------------------------------------
     # queries
-    def _query_vectors(self, q: gateway_pb2.StemQuery, where: str) -> list[np.ndarray]:
-        """The unit query embeddings of one stem query (one per usable segment)."""
+    def _query_vectors(self, q: gateway_pb2.StemQuery, where: str,
+                       index: int) -> tuple[list[np.ndarray], list[gateway_pb2.QueryWarning]]:
+        """The unit query embeddings of one stem query (one per usable segment), and its warnings.
+
+        A segment is usable when its audio is not silent and the model judges the part present; a
+        segment where the part is judged absent but the audio plays is used with a warning (for a
+        clip, only when none of its segments is usable otherwise).
+        """
         model = self._require_ready()
         parts = list(model.parts)
         if not q.part:
@@ -479,37 +556,60 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             u = _unit(v)
             if u is None:
                 raise InvalidArgument(f"{where}: vector is zero or not finite")
-            return [u]
+            return [u], []
         if which == "indexed":
             ref = q.indexed
             track, idx = self._resolve_segment(ref, where)
             seg = self.searcher.GetSegment(searcher_pb2.GetSegmentRequest(track_id=ref.track_id, segment_index=idx),
                                            timeout=self.cfg.deadline_seconds).segment
             pv = seg.parts[j]
-            u = _unit(np.asarray(pv.vector, dtype=np.float32))
-            if not pv.present or u is None:
-                raise InvalidArgument(f"{where}: the {q.part} part is silent in segment {idx} "
-                                      f"({seg.start_seconds:g}-{seg.end_seconds:g} s) of track {ref.track_id}; "
-                                      "pick a time where it plays")
-            return [u]
+            span = _span(ref.track_id, idx, seg.start_seconds, seg.end_seconds)
+            if pv.HasField("power") and pv.power < SILENCE_POWER:
+                raise InvalidArgument(f"{where}: the audio of {span} is silent (mean power {pv.power:.2e} < "
+                                      f"{SILENCE_POWER:g}), so the {q.part} part is silent there; pick a time where "
+                                      "it plays")
+            u = _unit(np.asarray(pv.vector, dtype=np.float32)) if len(pv.vector) else None
+            if pv.present and u is not None:
+                return [u], []
+            if u is not None and pv.HasField("power"):  # judged absent, audible: answer with a warning
+                return [u], [absent_warning(index, q.part, ref.track_id, seg, pv)]
+            if u is None and len(pv.vector):
+                raise InvalidArgument(f"{where}: the {q.part} part is silent in {span} (its subspace vector is "
+                                      "zero); pick a time where it plays")
+            raise InvalidArgument(f"{where}: the {q.part} part is judged absent in {span}, which was indexed before "
+                                  "the catalog kept raw vectors and audio power, so whether it plays there is "
+                                  f"unknown; re-index track {ref.track_id} to query it, or pick a time where it plays")
         if which == "audio":
-            seg = self.cfg.segment_seconds
-            resp = self._embed(q.audio, seg, seg)
-            out = []
+            seg_s = self.cfg.segment_seconds
+            resp = self._embed(q.audio, seg_s, seg_s)
+            present, absent = [], []
             for s in resp.segments:
-                u = _unit(np.asarray(s.parts[j].vector, dtype=np.float32))
-                if s.parts[j].present and u is not None:
-                    out.append(u)
-            if not out:
-                raise InvalidArgument(f"{where}: the {q.part} part is not present in any segment of the clip")
-            return out
+                pv = s.parts[j]
+                u = _unit(np.asarray(pv.vector, dtype=np.float32))
+                if u is None or (pv.HasField("power") and pv.power < SILENCE_POWER):
+                    continue  # a silent segment is never a query
+                if pv.present:
+                    present.append(u)
+                elif pv.HasField("power"):
+                    absent.append((u, s, pv))
+            if present:
+                return present, []
+            if absent:
+                return ([u for u, _, _ in absent],
+                        [absent_warning(index, q.part, "", s, pv) for _, s, pv in absent])
+            raise InvalidArgument(f"{where}: the clip is silent in every {seg_s:g}-s segment (mean power < "
+                                  f"{SILENCE_POWER:g}), so the {q.part} part is not present in any segment of it")
         raise InvalidArgument(f"{where}: set one of indexed, audio or vector")
 
-    def _part_queries(self, queries, weights) -> tuple[list[searcher_pb2.PartQuery], int]:
+    def _part_queries(self, queries, weights) -> tuple[list[searcher_pb2.PartQuery], int,
+                                                       list[gateway_pb2.QueryWarning]]:
         model = self._require_ready()
         per_part: dict[str, list[np.ndarray]] = {}
+        warnings: list[gateway_pb2.QueryWarning] = []
         for i, q in enumerate(queries):
-            per_part.setdefault(q.part, []).extend(self._query_vectors(q, f"query {i}"))
+            vectors, warned = self._query_vectors(q, f"query {i}", i)
+            per_part.setdefault(q.part, []).extend(vectors)
+            warnings.extend(warned)
         total = sum(len(v) for v in per_part.values())
         if total > self.cfg.max_query_segments:
             raise ResourceExhausted(f"the query set has {total} query embeddings; at most "
@@ -526,7 +626,11 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             if part in per_part:
                 mean = np.mean(per_part[part], axis=0)  # eq. 6.1
                 out.append(searcher_pb2.PartQuery(part=part, vector=mean.tolist(), weight=float(weights.get(part, 1.0))))
-        return out, total
+        return out, total, warnings
+
+    def _count(self, warnings: list[gateway_pb2.QueryWarning]) -> None:
+        for w in warnings:
+            self.query_warnings.labels(gateway_pb2.WarningCode.Name(w.code)).inc()
 
     @staticmethod
     def _top_k(request) -> int:
@@ -543,15 +647,16 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         if not request.queries:
             raise InvalidArgument("the query set is empty: give at least one stem query (part + source)")
         top_k = self._top_k(request)
-        parts, total = self._part_queries(request.queries, dict(request.part_weights))
+        parts, total, warnings = self._part_queries(request.queries, dict(request.part_weights))
         self.query_embeddings.observe(total)
         resp = self.searcher.SearchMix(searcher_pb2.SearchMixVectorsRequest(
             parts=parts, top_k=top_k, exclude_track_ids=request.exclude_track_ids, mode=request.mode),
             timeout=self.cfg.deadline_seconds)
         self.search_seconds.labels("SearchMix", searcher_pb2.SearchMode.Name(request.mode)).observe(
             time.perf_counter() - started)
+        self._count(warnings)
         return gateway_pb2.SearchMixResponse(hits=resp.hits, model_version=model.model_version,
-                                             candidates=resp.candidates)
+                                             candidates=resp.candidates, warnings=warnings)
 
     def SearchStems(self, request, context):
         model = self._require_ready()
@@ -559,13 +664,15 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         if not request.HasField("query"):
             raise InvalidArgument("query is missing: give one stem query (part + source)")
         top_k = self._top_k(request)
-        parts, _ = self._part_queries([request.query], {})
+        parts, _, warnings = self._part_queries([request.query], {})
         resp = self.searcher.SearchStems(searcher_pb2.SearchStemsVectorsRequest(
             query=parts[0], top_k=top_k, exclude_track_ids=request.exclude_track_ids, mode=request.mode),
             timeout=self.cfg.deadline_seconds)
         self.search_seconds.labels("SearchStems", searcher_pb2.SearchMode.Name(request.mode)).observe(
             time.perf_counter() - started)
-        return gateway_pb2.SearchStemsResponse(hits=resp.hits, model_version=model.model_version)
+        self._count(warnings)
+        return gateway_pb2.SearchStemsResponse(hits=resp.hits, model_version=model.model_version,
+                                               warnings=warnings)
 
     # ------------------------------------------------------------------------------------------
     # catalog
