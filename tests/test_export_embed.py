@@ -35,14 +35,20 @@ def test_manifest_describes_the_model(exported, tiny_run):
     assert json.loads((out / "manifest.json").read_text()) == json.loads(json.dumps(manifest, default=float))
 
 
-def test_onnx_matches_pytorch_on_random_and_real_audio(exported, tiny_run, tiny_corpus):
-    out, _ = exported
+def test_onnx_matches_pytorch_on_random_and_real_audio(exported, tiny_run, tiny_corpus, tmp_path):
+    out, manifest = exported
+    assert manifest["onnx"]["input"] == "pcm"  # the default
     rng = np.random.default_rng(0)
     torch_model = TorchEmbedder(tiny_run / "model.pt")
-    # random spectrograms of several lengths (dynamic time axis) and batch sizes
+    # random audio of several lengths (dynamic samples axis) and batch sizes through the PCM graph
+    for batch, samples in ((1, 3 * SR), (3, 5 * SR + 77), (2, 31 * 512)):
+        audio = rng.uniform(-0.5, 0.5, (batch, samples)).astype(np.float32)
+        assert parity(out / "manifest.json", tiny_run / "model.pt", audio) <= 1e-4
+    # random spectrograms of several lengths (dynamic time axis) and batch sizes through a mel graph
+    export(tiny_run / "model.pt", tmp_path / "mel", input="mel")
     for batch, frames in ((1, 259), (3, 431), (2, 64)):
         mel = rng.random((batch, 128, frames), dtype=np.float32)
-        assert parity(out / "manifest.json", tiny_run / "model.pt", mel) <= 1e-4
+        assert parity(tmp_path / "mel" / "manifest.json", tiny_run / "model.pt", mel) <= 1e-4
     # real audio through the shared feature code
     mix, _ = sf.read(str(next(tiny_corpus.glob("song*/mix.flac"))), dtype="float32")
     segs = np.stack([mix[:3 * SR], mix[3 * SR:6 * SR]])
