@@ -340,14 +340,16 @@ def judged_absent(client, catalog, indexed):
     pytest.fail("precondition: no catalog segment where the model judges a part absent and the mix plays")
 
 
-@pytest.fixture(scope="module")
-def quiet_intro(client, catalog, indexed) -> str:
-    """A track whose first 10-s segment is near-silent noise (mean power 1e-6) and whose next two are a song."""
+@pytest.fixture
+def quiet_intro(client, catalog, indexed):
+    """A track whose first 10-s segment is near-silent noise (mean power 1e-6) and whose next two are a song
+    (indexed for the test, then deleted: other tests compare the catalog with their own reference)."""
     mix, sr = sf.read(str(songs(catalog)[1] / "mix.flac"), dtype="float32")
     hiss = (np.random.default_rng(3).standard_normal(int(SEG * sr)) * 1e-3).astype(np.float32)
     tid = "quiet-intro"
     client.index_bytes(_wav(np.concatenate([hiss, mix[:int(2 * SEG * sr)]]), sr), tid, title="quiet intro")
-    return tid
+    yield tid
+    client.delete_track(tid)
 
 
 def test_embed_parts_gives_each_segments_audio_power(client, catalog, indexed):
