@@ -59,6 +59,10 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
          [(f"sum(rate(partsim_gateway_query_embeddings_sum{R})) / sum(rate(partsim_gateway_query_embeddings_count{R}))",
            "mean")],
          "Mean number of unit part embeddings averaged into one search (eq. 6.1)."),
+        ("Query warnings per second by code", "short",
+         [(f"sum by (code) (rate(partsim_gateway_query_warnings_total{R}))", "{{code}}")],
+         "Searches answered with a warning, e.g. PART_JUDGED_ABSENT: a stem query on a part the model "
+         "judges absent while the audio plays (the query uses that part's raw vector, normalised)."),
         ("Search latency SLO: slow-request ratio", "percentunit",
          [("partsim:search_slow_ratio:rate5m", "5m"), ("partsim:search_slow_ratio:rate1h", "1h")],
          "Share of SearchMix/SearchStems slower than 0.5 s; the SLO allows 1 % (burn-rate alert at 14.4x)."),

@@ -71,14 +71,14 @@ def load_onnx_into(csn: CSN, manifest_path: str | Path, calibration_mel: torch.T
             if tuple(conv.weight.shape) != w.shape:
                 raise InvalidArgument(f"--init {onnx_file}: convolution shapes differ ({w.shape} vs "
                                       f"{tuple(conv.weight.shape)})")
-            conv.weight.copy_(torch.from_numpy(w))
+            conv.weight.copy_(torch.from_numpy(np.array(w)))
             bn.weight.fill_(1.0)
             bn.bias.zero_()
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)  # sqrt(var + eps) = 1: the norm is the identity
-            biases.append(torch.from_numpy(b))
-        csn.encoder.fc.weight.copy_(torch.from_numpy(fc_w))
-        csn.encoder.fc.bias.copy_(torch.from_numpy(fc_b))
+            biases.append(torch.from_numpy(np.array(b)))
+        csn.encoder.fc.weight.copy_(torch.from_numpy(np.array(fc_w)))
+        csn.encoder.fc.bias.copy_(torch.from_numpy(np.array(fc_b)))
         csn.norm_bias.copy_(torch.tensor(manifest["presence"]["norm_bias"], dtype=torch.float32))
         # With identity norms, the folded biases go where the exporter had them: after each conv.
         for (_, bn), b in zip(pairs, biases):
