@@ -8,8 +8,8 @@ csn-v3) computes the same features inside its ONNX graph
 mel-input graph (csn-v1/v2) starts *after* this module. Services need no PyTorch either way.
 
 Cost: the STFT is ``scipy.fft.rfft`` on frames laid out frequency-major, and the 128 x 1025
-filterbank (1.5 % non-zero) is applied block by block over its non-zero range only
-(:func:`mel_band_groups`), not as a dense product.
+filterbank (1.5 % non-zero) is applied as a sparse product over its 2,014 non-zeros, not as a
+dense one (the graph's front end uses the same sparsity in dense blocks, :func:`mel_band_groups`).
 
 Normalisation: the thesis does not say how dB values are mapped to [0, 1]. A per-segment
 min-max (or ``ref=max``) mapping would blow up near-silent input to full range, which defeats
@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.fft
+import scipy.sparse
 from numpy.lib.stride_tricks import sliding_window_view
 
 
@@ -101,10 +102,11 @@ class LogMel:
         self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / c.n_fft)).astype(np.float32)  # periodic Hann
         self.scale = 2.0 / self.window.sum()  # full-scale sine -> magnitude 1
         self.filters = mel_filterbank(c)
-        # the banded mel product, with the STFT scale folded into the weights
-        scaled = self.filters * np.float32(self.scale ** 2)
-        self._bands = [(a, b, lo, hi, np.ascontiguousarray(scaled[a:b, lo:hi]))
-                       for a, b, lo, hi in mel_band_groups(self.filters)]
+        # the mel product over the filterbank's non-zeros only (CSR), the STFT scale folded in. A
+        # sparse product is one single-threaded pass: no BLAS call, whose threads stall for whole
+        # scheduler slices when the cores are busy with decoding and the model (measured: 0.2 ms
+        # per 10-s segment against 2.4 ms dense with one BLAS thread and 24-32 ms with two).
+        self._mel = scipy.sparse.csr_matrix(self.filters * np.float32(self.scale ** 2))
 
     def _spectrum(self, audio: np.ndarray) -> np.ndarray:
         """``(..., n)`` -> ``(..., n_fft // 2 + 1, frames)`` complex STFT (unscaled), centred frames,
@@ -130,8 +132,9 @@ class LogMel:
         power += np.square(spec.imag)
         del spec
         mel = np.empty(power.shape[:-2] + (self.cfg.n_mels, power.shape[-1]), dtype=np.float32)
-        for a, b, lo, hi, weights in self._bands:
-            np.matmul(weights, power[..., lo:hi, :], out=mel[..., a:b, :])
+        flat_power, flat_mel = power.reshape(-1, *power.shape[-2:]), mel.reshape(-1, *mel.shape[-2:])
+        for i in range(len(flat_power)):
+            flat_mel[i] = self._mel @ flat_power[i]
         # 10 log10(max(mel, 1e-30)), then (dB + top) / top clipped to [0, 1]
         top = self.cfg.top_db
         np.maximum(mel, np.float32(1e-30), out=mel)

@@ -84,14 +84,17 @@ def pipeline_bench(args, stub, engine, registry) -> dict:
         assert n == total, (n, total)
         return total / (time.perf_counter() - t), (time.process_time() - c) / total
 
-    # CPU per segment of the pipeline's own steps, measured alone: decoding, input rows
-    c = time.process_time()
-    decoded = [engine.decode(r.audio) for r in songs[:4]]
-    decode_cpu = (time.process_time() - c) / (per_song * len(decoded))
-    c = time.process_time()
-    for audio in decoded:
-        engine.model_rows(np.stack([audio[i:i + seg] for i in range(0, len(audio) - seg + 1, seg)]))
-    rows_cpu = (time.process_time() - c) / (per_song * len(decoded))
+    def steps() -> tuple[float, float]:
+        """CPU-s per segment of the pipeline's own steps, measured alone: decoding, input rows."""
+        c = time.process_time()
+        decoded = [engine.decode(r.audio) for r in songs[:4]]
+        decode_cpu = (time.process_time() - c) / (per_song * len(decoded))
+        c = time.process_time()
+        for audio in decoded:
+            engine.model_rows(np.stack([audio[i:i + seg] for i in range(0, len(audio) - seg + 1, seg)]))
+        return decode_cpu, (time.process_time() - c) / (per_song * len(decoded))
+
+    step_runs = []
     batches = sorted({1, 4, 8, mb} & set(range(1, mb + 1)))
     model_runs: dict[int, list] = {b: [] for b in batches}
     pipe_runs = []
@@ -100,12 +103,14 @@ def pipeline_bench(args, stub, engine, registry) -> dict:
         for b in batches:
             model_runs[b].append(model_only(b))
         pipe_runs.append(pipeline())
+        step_runs.append(steps())
     s1, n1 = (registry.get_sample_value(f"partsim_embedder_batch_size_{k}") for k in ("sum", "count"))
     best_b = max(batches, key=lambda b: max(r for r, _ in model_runs[b]))
     m = max(r for r, _ in model_runs[best_b])
     m_cpu = min(c for _, c in model_runs[best_b])
     p = max(r for r, _ in pipe_runs)
     p_cpu = min(c for _, c in pipe_runs)
+    decode_cpu, rows_cpu = min(d for d, _ in step_runs), min(r for _, r in step_runs)
     threads = engine.session.get_session_options().intra_op_num_threads or os.cpu_count()
     print(f"pipeline bench: model {engine.model_version} (input {engine.input}), {os.cpu_count()} CPU cores, "
           f"onnxruntime intra-op threads {threads}, device {args.device}")
