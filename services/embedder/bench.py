@@ -12,7 +12,9 @@ requests at a time, each decoded, cut into 10-s segments, turned into the model'
 (features, or nothing for a PCM-input graph) and embedded through the batcher; against the
 same server's onnxruntime session alone on ready-made input rows of the same segments, in
 batches of ``--max-batch``. The two are measured alternately (``--rounds``, best of each) and
-the ratio pipeline / model-only is printed, with the model-only real-time factor.
+the ratio pipeline / model-only is printed, with the model-only real-time factor, the CPU time
+per segment split into model, decoding, features (input rows) and the rest, and the model's share
+of the pipeline's CPU time (which, unlike the wall ratio, other processes' load does not move).
 
 The client runs in the same process as the server, so on a small machine it competes for the
 same cores; the numbers are a lower bound on a dedicated server.
