@@ -115,7 +115,7 @@ def pipeline_bench(args, stub, engine, registry) -> dict:
     decode_cpu, rows_cpu = min(d for d, _ in step_runs), min(r for _, r in step_runs)
     threads = engine.session.get_session_options().intra_op_num_threads or os.cpu_count()
     print(f"pipeline bench: model {engine.model_version} (input {engine.input}), {os.cpu_count()} CPU cores, "
-          f"onnxruntime intra-op threads {threads}, device {args.device}")
+          f"onnxruntime intra-op threads {threads}{' (spinning)' if args.spinning else ''}, device {args.device}")
     print(f"  songs: {len(songs)} x {args.song_seconds:g} s FLAC, {seg_s:g}-s segments ({total} per round), "
           f"concurrency {args.pipeline_concurrency}, max_batch {mb}, {args.rounds} rounds (best of each)")
     print(f"  model only (onnxruntime on ready {'PCM' if engine.input == 'pcm' else 'mel'} rows), by batch size: "
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--intra-op-threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--model", default="", help="manifest (default: the shipped model)")
+    ap.add_argument("--spinning", action="store_true", help="onnxruntime's idle threads busy-wait (default off)")
     ap.add_argument("--pipeline", action="store_true", help="pipeline vs model-only, side by side (see above)")
     ap.add_argument("--songs", type=int, default=50, help="--pipeline: songs per round")
     ap.add_argument("--song-seconds", type=float, default=30.0, help="--pipeline: length of each song")
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         levels = [args.pipeline_concurrency]
     cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, model=args.model, device=args.device,
                          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                         intra_op_threads=args.intra_op_threads, workers=max(levels) + 2)
+                         intra_op_threads=args.intra_op_threads, workers=max(levels) + 2, spinning=args.spinning)
     cfg.validate()
     registry = CollectorRegistry()
     server = serve(cfg, registry=registry)

@@ -20,6 +20,9 @@ class EmbedderConfig:
     max_batch: int = field(default=32, metadata={"help": "most segments per model call"})
     max_wait_ms: float = field(default=5.0, metadata={"help": "longest a segment waits for its batch to fill"})
     intra_op_threads: int = field(default=0, metadata={"help": "onnxruntime intra-op threads (0: its default)"})
+    spinning: bool = field(default=False, metadata={
+        "help": "let onnxruntime's idle pool threads busy-wait between calls (off: they leave the cores to decoding "
+                "and features)"})
     max_audio_seconds: float = field(default=1200.0, metadata={"help": "longest audio per request"})
     max_segments: int = field(default=2000, metadata={"help": "most segments per request"})
     max_message_mb: float = field(default=64.0, metadata={"help": "largest request/response message"})

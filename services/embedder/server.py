@@ -86,7 +86,7 @@ class EmbedderServer:
         manifest = Path(cfg.model) if cfg.model else default_manifest()
         engine = Engine(manifest, device=cfg.device, intra_op_threads=cfg.intra_op_threads, max_batch=cfg.max_batch,
                         max_wait_ms=cfg.max_wait_ms, max_audio_seconds=cfg.max_audio_seconds,
-                        max_segments=cfg.max_segments, registry=self.rt.registry)
+                        max_segments=cfg.max_segments, registry=self.rt.registry, spinning=cfg.spinning)
         try:
             engine.warm_up()
         except BaseException:
