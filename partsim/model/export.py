@@ -53,6 +53,14 @@ class _Export(torch.nn.Module):
         return self.csn(mel).view(x.shape[0], self.p, self.d)
 
 
+def pcm_input_fields(cfg, radix: int, min_frames: int = MIN_FRAMES) -> dict:
+    """The manifest's ``onnx`` fields of a PCM-input graph (besides file, sha256, output...)."""
+    return {"input": "pcm", "input_shape": ["batch", "samples"], "sample_rate": cfg.sample_rate,
+            "min_samples": (min_frames - 1) * cfg.hop_length,
+            "frontend": {"features": "log-mel of partsim.model.features (GraphLogMel)",
+                         "stft": "strided Conv1d, windowed DFT basis", "radix": radix, "dtype": "float32"}}
+
+
 def check_signals(sample_rate: int, seconds: float, seed: int = 0) -> np.ndarray:
     """``(4, samples)`` float32: noise, a chord with harmonics, a quiet tone, a tone after silence."""
     n = int(round(seconds * sample_rate))
@@ -99,18 +107,11 @@ def export(model_path: str | Path, out_dir: str | Path, evaluation: str | Path |
                           output_names=["embedding"], opset_version=OPSET, dynamo=False, dynamic_axes=axes)
     os.replace(tmp, out / ONNX_FILE)
     digest = sha256_file(out / ONNX_FILE)
-    onnx_info = {"file": ONNX_FILE, "sha256": digest, "opset": OPSET, "input": input}
-    if input == "pcm":
-        onnx_info.update({"input_shape": ["batch", "samples"], "sample_rate": cfg.sample_rate,
-                          "min_samples": (MIN_FRAMES - 1) * cfg.hop_length})
-    else:
-        onnx_info["input_shape"] = ["batch", cfg.n_mels, "frames"]
-    onnx_info.update({"output": "embedding", "output_shape": ["batch", len(embedder.parts), embedder.subspace_dim],
-                      "min_frames": MIN_FRAMES})
-    if input == "pcm":
-        onnx_info["frontend"] = {"features": "log-mel of partsim.model.features (GraphLogMel)",
-                                 "stft": "strided Conv1d, windowed DFT basis", "radix": radix,
-                                 "dtype": "float32"}
+    onnx_info = {"file": ONNX_FILE, "sha256": digest, "opset": OPSET,
+                 **(pcm_input_fields(cfg, radix) if input == "pcm" else
+                    {"input": "mel", "input_shape": ["batch", cfg.n_mels, "frames"]}),
+                 "output": "embedding", "output_shape": ["batch", len(embedder.parts), embedder.subspace_dim],
+                 "min_frames": MIN_FRAMES}
     log = embedder.log or {}
     evaluation_data = None
     if evaluation is not None:
@@ -208,12 +209,8 @@ def add_frontend(manifest_path: str | Path, out_dir: str | Path, radix: int = DE
     base = old[:-13] if old.endswith("-" + manifest["onnx"]["sha256"][:12]) else old
     manifest["converted_from"] = {"model_version": old, "onnx_sha256": manifest["onnx"]["sha256"]}
     manifest["model_version"] = f"{base}-{digest[:12]}"
-    manifest["onnx"].update({"file": ONNX_FILE, "sha256": digest, "input": "pcm", "input_shape": ["batch", "samples"],
-                             "sample_rate": cfg.sample_rate,
-                             "min_samples": (int(manifest["onnx"].get("min_frames", MIN_FRAMES)) - 1) * cfg.hop_length,
-                             "frontend": {"features": "log-mel of partsim.model.features (GraphLogMel)",
-                                          "stft": "strided Conv1d, windowed DFT basis", "radix": radix,
-                                          "dtype": "float32"}})
+    manifest["onnx"].update({"file": ONNX_FILE, "sha256": digest,
+                             **pcm_input_fields(cfg, radix, int(manifest["onnx"].get("min_frames", MIN_FRAMES)))})
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, default=float) + "\n")
     audio = check_signals(cfg.sample_rate, src.segment_seconds, seed=1)
     err = float(np.max(np.abs(OnnxEmbedder(out / MANIFEST_FILE).embed(audio) - src.embed(audio))))
