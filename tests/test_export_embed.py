@@ -221,10 +221,13 @@ def test_plain_dft_convolution_export_gives_the_same_embeddings(random_exports, 
     assert np.abs(a - OnnxEmbedder(root / "mel" / "manifest.json").embed(x)).max() <= 1e-5
 
 
-def test_pcm_model_takes_no_mel(random_exports):
+def test_pcm_model_takes_no_mel_and_no_segment_under_its_minimum(random_exports):
     _, _, _, root = random_exports
+    model = OnnxEmbedder(root / "pcm" / "manifest.json")
     with pytest.raises(InvalidArgument, match="takes PCM"):
-        OnnxEmbedder(root / "pcm" / "manifest.json").embed_mel(np.zeros((1, 128, 64), np.float32))
+        model.embed_mel(np.zeros((1, 128, 64), np.float32))
+    with pytest.raises(InvalidArgument, match="shorter than the model's minimum of 15872"):
+        model.embed(np.zeros((1, 15871), np.float32))
 
 
 def test_a_manifest_without_an_input_field_is_a_mel_model(random_exports, tmp_path):

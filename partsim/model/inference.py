@@ -156,6 +156,10 @@ class OnnxEmbedder(Embedder):
         if self.input == "mel":
             return super().embed(segments, batch)
         segments = np.asarray(segments, dtype=np.float32)
+        least = int(self.manifest["onnx"].get("min_samples", 0))
+        if segments.shape[-1] < least:
+            raise InvalidArgument(f"segments of {segments.shape[-1]} samples are shorter than the model's minimum "
+                                  f"of {least} ({least / self.features.cfg.sample_rate:.3f} s)")
         out = np.zeros((len(segments), len(self.parts), self.subspace_dim), dtype=np.float32)
         for i in range(0, len(segments), batch):
             out[i:i + batch] = self.session.run(None, {self.input_name: np.ascontiguousarray(segments[i:i + batch])})[0]
