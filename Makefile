@@ -17,4 +17,5 @@ bench:
 	@scripts/bootstrap.sh
 	.venv/bin/partsim corpus bench
 	.venv/bin/python -m partsim.services.embedder.bench
+	.venv/bin/python -m partsim.services.embedder.bench --pipeline
 	.venv/bin/python -m partsim.services.searcher.bench --songs 10000
