@@ -143,8 +143,11 @@ class OnnxEmbedder(Embedder):
         if actual != expected:
             raise InvalidArgument(f"ONNX file {onnx_path} has sha256 {actual[:12]}..., its manifest says "
                                   f"{expected[:12]}...; the model and manifest do not belong together")
+        providers = providers or ["CPUExecutionProvider"]
+        # CUDA: no TF32 (the in-graph STFT needs float32's precision), as the embedder service
+        options = [{"use_tf32": "0"} if p == "CUDAExecutionProvider" else {} for p in providers]
         self.session = ort.InferenceSession(str(onnx_path), sess_options=session_options(intra_op_threads),
-                                            providers=providers or ["CPUExecutionProvider"])
+                                            providers=providers, provider_options=options)
         self.input_name = self.session.get_inputs()[0].name
 
     def embed_mel(self, mel: np.ndarray) -> np.ndarray:
