@@ -20,7 +20,7 @@ from partsim.data import PARTS, open_dataset
 from partsim.data.taxonomy import part_for_program
 from partsim.data.tempo import NUM_TEMPO_CLASSES, tempo_class, tempo_class_range
 
-from .util import FAST_SOUNDFONTS
+from .util import FAST_SOUNDFONTS, read_audio, song_metadata
 
 SONGS, SECONDS, SEED = 6, 16.0, 11
 SILENT_POWER = 1e-4  # thesis 3.3.1: a segment is silent when its mean power is below this
@@ -37,15 +37,6 @@ def corpus(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("corpus") / "c"
     return out, _make(out)
 
-
-def _read(path: Path) -> np.ndarray:
-    data, sr = sf.read(str(path), dtype="float32")
-    assert sr == 44100
-    return data
-
-
-def _meta(root: Path, sid: str) -> dict:
-    return json.loads((root / sid / "metadata.json").read_text())
 
 
 def test_layout_and_index(corpus):
@@ -65,8 +56,8 @@ def test_layout_and_index(corpus):
 def test_mix_is_exactly_the_sum_of_the_stems(corpus):
     root, index = corpus
     for sid in index["songs"]:
-        mix = _read(root / sid / "mix.flac").astype(np.float64)
-        total = sum(_read(root / sid / "stems" / f"{p}.flac").astype(np.float64) for p in PARTS)
+        mix = read_audio(root / sid / "mix.flac").astype(np.float64)
+        total = sum(read_audio(root / sid / "stems" / f"{p}.flac").astype(np.float64) for p in PARTS)
         assert np.max(np.abs(mix - total)) <= 1e-7
         assert np.max(np.abs(mix)) > 0.1  # a real mix, not silence
 
@@ -75,10 +66,10 @@ def test_present_parts_are_audible_and_absent_parts_silent(corpus):
     root, index = corpus
     absent_seen = dropout_seen = 0
     for sid in index["songs"]:
-        meta = _meta(root, sid)
+        meta = song_metadata(root, sid)
         assert meta["present"] == index["songs"][sid]["present"]
         for part in PARTS:
-            stem = _read(root / sid / "stems" / f"{part}.flac").astype(np.float64)
+            stem = read_audio(root / sid / "stems" / f"{part}.flac").astype(np.float64)
             info = meta["parts"][part]
             if not info["present"]:
                 absent_seen += 1
@@ -108,7 +99,7 @@ def test_present_parts_are_audible_and_absent_parts_silent(corpus):
 def test_metadata_and_midi_agree(corpus):
     root, index = corpus
     for sid in index["songs"]:
-        meta = _meta(root, sid)
+        meta = song_metadata(root, sid)
         assert tempo_class(meta["tempo"]) == meta["tempo_class"]
         low, high = tempo_class_range(meta["tempo_class"])
         assert low <= meta["tempo"] < high
@@ -162,12 +153,12 @@ def test_same_seed_same_songs_any_worker_count_and_prefix(corpus, tmp_path):
     for i in range(3):
         sid = song_id(i)
         assert (tmp_path / "again" / sid / "song.mid").read_bytes() == (root / sid / "song.mid").read_bytes()
-        assert _meta(tmp_path / "again", sid) == _meta(root, sid)
+        assert song_metadata(tmp_path / "again", sid) == song_metadata(root, sid)
     # the first song a process renders is bit-identical; later ones may differ in a few samples
     # (see partsim.corpus.render): the difference stays about 60 dB below the signal
-    assert np.array_equal(_read(tmp_path / "again" / "song00000" / "mix.flac"), _read(root / "song00000" / "mix.flac"))
+    assert np.array_equal(read_audio(tmp_path / "again" / "song00000" / "mix.flac"), read_audio(root / "song00000" / "mix.flac"))
     for i in range(1, 3):
-        a, b = (_read(d / song_id(i) / "mix.flac").astype(np.float64) for d in (tmp_path / "again", root))
+        a, b = (read_audio(d / song_id(i) / "mix.flac").astype(np.float64) for d in (tmp_path / "again", root))
         assert np.sqrt(np.mean((a - b) ** 2)) < 3e-3 * np.sqrt(np.mean(b ** 2))
     other = _make(tmp_path / "other", songs=1, seed=SEED + 1)
     assert other["songs"][song_id(0)] != _make(tmp_path / "again2", songs=1)["songs"][song_id(0)]
@@ -182,7 +173,7 @@ def test_resume_keeps_finished_songs_and_extends(corpus, tmp_path):
     assert (out / "song00000" / "metadata.json").stat().st_mtime_ns == first  # kept, not rewritten
     assert list(index["songs"]) == ["song00000", "song00001", "song00002"]
     root, _ = corpus
-    assert _meta(out, "song00002") == _meta(root, "song00002")
+    assert song_metadata(out, "song00002") == song_metadata(root, "song00002")
 
 
 def test_tempo_classes_are_dealt_evenly():

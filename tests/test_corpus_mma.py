@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-import soundfile as sf
 
 from partsim.corpus.compose import DRUM_CHANNEL
 from partsim.corpus.make import CorpusConfig, composer_for, make_corpus, song_id
@@ -22,6 +20,8 @@ from partsim.corpus.soundfonts import check_soundfonts
 from partsim.data import PARTS
 from partsim.data.taxonomy import part_for_program
 from partsim.data.tempo import tempo_class
+
+from .util import read_audio, song_metadata
 
 TIMGM = ["/usr/share/sounds/sf2/TimGM6mb.sf2"]
 SEED, SECONDS, SONGS = 5, 8.0, 3
@@ -37,15 +37,6 @@ def mma_corpus(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("mma") / "c"
     return out, make_corpus(_config(out, SONGS), progress=False)
 
-
-def _read(path: Path) -> np.ndarray:
-    data, sr = sf.read(str(path), dtype="float32")
-    assert sr == 44100
-    return data
-
-
-def _meta(root: Path, sid: str) -> dict:
-    return json.loads((root / sid / "metadata.json").read_text())
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -63,9 +54,9 @@ def test_mma_songs_are_complete_and_the_mix_is_exactly_the_sum_of_the_stems(mma_
     for sid in index["songs"]:
         for name in ["mix.flac", "song.mid", "song.mma", "metadata.json"] + [f"stems/{p}.flac" for p in PARTS]:
             assert (root / sid / name).is_file(), name
-        mix = _read(root / sid / "mix.flac").astype(np.float64)
+        mix = read_audio(root / sid / "mix.flac").astype(np.float64)
         assert mix.shape == (int(SECONDS * 44100),)
-        total = sum(_read(root / sid / "stems" / f"{p}.flac").astype(np.float64) for p in PARTS)
+        total = sum(read_audio(root / sid / "stems" / f"{p}.flac").astype(np.float64) for p in PARTS)
         assert np.max(np.abs(mix - total)) <= 1e-7
         assert np.max(np.abs(mix)) > 0.1
 
@@ -73,7 +64,7 @@ def test_mma_songs_are_complete_and_the_mix_is_exactly_the_sum_of_the_stems(mma_
 def test_every_instrument_is_in_its_parts_general_midi_range_and_drums_sound_when_channel_10_plays(mma_corpus):
     root, index = mma_corpus
     for sid in index["songs"]:
-        meta = _meta(root, sid)
+        meta = song_metadata(root, sid)
         assert len(meta["present"]) >= 2
         assert tempo_class(meta["tempo"]) == meta["tempo_class"]
         for part, info in meta["parts"].items():
@@ -87,7 +78,7 @@ def test_every_instrument_is_in_its_parts_general_midi_range_and_drums_sound_whe
                 if msg.type == "note_on" and msg.velocity:
                     channels[msg.channel] += 1
         for part in PARTS:
-            stem = _read(root / sid / "stems" / f"{part}.flac")
+            stem = read_audio(root / sid / "stems" / f"{part}.flac")
             audible = float(np.mean(stem.astype(np.float64) ** 2)) > 1e-7
             assert audible == meta["parts"][part]["present"], (sid, part)
         assert (channels[DRUM_CHANNEL] > 0) == meta["parts"]["drums"]["present"]
@@ -162,7 +153,7 @@ def test_mixed_deals_the_two_composers_half_and_half_in_every_pair_of_songs():
 def test_metadata_and_index_record_composer_source_license_soundfonts_and_no_augmentation(mma_corpus, tmp_path):
     root, index = mma_corpus
     for sid, summary in index["songs"].items():
-        meta = _meta(root, sid)
+        meta = song_metadata(root, sid)
         assert meta["composer"] == summary["composer"] == "mma"
         assert meta["license"] == summary["license"] == MMA_LICENSE
         src = meta["source"]
@@ -184,7 +175,7 @@ def test_cli_makes_a_held_out_composer_set(tmp_path):
     proc = _cli("corpus", "make", "--out", str(out), "--songs", "1", "--seconds", str(SECONDS), "--seed", "2",
                 "--composer", "mma", "--grooves", "heldout", "--soundfont", *TIMGM, "--quiet")
     assert proc.returncode == 0, proc.stderr
-    meta = _meta(out, song_id(0))
+    meta = song_metadata(out, song_id(0))
     assert meta["source"]["grooves_set"] == "heldout" and set(meta["source"]["families"]) <= set(HELDOUT_FAMILIES)
 
 

@@ -25,3 +25,20 @@ def service_configs() -> dict[str, type]:
 
     return {"gateway": GatewayConfig, "embedder": EmbedderConfig, "searcher": SearcherConfig,
             "separator": SeparatorConfig}
+
+
+def read_audio(path):
+    """A corpus FLAC file as float32 (asserting the corpus rate, 44.1 kHz)."""
+    import soundfile as sf
+
+    data, sr = sf.read(str(path), dtype="float32")
+    assert sr == 44100
+    return data
+
+
+def song_metadata(root, sid: str) -> dict:
+    """``root/sid/metadata.json`` of a corpus song."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(root) / sid / "metadata.json").read_text())
