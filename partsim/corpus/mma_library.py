@@ -15,6 +15,10 @@ in force for each), so no groove database is needed; songs name their style file
 ``Use stdlib/<family>``, which MMA resolves without its ``.mmaDB`` either. Debian's package
 builds the database at install time (``mma -G`` in its postinst) and nothing here writes to
 ``/usr/share/mma``.
+
+``PARTSIM_MMA=/path/to/mma`` runs another MMA than the one on the PATH, e.g. an unpacked copy
+(``scripts/gpu-bundle.sh``: the ``mma`` script beside its ``MMA/`` modules and ``lib/``, where MMA
+itself looks for them); the groove library is then the ``lib/stdlib`` beside that program.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from ..errors import PartsimError
 
 STDLIB = Path("/usr/share/mma/lib/stdlib")  # MMA resolves "Use stdlib/<family>" here
+MMA_ENV = "PARTSIM_MMA"  # another mma program (an unpacked MMA); its groove library is beside it
 MMA_LICENSE = "GPL-2.0-or-later"
 MMA_TIMEOUT_S = 60.0
 # Bump when a seed no longer yields the same MMA songs (it is part of a corpus's identity).
@@ -101,9 +106,19 @@ def _scan_file(path: Path) -> list[Groove]:
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def catalogue(stdlib: Path = STDLIB) -> dict[str, tuple[Groove, ...]]:
+def stdlib_dir() -> Path:
+    """The groove library of the mma that runs: ``lib/stdlib`` beside ``$PARTSIM_MMA``, else Debian's."""
+    override = os.environ.get(MMA_ENV)
+    return Path(override).resolve().parent / "lib" / "stdlib" if override else STDLIB
+
+
+def catalogue(stdlib: Path | None = None) -> dict[str, tuple[Groove, ...]]:
     """Usable families (sorted) -> their grooves in file order."""
+    return _catalogue(stdlib or stdlib_dir())
+
+
+@functools.lru_cache(maxsize=4)
+def _catalogue(stdlib: Path) -> dict[str, tuple[Groove, ...]]:
     if not stdlib.is_dir():
         raise MmaError(f"MMA's groove library {stdlib} is missing; install Debian's mma package (apt-get install mma)")
     fams: dict[str, tuple[Groove, ...]] = {}
@@ -119,7 +134,7 @@ def catalogue(stdlib: Path = STDLIB) -> dict[str, tuple[Groove, ...]]:
     return fams
 
 
-def families(grooves: str, stdlib: Path = STDLIB) -> dict[str, tuple[Groove, ...]]:
+def families(grooves: str, stdlib: Path | None = None) -> dict[str, tuple[Groove, ...]]:
     """The families a corpus may use: ``train`` (all but the held-out ones) or ``heldout``."""
     if grooves not in GROOVE_SETS:
         raise MmaError(f"unknown groove set {grooves!r}; choose one of {', '.join(GROOVE_SETS)}")
@@ -129,6 +144,11 @@ def families(grooves: str, stdlib: Path = STDLIB) -> dict[str, tuple[Groove, ...
 
 
 def mma_path() -> str:
+    override = os.environ.get(MMA_ENV)
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise MmaError(f"{MMA_ENV}={override}: no such executable mma program")
+        return os.path.abspath(override)  # mma runs in a temporary folder
     path = shutil.which("mma")
     if path is None:
         raise MmaError("the mma program (Musical MIDI Accompaniment) is not installed; "
