@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log-mel on the training device (torch) or with NumPy on the CPU")
     train.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                        help="learning rate over the main phase")
+    train.add_argument("--freeze-bn", action="store_true",
+                       help="batch norms keep their running statistics (fine-tuning with small batches)")
 
     ev = sub.add_parser("evaluate", help="the thesis's evaluation protocols on a corpus's test split (or several sets)")
     ev.add_argument("model", type=Path, help="model.pt (PyTorch, with the baseline), manifest.json (ONNX) or "
@@ -197,7 +199,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         time_limit=args.time_limit, load_workers=args.load_workers, val_draws=args.val_draws,
         init=args.init, augment=not args.no_augment, precision=args.precision,
         channels_last=not args.no_channels_last, compile=args.compile, features=args.features,
-        schedule=args.schedule,
+        schedule=args.schedule, freeze_bn=args.freeze_bn,
     )
     cfg.validate()
     trainer = Trainer(cfg, progress=not args.quiet)
@@ -264,6 +266,9 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
 
     if not args.corpus.is_dir():
         raise InvalidArgument(f"--corpus {args.corpus}: no such folder")
+    for name in ("batch", "steps"):
+        if getattr(args, name) < 1:
+            raise InvalidArgument(f"--{name} must be at least 1, got {getattr(args, name)}")
     results = bench_training(str(args.corpus), widths=args.widths, batch=args.batch, steps=args.steps,
                              device=args.device, compile=args.compile)
     if args.out:

@@ -144,3 +144,32 @@ def test_training_speed_benchmark_prints_both_configurations_and_their_ratio(tin
     assert set(result) >= {"csn-v2 configuration", "csn-v3 configuration", "ratio"}
     assert result["csn-v2 configuration"]["draws_per_second"] > 0 and result["ratio"] > 0
     assert "draws/s" in out and "ratio" in out
+
+
+def test_frozen_batch_norms_keep_their_running_statistics_while_the_weights_learn(tiny_run, tiny_corpus, tmp_path):
+    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "fz"), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+                      batch=4, epochs=1, steps_per_epoch=2, val_draws=4, init=str(tiny_run / "model.pt"), freeze_bn=True)
+    tr = Trainer(cfg, progress=False)
+    before = {k: v.clone() for k, v in tr.csn.state_dict().items()}
+    tr.run()
+    after = tr.csn.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in before if k.endswith("weight")]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    assert any(not torch.equal(before[k], after[k]) for k in weights)
+
+
+@pytest.mark.parametrize("args, message", [(["--steps", "0"], "--steps must be at least 1"),
+                                           (["--batch", "0"], "--batch must be at least 1")])
+def test_bench_train_rejects_bad_sizes_with_one_line(tiny_corpus, args, message):
+    from .util import run_cli
+
+    r = run_cli("bench-train", "--corpus", str(tiny_corpus), *args)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"partsim: error: {message}, got 0"]
+
+
+def test_bench_train_names_a_missing_corpus(tmp_path):
+    from .util import run_cli
+
+    r = run_cli("bench-train", "--corpus", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "no such folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -40,17 +40,17 @@ HEAVY_PARTS = ("bass", "guitar")  # saturation and compression are twice as like
 
 @dataclass
 class AugmentConfig:
-    p: float = 0.6  # probability that a stem is augmented at all
+    p: float = 0.5  # probability that a stem is augmented at all
     gain_db: float = 6.0
-    speed: float = 0.04
-    tilt_db: float = 6.0
+    speed: float = 0.03
+    tilt_db: float = 4.0
     band_p: float = 0.4
-    band_db: float = 9.0
-    drive_p: float = 0.2
-    comp_p: float = 0.2
-    reverb_p: float = 0.25
+    band_db: float = 6.0
+    drive_p: float = 0.1
+    comp_p: float = 0.1
+    reverb_p: float = 0.15
     reverb_max_seconds: float = 0.6
-    noise_p: float = 0.25
+    noise_p: float = 0.15
 
     def to_dict(self) -> dict:
         return asdict(self)

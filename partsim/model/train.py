@@ -77,6 +77,7 @@ class TrainConfig:
     features: str = "torch"  # torch (on the training device) or numpy (csn-v2's CPU path)
     init: str = ""  # model.pt, shipped model folder or manifest.json to start the main phase from
     schedule: str = "constant"  # constant or cosine (over the main phase's epochs or time limit)
+    freeze_bn: bool = False  # batch norms keep their running statistics (fine-tuning with small batches)
 
     def validate(self) -> None:
         for name in ("batch", "epochs", "steps_per_epoch", "val_draws"):
@@ -240,7 +241,7 @@ class Trainer:
         pieces = [self.train.dataset_piece(self.rng, int(self.rng.integers(len(self.train))))
                   for _ in range(self.cfg.batch * 2)]
         target = self._pretrain_targets(pieces)
-        self.csn.train()
+        self._train_mode()
         out = self._embed(self._mel(self.train.render_batch(pieces, self.device)[0]))
         loss = torch.nn.functional.mse_loss(out, target)
         return {"loss": loss, "pretrain_mse": loss.detach()}
@@ -280,8 +281,15 @@ class Trainer:
         out["loss"] = loss
         return out
 
-    def step_main(self) -> dict:
+    def _train_mode(self) -> None:
         self.csn.train()
+        if self.cfg.freeze_bn:  # normalise with the running statistics; the affine parameters still learn
+            for m in self.csn.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+
+    def step_main(self) -> dict:
+        self._train_mode()
         draws = [self._draw(self.train, self.rng) for _ in range(self.cfg.batch)]
         return self._losses(self.train, draws, augment=True)
 
