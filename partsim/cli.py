@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("manifest", type=Path, help="the same model exported (manifest.json)")
     be.add_argument("--segments", type=_int, default=64)
 
+    ip = sub.add_parser("interpolate", help="weight-space ensemble of a fine-tuned run and its --init model")
+    ip.add_argument("model", type=Path, help="model.pt or checkpoint.pt of a run trained with --init and --freeze-bn")
+    ip.add_argument("--init", required=True, type=Path, help="the shipped model folder the run started from")
+    ip.add_argument("--alpha", type=_number, required=True, help="0: the init model, 1: the fine-tuned one")
+    ip.add_argument("--out", required=True, type=Path, help="model.pt to write")
+
     bt = sub.add_parser("bench-train", help="training draws/s: csn-v2's configuration vs csn-v3's, one run")
     bt.add_argument("--corpus", required=True, type=Path, help="partsim corpus or Slakh2100 folder")
     bt.add_argument("--widths", type=_widths, default=[16, 32, 64, 128, 256])
@@ -260,6 +266,20 @@ def _cmd_bench_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    from .errors import InvalidArgument
+    from .model.warmstart import interpolate
+
+    if not args.model.is_file():
+        raise InvalidArgument(f"{args.model}: no such model file")
+    manifest = args.init / "manifest.json" if args.init.is_dir() else args.init
+    if not manifest.is_file():
+        raise InvalidArgument(f"--init {args.init}: no manifest.json there")
+    interpolate(args.model, manifest, args.alpha, args.out)
+    print(f"wrote {args.out} (alpha {args.alpha})")
+    return 0
+
+
 def _cmd_bench_train(args: argparse.Namespace) -> int:
     from .errors import InvalidArgument
     from .model.train_bench import bench_training
@@ -355,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {("corpus", "make"): _cmd_corpus_make, ("corpus", "info"): _cmd_corpus_info,
                 ("corpus", "bench"): _cmd_corpus_bench, ("train", None): _cmd_train,
                 ("evaluate", None): _cmd_evaluate, ("export", None): _cmd_export, ("embed", None): _cmd_embed, ("bench-embed", None): _cmd_bench_embed,
-                ("bench-train", None): _cmd_bench_train}
+                ("bench-train", None): _cmd_bench_train, ("interpolate", None): _cmd_interpolate}
     from .cli_registry import HANDLERS
 
     handlers.update(HANDLERS)  # cli_cluster, cli_separate, cli_separation (imported by build_parser)

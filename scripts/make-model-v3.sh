@@ -5,12 +5,12 @@
 # Usage: scripts/make-model-v3.sh WORK_DIR RUN/model.pt
 #
 #   1. corpora (partsim corpus make; resumable: rerun the same command after an interruption)
-#        WORK/mixed       the training corpus: both composers (--composer mixed, training groove
+#        WORK/train       the training corpus: both composers (--composer mixed, training groove
 #                         families), the five training SoundFonts; its test split is the "test split" set
 #                         and must be the corpus the model trained on (same seed, songs, seconds and
 #                         SoundFonts as the training run; TRAIN_SONGS/TRAIN_SEED/SONG_SECONDS)
-#        WORK/ho-grooves  held-out composer: MMA's held-out groove families, training SoundFonts
-#        WORK/ho-sf       held-out synthesizer: training composers, MuseScore_General only
+#        WORK/ho-composer held-out composer: MMA's held-out groove families, training SoundFonts
+#        WORK/ho-synth    held-out synthesizer: training composers, MuseScore_General only
 #        WORK/ho-both     both at once: held-out groove families rendered with MuseScore_General
 #      (the held-out corpora use --split 0,0,1: every song is in the test split)
 #   2. partsim evaluate on the four sets plus the untrained log-spectrum baseline:
@@ -18,11 +18,17 @@
 #   3. partsim export -> DEST (default models/csn-v3) with the evaluation JSON in the manifest;
 #      run.json, evaluation.json, evaluation.txt and the figures beside it; embedding benchmark.
 #
-# Sizes: TRAIN_SONGS (1600), HELDOUT_SONGS (60 per held-out set), SONG_SECONDS (30), WORKERS (2).
+# Sizes: TRAIN_SONGS (480), HELDOUT_SONGS (40 per held-out set), SONG_SECONDS (30), WORKERS (2).
 # The steps can be run alone: STEPS="corpora evaluate export" (default: all three).
 # mma and the SoundFonts come from scripts/bootstrap.sh (Debian packages).
 # A tiny dry run (a few minutes):
 #   TRAIN_SONGS=10 HELDOUT_SONGS=4 SONG_SECONDS=8 DEST=/tmp/csn-v3-try scripts/make-model-v3.sh /tmp/w RUN/model.pt
+#
+# csn-v3 itself was trained on WORK/train (made by step 1) on the 2-core development machine:
+#   partsim train --corpus WORK/train --out RUN --widths 16,32,64,128,256 --init models/csn-v2 \
+#     --batch 32 --lr 1e-4 --schedule cosine --freeze-bn --time-limit 62 --epochs 10000 \
+#     --steps-per-epoch 20 --val-draws 64
+# (scripts/gpu-train.sh does the same on a lent GPU, with larger batches and torch.compile.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${1:?usage: make-model-v3.sh WORK_DIR MODEL.pt}
@@ -30,9 +36,9 @@ MODEL=${2:?usage: make-model-v3.sh WORK_DIR MODEL.pt}
 P=${PARTSIM:-.venv/bin/partsim}
 DEST=${DEST:-models/csn-v3}
 NAME=${NAME:-$(basename "$DEST")}
-TRAIN_SONGS=${TRAIN_SONGS:-1600}
+TRAIN_SONGS=${TRAIN_SONGS:-480}
 TRAIN_SEED=${TRAIN_SEED:-300}
-HELDOUT_SONGS=${HELDOUT_SONGS:-60}
+HELDOUT_SONGS=${HELDOUT_SONGS:-40}
 SONG_SECONDS=${SONG_SECONDS:-30}
 WORKERS=${WORKERS:-2}
 STEPS=${STEPS:-corpora evaluate export}
@@ -54,18 +60,18 @@ if step corpora; then
     $P corpus make --out "$W/$name" --seconds "$SONG_SECONDS" --workers "$WORKERS" --quiet "$@" > "$W/$name.log"
     sed -n 1,2p "$W/$name.log"
   }
-  corpus mixed --songs "$TRAIN_SONGS" --seed "$TRAIN_SEED" --composer mixed --soundfont "${TRAIN_SF[@]}"
-  corpus ho-grooves --songs "$HELDOUT_SONGS" --seed 301 --composer mma --grooves heldout \
+  corpus train --songs "$TRAIN_SONGS" --seed "$TRAIN_SEED" --composer mixed --soundfont "${TRAIN_SF[@]}"
+  corpus ho-composer --songs "$HELDOUT_SONGS" --seed 779 --composer mma --grooves heldout \
     --soundfont "${TRAIN_SF[@]}" --split 0,0,1
-  corpus ho-sf --songs "$HELDOUT_SONGS" --seed 302 --composer mixed --soundfont "$HELDOUT_SF" --split 0,0,1
-  corpus ho-both --songs "$HELDOUT_SONGS" --seed 303 --composer mma --grooves heldout \
+  corpus ho-synth --songs "$HELDOUT_SONGS" --seed 781 --composer mixed --soundfont "$HELDOUT_SF" --split 0,0,1
+  corpus ho-both --songs "$HELDOUT_SONGS" --seed 783 --composer mma --grooves heldout \
     --soundfont "$HELDOUT_SF" --split 0,0,1
 fi
 
 if step evaluate; then
   # Tables 4.1-4.3 on each set (4.4/4.5 and the figures on the test split), one row per set, with
   # the baseline's rows; the same command prints what the model card shows.
-  $P evaluate "$MODEL" --set test="$W/mixed:test" --set composer="$W/ho-grooves" --set synth="$W/ho-sf" \
+  $P evaluate "$MODEL" --set test="$W/train:test" --set composer="$W/ho-composer" --set synth="$W/ho-synth" \
     --set both="$W/ho-both" --baseline --figures "$W/figures" --out "$W/evaluation.json" | tee "$W/evaluation.txt"
 fi
 

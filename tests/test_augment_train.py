@@ -15,6 +15,7 @@ from partsim.model.nets import CSN, NetConfig
 from partsim.model.train import TrainConfig, Trainer
 
 from .conftest import TINY_DIM, TINY_WIDTHS
+from .util import run_cli
 
 SEG = 44100
 
@@ -162,14 +163,34 @@ def test_frozen_batch_norms_keep_their_running_statistics_while_the_weights_lear
 @pytest.mark.parametrize("args, message", [(["--steps", "0"], "--steps must be at least 1"),
                                            (["--batch", "0"], "--batch must be at least 1")])
 def test_bench_train_rejects_bad_sizes_with_one_line(tiny_corpus, args, message):
-    from .util import run_cli
-
     r = run_cli("bench-train", "--corpus", str(tiny_corpus), *args)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"partsim: error: {message}, got 0"]
 
 
 def test_bench_train_names_a_missing_corpus(tmp_path):
-    from .util import run_cli
-
     r = run_cli("bench-train", "--corpus", str(tmp_path / "nope"))
     assert r.returncode == 2 and "no such folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_interpolation_spans_the_shipped_start_and_the_fine_tuned_model(tiny_run, tiny_corpus, tmp_path):
+    from partsim.model.export import export
+    from partsim.model.inference import OnnxEmbedder, TorchEmbedder
+
+    export(tiny_run / "model.pt", tmp_path / "start", name="tiny")
+    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "ft"), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+                      batch=4, epochs=1, steps_per_epoch=3, val_draws=4, init=str(tmp_path / "start"), freeze_bn=True,
+                      lr=1e-2)
+    Trainer(cfg, progress=False).run()
+    audio = np.random.default_rng(1).uniform(-0.3, 0.3, (4, 3 * 44100)).astype(np.float32)
+    start = OnnxEmbedder(tmp_path / "start" / "manifest.json").embed(audio)
+    tuned = TorchEmbedder(tmp_path / "ft" / "model.pt").embed(audio)
+    for alpha, expect in ((0.0, start), (1.0, tuned)):
+        r = run_cli("interpolate", str(tmp_path / "ft" / "model.pt"), "--init", str(tmp_path / "start"),
+                    "--alpha", str(alpha), "--out", str(tmp_path / f"a{alpha}.pt"))
+        assert r.returncode == 0, r.stderr
+        got = TorchEmbedder(tmp_path / f"a{alpha}.pt").embed(audio)
+        assert np.abs(got - expect).max() < 1e-4
+    assert np.abs(start - tuned).max() > 1e-3  # the fine-tuning moved the model: the check above means something
+    r = run_cli("interpolate", str(tiny_run / "model.pt"), "--init", str(tmp_path / "start"), "--alpha", "0.5",
+                "--out", str(tmp_path / "bad.pt"))
+    assert r.returncode == 2 and "--freeze-bn" in r.stderr

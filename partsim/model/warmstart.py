@@ -122,3 +122,51 @@ def load_init(csn: CSN, path: str | Path, calibration_mel) -> str:
     except RuntimeError as exc:
         raise InvalidArgument(f"--init {path}: weights do not fit this network: {str(exc).splitlines()[0]}") from None
     return f"torch:{p}"
+
+
+def interpolate(finetuned: str | Path, manifest_path: str | Path, alpha: float, out: str | Path) -> dict:
+    """Weight-space ensemble of a fine-tuned run and the shipped model it started from (``--init``).
+
+    ``theta = (1 - alpha) * theta_init + alpha * theta_finetuned`` (Wortsman et al., "Robust
+    fine-tuning of zero-shot models", 2022: the interpolation keeps the start model's robustness
+    to distribution shift and the fine-tuned model's gains). The run must have been trained with
+    ``--freeze-bn``: its batch norms then still hold the running statistics that
+    :func:`load_onnx_into` rebuilt, from which ``theta_init`` follows exactly (conv weights from
+    the ONNX graph, ``weight = sqrt(var + eps)``, ``bias = mean + b'``). Writes a model.pt.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise InvalidArgument(f"--alpha must be within 0..1, got {alpha}")
+    ck = torch.load(finetuned, map_location="cpu", weights_only=False)
+    log = ck.get("log", {})
+    if not (log.get("config", {}).get("freeze_bn") and str(log.get("init", "")).startswith("onnx:")):
+        raise InvalidArgument(f"{finetuned}: interpolation needs a run started with --init from a shipped model "
+                              "and trained with --freeze-bn")
+    from .nets import NetConfig
+
+    csn = CSN(NetConfig(**ck["net"]))
+    csn.load_state_dict(ck["csn"])
+    start = CSN(NetConfig(**ck["net"]))
+    start.load_state_dict(ck["csn"])  # running statistics, as frozen during fine-tuning
+    manifest = json.loads(Path(manifest_path).read_text())
+    convs, inits = _onnx_tensors(Path(manifest_path).parent / manifest["onnx"]["file"])
+    with torch.no_grad():
+        for (conv, bn), (w, b) in zip(_conv_bn_pairs(start), convs):
+            conv.weight.copy_(torch.from_numpy(np.array(w)))
+            bn.weight.copy_((bn.running_var + bn.eps).sqrt())
+            bn.bias.copy_(bn.running_mean + torch.from_numpy(np.array(b)))
+        start.encoder.fc.weight.copy_(torch.from_numpy(np.array(next(v for k, v in inits.items()
+                                                                      if k.endswith("encoder.fc.weight")))))
+        start.encoder.fc.bias.copy_(torch.from_numpy(np.array(next(v for k, v in inits.items()
+                                                                    if k.endswith("encoder.fc.bias")))))
+        start.norm_bias.copy_(torch.tensor(manifest["presence"]["norm_bias"], dtype=torch.float32))
+        a, b0 = csn.state_dict(), start.state_dict()
+        mixed = {k: ((1 - alpha) * b0[k] + alpha * a[k]) if a[k].is_floating_point() else a[k] for k in a}
+    model = {"csn": mixed, "partnets": None, "net": ck["net"], "features": ck.get("features", {}),
+             "segment_seconds": ck.get("segment_seconds", 3.0),
+             "log": {**log, "interpolation": {"alpha": alpha, "init": str(manifest_path), "finetuned": str(finetuned)}}}
+    if "features" not in ck:
+        from .features import FeatureConfig
+
+        model["features"] = FeatureConfig().to_dict()
+    torch.save(model, out)
+    return model
