@@ -38,7 +38,7 @@
 #
 # Usage: scripts/gpu-train.sh OUT_DIR [MINUTES]   (MINUTES of training; 0 or none: what the call allows)
 # Settings (environment): SONGS (480), SECONDS_PER_SONG (30), SEED (300) - the CPU corpus's;
-# WORKERS (nproc), WIDTHS (16,32,64,128,256), BATCH (256), LR (3e-4, as the CPU fine-tuning run),
+# WORKERS (nproc), WIDTHS (16,32,64,128,256), BATCH (256), LR (1e-4, as the CPU fine-tuning run of csn-v3; batch norms frozen),
 # INIT (models/csn-v2; empty: from scratch with pre-training, needed for other widths), RESUME,
 # DEVICE (cuda), COMPILE (1), BENCH (1), BENCH_STEPS (4), STEPS_PER_EPOCH (default: epochs of
 # ~EPOCH_S=30 s from the bench's rate, else 100), VAL_DRAWS (256), CALL_BUDGET_S (570),
@@ -62,7 +62,7 @@ SEED=${SEED:-300}
 WORKERS=${WORKERS:-$(nproc)}
 WIDTHS=${WIDTHS:-16,32,64,128,256}
 BATCH=${BATCH:-256}
-LR=${LR:-3e-4}
+LR=${LR:-1e-4}
 INIT=${INIT-models/csn-v2}
 RESUME=${RESUME:-}
 DEVICE=${DEVICE:-cuda}
@@ -190,7 +190,7 @@ PYEOF
   train() {
     "$PY" -m partsim train --corpus "$W/corpus" --out "$W/run" --widths "$WIDTHS" --batch "$BATCH" --lr "$LR" \
       --epochs 100000 --steps-per-epoch "$SPE" --val-draws "$VAL_DRAWS" --time-limit "$LIMIT" --schedule cosine \
-      --precision auto --device "$DEVICE" "$@" ${INIT:+--init "$INIT"} --quiet ${TRAIN_ARGS:-} 2>&1 | tee -a "$W/train.log"
+      --precision auto --freeze-bn --device "$DEVICE" "$@" ${INIT:+--init "$INIT"} --quiet ${TRAIN_ARGS:-} 2>&1 | tee -a "$W/train.log"
   }
   # Every epoch's checkpoint goes to OUT_DIR as it is written: a command stopped at its limit still
   # returns the last one.
