@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_MODEL = "csn-v2"
+DEFAULT_MODEL = "csn-v3"
 
 
 def default_manifest() -> Path:

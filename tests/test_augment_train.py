@@ -4,6 +4,7 @@ checkpoints and the training-speed benchmark (real corpora, the real shipped mod
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,26 +82,34 @@ def test_augmented_render_batch_is_seeded_and_judges_presence_after_augmentation
     assert pp.shape == pa.shape
 
 
+def _calibration_audio() -> np.ndarray:
+    t = np.arange(3 * 44100) / 44100.0
+    rng = np.random.default_rng(0)
+    return np.stack([0.2 * np.sin(2 * np.pi * f * t) + 0.02 * rng.standard_normal(len(t))
+                     for f in np.geomspace(50, 5000, 24)]).astype(np.float32)
+
+
 def _calibration_mel():
     from partsim.model.features import FeatureConfig, LogMel
 
-    t = np.arange(3 * 44100) / 44100.0
-    rng = np.random.default_rng(0)
-    audio = [0.2 * np.sin(2 * np.pi * f * t) + 0.02 * rng.standard_normal(len(t)) for f in np.geomspace(50, 5000, 24)]
-    return torch.from_numpy(LogMel(FeatureConfig())(np.stack(audio).astype(np.float32)))
+    return torch.from_numpy(LogMel(FeatureConfig())(_calibration_audio()))
 
 
-def test_warm_start_from_the_shipped_onnx_model_reproduces_it_in_eval_and_train_mode():
+@pytest.mark.parametrize("model", ["csn-v2", "default"])
+def test_warm_start_from_a_shipped_onnx_model_reproduces_it_in_eval_and_train_mode(model):
+    """csn-v2 takes mel; the default (csn-v3) takes PCM, its front end a 1-D convolution the
+    warm start must skip."""
+    from partsim import shipped
     from partsim.model.inference import OnnxEmbedder
     from partsim.model.warmstart import load_onnx_into
-    from partsim.shipped import default_manifest
 
-    manifest = default_manifest()
+    manifest = (Path(shipped.__file__).parent / "csn-v2" / "manifest.json" if model == "csn-v2"
+                else shipped.default_manifest())
     widths = json.loads(manifest.read_text())["network"]["widths"]
     csn = CSN(NetConfig(widths=widths))
     mel = _calibration_mel()
     load_onnx_into(csn, manifest, mel)
-    ref = OnnxEmbedder(manifest).embed_mel(mel.numpy()).reshape(len(mel), -1)
+    ref = OnnxEmbedder(manifest).embed(_calibration_audio()).reshape(len(mel), -1)
     csn.eval()
     with torch.no_grad():
         assert np.abs(csn(mel).numpy() - ref).max() < 1e-4

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
+from partsim import shipped
 from partsim.model.inference import OnnxEmbedder, sha256_file
 from partsim.shipped import default_manifest
 
@@ -22,7 +24,17 @@ def test_shipped_manifest_matches_its_onnx_file():
     # the evaluation the README quotes is recorded beside the model
     evaluation = json.loads((path.parent / "evaluation.json").read_text())
     assert manifest["evaluation"] == evaluation
-    assert set(evaluation["test_split"]["table_4_2_part_label_accuracy"]) == set(manifest["parts"])
+    # csn-v3 onwards: the four sets of `partsim evaluate --set` (test split, held-out composer,
+    # held-out SoundFont, both), each with Tables 4.1-4.3, and the untrained baseline beside them
+    assert evaluation["format"] == "partsim-evaluation-sets"
+    assert set(evaluation["results"]) == {"test", "composer", "synth", "both"}
+    for name, result in evaluation["results"].items():
+        for table in ("table_4_1_track_id_accuracy", "table_4_2_part_label_accuracy",
+                      "table_4_3_identification_accuracy"):
+            assert table in result, (name, table)
+        assert set(result["table_4_2_part_label_accuracy"]) == set(manifest["parts"])
+        assert set(evaluation["baseline"]["results"][name]["table_4_2_part_label_accuracy"]) == set(manifest["parts"])
+    assert manifest["onnx"]["input"] == "pcm"  # csn-v3 computes its features in the graph
 
 
 def test_partsim_embed_uses_the_shipped_model_by_default(tiny_corpus, tmp_path):
@@ -44,10 +56,11 @@ def test_shipped_mel_model_with_the_front_end_in_its_graph_gives_its_own_embeddi
     to the same graph: PCM in, and the embeddings of the mel path."""
     from partsim.model.export import add_frontend
 
-    manifest = add_frontend(default_manifest(), tmp_path / "v2pcm")
+    v2 = Path(shipped.__file__).parent / "csn-v2" / "manifest.json"  # kept: the last mel-input model
+    manifest = add_frontend(v2, tmp_path / "v2pcm")
     assert manifest["onnx"]["input"] == "pcm" and manifest["converted_from"]["model_version"].startswith("csn-v2-")
     assert manifest["model_version"] == "csn-v2-" + manifest["onnx"]["sha256"][:12]
-    mel, pcm = OnnxEmbedder(default_manifest()), OnnxEmbedder(tmp_path / "v2pcm" / "manifest.json")
+    mel, pcm = OnnxEmbedder(v2), OnnxEmbedder(tmp_path / "v2pcm" / "manifest.json")
     rng = np.random.default_rng(0)
     t = np.arange(3 * 44100) / 44100
     chord = sum(np.sin(2 * np.pi * f * h * t) / h for f in (130.8, 164.8, 196.0) for h in range(1, 6))
