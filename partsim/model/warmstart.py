@@ -42,15 +42,11 @@ def _onnx_tensors(onnx_path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]],
     return convs, inits
 
 
-def load_onnx_into(csn: CSN, manifest_path: str | Path, calibration_mel: torch.Tensor) -> None:
-    """Load a shipped model (``manifest.json`` + its ONNX file) into ``csn``.
+def _copy_onnx_weights(csn: CSN, manifest_path: Path) -> list[torch.Tensor]:
+    """Conv weights, projection and presence biases of a shipped model into ``csn``.
 
-    Args:
-        csn: a CSN of the manifest's sizes.
-        manifest_path: the shipped model's ``manifest.json``.
-        calibration_mel: ``(B, n_mels, frames)`` features of real audio (B of 64 or more).
+    Returns each convolution's folded bias ``b'``; the batch norms are the caller's to set.
     """
-    manifest_path = Path(manifest_path)
     manifest = json.loads(manifest_path.read_text())
     net = manifest.get("network", {})
     if net.get("widths") != list(csn.cfg.widths) or manifest.get("subspace_dim") != csn.cfg.subspace_dim:
@@ -67,22 +63,35 @@ def load_onnx_into(csn: CSN, manifest_path: str | Path, calibration_mel: torch.T
                               f"{'a' if fc_w is not None else 'no'} projection; the CSN has {len(pairs)}")
     biases = []
     with torch.no_grad():
-        for (conv, bn), (w, b) in zip(pairs, convs):
+        for (conv, _), (w, b) in zip(pairs, convs):
             if tuple(conv.weight.shape) != w.shape:
                 raise InvalidArgument(f"--init {onnx_file}: convolution shapes differ ({w.shape} vs "
                                       f"{tuple(conv.weight.shape)})")
             conv.weight.copy_(torch.from_numpy(np.array(w)))
-            bn.weight.fill_(1.0)
-            bn.bias.zero_()
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - bn.eps)  # sqrt(var + eps) = 1: the norm is the identity
             biases.append(torch.from_numpy(np.array(b)))
         csn.encoder.fc.weight.copy_(torch.from_numpy(np.array(fc_w)))
         csn.encoder.fc.bias.copy_(torch.from_numpy(np.array(fc_b)))
         csn.norm_bias.copy_(torch.tensor(manifest["presence"]["norm_bias"], dtype=torch.float32))
-        # With identity norms, the folded biases go where the exporter had them: after each conv.
+    return biases
+
+
+def load_onnx_into(csn: CSN, manifest_path: str | Path, calibration_mel: torch.Tensor) -> None:
+    """Load a shipped model (``manifest.json`` + its ONNX file) into ``csn``.
+
+    Args:
+        csn: a CSN of the manifest's sizes.
+        manifest_path: the shipped model's ``manifest.json``.
+        calibration_mel: ``(B, n_mels, frames)`` features of real audio (B of 64 or more).
+    """
+    biases = _copy_onnx_weights(csn, Path(manifest_path))
+    pairs = _conv_bn_pairs(csn)
+    with torch.no_grad():
+        # Identity norms (sqrt(var + eps) = 1) with the folded biases where the exporter had them.
         for (_, bn), b in zip(pairs, biases):
+            bn.weight.fill_(1.0)
             bn.bias.copy_(b)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
         stats: list[tuple[torch.Tensor, torch.Tensor]] = []
 
         def hook(_module, _inp, out):
@@ -147,18 +156,11 @@ def interpolate(finetuned: str | Path, manifest_path: str | Path, alpha: float, 
     csn.load_state_dict(ck["csn"])
     start = CSN(NetConfig(**ck["net"]))
     start.load_state_dict(ck["csn"])  # running statistics, as frozen during fine-tuning
-    manifest = json.loads(Path(manifest_path).read_text())
-    convs, inits = _onnx_tensors(Path(manifest_path).parent / manifest["onnx"]["file"])
+    biases = _copy_onnx_weights(start, Path(manifest_path))
     with torch.no_grad():
-        for (conv, bn), (w, b) in zip(_conv_bn_pairs(start), convs):
-            conv.weight.copy_(torch.from_numpy(np.array(w)))
+        for (_, bn), b in zip(_conv_bn_pairs(start), biases):
             bn.weight.copy_((bn.running_var + bn.eps).sqrt())
-            bn.bias.copy_(bn.running_mean + torch.from_numpy(np.array(b)))
-        start.encoder.fc.weight.copy_(torch.from_numpy(np.array(next(v for k, v in inits.items()
-                                                                      if k.endswith("encoder.fc.weight")))))
-        start.encoder.fc.bias.copy_(torch.from_numpy(np.array(next(v for k, v in inits.items()
-                                                                    if k.endswith("encoder.fc.bias")))))
-        start.norm_bias.copy_(torch.tensor(manifest["presence"]["norm_bias"], dtype=torch.float32))
+            bn.bias.copy_(bn.running_mean + b)
         a, b0 = csn.state_dict(), start.state_dict()
         mixed = {k: ((1 - alpha) * b0[k] + alpha * a[k]) if a[k].is_floating_point() else a[k] for k in a}
     model = {"csn": mixed, "partnets": None, "net": ck["net"], "features": ck.get("features", {}),
