@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -33,6 +34,7 @@ from partsim.services.embedder.batcher import Batcher
 from partsim.services.embedder.config import PREFIX, EmbedderConfig
 from partsim.services.embedder.engine import Engine, make_session
 from partsim.services.embedder.server import EmbedderServer, serve
+from partsim import shipped
 from partsim.shipped import default_manifest
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 
@@ -441,14 +443,22 @@ def test_module_runs_turns_serving_and_stops_on_sigterm():
 
 
 # -- a PCM-input model (the features inside the ONNX graph) ------------------------------------
+CSN_V2 = Path(shipped.__file__).parent / "csn-v2" / "manifest.json"
+
 @pytest.fixture(scope="module")
 def pcm_manifest(tmp_path_factory):
     """The shipped csn-v2 with the feature front end prepended to its graph (PCM in)."""
     from partsim.model.export import add_frontend
 
     out = tmp_path_factory.mktemp("pcm") / "csn-v2-pcm"
-    add_frontend(default_manifest(), out)
+    add_frontend(CSN_V2, out)
     return out / "manifest.json"
+
+
+@pytest.fixture(scope="module")
+def mel_ref() -> OnnxEmbedder:
+    """csn-v2, kept in the package as the last mel-input model."""
+    return OnnxEmbedder(CSN_V2)
 
 
 class _NoFeatures:
@@ -461,7 +471,7 @@ class _NoFeatures:
         raise AssertionError("a PCM-input model must not get NumPy features")
 
 
-def test_serves_a_pcm_input_model_with_the_mel_models_answers(pcm_manifest, ref):
+def test_serves_a_pcm_input_model_with_the_mel_models_answers(pcm_manifest, mel_ref):
     """The service feeds PCM segments to a PCM-input graph (no NumPy features) and answers what
     the same network answers through the mel path."""
     cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, model=str(pcm_manifest), max_batch=4,
@@ -474,20 +484,20 @@ def test_serves_a_pcm_input_model_with_the_mel_models_answers(pcm_manifest, ref)
         engine.features = _NoFeatures(engine.features.cfg)
         pcm_stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         info = pcm_stub.GetModel(embedder_pb2.GetModelRequest()).model
-        assert info.model_version == json.loads(pcm_manifest.read_text())["model_version"] != ref.manifest["model_version"]
+        assert info.model_version == json.loads(pcm_manifest.read_text())["model_version"] != mel_ref.manifest["model_version"]
         audio = make_audio(5.0, seed=11)
         data = encode(audio, "FLAC", "PCM_16")
         resp = embed(pcm_stub, types_pb2.Audio(encoded=data), seg=1.0, hop=0.5)  # 9 segments, 3 batches of <= 4
         decoded, _ = sf.read(io.BytesIO(data), dtype="float32")
-        want, starts = expected(ref, decoded, 1.0, 0.5)
+        want, starts = expected(mel_ref, decoded, 1.0, 0.5)
         assert len(resp.segments) == 9
         np.testing.assert_allclose(vectors(resp), want, atol=1e-4)
         np.testing.assert_allclose([s.start_seconds for s in resp.segments], starts)
         norms = np.array([[p.norm for p in s.parts] for s in resp.segments])
         present = np.array([[p.present for p in s.parts] for s in resp.segments])
-        np.testing.assert_array_equal(present, np.log(norms) + np.asarray(ref.manifest["presence"]["norm_bias"]) > 0)
+        np.testing.assert_array_equal(present, np.log(norms) + np.asarray(mel_ref.manifest["presence"]["norm_bias"]) > 0)
         resp = embed(pcm_stub, pcm(audio[:3 * SR]), seg=3.0)  # raw PCM, one 3-s segment
-        np.testing.assert_allclose(vectors(resp), expected(ref, audio[:3 * SR], 3.0, 3.0)[0], atol=1e-4)
+        np.testing.assert_allclose(vectors(resp), expected(mel_ref, audio[:3 * SR], 3.0, 3.0)[0], atol=1e-4)
         with pytest.raises(grpc.RpcError) as info_err:  # the model's minimum length holds as before
             embed(pcm_stub, pcm(audio), seg=0.2)
         assert info_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "needs at least 32" in info_err.value.details()
