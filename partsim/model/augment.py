@@ -22,9 +22,8 @@ noise              with ``noise_p``, added to the *mix*: white or pink noise 70.
 =================  ===========================================================================
 
 Work is done only on the augmented, non-silent rows; EQ is one FFT, reverb an FFT convolution
-(truncated to the window). Everything is
-drawn from a :class:`torch.Generator` seeded by the caller, so a seed gives the same audio on a
-given device (tested). Shapes: stems ``(N, n + extra)`` in, ``(N, n)`` out; mixes ``(N, n)``.
+(truncated to the window). Everything is drawn from a :class:`torch.Generator` seeded by the
+caller, so a seed gives the same audio on a given device (tested). Shapes: stems ``(N, n + extra)`` in, ``(N, n)`` out; mixes ``(N, n)``.
 """
 
 from __future__ import annotations
@@ -55,9 +54,6 @@ class AugmentConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def extra_for(self, segment: int) -> int:
-        """Samples a stem window needs beyond ``segment`` for the fastest speed change."""
-        return int(math.ceil(segment * self.speed)) + 2 if self.speed > 0 else 0
 
 
 def _uniform(gen: torch.Generator, n: int, lo: float, hi: float, device) -> torch.Tensor:
@@ -78,7 +74,8 @@ class Augmenter:
         self.sr = sample_rate
 
     def extra(self, segment: int) -> int:
-        return self.cfg.extra_for(segment)
+        """Samples a stem window needs beyond ``segment`` for the fastest speed change."""
+        return int(math.ceil(segment * self.cfg.speed)) + 2 if self.cfg.speed > 0 else 0
 
     # ------------------------------------------------------------------------------------
     def stems(self, x: torch.Tensor, part: int, segment: int, gen: torch.Generator) -> torch.Tensor:

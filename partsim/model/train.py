@@ -293,6 +293,14 @@ class Trainer:
         draws = [self._draw(self.train, self.rng) for _ in range(self.cfg.batch)]
         return self._losses(self.train, draws, augment=True)
 
+    def step(self, phase: str = "main") -> dict:
+        """One optimisation step of ``phase``: its losses, backward, Adam. Returns the losses."""
+        out = {"partnets": self.step_partnets, "pretrain": self.step_pretrain, "main": self.step_main}[phase]()
+        self.opt.zero_grad()
+        out["loss"].backward()
+        self.opt.step()
+        return out
+
     def validate_main(self) -> dict:
         """Loss and basic-triplet accuracy on a fixed set of validation draws."""
         rng = np.random.default_rng(12345)
@@ -353,7 +361,6 @@ class Trainer:
             return self.log
         phases = self.cfg.phases()
         started = time.monotonic() - self.log["wall_seconds"]
-        step_fn = {"partnets": self.step_partnets, "pretrain": self.step_pretrain, "main": self.step_main}
         while True:
             phase = self.state["phase"]
             epochs, steps = self._phase_steps(phase)
@@ -375,10 +382,7 @@ class Trainer:
             for _ in bar:
                 if phase == "main":
                     self._set_lr(started, epochs)
-                out = step_fn[phase]()
-                self.opt.zero_grad()
-                out["loss"].backward()
-                self.opt.step()
+                out = self.step(phase)
                 for k, v in out.items():
                     totals[k] = totals.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
                 bar.set_postfix({k: f"{v / (bar.n + 1):.3f}" for k, v in totals.items()})

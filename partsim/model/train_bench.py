@@ -27,10 +27,7 @@ def _rate(cfg: TrainConfig, steps: int, warmup: int) -> dict:
         if i == warmup:
             sync()
             t0 = time.perf_counter()
-        out = tr.step_main()
-        tr.opt.zero_grad()
-        out["loss"].backward()
-        tr.opt.step()
+        tr.step("main")
     sync()
     seconds = time.perf_counter() - t0
     return {"draws_per_second": steps * cfg.batch / seconds, "seconds": seconds, "steps": steps,

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgument
-from .nets import CSN
+from .features import FeatureConfig
+from .nets import CSN, NetConfig
 
 
 def _conv_bn_pairs(csn: CSN) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
@@ -150,8 +151,6 @@ def interpolate(finetuned: str | Path, manifest_path: str | Path, alpha: float, 
     if not (log.get("config", {}).get("freeze_bn") and str(log.get("init", "")).startswith("onnx:")):
         raise InvalidArgument(f"{finetuned}: interpolation needs a run started with --init from a shipped model "
                               "and trained with --freeze-bn")
-    from .nets import NetConfig
-
     csn = CSN(NetConfig(**ck["net"]))
     csn.load_state_dict(ck["csn"])
     start = CSN(NetConfig(**ck["net"]))
@@ -163,12 +162,9 @@ def interpolate(finetuned: str | Path, manifest_path: str | Path, alpha: float, 
             bn.bias.copy_(bn.running_mean + b)
         a, b0 = csn.state_dict(), start.state_dict()
         mixed = {k: ((1 - alpha) * b0[k] + alpha * a[k]) if a[k].is_floating_point() else a[k] for k in a}
-    model = {"csn": mixed, "partnets": None, "net": ck["net"], "features": ck.get("features", {}),
+    model = {"csn": mixed, "partnets": None, "net": ck["net"],
+             "features": ck.get("features") or FeatureConfig().to_dict(),  # checkpoints carry none
              "segment_seconds": ck.get("segment_seconds", 3.0),
              "log": {**log, "interpolation": {"alpha": alpha, "init": str(manifest_path), "finetuned": str(finetuned)}}}
-    if "features" not in ck:
-        from .features import FeatureConfig
-
-        model["features"] = FeatureConfig().to_dict()
     torch.save(model, out)
     return model
