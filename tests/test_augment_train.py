@@ -203,3 +203,21 @@ def test_interpolation_spans_the_shipped_start_and_the_fine_tuned_model(tiny_run
     r = run_cli("interpolate", str(tiny_run / "model.pt"), "--init", str(tmp_path / "start"), "--alpha", "0.5",
                 "--out", str(tmp_path / "bad.pt"))
     assert r.returncode == 2 and "--freeze-bn" in r.stderr
+
+
+def test_init_and_interpolate_name_a_corrupt_or_foreign_model_file(tiny_corpus, tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"garbage\n")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"x": 1}, foreign)
+    r = run_cli("train", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "run"), "--init", str(corrupt),
+                "--epochs", "1", "--steps-per-epoch", "1", "--quiet")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"partsim: error: --init {corrupt}: not a readable PyTorch file (ValueError)"]
+    from partsim import shipped
+
+    v2 = Path(shipped.__file__).parent / "csn-v2"
+    for path, message in ((corrupt, "not a readable PyTorch file"), (foreign, "not a partsim model.pt")):
+        r = run_cli("interpolate", str(path), "--init", str(v2), "--alpha", "0.5", "--out", str(tmp_path / "o.pt"))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
+    assert not (tmp_path / "o.pt").exists()

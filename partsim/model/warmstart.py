@@ -114,6 +114,17 @@ def load_onnx_into(csn: CSN, manifest_path: str | Path, calibration_mel: torch.T
         csn.train(was_training)
 
 
+def _load_run_file(path: Path, what: str) -> dict:
+    """A model.pt or checkpoint.pt of ``partsim train``; anything else is one precise error."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a corrupt or foreign file
+        raise InvalidArgument(f"{what}: not a readable PyTorch file ({type(exc).__name__})") from None
+    if not isinstance(ck, dict) or "csn" not in ck or "net" not in ck:
+        raise InvalidArgument(f"{what}: not a partsim model.pt or checkpoint.pt (no 'csn' weights)")
+    return ck
+
+
 def load_init(csn: CSN, path: str | Path, calibration_mel) -> str:
     """``--init PATH``: a model.pt of ``partsim train``, or a shipped model folder / manifest."""
     p = Path(path)
@@ -124,9 +135,7 @@ def load_init(csn: CSN, path: str | Path, calibration_mel) -> str:
     if p.suffix == ".json":
         load_onnx_into(csn, p, calibration_mel())
         return f"onnx:{p}"
-    ck = torch.load(p, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or "csn" not in ck:
-        raise InvalidArgument(f"--init {path}: not a partsim model.pt (no 'csn' weights)")
+    ck = _load_run_file(p, f"--init {path}")
     try:
         csn.load_state_dict(ck["csn"])
     except RuntimeError as exc:
@@ -146,7 +155,7 @@ def interpolate(finetuned: str | Path, manifest_path: str | Path, alpha: float, 
     """
     if not 0.0 <= alpha <= 1.0:
         raise InvalidArgument(f"--alpha must be within 0..1, got {alpha}")
-    ck = torch.load(finetuned, map_location="cpu", weights_only=False)
+    ck = _load_run_file(Path(finetuned), str(finetuned))
     log = ck.get("log", {})
     if not (log.get("config", {}).get("freeze_bn") and str(log.get("init", "")).startswith("onnx:")):
         raise InvalidArgument(f"{finetuned}: interpolation needs a run started with --init from a shipped model "
