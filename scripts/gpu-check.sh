@@ -9,9 +9,8 @@
 #       0.9 x the mix, 5 ms later), and the first 30 s of its stems (truth30/, for separation quality
 #       against the truth); without FluidSynth the check falls back to synthetic audio.
 #   scripts/gpu-check.sh [--cpu-only] [gpu_check.py options]   there: installs .gpucheck/whl into
-#       /tmp/gpuc-site when the python is 3.12, lays partsim out as its installed package would be
-#       (partsim.services = services/, partsim.shipped = models/) under /tmp/gpuc-pkg, and writes
-#       $OUT/gpu-check.json (OUT defaults to ./out/). PYTHON picks the interpreter (default python3).
+#       /tmp/gpuc-site when the python is 3.12, puts src/ (the package as installed) on the path and
+#       writes $OUT/gpu-check.json (OUT defaults to ./out/). PYTHON picks the interpreter (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -73,13 +72,7 @@ if ls "$B"/whl/*.whl >/dev/null 2>&1 && "$PY" -c 'import sys; sys.exit(sys.versi
   # precedence over a namespace portion further up the path): partsim/v1's stubs need protobuf >= 7.35
   [ -d $SITE/google ] && touch $SITE/google/__init__.py
 fi
-P=/tmp/gpuc-pkg
-rm -rf "$P" && mkdir -p "$P/partsim"
-for f in partsim/*; do ln -s "$ROOT/$f" "$P/partsim/"; done
-ln -s "$ROOT/services" "$P/partsim/services"
-ln -s "$ROOT/clients" "$P/partsim/clients"
-ln -s "$ROOT/models" "$P/partsim/shipped"
-export PYTHONPATH="$P${SITE:+:$SITE}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$ROOT/src${SITE:+:$SITE}" PYTHONUNBUFFERED=1
 OUT=${OUT:-$ROOT/out}
 echo "python: $("$PY" --version 2>&1); PYTHONPATH=$PYTHONPATH"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: none"

@@ -25,7 +25,7 @@
 #   corpus (the CPU took 310 s on 2 cores: expect ~1 min on 16), compares it with the CPU corpus
 #   (ref/corpus.json: song.mid must match; a share of the mixes differ ~60 dB down, see
 #   partsim/corpus/render.py), prints `partsim bench-train --device cuda --compile` once (csn-v2's
-#   configuration vs csn-v3's at batch 256; not yet timed there, guess ~1 min), then trains from models/csn-v2 (--init) until CALL_BUDGET_S (570 s) after the call's
+#   configuration vs csn-v3's at batch 256; not yet timed there, guess ~1 min), then trains from src/partsim/assets/models/csn-v2 (--init) until CALL_BUDGET_S (570 s) after the call's
 #   start, and leaves in $OUT: model.pt, run.json, checkpoint.pt (~7.4 MB each: a CSN of widths
 #   16..256 has 1.8 M parameters), train.log, bench.json, corpus.log.
 #   Here, afterwards: scripts/make-model-v3.sh WORK OUT/model.pt (evaluation and export).
@@ -39,7 +39,7 @@
 # Usage: scripts/gpu-train.sh OUT_DIR [MINUTES]   (MINUTES of training; 0 or none: what the call allows)
 # Settings (environment): SONGS (480), SECONDS_PER_SONG (30), SEED (300) - the CPU corpus's;
 # WORKERS (nproc), WIDTHS (16,32,64,128,256), BATCH (256), LR (1e-4, as the CPU fine-tuning run of csn-v3; batch norms frozen),
-# INIT (models/csn-v2; empty: from scratch with pre-training, needed for other widths), RESUME,
+# INIT (src/partsim/assets/models/csn-v2; empty: from scratch with pre-training, needed for other widths), RESUME,
 # DEVICE (cuda), COMPILE (1), BENCH (1), BENCH_STEPS (4), STEPS_PER_EPOCH (default: epochs of
 # ~EPOCH_S=30 s from the bench's rate, else 100), VAL_DRAWS (256), CALL_BUDGET_S (570),
 # SETUP_S (60: trainer start-up, stems and --init calibration), STEPS ("render bench train"),
@@ -63,7 +63,7 @@ WORKERS=${WORKERS:-$(nproc)}
 WIDTHS=${WIDTHS:-16,32,64,128,256}
 BATCH=${BATCH:-256}
 LR=${LR:-1e-4}
-INIT=${INIT-models/csn-v2}
+INIT=${INIT-src/partsim/assets/models/csn-v2}
 RESUME=${RESUME:-}
 DEVICE=${DEVICE:-cuda}
 COMPILE=${COMPILE:-1}
@@ -112,7 +112,7 @@ def _find_fluidsynth(name):
     return "$W/fsl/libfluidsynth.so.3" if "fluidsynth" in name else _find(name)
 ctypes.util.find_library = _find_fluidsynth
 PYEOF
-export PYTHONPATH="$W/site:$ROOT" PYTHONUNBUFFERED=1
+export PYTHONPATH="$W/site:$ROOT/src" PYTHONUNBUFFERED=1
 # partsim runs this mma: a `#!/usr/bin/env python3` script (standard library only) that finds its
 # MMA/ modules and lib/ groove library beside it; python3 is $PY here
 mkdir -p "$W/bin"

@@ -524,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     result["inputs"] = {"source": source, "lengths_s": lengths, "channels_in": int(audio.shape[1]),
                         "sample_rate": SR, "note": "the model is mono: the engine averages the channels"}
 
-    from partsim.services.separator.config import shipped_repo
-    repo = shipped_repo()
+    from partsim.assets import shipped_separator_repo
+    repo = shipped_separator_repo()
     result["model_repo"] = {"path": str(repo), "files": sorted(p.name for p in repo.iterdir())}
 
     outs: dict[str, dict] = {}

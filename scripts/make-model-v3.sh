@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Evaluate and ship models/csn-v3 (issue 11): the four evaluation sets, the tables side by side
+# Evaluate and ship src/partsim/assets/models/csn-v3 (issue 11): the four evaluation sets, the tables side by side
 # with the untrained log-spectrum baseline, the export.
 #
 # Usage: scripts/make-model-v3.sh WORK_DIR RUN/model.pt
@@ -15,7 +15,7 @@
 #      (the held-out corpora use --split 0,0,1: every song is in the test split)
 #   2. partsim evaluate on the four sets plus the untrained log-spectrum baseline:
 #      WORK/evaluation.json (every set's tables and definitions), WORK/evaluation.txt, WORK/figures
-#   3. partsim export -> DEST (default models/csn-v3) with the evaluation JSON in the manifest;
+#   3. partsim export -> DEST (default src/partsim/assets/models/csn-v3) with the evaluation JSON in the manifest;
 #      run.json, evaluation.json, evaluation.txt and the figures beside it; embedding benchmark.
 #
 # Sizes: TRAIN_SONGS (480), HELDOUT_SONGS (40 per held-out set), SONG_SECONDS (30), WORKERS (2).
@@ -25,7 +25,7 @@
 #   TRAIN_SONGS=10 HELDOUT_SONGS=4 SONG_SECONDS=8 DEST=/tmp/csn-v3-try scripts/make-model-v3.sh /tmp/w RUN/model.pt
 #
 # csn-v3 itself was trained on WORK/train (made by step 1) on the 2-core development machine:
-#   partsim train --corpus WORK/train --out RUN --widths 16,32,64,128,256 --init models/csn-v2 \
+#   partsim train --corpus WORK/train --out RUN --widths 16,32,64,128,256 --init src/partsim/assets/models/csn-v2 \
 #     --batch 32 --lr 1e-4 --schedule cosine --freeze-bn --time-limit 62 --epochs 10000 \
 #     --steps-per-epoch 20 --val-draws 64
 # (scripts/gpu-train.sh does the same on a lent GPU, with larger batches and torch.compile.)
@@ -34,7 +34,7 @@ cd "$(dirname "$0")/.."
 W=${1:?usage: make-model-v3.sh WORK_DIR MODEL.pt}
 MODEL=${2:?usage: make-model-v3.sh WORK_DIR MODEL.pt}
 P=${PARTSIM:-.venv/bin/partsim}
-DEST=${DEST:-models/csn-v3}
+DEST=${DEST:-src/partsim/assets/models/csn-v3}
 NAME=${NAME:-$(basename "$DEST")}
 TRAIN_SONGS=${TRAIN_SONGS:-480}
 TRAIN_SEED=${TRAIN_SEED:-300}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped model models/csn-v2.
+# Reproduce the shipped model src/partsim/assets/models/csn-v2.
 #
 # Training ran on a lent GPU machine (one H200) with scripts/gpu-train.sh, which renders the
 # training corpus there (same seed and SoundFonts as below) and trains for a fixed wall-clock
@@ -34,9 +34,9 @@ json.dump({"test_split": json.load(open(f"{w}/eval-test.json")),
            "heldout_synth": json.load(open(f"{w}/eval-heldout.json"))},
           open(f"{w}/evaluation.json", "w"), indent=1)
 PY
-rm -rf models/csn-v2
-$P export "$MODEL" --out models/csn-v2 --evaluation "$W/evaluation.json" --name csn-v2
-cp "$(dirname "$MODEL")/run.json" models/csn-v2/run.json
-cp "$W/evaluation.json" models/csn-v2/evaluation.json
-mkdir -p models/csn-v2/figures && cp "$W"/figures/*.png models/csn-v2/figures/
-$P bench-embed "$MODEL" models/csn-v2/manifest.json
+rm -rf src/partsim/assets/models/csn-v2
+$P export "$MODEL" --out src/partsim/assets/models/csn-v2 --evaluation "$W/evaluation.json" --name csn-v2
+cp "$(dirname "$MODEL")/run.json" src/partsim/assets/models/csn-v2/run.json
+cp "$W/evaluation.json" src/partsim/assets/models/csn-v2/evaluation.json
+mkdir -p src/partsim/assets/models/csn-v2/figures && cp "$W"/figures/*.png src/partsim/assets/models/csn-v2/figures/
+$P bench-embed "$MODEL" src/partsim/assets/models/csn-v2/manifest.json

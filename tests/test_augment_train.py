@@ -99,12 +99,12 @@ def _calibration_mel():
 def test_warm_start_from_a_shipped_onnx_model_reproduces_it_in_eval_and_train_mode(model):
     """csn-v2 takes mel; the default (csn-v3) takes PCM, its front end a 1-D convolution the
     warm start must skip."""
-    from partsim import shipped
+    from partsim import assets
     from partsim.model.inference import OnnxEmbedder
     from partsim.model.warmstart import load_onnx_into
 
-    manifest = (Path(shipped.__file__).parent / "csn-v2" / "manifest.json" if model == "csn-v2"
-                else shipped.default_manifest())
+    manifest = (assets.shipped_model("csn-v2") / "manifest.json" if model == "csn-v2"
+                else assets.default_manifest())
     widths = json.loads(manifest.read_text())["network"]["widths"]
     csn = CSN(NetConfig(widths=widths))
     mel = _calibration_mel()
@@ -121,7 +121,7 @@ def test_warm_start_from_a_shipped_onnx_model_reproduces_it_in_eval_and_train_mo
 def test_warm_start_rejects_a_model_of_other_sizes(tmp_path):
     from partsim.errors import InvalidArgument
     from partsim.model.warmstart import load_init
-    from partsim.shipped import default_manifest
+    from partsim.assets import default_manifest
 
     with pytest.raises(InvalidArgument, match="widths"):
         load_init(CSN(NetConfig(widths=TINY_WIDTHS, subspace_dim=TINY_DIM)), default_manifest(), _calibration_mel)
@@ -214,9 +214,9 @@ def test_init_and_interpolate_name_a_corrupt_or_foreign_model_file(tiny_corpus, 
                 "--epochs", "1", "--steps-per-epoch", "1", "--quiet")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"partsim: error: --init {corrupt}: not a readable PyTorch file (ValueError)"]
-    from partsim import shipped
+    from partsim import assets
 
-    v2 = Path(shipped.__file__).parent / "csn-v2"
+    v2 = assets.shipped_model("csn-v2")
     for path, message in ((corrupt, "not a readable PyTorch file"), (foreign, "not a partsim model.pt")):
         r = run_cli("interpolate", str(path), "--init", str(v2), "--alpha", "0.5", "--out", str(tmp_path / "o.pt"))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and message in r.stderr

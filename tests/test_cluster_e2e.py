@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from partsim.clients import PartsimClient, Stem
+from partsim.client import PartsimClient, Stem
 from partsim.cluster import Cluster
 from partsim.corpus.make import CorpusConfig, make_corpus
 from partsim.corpus.soundfonts import check_soundfonts

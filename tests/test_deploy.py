@@ -409,9 +409,9 @@ def test_dockerignore_matcher():
     assert _dockerignore_excludes(".git/HEAD")
     assert _dockerignore_excludes("partsim-data/tracks.sqlite")
     assert _dockerignore_excludes("tests/test_deploy.py")
-    assert _dockerignore_excludes("partsim/__pycache__/cli.cpython-311.pyc")
-    assert not _dockerignore_excludes("partsim/cli.py")
-    assert not _dockerignore_excludes("models/csn-v2/csn.onnx")
+    assert _dockerignore_excludes("src/partsim/__pycache__/cli.cpython-311.pyc")
+    assert not _dockerignore_excludes("src/partsim/cli.py")
+    assert not _dockerignore_excludes("src/partsim/assets/models/csn-v2/csn.onnx")
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)

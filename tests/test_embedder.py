@@ -34,8 +34,8 @@ from partsim.services.embedder.batcher import Batcher
 from partsim.services.embedder.config import PREFIX, EmbedderConfig
 from partsim.services.embedder.engine import Engine, make_session
 from partsim.services.embedder.server import EmbedderServer, serve
-from partsim import shipped
-from partsim.shipped import default_manifest
+from partsim import assets
+from partsim.assets import default_manifest
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 
 SR = 44100
@@ -443,7 +443,7 @@ def test_module_runs_turns_serving_and_stops_on_sigterm():
 
 
 # -- a PCM-input model (the features inside the ONNX graph) ------------------------------------
-CSN_V2 = Path(shipped.__file__).parent / "csn-v2" / "manifest.json"
+CSN_V2 = assets.shipped_model("csn-v2") / "manifest.json"
 
 @pytest.fixture(scope="module")
 def pcm_manifest(tmp_path_factory):

@@ -132,7 +132,7 @@ def test_several_sets_print_one_row_per_set_and_baseline_under_each_table_and_wr
 
 
 def test_one_corpus_with_baseline_is_a_one_set_report_on_the_shipped_model(heldout_corpus, tmp_path, capsys):
-    from partsim.shipped import default_manifest
+    from partsim.assets import default_manifest
 
     out = tmp_path / "one.json"
     rc, text, err = cli(capsys, "evaluate", str(default_manifest()), "--corpus", str(heldout_corpus),
@@ -163,7 +163,7 @@ def test_the_baseline_model_alone_evaluates_like_a_model(heldout_corpus, capsys)
     ([], "give either --corpus DIR"),
 ])
 def test_bad_sets_are_one_error_line_and_exit_2(heldout_corpus, capsys, args, message):
-    from partsim.shipped import default_manifest
+    from partsim.assets import default_manifest
 
     args = [a.replace("{c}", str(heldout_corpus)) for a in args]
     rc, text, err = cli(capsys, "evaluate", str(default_manifest()), *args)

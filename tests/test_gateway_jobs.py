@@ -13,8 +13,8 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from partsim.errors import InvalidArgument, NotFound, Unavailable
-from services.gateway.cache import MemoryCache, RedisCache, cache_key, make_cache
-from services.gateway.jobs import IngestItem, JobQueue, make_job_queue
+from partsim.services.gateway.cache import MemoryCache, RedisCache, cache_key, make_cache
+from partsim.services.gateway.jobs import IngestItem, JobQueue, make_job_queue
 
 from .redis_server import RedisServer, redis_server, redis_url  # noqa: F401
 

@@ -613,7 +613,7 @@ def test_milvus_values_match_the_manifests():
     assert re.search(r"helm install partsim-milvus milvus/milvus --version \d+\.\d+\.\d+", text)
     assert values["service"]["port"] == 19530
     assert values["image"]["all"]["tag"].startswith("v2.")
-    from partsim.shipped import default_manifest
+    from partsim.assets import default_manifest
 
     manifest = json.loads(default_manifest().read_text())
     assert f"subspace_dim {manifest['subspace_dim']}" in text and f"{len(manifest['parts'])} parts" in text

@@ -26,7 +26,7 @@ import grpc
 import pytest
 import yaml
 
-from partsim.clients import PartsimClient, Stem
+from partsim.client import PartsimClient, Stem
 from partsim.cluster import Cluster
 from partsim.corpus.make import CorpusConfig, make_corpus
 from partsim.corpus.soundfonts import check_soundfonts

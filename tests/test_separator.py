@@ -31,7 +31,8 @@ from prometheus_client import CollectorRegistry
 from partsim.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from partsim.services.config import parse
 from partsim.services.separator.client import collect, decode_stems
-from partsim.services.separator.config import PREFIX, SeparatorConfig, parse_parts, shipped_repo
+from partsim.assets import shipped_separator_repo as shipped_repo
+from partsim.services.separator.config import PREFIX, SeparatorConfig, parse_parts
 from partsim.services.separator.engine import CancelToken, Engine, load_model
 from partsim.services.separator.server import Admission, SeparatorServer, serve
 from partsim.v1 import separator_pb2, separator_pb2_grpc, types_pb2

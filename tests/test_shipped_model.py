@@ -1,4 +1,4 @@
-"""The model shipped in models/ (installed as partsim.shipped): intact, loadable, the embed default."""
+"""The model shipped in models/ (installed as partsim.assets): intact, loadable, the embed default."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from partsim import shipped
+from partsim import assets
 from partsim.model.inference import OnnxEmbedder, sha256_file
-from partsim.shipped import default_manifest
+from partsim.assets import default_manifest
 
 from .util import run_cli
 
@@ -56,7 +56,7 @@ def test_shipped_mel_model_with_the_front_end_in_its_graph_gives_its_own_embeddi
     to the same graph: PCM in, and the embeddings of the mel path."""
     from partsim.model.export import add_frontend
 
-    v2 = Path(shipped.__file__).parent / "csn-v2" / "manifest.json"  # kept: the last mel-input model
+    v2 = assets.shipped_model("csn-v2") / "manifest.json"  # kept: the last mel-input model
     manifest = add_frontend(v2, tmp_path / "v2pcm")
     assert manifest["onnx"]["input"] == "pcm" and manifest["converted_from"]["model_version"].startswith("csn-v2-")
     assert manifest["model_version"] == "csn-v2-" + manifest["onnx"]["sha256"][:12]

@@ -299,7 +299,7 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from .model.embed import embed_files, write_npz
     from .model.inference import OnnxEmbedder
-    from .shipped import default_manifest
+    from .assets import default_manifest
 
     embedder = OnnxEmbedder(args.model or default_manifest())
     arrays = embed_files(embedder, args.audio, args.segment_seconds, args.hop_seconds)

@@ -64,11 +64,12 @@ def cmd_separate(args: argparse.Namespace) -> int:
         names = [(s.name, s.part) for s in header.stems]
         sr, frames = header.sample_rate, header.total_frames
     else:
-        from partsim.services.separator.config import DEFAULT_MODEL, parse_parts, shipped_repo
+        from partsim.assets import DEFAULT_SEPARATION_MODEL, shipped_separator_repo
+        from partsim.services.separator.config import parse_parts
         from partsim.services.separator.engine import Engine, flac_bytes
         from partsim.v1 import types_pb2
 
-        engine = Engine(args.repo or shipped_repo(), args.model or DEFAULT_MODEL, device=args.device or "cpu",
+        engine = Engine(args.repo or shipped_separator_repo(), args.model or DEFAULT_SEPARATION_MODEL, device=args.device or "cpu",
                         segment_seconds=args.segment_seconds or 0.0,
                         overlap=0.25 if args.overlap is None else args.overlap,
                         max_shifts=max(20, args.shifts or 0), max_audio_seconds=86400.0,
@@ -96,7 +97,7 @@ def _cmd_compare_paths(args) -> int:
     import json
 
     from partsim.separation.compare import compare_paths, format_comparison
-    from partsim.shipped import default_manifest, shipped_separator_repo
+    from partsim.assets import default_manifest, shipped_separator_repo
 
     result = compare_paths(args.manifest or default_manifest(), args.repo or shipped_separator_repo(), args.model,
                            args.corpus, args.split, args.limit)

@@ -1,6 +1,6 @@
 """A small typed Python client of the partsim gateway (``partsim.v1.PartsimService``).
 
-    from partsim.clients import PartsimClient, Stem
+    from partsim.client import PartsimClient, Stem
     with PartsimClient("localhost:50051") as c:
         c.index_file("song.flac", track_id="song-1", title="Song 1")
         hits = c.search_mix([Stem("drums", track_id="song-1", seconds=30),

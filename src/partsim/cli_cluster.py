@@ -59,7 +59,7 @@ def add_parsers(sub) -> None:
 
 
 def parse_stem(text: str):
-    from .clients import Stem
+    from .client import Stem
 
     m = STEM.match(text)
     if not m:
@@ -82,7 +82,7 @@ def cmd_up(args) -> int:
     print(f"starting partsim (state in {args.data})", flush=True)
     with Cluster(args.data, gateway=parse_host_port(args.gateway), redis_url=args.redis_url, model=args.model,
                  allowed_roots=args.allow) as cluster:
-        from .clients import PartsimClient
+        from .client import PartsimClient
 
         with PartsimClient(cluster.gateway) as c:
             c.wait_ready(300)
@@ -121,7 +121,7 @@ def _track_items(paths: list[Path]) -> list[tuple[str, Path, dict]]:
 def index_paths(gateway: str, paths: list[Path], parallel: int = 4, quiet: bool = False) -> tuple[int, list[str]]:
     from tqdm import tqdm
 
-    from .clients import PartsimClient
+    from .client import PartsimClient
 
     items = _track_items(paths)
     failures = []
@@ -162,7 +162,7 @@ def _weights(items: list[str]) -> dict[str, float]:
 
 @command("search-mix")
 def cmd_search_mix(args) -> int:
-    from .clients import PartsimClient
+    from .client import PartsimClient
 
     stems = [parse_stem(s) for s in args.stem]
     with PartsimClient(args.gateway) as c:
@@ -195,7 +195,7 @@ def print_mix_hits(hits) -> None:
 
 @command("search-stems")
 def cmd_search_stems(args) -> int:
-    from .clients import PartsimClient
+    from .client import PartsimClient
 
     if len(args.stem) != 1:
         raise InvalidArgument("search-stems takes exactly one --stem")
@@ -215,7 +215,7 @@ def cmd_search_stems(args) -> int:
 
 @command("demo")
 def cmd_demo(args) -> int:
-    from .clients import PartsimClient, Stem
+    from .client import PartsimClient, Stem
     from .cluster import Cluster, parse_host_port
     from .corpus.make import CorpusConfig, make_corpus
     from .corpus.soundfonts import default_soundfonts

@@ -1,4 +1,4 @@
-"""Python clients of the partsim gateway (installed as ``partsim.clients``)."""
+"""Python clients of the partsim gateway (installed as ``partsim.client``)."""
 
 from .client import MixHit, PartsimClient, QueryWarning, SearchResult, Stem, StemHit
 

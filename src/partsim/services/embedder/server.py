@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from partsim.errors import Unavailable
-from partsim.shipped import default_manifest
+from partsim.assets import default_manifest
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 
 from ..config import load

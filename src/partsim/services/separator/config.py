@@ -10,20 +10,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from partsim.assets import DEFAULT_SEPARATION_MODEL, shipped_separator_repo
 from partsim.errors import InvalidArgument
 
 from ..config import require
 
 PREFIX = "PARTSIM_SEPARATOR"
-DEFAULT_MODEL = "partsim-sep-v1"
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def shipped_repo() -> Path:
-    """The model repository that ships with partsim: ``partsim.shipped`` (models/) / separator."""
-    from partsim.shipped import shipped_separator_repo
-
-    return shipped_separator_repo()
 
 
 def parse_parts(text: str, what: str = "parts") -> dict[str, str]:
@@ -59,7 +52,7 @@ class SeparatorConfig:
     address: str = field(default="0.0.0.0:50054", metadata={"help": "host:port to serve on"})
     repo: str = field(default="", metadata={"help": "model repository folder (Demucs LocalRepo: <sig>-<sha8>.th "
                                                     "files and bag .yaml files; empty: the shipped models/separator)"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model name in the repository (a bag .yaml name "
+    model: str = field(default=DEFAULT_SEPARATION_MODEL, metadata={"help": "model name in the repository (a bag .yaml name "
                                                                 "or a .th signature)"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda (cuda fails at start-up if unavailable)"})
     threads: int = field(default=0, metadata={"help": "torch intra-op threads (0: torch's default)"})
@@ -116,7 +109,7 @@ class SeparatorConfig:
 
     @property
     def repo_path(self) -> Path:
-        return Path(self.repo) if self.repo else shipped_repo()
+        return Path(self.repo) if self.repo else shipped_separator_repo()
 
     @property
     def parts_map(self) -> dict[str, str]:

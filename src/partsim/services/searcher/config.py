@@ -87,7 +87,7 @@ class SearcherConfig:
         parts = [s.strip() for s in self.parts.split(",")] if self.parts.strip() else None
         dim = self.subspace_dim or None
         if parts is None or dim is None:
-            from partsim.shipped import default_manifest
+            from partsim.assets import default_manifest
 
             path = Path(self.model) if self.model else default_manifest()
             try:

@@ -21,14 +21,8 @@ import yaml
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 
-DEFAULT_NAME = "partsim-sep-v1"
-
-
-def shipped_repo() -> Path:
-    """The repository shipped with partsim: ``models/separator`` (installed as ``partsim.shipped``)."""
-    import partsim.shipped
-
-    return Path(partsim.shipped.__file__).parent / "separator"
+from ..assets import DEFAULT_SEPARATION_MODEL as DEFAULT_NAME
+from ..assets import shipped_separator_repo as shipped_repo
 
 
 def package_model(model: torch.nn.Module, training_args: dict, half: bool = True) -> dict:
