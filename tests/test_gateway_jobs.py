@@ -4,6 +4,7 @@ redis-server (tests/redis_server.py)."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from partsim.services.gateway.jobs import IngestItem, JobQueue, make_job_queue
 from .redis_server import RedisServer, redis_server, redis_url  # noqa: F401
 
 POLL = 0.02
+UUID4_HEX = r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}"  # uuid.uuid4().hex: version 4, RFC 4122 variant
 
 
 def _meta(i: int) -> dict:
@@ -101,7 +103,7 @@ def test_submit_work_end_to_end(backend):
     items = _items(4)
     t0 = time.time()
     job = q.submit(items)
-    assert len(job) == 32 and int(job, 16) >= 0
+    assert re.fullmatch(UUID4_HEX, job), job
     st = q.get(job)
     assert (st.state, st.total, st.succeeded, st.failed, st.failures) == ("queued", 4, 0, 0, [])
     assert t0 <= st.created_at <= st.updated_at <= time.time()
@@ -121,6 +123,14 @@ def test_submit_work_end_to_end(backend):
     assert st.updated_at >= st.created_at
     assert q.depth() == 0 and q.lag_seconds() == 0.0
     assert backend.uploads_left() == 0  # uploads deleted on acknowledgement
+
+
+def test_every_submission_gets_its_own_job_id(backend):
+    q = backend.queue()
+    ids = [q.submit(_items(1)) for _ in range(3)]
+    assert all(re.fullmatch(UUID4_HEX, j) for j in ids), ids
+    assert len(set(ids)) == 3
+    assert [q.get(j).job_id for j in ids] == ids
 
 
 def test_failures_recorded_with_messages(backend):

@@ -1,0 +1,210 @@
+"""What every ingest job queue shares: the items, the job status, and :class:`JobQueue`, whose
+:meth:`~JobQueue.work` loop gives the at-least-once guarantees of the package docstring on top of a
+back end's primitives (claim, begin, load, account, acknowledge)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from partsim.errors import InvalidArgument, PartsimError, Unavailable
+
+log = logging.getLogger("partsim.gateway.jobs")
+
+DEFAULT_VISIBILITY_TIMEOUT = 60.0
+DEFAULT_JOB_TTL = 7 * 86400
+
+
+@dataclass
+class IngestItem:
+    """One track to index: exactly one of ``uri`` (local path / file:// URI) or ``audio`` (encoded bytes)."""
+
+    track_id: str
+    metadata: dict  # {"title": str, "artist": str, "tags": {str: str}}
+    uri: str | None = None
+    audio: bytes | None = None
+
+
+@dataclass
+class JobStatus:
+    job_id: str
+    state: str  # "queued" | "running" | "done"
+    total: int
+    succeeded: int
+    failed: int
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (track_id, error message)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass
+class Delivery:
+    """A claimed queue entry: enough to load the item, account it and acknowledge it."""
+
+    token: Any  # stream entry id (Redis) or row id (SQLite)
+    job_id: str
+    idx: int
+    track_id: str
+    metadata: dict
+    uri: str | None
+    audio_ref: str | None  # Redis key or spool file path of uploaded bytes
+
+
+def job_state(total: int, succeeded: int, failed: int, started: bool) -> str:
+    if succeeded + failed >= total:
+        return "done"
+    return "running" if started else "queued"
+
+
+def _failure_message(exc: Exception) -> str:
+    if isinstance(exc, PartsimError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def check_items(items: list[IngestItem]) -> None:
+    if not items:
+        raise InvalidArgument("an ingest job needs at least one item")
+    for i, it in enumerate(items):
+        if not it.track_id:
+            raise InvalidArgument(f"ingest item {i}: empty track_id")
+        if (it.uri is None) == (it.audio is None):
+            raise InvalidArgument(f"ingest item {i} ({it.track_id}): give exactly one of uri or audio")
+        try:
+            json.dumps(it.metadata)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"ingest item {i} ({it.track_id}): metadata is not JSON-serializable: "
+                                  f"{exc}") from None
+
+
+class JobQueue(ABC):
+    """Ingest jobs: submit, inspect, consume. Thread-safe; :meth:`work` may run in several threads."""
+
+    def __init__(self, consumer: str, visibility_timeout: float, job_ttl_seconds: int):
+        if visibility_timeout <= 0:
+            raise InvalidArgument(f"visibility_timeout must be > 0, got {visibility_timeout}")
+        if job_ttl_seconds <= 0:
+            raise InvalidArgument(f"job_ttl_seconds must be > 0, got {job_ttl_seconds}")
+        self.consumer = consumer
+        self.visibility_timeout = float(visibility_timeout)
+        self.job_ttl_seconds = job_ttl_seconds
+        self._lock = threading.RLock()
+        self._recovered = False
+        self._backend_down = False
+        self._closed = False
+
+    # -- public interface ------------------------------------------------------------------
+    @abstractmethod
+    def submit(self, items: list[IngestItem]) -> str:
+        """Store a new job and queue its items; returns the job id (uuid4 hex)."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> JobStatus:
+        """The job's status; :class:`NotFound` for an unknown (or expired) id."""
+
+    @abstractmethod
+    def depth(self) -> int:
+        """Items waiting: queued or claimed, not yet acknowledged."""
+
+    @abstractmethod
+    def lag_seconds(self) -> float:
+        """Age in seconds of the oldest unacknowledged item, 0 if none."""
+
+    def close(self) -> None:
+        """Release connections. Stop :meth:`work` threads first; unacknowledged claims stay pending."""
+        self._closed = True
+
+    def work(self, process: Callable[[IngestItem], None], stop: threading.Event, poll_seconds: float = 0.5) -> None:
+        """Consume items until ``stop`` is set (see the module docstring for the guarantees).
+
+        ``process(item)`` returning counts as success; an :class:`Exception` counts as a failure
+        with its message (``PartsimError`` messages as they are, others as
+        ``internal error: <type>: <msg>``). A :class:`BaseException` that is not an ``Exception``
+        (SystemExit, KeyboardInterrupt) propagates and leaves the item unacknowledged, as a crash
+        would. Back-end outages are logged once and retried every ``poll_seconds``.
+        """
+        poll_seconds = min(max(poll_seconds, 0.01), 10.0)
+        while not (stop.is_set() or self._closed):
+            d: Delivery | None = None
+            try:
+                self._recover_once()
+                d = self._claim(stop, poll_seconds)
+                if d is not None and self._begin(d):  # already accounted, or its job record is gone
+                    self._ack(d)
+                    d = None
+                item = self._load(d) if d is not None else None
+            except Unavailable as exc:  # nothing accounted: the claim is redelivered later
+                self._backend_error(exc)
+                stop.wait(poll_seconds)
+                continue
+            except PartsimError as exc:  # the item cannot be loaded (its upload is gone)
+                item, ok, message = None, False, str(exc)
+            except Exception:  # noqa: BLE001 - a bug must not kill the worker thread silently
+                log.exception("ingest worker error; retrying")
+                stop.wait(poll_seconds)
+                continue
+            self._backend_ok()
+            if d is None:
+                continue
+            if item is not None:
+                try:
+                    process(item)
+                    ok, message = True, ""
+                except Exception as exc:  # noqa: BLE001 - every failure is recorded against the item
+                    if not isinstance(exc, PartsimError):
+                        log.exception("ingest of track %r (job %s) failed", d.track_id, d.job_id)
+                    ok, message = False, _failure_message(exc)
+            try:
+                self._account(d, ok, message)
+                self._ack(d)
+            except Unavailable as exc:  # stays pending: redelivered after the visibility timeout
+                self._backend_error(exc)
+            except Exception:  # noqa: BLE001 - same: keep the worker alive, the item comes back
+                log.exception("ingest worker could not record track %r (job %s)", d.track_id, d.job_id)
+
+    # -- back-end primitives ---------------------------------------------------------------
+    def _recover_once(self) -> None:
+        with self._lock:
+            if self._recovered:
+                return
+            self._recover()
+            self._recovered = True
+
+    @abstractmethod
+    def _recover(self) -> None:
+        """Make this consumer's own unacknowledged claims (from a previous run) deliverable now."""
+
+    @abstractmethod
+    def _claim(self, stop: threading.Event, poll_seconds: float) -> Delivery | None:
+        """The next deliverable entry, claimed for this consumer; None after waiting ~poll_seconds."""
+
+    @abstractmethod
+    def _begin(self, d: Delivery) -> bool:
+        """Mark the job running; True if the item needs no processing (already accounted / job gone)."""
+
+    @abstractmethod
+    def _load(self, d: Delivery) -> IngestItem:
+        """The item, with uploaded bytes read back; a PartsimError if they are gone."""
+
+    @abstractmethod
+    def _account(self, d: Delivery, ok: bool, message: str) -> None:
+        """Count the outcome once per item (idempotent)."""
+
+    @abstractmethod
+    def _ack(self, d: Delivery) -> None:
+        """Remove the entry from the queue and delete its uploaded bytes."""
+
+    def _backend_error(self, exc: Exception) -> None:
+        if not self._backend_down:
+            log.warning("ingest queue back end unavailable (%s); retrying", exc)
+            self._backend_down = True
+
+    def _backend_ok(self) -> None:
+        if self._backend_down:
+            log.info("ingest queue back end reachable again")
+            self._backend_down = False
+

@@ -1,0 +1,248 @@
+"""The Redis Streams back end of the ingest job queue: one stream shared by every gateway replica
+pointing at the same Redis (see the package docstring for the delivery guarantees).
+
+The module is not named ``redis.py`` so that it never shadows the ``redis`` package it imports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from contextlib import contextmanager
+
+from partsim.errors import InvalidArgument, NotFound, Unavailable
+
+from .base import (DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, Delivery, IngestItem, JobQueue, JobStatus,
+                   check_items, job_state)
+
+log = logging.getLogger("partsim.gateway.jobs")
+
+# Count an item once: KEYS job hash, accounted set, failures list;
+# ARGV item index, "1"|"0", failure JSON, now, ttl. Returns 1 counted, 0 already counted, -1 job gone.
+_ACCOUNT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+if ARGV[2] == '1' then
+  redis.call('HINCRBY', KEYS[1], 'succeeded', 1)
+else
+  redis.call('HINCRBY', KEYS[1], 'failed', 1)
+  redis.call('RPUSH', KEYS[3], ARGV[3])
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
+local v = redis.call('HMGET', KEYS[1], 'total', 'succeeded', 'failed')
+if tonumber(v[2]) + tonumber(v[3]) >= tonumber(v[1]) then
+  redis.call('HSET', KEYS[1], 'finished_at', ARGV[4])
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+end
+return 1
+"""
+
+# KEYS job hash, accounted set; ARGV item index, now. Returns 1 if the item needs no processing.
+_BEGIN_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 1 end
+if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]) == 1 then
+  redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+end
+return 0
+"""
+
+
+class RedisJobQueue(JobQueue):
+    """Redis Streams back end (shared by every gateway replica pointing at the same Redis).
+
+    Keys (``prefix`` defaults to ``partsim``): stream ``<prefix>:ingest`` with group ``ingesters``;
+    job hash ``<prefix>:job:{<id>}``, accounted-item set ``...:done``, failures list
+    ``...:failures``; uploaded bytes ``<prefix>:upload:{<id>}:<index>``. Acknowledging an entry
+    XACKs and XDELs it (so XLEN is the number of unacknowledged items) and deletes its upload.
+    """
+
+    stream_name = "ingest"
+    group = "ingesters"
+
+    def __init__(self, redis_url: str, consumer: str = "gateway-0", *,
+                 visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT, job_ttl_seconds: int = DEFAULT_JOB_TTL,
+                 prefix: str = "partsim"):
+        super().__init__(consumer, visibility_timeout, job_ttl_seconds)
+        import redis  # local import: the embedded default does not need it
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.retry import Retry
+
+        self._redis_mod = redis
+        self._url = redis_url
+        try:  # a few quick retries; an outage surfaces as Unavailable within about a second
+            self._r = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30,
+                                           health_check_interval=30,
+                                           retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3))
+        except ValueError as exc:
+            raise InvalidArgument(f"bad Redis URL {redis_url!r}: {exc}") from None
+        self._prefix = prefix
+        self._stream = f"{prefix}:{self.stream_name}"
+        self._account_script = self._r.register_script(_ACCOUNT_LUA)
+        self._begin_script = self._r.register_script(_BEGIN_LUA)
+        self._autoclaim_cursor = "0-0"
+        self._next_autoclaim = 0.0
+        self._backlog: deque[Delivery] = deque()
+        self._ensure_group()
+
+    @contextmanager
+    def _errors(self):
+        """Turn Redis connection/timeout errors into :class:`Unavailable`; recreate a vanished group
+        (Redis restarted without persistence, or the stream was deleted) and report it the same way."""
+        try:
+            yield
+        except (self._redis_mod.ConnectionError, self._redis_mod.TimeoutError) as exc:
+            raise Unavailable(f"Redis at {self._url} unreachable: {exc}") from exc
+        except self._redis_mod.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("ingest stream %s or its group %s vanished; recreating it", self._stream, self.group)
+            self._ensure_group()
+            raise Unavailable(f"ingest stream {self._stream} on {self._url} was recreated") from exc
+
+    def _ensure_group(self) -> None:
+        try:
+            self._r.xgroup_create(self._stream, self.group, id="0", mkstream=True)
+        except self._redis_mod.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        except (self._redis_mod.ConnectionError, self._redis_mod.TimeoutError) as exc:
+            raise Unavailable(f"Redis at {self._url} unreachable: {exc}") from exc
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{self._prefix}:job:{{{job_id}}}"
+
+    def _upload_key(self, job_id: str, idx: int) -> str:
+        return f"{self._prefix}:upload:{{{job_id}}}:{idx}"
+
+    def submit(self, items: list[IngestItem]) -> str:
+        check_items(items)
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(self._job_key(job_id), mapping={"total": len(items), "succeeded": 0, "failed": 0,
+                                                  "created_at": repr(now), "updated_at": repr(now)})
+        for idx, it in enumerate(items):
+            entry = {"job": job_id, "idx": idx, "track": it.track_id, "meta": json.dumps(it.metadata)}
+            if it.audio is not None:
+                entry["audio"] = self._upload_key(job_id, idx)
+                pipe.set(entry["audio"], it.audio)
+            else:
+                entry["uri"] = it.uri
+            pipe.xadd(self._stream, entry)
+        with self._errors():
+            pipe.execute()
+        return job_id
+
+    def get(self, job_id: str) -> JobStatus:
+        key = self._job_key(job_id)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hgetall(key)
+        pipe.lrange(key + ":failures", 0, -1)
+        with self._errors():
+            h, failures = pipe.execute()
+        if not h:
+            raise NotFound(f"no ingest job {job_id!r} (unknown, or finished and expired)")
+        h = {k.decode(): v.decode() for k, v in h.items()}
+        total, ok, bad = int(h["total"]), int(h["succeeded"]), int(h["failed"])
+        return JobStatus(job_id=job_id, state=job_state(total, ok, bad, "started_at" in h), total=total,
+                         succeeded=ok, failed=bad, failures=[tuple(json.loads(f)) for f in failures],
+                         created_at=float(h["created_at"]), updated_at=float(h["updated_at"]))
+
+    def depth(self) -> int:
+        with self._errors():
+            return int(self._r.xlen(self._stream))
+
+    def lag_seconds(self) -> float:
+        with self._errors():
+            first = self._r.xrange(self._stream, count=1)
+            if not first:
+                return 0.0
+            sec, usec = self._r.time()
+        entry_ms = int(first[0][0].split(b"-")[0])
+        return max(0.0, (sec * 1000 + usec / 1000 - entry_ms) / 1000)
+
+    def close(self) -> None:
+        super().close()
+        self._r.close()
+
+    # -- primitives --
+    def _delivery(self, entry_id: bytes, fields: dict) -> Delivery:
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        return Delivery(token=entry_id, job_id=f["job"], idx=int(f["idx"]), track_id=f["track"],
+                         metadata=json.loads(f["meta"]), uri=f.get("uri"), audio_ref=f.get("audio"))
+
+    def _recover(self) -> None:
+        with self._errors():
+            pending = self._r.xpending_range(self._stream, self.group, min="-", max="+", count=10_000,
+                                             consumername=self.consumer)
+            ids = [p["message_id"] for p in pending]
+            for i in range(0, len(ids), 500):
+                for entry_id, fields in self._r.xclaim(self._stream, self.group, self.consumer, 0, ids[i:i + 500]):
+                    if fields:  # deleted entries come back empty (Redis < 7) or not at all
+                        self._backlog.append(self._delivery(entry_id, fields))
+        if ids:
+            log.info("redelivering %d ingest item(s) left unacknowledged by %s", len(ids), self.consumer)
+
+    def _claim(self, stop: threading.Event, poll_seconds: float) -> Delivery | None:
+        with self._lock:
+            if self._backlog:
+                return self._backlog.popleft()
+            autoclaim = time.monotonic() >= self._next_autoclaim
+            if autoclaim:  # at most one scan per interval while nothing stale turns up
+                self._next_autoclaim = time.monotonic() + min(1.0, self.visibility_timeout / 2)
+                cursor = self._autoclaim_cursor
+        if autoclaim:
+            with self._errors():
+                res = self._r.xautoclaim(self._stream, self.group, self.consumer,
+                                         min_idle_time=int(self.visibility_timeout * 1000),
+                                         start_id=cursor, count=1)
+            with self._lock:
+                self._autoclaim_cursor = res[0]
+                claimed = [(i, f) for i, f in res[1] if i is not None and f]
+                if claimed:
+                    self._next_autoclaim = 0.0  # there may be more: look again next time
+                    log.info("took over ingest item %s (idle > %.0f s)", claimed[0][0], self.visibility_timeout)
+                    return self._delivery(*claimed[0])
+        with self._errors():
+            resp = self._r.xreadgroup(self.group, self.consumer, {self._stream: ">"}, count=1,
+                                      block=max(1, int(poll_seconds * 1000)))
+        if not resp:
+            return None
+        entry_id, fields = resp[0][1][0]
+        return self._delivery(entry_id, fields)
+
+    def _begin(self, d: Delivery) -> bool:
+        key = self._job_key(d.job_id)
+        with self._errors():
+            return bool(self._begin_script(keys=[key, key + ":done"], args=[d.idx, repr(time.time())]))
+
+    def _load(self, d: Delivery) -> IngestItem:
+        audio = None
+        if d.audio_ref is not None:
+            with self._errors():
+                audio = self._r.get(d.audio_ref)
+            if audio is None:
+                raise NotFound(f"uploaded audio of track {d.track_id!r} is gone from Redis ({d.audio_ref})")
+        return IngestItem(track_id=d.track_id, metadata=d.metadata, uri=d.uri, audio=audio)
+
+    def _account(self, d: Delivery, ok: bool, message: str) -> None:
+        key = self._job_key(d.job_id)
+        with self._errors():
+            self._account_script(keys=[key, key + ":done", key + ":failures"],
+                                 args=[d.idx, "1" if ok else "0", json.dumps([d.track_id, message]),
+                                       repr(time.time()), self.job_ttl_seconds])
+
+    def _ack(self, d: Delivery) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.xack(self._stream, self.group, d.token)
+        pipe.xdel(self._stream, d.token)
+        if d.audio_ref is not None:
+            pipe.delete(d.audio_ref)
+        with self._errors():
+            pipe.execute()
+
