@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from partsim.corpus.compose import (
-    FLOOR_TOM, GROOVES, HIGH_TOM, LOW_TOM, MID_TOM, compose, min_seconds_for_one_bar,
-)
+from partsim.corpus.compose import compose, min_seconds_for_one_bar
 from partsim.corpus.make import CorpusConfig, assign_splits, make_corpus, song_id, tempo_class_for
+from partsim.corpus.rhythm import FLOOR_TOM, GROOVES, HIGH_TOM, LOW_TOM, MID_TOM
 from partsim.corpus.soundfonts import check_soundfonts
 from partsim.data import PARTS, open_dataset
 from partsim.data.taxonomy import part_for_program

@@ -12,10 +12,10 @@ import mido
 import numpy as np
 import pytest
 
-from partsim.corpus.compose import DRUM_CHANNEL
 from partsim.corpus.make import CorpusConfig, composer_for, make_corpus, song_id
 from partsim.corpus.mma import PART_PROGRAMS, _instruments, compose_mma, read_notes
 from partsim.corpus.mma_library import HELDOUT_FAMILIES, MMA_LICENSE, catalogue, families, run_mma
+from partsim.corpus.song import DRUM_CHANNEL
 from partsim.corpus.soundfonts import check_soundfonts
 from partsim.data import PARTS
 from partsim.data.taxonomy import part_for_program

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from partsim.corpus.compose import TICKS_PER_BEAT, Instrument, Note
 from partsim.corpus.render import Renderer, Voice
+from partsim.corpus.song import TICKS_PER_BEAT, Instrument, Note
 from partsim.corpus.soundfonts import check_soundfonts
 from partsim.data.taxonomy import part_for_program, part_for_slakh_stem
 from partsim.errors import SoundFontError

@@ -19,13 +19,14 @@ from .. import __version__
 from ..audio import SAMPLE_RATE, write_flac_pcm16
 from ..data.taxonomy import PARTS
 from ..errors import PartsimError
-from .compose import DRUM_KITS, Song, compose
+from .compose import compose
 from .config import (
     AUGMENTATION_NOTE, FADE_OUT_SECONDS, GENERATOR, MIX_PEAK, PART_RMS_DB, PARTSIM_LICENSE, CorpusConfig,
     composer_for, song_id, tempo_class_for,
 )
 from .midi import write_midi
 from .render import Renderer, Voice
+from .song import DRUM_KITS, Song
 
 
 def _choose_voices(song: Song, rng: np.random.Generator, renderer: Renderer) -> list[Voice]:

@@ -6,7 +6,7 @@ import os
 
 import mido
 
-from .compose import TICKS_PER_BEAT, Song
+from .song import TICKS_PER_BEAT, Song
 from .theory import NOTE_NAMES
 
 

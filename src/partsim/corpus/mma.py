@@ -31,8 +31,9 @@ import numpy as np
 from ..data.taxonomy import PARTS, part_for_program
 from ..data.tempo import tempo_class_range
 from ..errors import PartsimError
-from .compose import DRUM_CHANNEL, DRUM_KITS, TICKS_PER_BEAT, Instrument, Note, Section, Song, _section_parts
+from .compose import section_parts
 from .mma_library import MMA_COMPOSER, MMA_LICENSE, Groove, families, mma_version, run_mma
+from .song import DRUM_CHANNEL, DRUM_KITS, TICKS_PER_BEAT, Instrument, Note, Section, Song
 from .theory import MODE_WEIGHTS, NOTE_NAMES, PROGRESSIONS, Chord, Key, progression_family
 
 # Programs each part may be redrawn to. "others" leaves out GM's sound effects (120-127) and
@@ -247,7 +248,7 @@ def _drop_parts(song: Song, rng: np.random.Generator) -> None:
         keep.append(_pick(rng, [p for p in parts if p not in keep]))
     keep = [p for p in PARTS if p in keep]
     for sec in song.sections:
-        sec.parts = _section_parts(rng, sec.name, keep) if len(song.sections) > 1 else set(keep)
+        sec.parts = section_parts(rng, sec.name, keep) if len(song.sections) > 1 else set(keep)
     if not any(set(keep) <= s.parts for s in song.sections):
         max(song.sections, key=lambda s: (s.name == "chorus", s.bars)).parts = set(keep)
     bar = song.bar_ticks

@@ -25,7 +25,7 @@ import fluidsynth
 import numpy as np
 
 from ..errors import SoundFontError
-from .compose import TICKS_PER_BEAT, Instrument
+from .song import TICKS_PER_BEAT, Instrument
 from .soundfonts import SoundFont
 
 _BLOCK = 64  # FluidSynth renders in blocks of this many samples
