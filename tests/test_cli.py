@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import os
+import pkgutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +184,41 @@ def test_info_check_verifies_the_corpus_promises(tmp_path):
     n = sf.info(str(silent)).frames
     sf.write(str(silent), np.full(n, 3, dtype="int16"), sr, subtype="PCM_16")
     _assert_user_error(run_cli("corpus", "info", str(out), "--check"), str(silent), "declared absent")
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command words, parser) of every runnable (sub)command below ``parser``."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        yield path, parser
+        return
+    for name, child in actions[0].choices.items():
+        yield from _leaf_commands(child, (*path, name))
+
+
+def test_each_cli_module_registers_its_own_commands_once_and_every_command_has_a_handler(capsys):
+    """partsim.cli's modules each add their commands in register(subparsers); no command comes from two
+    modules; together they are the whole `partsim` list; every (sub)command parses --help and names its handler."""
+    import partsim.cli as cli
+
+    owner: dict[str, str] = {}
+    for info in pkgutil.iter_modules(cli.__path__):
+        if info.name.startswith("_"):  # __main__ runs the command when imported
+            continue
+        module = importlib.import_module(f"partsim.cli.{info.name}")
+        if not hasattr(module, "register"):  # args: the shared argument types
+            continue
+        sub = argparse.ArgumentParser().add_subparsers()
+        module.register(sub)  # argparse itself refuses a name registered twice within one module
+        assert sub.choices, f"{info.name}.register adds no command"
+        for name in sub.choices:
+            assert name not in owner, f"{name!r} is registered by both {owner[name]} and {info.name}"
+            owner[name] = info.name
+    assert set(owner.values()) == {"corpus", "model", "cluster", "catalog", "separation", "health"}
+    leaves = list(_leaf_commands(cli.build_parser()))
+    assert {words[0] for words, _ in leaves} == set(owner)
+    for words, parser in leaves:
+        assert callable(parser.get_default("handler")), words
+        with pytest.raises(SystemExit) as exit_:
+            cli.build_parser().parse_args([*words, "--help"])
+        assert exit_.value.code == 0 and f"usage: partsim {' '.join(words)}" in capsys.readouterr().out

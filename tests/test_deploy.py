@@ -410,7 +410,7 @@ def test_dockerignore_matcher():
     assert _dockerignore_excludes("partsim-data/tracks.sqlite")
     assert _dockerignore_excludes("tests/test_deploy.py")
     assert _dockerignore_excludes("src/partsim/__pycache__/cli.cpython-311.pyc")
-    assert not _dockerignore_excludes("src/partsim/cli.py")
+    assert not _dockerignore_excludes("src/partsim/cli/__init__.py")
     assert not _dockerignore_excludes("src/partsim/assets/models/csn-v2/csn.onnx")
 
 

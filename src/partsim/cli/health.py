@@ -1,4 +1,4 @@
-"""CLI: ``partsim health HOST:PORT [--service NAME] [--timeout S]``: one grpc.health.v1 Check.
+"""``partsim health HOST:PORT [--service NAME] [--timeout S]``: one grpc.health.v1 Check.
 
 Exit status 0 when the server answers SERVING, 1 otherwise (NOT_SERVING, an unknown service, an
 unreachable or silent server), with one line saying which; never a traceback. The compose
@@ -11,22 +11,22 @@ import argparse
 import os
 import sys
 
-from .cli_registry import command
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
+from .args import number
 
 EXIT_UNHEALTHY = 1
 
 
-def add_parsers(sub) -> None:
+def register(sub) -> None:
     p = sub.add_parser("health", help="check a service's grpc.health.v1 status: exit 0 iff SERVING")
     p.add_argument("target", metavar="HOST:PORT", help="the service's gRPC address, e.g. localhost:50051")
     p.add_argument("--service", default="", metavar="NAME",
                    help="health service name, e.g. partsim.v1.PartsimService (default '': the whole server)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="deadline of the check (default 5)")
+    p.add_argument("--timeout", type=number, default=5.0, metavar="SECONDS", help="deadline of the check (default 5)")
+    p.set_defaults(handler=_cmd_health)
 
 
-@command("health")
-def cmd_health(args: argparse.Namespace) -> int:
+def _cmd_health(args: argparse.Namespace) -> int:
     host, sep, port = args.target.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise InvalidArgument(f"expected HOST:PORT, got {args.target!r}")

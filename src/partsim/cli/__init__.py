@@ -1,0 +1,52 @@
+"""The ``partsim`` command.
+
+Every user error is one line on stderr (``partsim: error: ...``) and a non-zero exit status, never a
+traceback. Each module of this package adds its subcommands in ``register(subparsers)`` and gives each
+one its handler with ``set_defaults(handler=...)``; ``main`` calls ``args.handler(args)``:
+
+- ``corpus``: corpus make/info/bench
+- ``model``: train, evaluate, export, bench-embed, interpolate, bench-train, embed
+- ``cluster``: up, demo (the services on this machine)
+- ``catalog``: index, search-mix, search-stems (a running gateway's catalog)
+- ``separation``: separate, compare-paths, train-separator, evaluate-separator, export-separator
+- ``health``: health (one grpc.health.v1 check)
+
+Heavy libraries (torch, demucs, grpc) are imported inside the handlers, so ``partsim --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from ..errors import PartsimError
+from . import catalog, cluster, corpus, health, model, separation
+
+EXIT_USER_ERROR = 2
+COMMAND_MODULES = (corpus, model, cluster, catalog, separation, health)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="partsim", description="Part-level music similarity search.")
+    parser.add_argument("--version", action="version", version=f"partsim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except PartsimError as exc:
+        print(f"partsim: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("partsim: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

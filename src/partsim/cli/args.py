@@ -1,0 +1,47 @@
+"""Argument types the ``partsim`` subcommands share.
+
+Each turns a bad value into ``argparse.ArgumentTypeError``, so argparse reports it as one usage line
+(``partsim COMMAND: error: argument --flag: expected ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def integer(text: str) -> int:
+    """A whole number (``--songs 30``)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def number(text: str) -> float:
+    """A number (``--seconds 12.5``)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def fractions(text: str) -> tuple[float, float, float]:
+    """Three comma-separated fractions (``--split 0.8,0.1,0.1``); their sum is checked by the command."""
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated fractions, got {text!r}") from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated fractions, got {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def widths(text: str) -> list[int]:
+    """Five positive comma-separated channel counts, one per conv block (``--widths 8,16,32,64,128``)."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected five comma-separated channel counts, got {text!r}") from None
+    if len(values) != 5 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected five positive comma-separated channel counts, got {text!r}")
+    return values
