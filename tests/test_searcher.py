@@ -229,7 +229,7 @@ def test_reupsert_replaces_without_duplicates(searcher):
     store = searcher.servicer.store
     store.flush()
     for part, name in store.collections.items():
-        rows = store.client.query(name, filter='track_id == "again"', output_fields=["segment"])
+        rows = store.milvus.client.query(name, filter='track_id == "again"', output_fields=["segment"])
         assert sorted(r["segment"] for r in rows) == [0, 1], part
     for mode in (EXACT, APPROX):
         old = searcher.stub.SearchStems(searcher_pb2.SearchStemsVectorsRequest(
@@ -403,7 +403,7 @@ def test_a_catalog_from_before_raw_vectors_is_migrated_when_opened_and_searches_
     queries = [random_query(rng, ["drums", "bass"]), random_query(rng, ["guitar"])]
     s = Searcher(tmp_path / "data")
     try:
-        names = s.servicer.store.client.list_collections()
+        names = s.servicer.store.milvus.client.list_collections()
         assert sorted(names) == sorted(f"partsim_{p}" for p in PARTS)  # no migration copy left behind
         assert s.stub.GetStats(searcher_pb2.GetStatsRequest()).tracks == 12
         for q in queries:  # every track searches exactly as before: the search fields were copied unchanged
@@ -437,7 +437,7 @@ def test_a_catalog_from_before_raw_vectors_is_migrated_when_opened_and_searches_
 def test_an_interrupted_migration_is_redone_or_finished_at_the_next_open(tmp_path):
     from pymilvus import MilvusClient
 
-    from partsim.services.searcher.store import MIGRATING
+    from partsim.services.searcher.migrate import MIGRATING
 
     catalog = make_tracks(5, seed=26)
     write_legacy_catalog(tmp_path / "data", catalog)
@@ -450,14 +450,14 @@ def test_an_interrupted_migration_is_redone_or_finished_at_the_next_open(tmp_pat
     segments = store.stats()["segments"]
     # as if a crash came (a) in the middle of drums' copy: the old collection is still there beside a partial
     # copy; (b) between dropping bass's old collection and renaming its complete copy
-    client = store.client
+    client = store.milvus.client
     assert isinstance(client, MilvusClient)
     client.rename_collection("partsim_bass", "partsim_bass" + MIGRATING)
-    store._create_collection("partsim_drums" + MIGRATING)  # noqa: SLF001 - an empty (partial) copy
+    store.milvus.create("partsim_drums" + MIGRATING)  # an empty (partial) copy
     store.close()
     store = open_store()
     try:
-        assert sorted(store.client.list_collections()) == sorted(f"partsim_{p}" for p in PARTS)
+        assert sorted(store.milvus.client.list_collections()) == sorted(f"partsim_{p}" for p in PARTS)
         assert store.stats()["segments"] == segments
         assert store.mirror.present_counts() == {p: sum(x["present"][p] for segs in catalog.values() for x in segs)
                                                  for p in PARTS}
@@ -709,8 +709,8 @@ def test_store_reconciles_an_interrupted_write_and_checks_the_dimension(tmp_path
     try:
         assert sorted(store.mirror.rows) == ["kept"] and store.stats()["segments"] == 3
         for name in store.collections.values():
-            assert {r["track_id"] for r in store.client.query(name, filter="segment >= 0",
-                                                              output_fields=["track_id"])} == {"kept"}
+            assert {r["track_id"] for r in store.milvus.client.query(name, filter="segment >= 0",
+                                                                     output_fields=["track_id"])} == {"kept"}
     finally:
         store.close()
     with pytest.raises(FailedPrecondition, match="holds 4-d vectors but the model's subspace_dim is 8"):

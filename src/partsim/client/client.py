@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 import grpc
 
 from partsim.errors import PartsimError
+from partsim.hits import StemHit
 from partsim.v1 import gateway_pb2, gateway_pb2_grpc, searcher_pb2, types_pb2
 
 CHUNK = 1 << 20  # IndexTrack upload chunk size
@@ -114,19 +115,6 @@ class MixHit:
         return {"track_id": self.track_id, "distance": self.distance, "best_segment": self.best_segment,
                 "best_start": self.best_start, "best_end": self.best_end, "per_part": self.per_part,
                 "metadata": self.metadata}
-
-
-@dataclass
-class StemHit:
-    track_id: str
-    segment: int
-    start: float
-    end: float
-    distance: float
-
-    def to_json(self) -> dict:
-        return {"track_id": self.track_id, "segment": self.segment, "start": self.start, "end": self.end,
-                "distance": self.distance}
 
 
 def _metadata(m: types_pb2.TrackMetadata) -> dict:

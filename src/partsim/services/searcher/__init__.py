@@ -1,7 +1,11 @@
 """The searcher service: the only component that talks to Milvus (one collection per part).
 
 - :mod:`.retrieval`: the retrieval function (thesis eq. 6.1 / 6.2) in NumPy, the one place for it.
-- :mod:`.store`: Milvus collections, the exact and approximate search paths.
+- :mod:`.store`: :class:`SearchStore`, the index the service calls (writes, reads, the exact search path).
+- :mod:`.milvus`: the Milvus connection: collection schema, vector index, every raw Milvus call.
+- :mod:`.migrate`: checks an existing collection's schema, migrates one written by an older searcher.
+- :mod:`.ann`: the approximate search path (Milvus's index for candidates, an exact re-rank).
+- :mod:`.records`: the data types the store takes and returns (segments, hits, a stored segment).
 - :mod:`.mirror`: the in-memory copy of every vector (the exact path's brute force).
 - :mod:`.meta`: track metadata in SQLite beside the vectors.
 - :mod:`.config` / :mod:`.server`: ``PARTSIM_SEARCHER_*`` settings, the gRPC service and ``main``.

@@ -1,0 +1,96 @@
+"""The approximate search path: Milvus's vector index finds candidates, :mod:`.retrieval` ranks them exactly.
+
+SearchMix: per query part a Milvus ``search`` (K' = ``candidates`` neighbours; the parts' searches
+run concurrently), union of the candidate segments, their vectors of the other query parts fetched
+from Milvus by primary key, exact re-rank with :mod:`.retrieval` (eq. 6.2), min per song.
+SearchStems: one part's nearest segments, re-ranked exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import retrieval
+from .milvus import MILVUS_MAX_LIMIT, Milvus
+from .records import MixHit, MixResult, StemHit
+
+
+class ApproximateSearch:
+    """Searches the collections ``collections`` (part -> name) through Milvus's index.
+
+    Args:
+        milvus: the connection (open by the time a search runs).
+        collections: each part's collection name.
+        candidates: K', neighbours per query part (<= 16384).
+    """
+
+    def __init__(self, milvus: Milvus, collections: dict[str, str], candidates: int):
+        self.milvus = milvus
+        self.collections = collections
+        self.candidates = candidates
+        self._pool = ThreadPoolExecutor(max_workers=len(collections), thread_name_prefix="searcher-milvus")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _nearest(self, part: str, vector: np.ndarray, limit: int, exclude: Sequence[str]) -> list[dict]:
+        return self.milvus.search(self.collections[part], retrieval.unit(vector), limit, exclude)
+
+    def _fetch(self, part: str, keys: list[str]) -> dict[str, np.ndarray]:
+        """Unit vectors of ``part`` for the given primary keys (missing keys are left out)."""
+        got = self.milvus.get(self.collections[part], keys, ["vector"])
+        return {r["pk"]: np.asarray(r["vector"], dtype=np.float32) for r in got}
+
+    def search_mix(self, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str]) -> MixResult:
+        k = min(self.candidates, MILVUS_MAX_LIMIT)
+        # 1. per query part, its K' nearest segments (the parts' searches run concurrently)
+        found = list(self._pool.map(lambda q: self._nearest(q.part, q.vector, k, exclude), queries))
+        cand: dict[str, tuple[str, int, float, float]] = {}
+        vectors: list[dict[str, np.ndarray]] = []
+        kth: list[float] = []
+        for nearest in found:
+            got = {}
+            for h in nearest:
+                e, key = h["entity"], h["pk"] if "pk" in h else h["id"]
+                cand.setdefault(key, (e["track_id"], int(e["segment"]), float(e["start"]), float(e["end"])))
+                got[key] = np.asarray(e["vector"], dtype=np.float32)
+            vectors.append(got)
+            # the K'-th neighbour's distance; a shorter list holds every row, so it bounds nothing
+            kth.append(1.0 - float(nearest[-1]["distance"]) if len(nearest) >= k else 2.0)
+        if not cand:
+            return MixResult([], 0)
+        # 2. the union's vectors of the other query parts, by primary key
+        keys = list(cand)
+        missing = list(self._pool.map(lambda qg: self._fetch(qg[0].part, [c for c in keys if c not in qg[1]]),
+                                      zip(queries, vectors)))
+        zero = np.zeros(self.milvus.dim, dtype=np.float32)
+        mats = [np.stack([got.get(c, extra.get(c, zero)) for c in keys]) for got, extra in zip(vectors, missing)]
+        # 3. exact re-rank (eq. 6.2) and min per song
+        total, per = retrieval.segment_distances(queries, mats)
+        ordinal: dict[str, int] = {}
+        track = np.array([ordinal.setdefault(cand[c][0], len(ordinal)) for c in keys])
+        segment = np.array([cand[c][1] for c in keys])
+        rows = retrieval.rank_songs(total, track, segment, list(ordinal), top_k)
+        hits = []
+        for r in rows:
+            tid, seg, start, end = cand[keys[r]]
+            hits.append(MixHit(tid, float(total[r]), seg, start, end,
+                               {q.part: float(per[i, r]) for i, q in enumerate(queries)}))
+        bound = retrieval.candidate_bound(kth, [q.weight for q in queries])
+        return MixResult(hits, len(keys), bound)
+
+    def search_stems(self, query: retrieval.Query, top_k: int, exclude: Sequence[str]) -> list[StemHit]:
+        hits = self._nearest(query.part, query.vector, top_k, exclude)
+        if not hits:
+            return []
+        info = [(h["entity"]["track_id"], int(h["entity"]["segment"]), float(h["entity"]["start"]),
+                 float(h["entity"]["end"])) for h in hits]
+        mat = np.stack([np.asarray(h["entity"]["vector"], dtype=np.float32) for h in hits])
+        total, _ = retrieval.segment_distances([query], [mat])
+        ordinal: dict[str, int] = {}
+        track = np.array([ordinal.setdefault(t, len(ordinal)) for t, *_ in info])
+        rows = retrieval.rank_segments(total, track, np.array([s for _, s, *_ in info]), list(ordinal), top_k)
+        return [StemHit(info[r][0], info[r][1], info[r][2], info[r][3], float(total[r])) for r in rows]

@@ -1,0 +1,264 @@
+"""One catalog's Milvus connection: the collection schema, its vector index, and every raw Milvus call.
+
+:class:`Milvus` owns the ``MilvusClient``; the rest of the searcher never calls pymilvus itself.
+Every call goes through :meth:`Milvus.call`, which turns a Milvus failure into ``Unavailable``
+naming the backend.
+
+Collection schema (one collection per part): one row per (track, segment) with primary key
+``"<track_id>#<segment>"`` (:func:`pk`: deterministic, so writes are idempotent), fields track_id,
+segment, start, end, present (the model's judgement, eq. 4.4), norm (the raw subspace norm),
+vector: the L2-normalised subspace vector (a zero vector where the part is absent), metric IP,
+so IP = cosine, the only field searches read; raw: the subspace vector as indexed (float32,
+present or not, so nothing the model said is lost); power: the mean power of the segment's
+audio that vector came from (the mix, or the part's stem at signal level), ``-1`` unknown.
+
+- Milvus URI: a local path ending in ``.db`` is Milvus Lite (embedded); ``http://host:19530``
+  a Milvus server. Collections are created with Strong consistency: reads see writes.
+- Index: FLAT, IVF_FLAT or HNSW on ``vector``, metric IP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from partsim.errors import InvalidArgument, Unavailable
+
+from ..tracks import MAX_TRACK_ID
+
+log = logging.getLogger("partsim.searcher")
+
+INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
+POWER_UNKNOWN = -1.0       # the power field of a row whose audio power was not recorded
+REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
+MILVUS_MAX_LIMIT = 16384   # Milvus's largest search limit (topk)
+BATCH = 4096               # rows per insert / get / delete call
+
+T = TypeVar("T")
+
+
+def pk(track_id: str, segment: int) -> str:
+    """Primary key of one (track, segment) row (the last '#' separates the two)."""
+    return f"{track_id}#{int(segment)}"
+
+
+def quote(text: str) -> str:
+    """A Milvus filter string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def by_keys(keys: Sequence[str]) -> str:
+    """Filter selecting rows by primary key (pymilvus's ``ids=`` mis-quotes keys holding ' or \\)."""
+    return f"pk in [{', '.join(quote(k) for k in keys)}]"
+
+
+class _NoLiteMvccWarning(logging.Filter):
+    """pymilvus warns on every query iterator that Milvus Lite has no MVCC timestamp: expected, drop it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
+
+
+class Milvus:
+    """A connection to the Milvus holding one catalog's collections (:meth:`connect` opens it).
+
+    Args:
+        uri: Milvus URI (a path ending in ``.db``: Milvus Lite; ``http://host:19530``: a server).
+        dim: the subspace dimension D (the vector and raw fields).
+        index_type: FLAT, IVF_FLAT or HNSW.
+        hnsw: ``M``, ``efConstruction`` (build) and ``ef`` (search; raised to the search limit when smaller).
+        ivf: ``nlist`` (build) and ``nprobe`` (search).
+    """
+
+    def __init__(self, uri: str, dim: int, index_type: str, hnsw: dict[str, int], ivf: dict[str, int]):
+        self.uri = uri
+        self.lite = not uri.startswith(REMOTE_SCHEMES)
+        if self.lite and not uri.endswith(".db"):
+            raise InvalidArgument(f"Milvus URI {uri!r}: expected http://host:port (a Milvus server) or a Milvus Lite "
+                                  "path ending in .db")
+        if self.lite:
+            self.uri = os.path.abspath(uri)
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        self.dim = int(dim)
+        self.index_type = index_type
+        self.hnsw = hnsw
+        self.ivf = ivf
+        self.client: Any = None   # a pymilvus MilvusClient once connected
+
+    @property
+    def backend(self) -> str:
+        return f"milvus-lite {self.uri}" if self.lite else f"milvus {self.uri}"
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)``; a Milvus failure becomes Unavailable saying what failed where."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return fn(*args, **kwargs)
+        except MilvusException as exc:
+            raise Unavailable(f"Milvus ({self.backend}) failed to {what}: {exc}") from exc
+
+    def connect(self) -> None:
+        from pymilvus import MilvusClient
+
+        if self.lite:
+            quiet = logging.getLogger("pymilvus.client.iterator.query_iterator")
+            if not any(isinstance(f, _NoLiteMvccWarning) for f in quiet.filters):
+                quiet.addFilter(_NoLiteMvccWarning())
+        try:
+            self.client = MilvusClient(uri=self.uri)
+        except Exception as exc:  # any connection failure: say which URI
+            raise Unavailable(f"cannot open Milvus at {self.uri}: {exc}") from exc
+
+    # ---------------------------------------------------------------- collections
+
+    def has(self, name: str) -> bool:
+        return self.call("list collections", self.client.has_collection, name)
+
+    def load(self, name: str) -> None:
+        self.call(f"load {name}", self.client.load_collection, name)
+
+    def describe(self, name: str) -> dict:
+        return self.call(f"describe {name}", self.client.describe_collection, name)
+
+    def _index_params(self):
+        params = self.client.prepare_index_params()
+        build = ({"M": self.hnsw["M"], "efConstruction": self.hnsw["efConstruction"]} if self.index_type == "HNSW"
+                 else {"nlist": self.ivf["nlist"]} if self.index_type == "IVF_FLAT" else {})
+        params.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", params=build)
+        if self.lite and build:
+            # pymilvus 3 sends build parameters as flat key/value pairs (what a Milvus server reads);
+            # milvus-lite 3.2 reads only the older JSON "params" pair, so send both.
+            params[0].get_index_configs()["params"] = build
+        return params
+
+    def create(self, name: str) -> None:
+        """Create an empty collection of the current schema, with its vector index."""
+        from pymilvus import DataType, MilvusClient
+
+        s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        s.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=MAX_TRACK_ID * 4 + 16)
+        s.add_field("track_id", DataType.VARCHAR, max_length=MAX_TRACK_ID * 4)
+        s.add_field("segment", DataType.INT32)
+        s.add_field("start", DataType.DOUBLE)
+        s.add_field("end", DataType.DOUBLE)
+        s.add_field("present", DataType.BOOL)
+        s.add_field("norm", DataType.FLOAT)
+        s.add_field("power", DataType.FLOAT)
+        s.add_field("raw", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=self.dim)
+        s.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        self.call(f"create {name}", self.client.create_collection, name, schema=s, consistency_level="Strong")
+        # sync=False: the collection is empty, nothing to wait for (pymilvus would poll every 0.5 s)
+        self.call(f"index {name}", self.client.create_index, name, self._index_params(), sync=False)
+        log.info("created collection %s (dim %d, %s, IP)", name, self.dim, self.index_type)
+
+    # ---------------------------------------------------------------- rows
+
+    def insert(self, name: str, rows: list[dict]) -> None:
+        for i in range(0, len(rows), BATCH):
+            self.call(f"insert into {name}", self.client.insert, name, rows[i:i + BATCH])
+
+    def delete_keys(self, name: str, keys: Sequence[str]) -> None:
+        for i in range(0, len(keys), BATCH):
+            self.call(f"delete from {name}", self.client.delete, name, filter=by_keys(keys[i:i + BATCH]))
+
+    def delete_tracks(self, name: str, track_ids: Sequence[str]) -> None:
+        """Delete every row of the given tracks (a sweep by track id, whatever their keys)."""
+        for i in range(0, len(track_ids), 256):
+            expr = f"track_id in [{', '.join(quote(t) for t in track_ids[i:i + 256])}]"
+            self.call(f"delete from {name}", self.client.delete, name, filter=expr)
+
+    def get(self, name: str, keys: Sequence[str], fields: list[str]) -> list[dict]:
+        """The rows with these primary keys (missing keys are left out), with ``pk`` and ``fields``."""
+        out: list[dict] = []
+        for i in range(0, len(keys), BATCH):
+            out += self.call(f"read {name}", self.client.query, name, filter=by_keys(keys[i:i + BATCH]),
+                             output_fields=fields)
+        return out
+
+    def scan(self, name: str, fields: list[str]) -> Iterable[dict]:
+        """Every row of a collection, with ``pk`` and ``fields``, in batches under Milvus's limit."""
+        it = self.call(f"read {name}", self.client.query_iterator, name, batch_size=MILVUS_MAX_LIMIT // 2,
+                       filter="", output_fields=fields)
+        try:
+            while True:
+                batch = self.call(f"read {name}", it.next)
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            it.close()
+
+    def search(self, name: str, vector: np.ndarray, limit: int, exclude: Sequence[str]) -> list[dict]:
+        """The ``limit`` nearest rows to ``vector`` (by IP on the unit vectors), without the excluded tracks.
+
+        Each hit: ``pk``, ``distance`` (the IP) and ``entity`` (track_id, segment, start, end, vector).
+        """
+        expr = f"track_id not in [{', '.join(quote(t) for t in exclude)}]" if exclude else ""
+        res = self.call(f"search {name}", self.client.search, name, data=[vector.tolist()], anns_field="vector",
+                        limit=limit, filter=expr, search_params=self._search_params(limit),
+                        output_fields=["track_id", "segment", "start", "end", "vector"])
+        return list(res[0]) if res else []
+
+    def _search_params(self, limit: int) -> dict:
+        if self.index_type == "HNSW":
+            return {"metric_type": "IP", "params": {"ef": max(self.hnsw["ef"], limit, 64)}}
+        if self.index_type == "IVF_FLAT":
+            return {"metric_type": "IP", "params": {"nprobe": self.ivf["nprobe"]}}
+        return {"metric_type": "IP", "params": {}}
+
+    # ---------------------------------------------------------------- sealing, indexing, closing
+
+    def flush(self, names: Iterable[str]) -> None:
+        """Seal what was written so far (Milvus builds its index on sealed segments)."""
+        for name in names:
+            self.call(f"flush {name}", self.client.flush, name)
+
+    def wait_for_index(self, names: Iterable[str], timeout: float) -> None:
+        """Wait until Milvus has indexed every sealed row of these collections.
+
+        Milvus server: polls describe_index. Milvus Lite builds indexes on a background thread
+        inside this process and reports no progress, so this drains that thread through its
+        (private) collection object, best effort.
+        """
+        deadline = time.monotonic() + timeout
+        for name in names:
+            if self.lite:
+                col = self._lite_collection(name)
+                if col is not None and hasattr(col, "_wait_for_bg"):
+                    col._wait_for_bg(timeout=max(1.0, deadline - time.monotonic()))
+                continue
+            while time.monotonic() < deadline:
+                d = self.call(f"describe index of {name}", self.client.describe_index, name, "vector")
+                if not d or int(d.get("pending_index_rows", 0)) == 0:
+                    break
+                time.sleep(0.5)
+
+    def _lite_collection(self, name: str):
+        try:
+            from milvus_lite.server_manager import server_manager_instance as mgr
+
+            entry = mgr._servers.get(self.uri)
+            return entry[1].get_collection(name) if entry else None
+        except Exception:  # noqa: BLE001 - another milvus-lite version: nothing to wait for
+            return None
+
+    def close(self) -> None:
+        """Disconnect and (Milvus Lite) stop the embedded database so its files are closed."""
+        if self.client is None:
+            return
+        self.client.close()
+        self.client = None
+        if self.lite:
+            try:
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(self.uri)
+            except Exception:
+                log.exception("stopping Milvus Lite at %s failed", self.uri)
