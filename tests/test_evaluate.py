@@ -13,7 +13,8 @@ from partsim.cli import main
 from partsim.corpus.make import CorpusConfig, make_corpus
 from partsim.corpus.soundfonts import check_soundfonts
 from partsim.model.baseline import LogSpectrumBaseline, load_model
-from partsim.model.evaluate import EvalSet, knn_accuracy, parse_set
+from partsim.model.evaluate import EvalSet, parse_set
+from partsim.model.tables import knn_accuracy
 
 from .util import FAST_SOUNDFONTS, run_cli
 

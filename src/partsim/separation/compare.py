@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.evaluate import knn_accuracy, load_test_tracks, segments
 from ..model.features import SILENCE_POWER, mean_power
+from ..model.tables import knn_accuracy, load_test_tracks, segments
 
 SR = 44100
 SEG = 3 * SR
