@@ -2,7 +2,7 @@
 
 In Kubernetes the gateway reaches the embedder, searcher and separator through headless Services
 (``dns:///partsim-embedder:50052`` resolves to every ready pod). These tests give the gateway's own
-:func:`services.gateway.server.channel` a target that resolves to two real embedders
+:func:`partsim.services.gateway.backends.channel` a target that resolves to two real embedders
 (``ipv4:ADDR1,ADDR2``) and count, from each server's ``grpc_server_handled_total``, where the calls
 went. ``pick_first`` is the negative control: everything lands on one server.
 """
@@ -20,7 +20,7 @@ from partsim.services.config import parse
 from partsim.services.embedder.config import EmbedderConfig
 from partsim.services.embedder.server import serve
 from partsim.services.gateway.config import PREFIX as GW_PREFIX, GatewayConfig
-from partsim.services.gateway.server import channel
+from partsim.services.gateway.backends import channel
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 
 from .test_embedder import make_audio, pcm

@@ -20,6 +20,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -132,6 +133,8 @@ class RedisCache(EmbeddingCache):
         self.url = redis_url
         self.ttl_seconds = ttl_seconds
         self.retry_after = retry_after
+        # Any: redis-py annotates replies for both decode_responses settings; this client's replies are bytes
+        self._r: Any
         try:  # no client-side retries: a slow cache is worse than a miss
             self._r = redis.Redis.from_url(redis_url, socket_connect_timeout=timeout_seconds,
                                            socket_timeout=timeout_seconds, retry=Retry(NoBackoff(), 0))

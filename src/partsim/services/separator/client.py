@@ -1,13 +1,15 @@
 """Calling ``SeparatorService.Separate`` and putting the streamed stems back together.
 
 :func:`collect` works on any stream of messages with a ``header``/``chunk`` oneof (SeparateResponse,
-and the gateway's GetStemsResponse, whose header wraps a SeparationHeader).
+and the gateway's GetStemsResponse, whose header wraps a SeparationHeader); :func:`header_and_chunks`
+reads any such stream (the gateway's IndexTrack upload too).
 """
 
 from __future__ import annotations
 
 import io
-from typing import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -19,33 +21,46 @@ from partsim.v1 import separator_pb2, separator_pb2_grpc, types_pb2
 from ..status import error_for
 
 
-def collect(responses: Iterable) -> tuple[object, list[bytes]]:
+def header_and_chunks(messages: Iterable, what: str) -> tuple[Any, Iterator[Any]]:
+    """The header of a stream of messages with a ``header``/``chunk`` ``payload`` oneof (the first
+    message, read now), and an iterator over the chunks of the rest (read as it is consumed).
+
+    Raises:
+        InvalidArgument: ``what`` (e.g. "the stem stream") is empty or does not start with a header,
+            or (while iterating) a second header.
+    """
+    it = iter(messages)
+    first = next(it, None)
+    if first is None:
+        raise InvalidArgument(f"{what} was empty")
+    if first.WhichOneof("payload") != "header":
+        raise InvalidArgument(f"{what} did not start with a header")
+
+    def chunks() -> Iterator[Any]:
+        for msg in it:
+            if msg.WhichOneof("payload") != "chunk":
+                raise InvalidArgument(f"a second header in {what}")
+            yield msg.chunk
+
+    return first.header, chunks()
+
+
+def collect(responses: Iterable) -> tuple[Any, list[bytes]]:
     """``(header, [bytes of stem 0, stem 1, ...])`` from a stream whose first message is the header.
 
     Raises:
         InvalidArgument: the stream does not start with a header, a chunk names no stem, or a chunk's
             offset leaves a gap.
     """
-    header, stems = None, None
-    for msg in responses:
-        kind = msg.WhichOneof("payload")
-        if header is None:
-            if kind != "header":
-                raise InvalidArgument("the stem stream did not start with a header")
-            header = msg.header
-            sep = header.separation if hasattr(header, "separation") else header
-            stems = [bytearray() for _ in sep.stems]
-            continue
-        if kind != "chunk":
-            raise InvalidArgument("a second header in the stem stream")
-        c = msg.chunk
+    header, chunks = header_and_chunks(responses, "the stem stream")
+    sep = header.separation if hasattr(header, "separation") else header
+    stems = [bytearray() for _ in sep.stems]
+    for c in chunks:
         if not 0 <= c.stem < len(stems):
             raise InvalidArgument(f"a chunk for stem {c.stem}; the header lists {len(stems)}")
         if c.offset != len(stems[c.stem]):
             raise InvalidArgument(f"stem {c.stem}: a chunk at byte {c.offset}, expected {len(stems[c.stem])}")
         stems[c.stem] += c.data
-    if header is None:
-        raise InvalidArgument("the stem stream was empty")
     return header, [bytes(s) for s in stems]
 
 

@@ -8,8 +8,9 @@ import json
 import logging
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from partsim.errors import InvalidArgument, PartsimError, Unavailable
 
@@ -143,7 +144,7 @@ class JobQueue(ABC):
                 continue
             except PartsimError as exc:  # the item cannot be loaded (its upload is gone)
                 item, ok, message = None, False, str(exc)
-            except Exception:  # noqa: BLE001 - a bug must not kill the worker thread silently
+            except Exception:  # a bug must not kill the worker thread silently
                 log.exception("ingest worker error; retrying")
                 stop.wait(poll_seconds)
                 continue
@@ -154,7 +155,7 @@ class JobQueue(ABC):
                 try:
                     process(item)
                     ok, message = True, ""
-                except Exception as exc:  # noqa: BLE001 - every failure is recorded against the item
+                except Exception as exc:  # every failure is recorded against the item
                     if not isinstance(exc, PartsimError):
                         log.exception("ingest of track %r (job %s) failed", d.track_id, d.job_id)
                     ok, message = False, _failure_message(exc)
@@ -163,7 +164,7 @@ class JobQueue(ABC):
                 self._ack(d)
             except Unavailable as exc:  # stays pending: redelivered after the visibility timeout
                 self._backend_error(exc)
-            except Exception:  # noqa: BLE001 - same: keep the worker alive, the item comes back
+            except Exception:  # same: keep the worker alive, the item comes back
                 log.exception("ingest worker could not record track %r (job %s)", d.track_id, d.job_id)
 
     # -- back-end primitives ---------------------------------------------------------------

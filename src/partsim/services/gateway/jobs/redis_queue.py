@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import deque
 from contextlib import contextmanager
+from typing import Any
 
 from partsim.errors import InvalidArgument, NotFound, Unavailable
 
@@ -74,6 +75,8 @@ class RedisJobQueue(JobQueue):
 
         self._redis_mod = redis
         self._url = redis_url
+        # Any: redis-py annotates replies for both decode_responses settings; this client's replies are bytes
+        self._r: Any
         try:  # a few quick retries; an outage surfaces as Unavailable within about a second
             self._r = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30,
                                            health_check_interval=30,
