@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from partsim.errors import InvalidArgument
 from partsim.services.config import parse
 from partsim.services.embedder.config import EmbedderConfig
-from partsim.services.embedder.server import serve
+from partsim.services.embedder.server import EmbedderServer
 from partsim.services.gateway.config import PREFIX as GW_PREFIX, GatewayConfig
 from partsim.services.gateway.backends import channel
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
@@ -36,7 +36,7 @@ def handled(srv) -> float:
 
 def start_embedder(**kw):
     cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, max_batch=4, max_wait_ms=1, grace_seconds=1, **kw)
-    return serve(cfg, registry=CollectorRegistry())
+    return EmbedderServer(cfg, CollectorRegistry()).start()
 
 
 @pytest.fixture(scope="module")

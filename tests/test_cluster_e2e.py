@@ -196,28 +196,26 @@ def test_bad_input_gets_precise_errors_and_changes_nothing(client, indexed, cata
 def test_over_long_upload_is_resource_exhausted(cluster, catalog, tmp_path):
     # a second gateway with a 1-MB limit in front of the same backends
     from partsim.services.gateway.config import GatewayConfig
-    from partsim.services.gateway.server import serve
+    from partsim.services.gateway.server import GatewayServer
 
     searcher = next(s.address for s in cluster.services if s.name == "searcher")
     embedder = next(s.address for s in cluster.services if s.name == "embedder")
     cfg = GatewayConfig(address="127.0.0.1:0", embedder=embedder, searcher=searcher, data_dir=str(tmp_path),
                         max_upload_mb=1.0, metrics_port=-1)
-    rt, gw = serve(cfg)
+    gateway = GatewayServer(cfg).start()
     try:
-        with PartsimClient(rt.address) as c:
+        with PartsimClient(gateway.address) as c:
             c.wait_ready(60)
             with pytest.raises(ResourceExhausted, match="limit"):
                 c.index_bytes(b"\0" * (2 << 20), "big")
     finally:
-        gw.stopping.set()
-        rt.stop(1)
-        gw.close()
+        gateway.stop(1)
 
 
 def test_jobs_survive_a_gateway_restart(cluster, catalog, redis, tmp_path):
     """An API-only gateway takes a job and goes away; a new gateway on the same Redis finishes it."""
     from partsim.services.gateway.config import GatewayConfig
-    from partsim.services.gateway.server import serve
+    from partsim.services.gateway.server import GatewayServer
 
     searcher = next(s.address for s in cluster.services if s.name == "searcher")
     embedder = next(s.address for s in cluster.services if s.name == "embedder")
@@ -228,24 +226,22 @@ def test_jobs_survive_a_gateway_restart(cluster, catalog, redis, tmp_path):
         cfg = GatewayConfig(address="127.0.0.1:0", embedder=embedder, searcher=searcher, redis_url=own_db,
                             data_dir=str(tmp_path),
                             allowed_roots=str(catalog), ingest_workers=workers, metrics_port=-1)
-        return serve(cfg)
+        return GatewayServer(cfg).start()
 
     items = [{"track_id": f"job-{p.name}", "uri": str(p / "mix.flac")} for p in songs(catalog)[:3]]
     items.append({"track_id": "job-broken", "audio": b"garbage"})
-    rt, gw = gateway(0)
+    first = gateway(0)
     try:
-        with PartsimClient(rt.address) as c:
+        with PartsimClient(first.address) as c:
             c.wait_ready(60)
             job = c.submit_job(items)
             time.sleep(1.0)
             assert c.get_job(job).state == gateway_pb2.JOB_STATE_QUEUED
     finally:
-        gw.stopping.set()
-        rt.stop(1)
-        gw.close()
-    rt, gw = gateway(2)
+        first.stop(1)
+    second = gateway(2)
     try:
-        with PartsimClient(rt.address) as c:
+        with PartsimClient(second.address) as c:
             c.wait_ready(60)
             deadline = time.monotonic() + 180
             while (st := c.get_job(job)).state != gateway_pb2.JOB_STATE_DONE and time.monotonic() < deadline:
@@ -257,9 +253,7 @@ def test_jobs_survive_a_gateway_restart(cluster, catalog, redis, tmp_path):
             for it in items[:3]:
                 c.delete_track(it["track_id"])
     finally:
-        gw.stopping.set()
-        rt.stop(1)
-        gw.close()
+        second.stop(1)
 
 
 def test_health_reflection_and_metrics(cluster, client, indexed):
@@ -453,9 +447,9 @@ def test_an_absent_part_in_a_catalog_from_before_power_was_kept_is_refused_until
     """A catalog the searcher wrote before it kept raw vectors and audio power (migrated when opened): its
     present parts query as before; an absent part cannot be judged audible, so it is refused with the fix."""
     from partsim.services.gateway.config import GatewayConfig
-    from partsim.services.gateway.server import serve as serve_gateway
+    from partsim.services.gateway.server import GatewayServer
     from partsim.services.searcher.config import SearcherConfig
-    from partsim.services.searcher.server import serve as serve_searcher, stop as stop_searcher
+    from partsim.services.searcher.server import SearcherServer
 
     from .test_searcher import write_legacy_catalog
 
@@ -466,13 +460,13 @@ def test_an_absent_part_in_a_catalog_from_before_power_was_kept_is_refused_until
         p: vecs[i, j].astype(np.float32) for j, p in enumerate(parts)}, "present": {
         p: bool(present[i, j]) for j, p in enumerate(parts)}} for i in range(len(vecs))]}
     write_legacy_catalog(tmp_path / "old", old, parts=parts, dim=vecs.shape[2])
-    srt, searcher = serve_searcher(SearcherConfig(address="127.0.0.1:0", data_dir=str(tmp_path / "old"),
-                                                  parts=",".join(parts), subspace_dim=vecs.shape[2], metrics_port=-1))
+    searcher = SearcherServer(SearcherConfig(address="127.0.0.1:0", data_dir=str(tmp_path / "old"),
+                                                  parts=",".join(parts), subspace_dim=vecs.shape[2], metrics_port=-1)).start()
     embedder = next(s.address for s in cluster.services if s.name == "embedder")
-    rt, gw = serve_gateway(GatewayConfig(address="127.0.0.1:0", embedder=embedder, searcher=srt.address,
-                                         data_dir=str(tmp_path / "gw"), metrics_port=-1))
+    gateway = GatewayServer(GatewayConfig(address="127.0.0.1:0", embedder=embedder, searcher=searcher.address,
+                                          data_dir=str(tmp_path / "gw"), metrics_port=-1)).start()
     try:
-        with PartsimClient(rt.address, timeout=120) as c:
+        with PartsimClient(gateway.address, timeout=120) as c:
             c.wait_ready(60)
             with pytest.raises(InvalidArgument, match=f"re-index track {tid}"):
                 c.search_stems(Stem(part, track_id=tid, segment_index=idx))
@@ -484,10 +478,8 @@ def test_an_absent_part_in_a_catalog_from_before_power_was_kept_is_refused_until
             hits = c.search_stems(Stem(part, track_id=tid, segment_index=idx), top_k=1)
             assert [w.code for w in hits.warnings] == ["PART_JUDGED_ABSENT"]
     finally:
-        gw.stopping.set()
-        rt.stop(1)
-        gw.close()
-        stop_searcher(srt, searcher, 1)
+        gateway.stop(1)
+        searcher.stop(1)
 
 
 def test_cli_search_commands_print_warnings_on_stderr(cluster, judged_absent, quiet_intro):

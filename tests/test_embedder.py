@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -33,10 +30,12 @@ from partsim.services.config import parse
 from partsim.services.embedder.batcher import Batcher
 from partsim.services.embedder.config import PREFIX, EmbedderConfig
 from partsim.services.embedder.engine import Engine, make_session
-from partsim.services.embedder.server import EmbedderServer, serve
+from partsim.services.embedder.server import EmbedderServer
 from partsim import assets
 from partsim.assets import default_manifest
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
+
+from .util import serves_until_sigterm
 
 SR = 44100
 MAX_AUDIO = 30.0
@@ -94,7 +93,7 @@ def expected(ref: OnnxEmbedder, mono: np.ndarray, seg: float, hop: float) -> tup
 def server():
     cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=0, metrics_host="127.0.0.1", max_batch=MAX_BATCH,
                          max_wait_ms=50, max_audio_seconds=MAX_AUDIO, max_segments=MAX_SEGMENTS, grace_seconds=1)
-    srv = serve(cfg, registry=CollectorRegistry())
+    srv = EmbedderServer(cfg, CollectorRegistry()).start()
     yield srv
     srv.stop(1)
 
@@ -304,7 +303,7 @@ def test_still_serving_after_bad_input_and_metrics_scrape(server, stub):
 
 
 def test_not_serving_until_model_loaded():
-    srv = EmbedderServer(EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, max_batch=2))
+    srv = EmbedderServer(EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, max_batch=2)).serve()
     try:
         channel = grpc.insecure_channel(srv.address)
         health = health_pb2_grpc.HealthStub(channel)
@@ -414,32 +413,10 @@ def test_cuda_without_provider_fails_clearly():
 
 
 def test_module_runs_turns_serving_and_stops_on_sigterm():
-    proc = subprocess.Popen([sys.executable, "-m", "partsim.services.embedder", "--address", "127.0.0.1:0",
-                             "--metrics-port", "-1", "--max-batch", "4", "--intra-op-threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        address, lines = None, []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and address is None:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            found = re.search(r"embedder serving on (\S+)", line)  # printed by ServiceRuntime.start
-            address = found and found.group(1)
-        assert address, "".join(lines)
-        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
-        status = None
-        while time.monotonic() < deadline and status != health_pb2.HealthCheckResponse.SERVING:
-            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status  # NOT_SERVING while loading
-            time.sleep(0.05)
-        assert status == health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    serves_until_sigterm(subprocess.Popen(
+        [sys.executable, "-m", "partsim.services.embedder", "--address", "127.0.0.1:0", "--metrics-port", "-1",
+         "--max-batch", "4", "--intra-op-threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+        "embedder")
 
 
 # -- a PCM-input model (the features inside the ONNX graph) ------------------------------------
@@ -476,10 +453,10 @@ def test_serves_a_pcm_input_model_with_the_mel_models_answers(pcm_manifest, mel_
     the same network answers through the mel path."""
     cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, model=str(pcm_manifest), max_batch=4,
                          max_wait_ms=20, max_audio_seconds=MAX_AUDIO, max_segments=MAX_SEGMENTS, grace_seconds=1)
-    srv = serve(cfg, registry=CollectorRegistry())
+    srv = EmbedderServer(cfg, CollectorRegistry()).start()
     channel = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20)])
     try:
-        engine = srv.service.engine
+        engine = srv.servicer.engine
         assert engine.input == "pcm" and engine.session.get_inputs()[0].shape == ["batch", "samples"]
         engine.features = _NoFeatures(engine.features.cfg)
         pcm_stub = embedder_pb2_grpc.EmbedderServiceStub(channel)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from partsim.services.searcher.config import SearcherConfig
-from partsim.services.searcher.server import serve, stop
+from partsim.services.searcher.server import SearcherServer
 from partsim.v1 import searcher_pb2, searcher_pb2_grpc, types_pb2
 
 pytestmark = pytest.mark.timeout(300)
@@ -76,9 +76,9 @@ def _segment(i: int, vecs: np.ndarray, present: np.ndarray) -> types_pb2.Segment
 def test_searcher_against_a_milvus_server(milvus_server, tmp_path):
     cfg = SearcherConfig(address="127.0.0.1:0", data_dir=str(tmp_path / "meta"), milvus_uri=milvus_server,
                          metrics_port=-1, index_type="HNSW")
-    rt, servicer = serve(cfg)
+    server = SearcherServer(cfg).start()
     try:
-        stub = searcher_pb2_grpc.SearcherServiceStub(grpc.insecure_channel(rt.address))
+        stub = searcher_pb2_grpc.SearcherServiceStub(grpc.insecure_channel(server.address))
         assert "milvus http://127.0.0.1" in stub.GetStats(searcher_pb2.GetStatsRequest(), timeout=30).backend
         rng = np.random.default_rng(0)
         catalog = {}
@@ -117,4 +117,4 @@ def test_searcher_against_a_milvus_server(milvus_server, tmp_path):
         assert tid not in [h.track.track_id for h in hits]
         assert stub.GetStats(searcher_pb2.GetStatsRequest(), timeout=30).segments == 87
     finally:
-        stop(rt, servicer, 1)
+        server.stop(1)

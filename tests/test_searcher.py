@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from partsim.services.config import parse
 from partsim.services.searcher import bench, retrieval
 from partsim.services.searcher.config import PREFIX, SearcherConfig
-from partsim.services.searcher.server import serve, stop
+from partsim.services.searcher.server import SearcherServer
 from partsim.services.searcher.store import SearchStore
 from partsim.v1 import searcher_pb2, searcher_pb2_grpc, types_pb2
 
@@ -103,7 +103,8 @@ class Searcher:
                                   subspace_dim=DIM, metrics_port=0, metrics_host="127.0.0.1", grace_seconds=1,
                                   workers=4, **overrides)
         self.cfg.validate()
-        self.rt, self.servicer = serve(self.cfg)
+        self.server = SearcherServer(self.cfg).start()
+        self.rt, self.servicer = self.server.rt, self.server.servicer
         self.channel = grpc.insecure_channel(self.rt.address)
         self.stub = searcher_pb2_grpc.SearcherServiceStub(self.channel)
 
@@ -113,7 +114,7 @@ class Searcher:
 
     def stop(self) -> None:
         self.channel.close()
-        stop(self.rt, self.servicer, 1)
+        self.server.stop(1)
 
 
 @pytest.fixture

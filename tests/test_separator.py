@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -34,10 +33,10 @@ from partsim.services.separator.client import collect, decode_stems
 from partsim.assets import shipped_separator_repo as shipped_repo
 from partsim.services.separator.config import PREFIX, SeparatorConfig, parse_parts
 from partsim.services.separator.engine import CancelToken, Engine, load_model
-from partsim.services.separator.server import Admission, SeparatorServer, serve
+from partsim.services.separator.server import Admission, SeparatorServer
 from partsim.v1 import separator_pb2, separator_pb2_grpc, types_pb2
 
-from .util import run_cli
+from .util import run_cli, serves_until_sigterm
 
 SR = 44100
 MAX_AUDIO = 8.0
@@ -109,14 +108,14 @@ def server(repo):
     cfg = SeparatorConfig(address="127.0.0.1:0", repo=str(repo), model="tiny-sep", parts=MAPPING,
                           segment_seconds=1.0, max_audio_seconds=MAX_AUDIO, chunk_kb=64, metrics_port=0,
                           metrics_host="127.0.0.1", grace_seconds=1, max_queued=8, workers=12)
-    srv = serve(cfg, registry=CollectorRegistry())
+    srv = SeparatorServer(cfg, CollectorRegistry()).start()
     yield srv
     srv.stop(1)
 
 
 @pytest.fixture(scope="module")
 def engine(server) -> Engine:
-    return server.service.engine
+    return server.servicer.engine
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +322,7 @@ def test_busy_server_answers_resource_exhausted(repo):
     """One slot, no queue: a second request while one runs is refused at once; then it is served."""
     cfg = SeparatorConfig(address="127.0.0.1:0", repo=str(repo), model="tiny-sep", parts=MAPPING,
                           segment_seconds=1.0, metrics_port=-1, max_concurrent=1, max_queued=0, workers=4)
-    srv = serve(cfg, registry=CollectorRegistry())
+    srv = SeparatorServer(cfg, CollectorRegistry()).start()
     try:
         channel = grpc.insecure_channel(srv.address)
         stub = separator_pb2_grpc.SeparatorServiceStub(channel)
@@ -378,7 +377,7 @@ def test_admission_queues_in_order_refuses_beyond_and_drops_the_cancelled():
 
 def test_not_serving_until_model_loaded(repo):
     srv = SeparatorServer(SeparatorConfig(address="127.0.0.1:0", repo=str(repo), model="tiny-sep", parts=MAPPING,
-                                          segment_seconds=1.0, metrics_port=-1))
+                                          segment_seconds=1.0, metrics_port=-1)).serve()
     try:
         channel = grpc.insecure_channel(srv.address)
         health = health_pb2_grpc.HealthStub(channel)
@@ -492,30 +491,7 @@ def _start(args: list[str]) -> subprocess.Popen:
 
 
 def test_module_runs_turns_serving_and_stops_on_sigterm(repo):
-    proc = _start(["--repo", str(repo), "--model", "tiny-sep", "--parts", MAPPING])
-    try:
-        address, lines = None, []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and address is None:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            found = re.search(r"separator serving on (\S+)", line)  # printed by ServiceRuntime.start
-            address = found and found.group(1)
-        assert address, "".join(lines)
-        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
-        status = None
-        while time.monotonic() < deadline and status != health_pb2.HealthCheckResponse.SERVING:
-            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status  # NOT_SERVING while loading
-            time.sleep(0.05)
-        assert status == health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    serves_until_sigterm(_start(["--repo", str(repo), "--model", "tiny-sep", "--parts", MAPPING]), "separator")
 
 
 def test_module_with_a_missing_model_or_bad_mapping_exits_naming_it(repo, tmp_path):

@@ -16,6 +16,42 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def serves_until_sigterm(proc: subprocess.Popen, name: str, timeout: float = 60) -> None:
+    """A service's process (``python -m partsim.services.<name>``, stdout piped as text) prints "<name>
+    serving on ADDR", its health turns SERVING (NOT_SERVING while it loads) and SIGTERM ends it with exit 0.
+    The process is killed if it is still running at the end."""
+    import re
+    import signal
+    import time
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        address, lines = None, []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and address is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            found = re.search(rf"{name} serving on (\S+)", line)  # printed by ServiceRuntime.start
+            address = found and found.group(1)
+        assert address, "".join(lines)
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
+        status = None
+        while time.monotonic() < deadline and status != health_pb2.HealthCheckResponse.SERVING:
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            time.sleep(0.05)
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def service_configs() -> dict[str, type]:
     """Each service's configuration dataclass, by service name (its env prefix is PARTSIM_<NAME>)."""
     from partsim.services.embedder.config import EmbedderConfig

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from partsim.data.taxonomy import PARTS
+
 SAMPLE_RATE = 44100
 HEAVY_PARTS = ("bass", "guitar")  # saturation and compression are twice as likely for these
 
@@ -70,7 +72,7 @@ class Augmenter:
     def __init__(self, cfg: AugmentConfig | None = None, parts: list[str] | None = None,
                  sample_rate: int = SAMPLE_RATE):
         self.cfg = cfg or AugmentConfig()
-        self.parts = list(parts or ["drums", "bass", "piano", "guitar", "others"])
+        self.parts = list(parts or PARTS)
         self.sr = sample_rate
 
     def extra(self, segment: int) -> int:

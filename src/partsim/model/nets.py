@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from partsim.data.taxonomy import PARTS
+
 
 @dataclass
 class NetConfig:
     """Sizes of an encoder. ``widths`` are the channels of the five conv blocks."""
 
-    parts: list[str] = field(default_factory=lambda: ["drums", "bass", "piano", "guitar", "others"])
+    parts: list[str] = field(default_factory=lambda: list(PARTS))
     subspace_dim: int = 128
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 128])
     n_mels: int = 128

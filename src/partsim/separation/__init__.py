@@ -18,7 +18,9 @@ Shapes follow demucs: a mix is ``(batch, audio_channels=1, samples)``, separated
 ``(batch, sources=5, audio_channels=1, samples)``, at 44.1 kHz.
 """
 
-SOURCES = ["drums", "bass", "piano", "guitar", "others"]  # model output order (== partsim PARTS)
+from partsim.data.taxonomy import PARTS
+
+SOURCES = list(PARTS)  # model output order (the data's parts)
 
 from .repo import export_run, load_separator, shipped_repo  # noqa: E402
 

@@ -6,6 +6,11 @@ is read from ``PARTSIM_EMBEDDER_MAX_BATCH`` and overridden by ``--max-batch``. F
 metadata ``help`` documents it. The dataclass's ``validate()`` raises
 :class:`partsim.errors.InvalidArgument` naming the variable; :func:`load` exits with that
 message (status 2) so a misconfigured pod fails fast and says why.
+
+The settings of the gRPC server itself (address, metrics, grace, connection age, handler threads,
+message limit) are declared and checked once, in :class:`ServerConfig` and
+:class:`InternalServerConfig`; a service's config inherits them and sets its own defaults with
+:func:`server_field`.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import argparse
 import dataclasses
 import os
 import sys
-from typing import Any, Mapping, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, TypeVar
 
 from partsim.errors import InvalidArgument
 
@@ -95,3 +101,59 @@ def require(cond: bool, prefix: str, field: str, message: str) -> None:
     """For ``validate()``: raise InvalidArgument naming the env variable when ``cond`` is false."""
     if not cond:
         raise InvalidArgument(f"{env_name(prefix, field)} (--{field.replace('_', '-')}): {message}")
+
+
+MiB = 1 << 20
+
+
+@dataclass
+class ServerConfig:
+    """The settings of a service's gRPC server, shared by every service (``prefix``: its env prefix)."""
+
+    prefix: ClassVar[str] = "PARTSIM"
+
+    address: str = field(default="0.0.0.0:0", metadata={"help": "host:port to serve on"})
+    metrics_port: int = field(default=-1, metadata={"help": "Prometheus /metrics port (0: any, -1: none)"})
+    metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
+    grace_seconds: float = field(default=10.0, metadata={"help": "graceful-stop grace period"})
+    max_connection_age_seconds: float = field(default=0.0, metadata={
+        "help": "close client connections after this long (0: never), so clients re-resolve DNS and spread "
+                "over new replicas"})
+    workers: int = field(default=16, metadata={"help": "RPC handler threads"})
+
+    def validate(self) -> None:
+        """The server settings' checks; a service's ``validate()`` calls it first, then checks its own."""
+        p = self.prefix
+        require(":" in self.address, p, "address", f"expected host:port, got {self.address!r}")
+        require(-1 <= self.metrics_port <= 65535, p, "metrics_port", "must be a port, 0 (any) or -1 (none)")
+        require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
+        require(self.max_connection_age_seconds >= 0, p, "max_connection_age_seconds", "must be 0 (never) or more")
+        require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The server's receive and send limit (larger messages get RESOURCE_EXHAUSTED)."""
+        raise NotImplementedError(f"{type(self).__name__} sets no message limit")
+
+
+@dataclass
+class InternalServerConfig(ServerConfig):
+    """An internal service's server: its message limit is a setting of its own (the gateway's follows from
+    its upload limit)."""
+
+    max_message_mb: float = field(default=64.0, metadata={"help": "largest request/response message"})
+
+    def validate(self) -> None:
+        super().validate()
+        require(0 < self.max_message_mb < 2048, self.prefix, "max_message_mb", "must be within (0, 2048)")
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * MiB)
+
+
+def server_field(name: str, default: Any, help_text: str | None = None) -> Any:
+    """A :class:`ServerConfig` field with a service's own default (and help, if given), e.g.
+    ``address: str = server_field("address", "0.0.0.0:50052")``."""
+    shared = InternalServerConfig.__dataclass_fields__[name]
+    return field(default=default, metadata={"help": help_text or shared.metadata["help"]})

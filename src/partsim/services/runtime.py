@@ -9,14 +9,17 @@ Usage::
     rt.set_serving(True)
     ...
     rt.stop(grace=10)
+
+A service does not use it directly: :class:`.service.Service` builds it from the service's
+configuration and adds the lifecycle (load, serve, stop, ``main``).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from concurrent import futures
+from contextlib import contextmanager
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,8 +28,6 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Pla
                                start_http_server)
 
 from .status import StatusInterceptor, code_for
-
-log = logging.getLogger("partsim.services")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -95,38 +96,34 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 m.received.labels(**labels(kind)).inc()
                 yield item
 
+        @contextmanager
+        def observed(kind, context, streaming_in):
+            m.started.labels(**labels(kind)).inc()
+            start, exc = time.perf_counter(), None
+            if not streaming_in:
+                m.received.labels(**labels(kind)).inc()
+            try:
+                yield
+            except BaseException as e:
+                exc = e
+                raise
+            finally:
+                finish(kind, context, start, exc)
+
         def unary(behavior, kind, streaming_in):
             def h(req, context):
-                m.started.labels(**labels(kind)).inc()
-                start, exc = time.perf_counter(), None
-                if not streaming_in:
-                    m.received.labels(**labels(kind)).inc()
-                try:
+                with observed(kind, context, streaming_in):
                     resp = behavior(counted(req, kind) if streaming_in else req, context)
                     m.sent.labels(**labels(kind)).inc()
                     return resp
-                except BaseException as e:
-                    exc = e
-                    raise
-                finally:
-                    finish(kind, context, start, exc)
             return h
 
         def stream(behavior, kind, streaming_in):
             def h(req, context):
-                m.started.labels(**labels(kind)).inc()
-                start, exc = time.perf_counter(), None
-                if not streaming_in:
-                    m.received.labels(**labels(kind)).inc()
-                try:
+                with observed(kind, context, streaming_in):
                     for resp in behavior(counted(req, kind) if streaming_in else req, context):
                         m.sent.labels(**labels(kind)).inc()
                         yield resp
-                except BaseException as e:
-                    exc = e
-                    raise
-                finally:
-                    finish(kind, context, start, exc)
             return h
 
         if handler.unary_unary:
@@ -234,27 +231,3 @@ class ServiceRuntime:
     def wait(self) -> None:
         self.server.wait_for_termination()
 
-
-def run_until_signalled(prog: str, start, stop, grace: float) -> int:
-    """The ``main`` of every service: start, serve until SIGTERM/SIGINT, stop gracefully.
-
-    ``start()`` builds and starts the service (raising PartsimError/OSError when it cannot:
-    exit 1 with one line naming why); ``stop(service)`` stops it within ``grace`` seconds.
-    """
-    import signal
-
-    from partsim.errors import PartsimError
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    try:
-        service = start()
-    except (PartsimError, OSError) as exc:
-        print(f"{prog}: cannot start: {exc}", flush=True)
-        return 1
-    done.wait()
-    log.info("%s stopping (grace %.0f s)", prog, grace)
-    stop(service)
-    return 0

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 
 from .config import EmbedderConfig
-from .server import serve
+from .server import EmbedderServer
 
 
 def make_request(seconds: float, seed: int, fmt: str, segment: float, sr: int = 44100) -> embedder_pb2.EmbedRequest:
@@ -164,13 +164,13 @@ def main(argv: list[str] | None = None) -> int:
                          intra_op_threads=args.intra_op_threads, workers=max(levels) + 2, spinning=args.spinning)
     cfg.validate()
     registry = CollectorRegistry()
-    server = serve(cfg, registry=registry)
+    server = EmbedderServer(cfg, registry).start()
     channel = grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 256 << 20),
                                                              ("grpc.max_receive_message_length", 256 << 20)])
     stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
     if args.pipeline:
         try:
-            pipeline_bench(args, stub, server.service.engine, registry)
+            pipeline_bench(args, stub, server.servicer.engine, registry)
         finally:
             channel.close()
             server.stop(1)

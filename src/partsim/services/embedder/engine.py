@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from prometheus_client import CollectorRegistry
 
 from ..audio import decode_audio_message
+from ..cancel import CancelToken
 from partsim.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from partsim.model.inference import OnnxEmbedder, session_options
 from partsim.v1 import types_pb2
@@ -51,27 +51,6 @@ class Embedding:
     norms: np.ndarray  # (N, P) float32
     present: np.ndarray  # (N, P) bool
     duration_seconds: float
-
-
-class CancelToken:
-    """Cancels a request's batcher futures when its RPC ends early (client cancel or deadline)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._futures: list[Future] = []
-        self.cancelled = False
-
-    def add(self, fut: Future) -> None:
-        with self._lock:
-            self._futures.append(fut)
-            if self.cancelled:
-                fut.cancel()
-
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            for f in self._futures:
-                f.cancel()
 
 
 def make_session(onnx_path: Path, device: str = "cpu", intra_op_threads: int = 0, spinning: bool = False):

@@ -8,19 +8,17 @@ get ``grace_seconds`` to finish, then the batcher stops.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
-from partsim.errors import Unavailable
 from partsim.assets import default_manifest
+from partsim.errors import Unavailable
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 
-from ..config import load
-from ..runtime import ServiceRuntime, run_until_signalled
-from .config import PREFIX, EmbedderConfig
-from .engine import CancelToken, Embedding, Engine
+from ..cancel import CancelToken
+from ..runtime import ServiceRuntime
+from ..service import Service
+from .config import EmbedderConfig
+from .engine import Embedding, Engine
 
 log = logging.getLogger("partsim.embedder")
 
@@ -63,59 +61,39 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServiceServicer):
         return embedder_pb2.GetModelResponse(model=self._engine().model_info())
 
 
-class EmbedderServer:
-    """A running embedder: gRPC + health + metrics at once, the model after :meth:`load`."""
+class EmbedderServer(Service[EmbedderConfig]):
+    """The embedder: gRPC, health and metrics from :meth:`serve`, the model from :meth:`load`."""
 
-    def __init__(self, cfg: EmbedderConfig, registry: CollectorRegistry | None = None):
-        self.cfg = cfg
-        self.rt = ServiceRuntime("embedder", cfg.address, cfg.max_message_bytes,
-                                 metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
-                                 metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers,
-                                 max_connection_age=cfg.max_connection_age_seconds)
-        self.service = EmbedderService()
-        embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(self.service, self.rt.server)
-        self.rt.start([SERVICE])
+    name = "embedder"
+    grpc_service = SERVICE
+    config = EmbedderConfig
 
-    @property
-    def address(self) -> str:
-        return self.rt.address
+    def add_servicer(self, rt: ServiceRuntime) -> EmbedderService:
+        servicer = EmbedderService()
+        embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(servicer, rt.server)
+        return servicer
 
-    def load(self) -> Engine:
+    def load(self) -> None:
         """Load the model, run a warm-up batch, turn SERVING."""
         cfg = self.cfg
         manifest = Path(cfg.model) if cfg.model else default_manifest()
         engine = Engine(manifest, device=cfg.device, intra_op_threads=cfg.intra_op_threads, max_batch=cfg.max_batch,
                         max_wait_ms=cfg.max_wait_ms, max_audio_seconds=cfg.max_audio_seconds,
-                        max_segments=cfg.max_segments, registry=self.rt.registry, spinning=cfg.spinning)
+                        max_segments=cfg.max_segments, registry=self.registry, spinning=cfg.spinning)
         try:
             engine.warm_up()
         except BaseException:
             engine.close()
             raise
-        self.service.engine = engine
+        self.servicer.engine = engine
         log.info("model %s loaded from %s on %s (providers %s); serving", engine.model_version, manifest, cfg.device,
                  ", ".join(engine.session.get_providers()))
-        self.rt.set_serving(True)
-        return engine
+        self._runtime().set_serving(True)
 
-    def stop(self, grace: float | None = None) -> None:
-        self.rt.set_serving(False)
-        self.rt.stop(self.cfg.grace_seconds if grace is None else grace)
-        if self.service.engine is not None:
-            self.service.engine.close()
-
-
-def serve(cfg: EmbedderConfig, registry: CollectorRegistry | None = None) -> EmbedderServer:
-    """Start an embedder and load its model (returns once SERVING)."""
-    server = EmbedderServer(cfg, registry)
-    try:
-        server.load()
-    except BaseException:
-        server.stop(0)
-        raise
-    return server
+    def close(self) -> None:
+        if self.servicer.engine is not None:
+            self.servicer.engine.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load(EmbedderConfig, PREFIX, sys.argv[1:] if argv is None else argv, prog="partsim-embedder")
-    return run_until_signalled("partsim-embedder", lambda: serve(cfg), lambda server: server.stop(), cfg.grace_seconds)
+    return EmbedderServer.main(argv)

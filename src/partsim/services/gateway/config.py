@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from ..config import require
+from ..config import MiB, ServerConfig, require, server_field
 
 PREFIX = "PARTSIM_GATEWAY"
 LB_POLICIES = ("round_robin", "pick_first")
@@ -16,10 +17,13 @@ DEFAULT_TOP_K = 100
 
 
 @dataclass
-class GatewayConfig:
+class GatewayConfig(ServerConfig):
     """partsim gateway: the public gRPC API (EmbedParts, IndexTrack, SearchMix, ...)."""
 
-    address: str = field(default="0.0.0.0:50051", metadata={"help": "host:port to serve on"})
+    prefix: ClassVar[str] = PREFIX
+    address: str = server_field("address", "0.0.0.0:50051")
+    metrics_port: int = server_field("metrics_port", 9091)
+    workers: int = server_field("workers", 32)
     embedder: str = field(default="127.0.0.1:50052", metadata={
         "help": "embedder service address (a gRPC target: host:port, or dns:///name:port of a headless Service "
                 "to balance over its pods)"})
@@ -44,17 +48,10 @@ class GatewayConfig:
     ingest_workers: int = field(default=2, metadata={"help": "threads indexing ingest jobs (0: API only)"})
     deadline_seconds: float = field(default=120.0, metadata={"help": "deadline of calls to the other services"})
     cache_mb: float = field(default=256.0, metadata={"help": "in-process embedding cache size (without Redis)"})
-    metrics_port: int = field(default=9091, metadata={"help": "Prometheus /metrics port (-1: none)"})
-    metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
-    grace_seconds: float = field(default=10.0, metadata={"help": "graceful-stop grace period"})
-    max_connection_age_seconds: float = field(default=0.0, metadata={
-        "help": "close client connections after this long (0: never), so clients re-resolve DNS and spread "
-                "over new replicas"})
-    workers: int = field(default=32, metadata={"help": "RPC handler threads"})
 
     def validate(self) -> None:
+        super().validate()
         p = PREFIX
-        require(":" in self.address, p, "address", f"expected host:port, got {self.address!r}")
         require(":" in self.embedder, p, "embedder", f"expected host:port, got {self.embedder!r}")
         require(self.lb_policy in LB_POLICIES, p, "lb_policy",
                 f"expected one of {', '.join(LB_POLICIES)}, got {self.lb_policy!r}")
@@ -73,10 +70,6 @@ class GatewayConfig:
         require(0 <= self.ingest_workers <= 64, p, "ingest_workers", "must be within 0..64 (0: this replica serves the API only)")
         require(self.deadline_seconds > 0, p, "deadline_seconds", "must be positive")
         require(self.cache_mb >= 0, p, "cache_mb", "must be 0 or more")
-        require(self.metrics_port >= -1, p, "metrics_port", "must be a port, 0 (any) or -1 (none)")
-        require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
-        require(self.max_connection_age_seconds >= 0, p, "max_connection_age_seconds", "must be 0 (never) or more")
-        require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
         for root in self.roots():
             require(root.is_dir(), p, "allowed_roots", f"{root} is not a folder")
 
@@ -90,4 +83,9 @@ class GatewayConfig:
 
     @property
     def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * (1 << 20))
+        return int(self.max_upload_mb * MiB)
+
+    @property
+    def max_message_bytes(self) -> int:
+        """An upload and the rest of its request."""
+        return self.max_upload_bytes + 4 * MiB

@@ -27,14 +27,14 @@ from pathlib import Path
 from partsim.errors import InvalidArgument
 from partsim.v1 import gateway_pb2, gateway_pb2_grpc, searcher_pb2
 
-from ..config import load
-from ..runtime import ServiceRuntime, run_until_signalled
+from ..runtime import ServiceRuntime
 from ..separator.client import header_and_chunks
+from ..service import Service
 from ..tracks import check_track_id
 from .audio_store import AudioStore
 from .backends import Backends
 from .cache import make_cache
-from .config import PREFIX, GatewayConfig
+from .config import GatewayConfig
 from .embedding import Embeddings
 from .ingest import Indexer, IngestWorkers, job_items, upload
 from .jobs import make_job_queue
@@ -185,29 +185,31 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         return gateway_pb2.GetCatalogStatsResponse(stats=stats, model_version=model.model_version)
 
 
-def serve(cfg: GatewayConfig, registry=None) -> tuple[ServiceRuntime, Gateway]:
-    """Start a gateway (returns at once; it turns SERVING once the backends answer)."""
-    cfg.validate()
-    rt = ServiceRuntime("gateway", cfg.address, cfg.max_upload_bytes + (4 << 20),
-                        metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
-                        metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers,
-                        max_connection_age=cfg.max_connection_age_seconds)
-    gw = Gateway(cfg, rt)
-    gateway_pb2_grpc.add_PartsimServiceServicer_to_server(gw, rt.server)
-    rt.start([SERVICE])
-    threading.Thread(target=gw.connect, name="gateway-connect", daemon=True).start()
-    return rt, gw
+class GatewayServer(Service[GatewayConfig]):
+    """The gateway: gRPC, health and metrics from :meth:`serve`; :meth:`load` looks for the backends in the
+    background and health turns SERVING once they answer (:meth:`Gateway.connect`)."""
 
+    name = "gateway"
+    grpc_service = SERVICE
+    config = GatewayConfig
 
-def stop(rt: ServiceRuntime, gw: Gateway, grace: float) -> None:
-    """Graceful stop: NOT_SERVING, let running RPCs finish, stop the ingest workers."""
-    rt.set_serving(False)
-    gw.stopping.set()
-    rt.stop(grace)
-    gw.close()
+    def add_servicer(self, rt: ServiceRuntime) -> Gateway:
+        gateway = Gateway(self.cfg, rt)
+        gateway_pb2_grpc.add_PartsimServiceServicer_to_server(gateway, rt.server)
+        return gateway
+
+    def load(self) -> None:
+        """Start looking for the backends; returns at once (they may start after the gateway)."""
+        threading.Thread(target=self.servicer.connect, name="gateway-connect", daemon=True).start()
+
+    def stop(self, grace: float | None = None) -> None:
+        if self.servicer is not None:
+            self.servicer.stopping.set()  # a connect() under way gives up, the ingest workers take no new item
+        super().stop(grace)
+
+    def close(self) -> None:
+        self.servicer.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load(GatewayConfig, PREFIX, argv, prog="partsim-gateway")
-    return run_until_signalled("partsim-gateway", lambda: serve(cfg),
-                               lambda started: stop(*started, cfg.grace_seconds), cfg.grace_seconds)
+    return GatewayServer.main(argv)

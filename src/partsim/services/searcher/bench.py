@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from partsim.data import taxonomy
+
 from .meta import TrackInfo
 from .retrieval import Query
 from .store import SearchStore, Segments
 
-PARTS = ["drums", "bass", "piano", "guitar", "others"]
+PARTS = list(taxonomy.PARTS)
 ABSENT = {"drums": 0.1, "bass": 0.1, "piano": 0.4, "guitar": 0.4, "others": 0.2}   # per song
 
 

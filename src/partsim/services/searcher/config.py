@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from partsim.errors import InvalidArgument
 
-from ..config import require
+from ..config import InternalServerConfig, require, server_field
 from .store import INDEX_TYPES, MILVUS_MAX_LIMIT, REMOTE_SCHEMES
 
 PREFIX = "PARTSIM_SEARCHER"
@@ -20,10 +21,12 @@ MAX_PAGE_SIZE = 1000
 
 
 @dataclass
-class SearcherConfig:
+class SearcherConfig(InternalServerConfig):
     """partsim searcher: the catalog index (Milvus, one collection per part) and MixQuery search (internal)."""
 
-    address: str = field(default="0.0.0.0:50053", metadata={"help": "host:port to serve on"})
+    prefix: ClassVar[str] = PREFIX
+    address: str = server_field("address", "0.0.0.0:50053")
+    metrics_port: int = server_field("metrics_port", 9093)
     data_dir: str = field(default="", metadata={"help": "folder for track metadata (tracks.sqlite) and, without "
                                                         "--milvus-uri, the Milvus Lite database (milvus.db)"})
     milvus_uri: str = field(default="", metadata={"help": "Milvus server URI (http://host:19530) or a Milvus Lite "
@@ -42,18 +45,10 @@ class SearcherConfig:
     flush_rows: int = field(default=4096, metadata={"help": "seal Milvus segments after this many written rows"})
     default_mode: str = field(default="exact", metadata={"help": "mode of searches that leave it unset: "
                                                                        "exact or approximate"})
-    metrics_port: int = field(default=9093, metadata={"help": "Prometheus /metrics port (0: any, -1: none)"})
-    metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
-    max_message_mb: float = field(default=64.0, metadata={"help": "largest request/response message"})
-    grace_seconds: float = field(default=10.0, metadata={"help": "graceful-stop grace period"})
-    max_connection_age_seconds: float = field(default=0.0, metadata={
-        "help": "close client connections after this long (0: never), so clients re-resolve DNS and spread "
-                "over new replicas"})
-    workers: int = field(default=16, metadata={"help": "RPC handler threads"})
 
     def validate(self) -> None:
+        super().validate()
         p = PREFIX
-        require(":" in self.address, p, "address", f"expected host:port, got {self.address!r}")
         require(bool(self.data_dir), p, "data_dir", "needed: the track metadata (and Milvus Lite) live there")
         require(self.milvus_uri == "" or self.milvus_uri.startswith(REMOTE_SCHEMES) or self.milvus_uri.endswith(".db"),
                 p, "milvus_uri", f"expected http://host:19530 (a Milvus server) or a Milvus Lite path ending in .db, "
@@ -72,11 +67,6 @@ class SearcherConfig:
         require(self.flush_rows >= 1, p, "flush_rows", "must be 1 or more")
         require(self.default_mode in ("exact", "approximate"), p, "default_mode",
                 f"must be exact or approximate, got {self.default_mode!r}")
-        require(-1 <= self.metrics_port <= 65535, p, "metrics_port", "must be a port, 0 (any) or -1 (none)")
-        require(0 < self.max_message_mb < 2048, p, "max_message_mb", "must be within (0, 2048)")
-        require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
-        require(self.max_connection_age_seconds >= 0, p, "max_connection_age_seconds", "must be 0 (never) or more")
-        require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
         parts, dim = self.model_parts()
         require(len(parts) == len(set(parts)) and all(parts), p, "parts",
                 f"need distinct non-empty names, got {parts}")
@@ -102,7 +92,3 @@ class SearcherConfig:
     @property
     def uri(self) -> str:
         return self.milvus_uri or str(Path(self.data_dir) / "milvus.db")
-
-    @property
-    def max_message_bytes(self) -> int:
-        return int(self.max_message_mb * (1 << 20))

@@ -20,9 +20,9 @@ from prometheus_client import Gauge, Histogram
 from partsim.errors import InvalidArgument, NotFound, Unavailable
 from partsim.v1 import searcher_pb2, searcher_pb2_grpc, types_pb2
 
-from ..config import load
-from ..runtime import LATENCY_BUCKETS, ServiceRuntime, run_until_signalled
-from .config import DEFAULT_PAGE_SIZE, MAX_EXCLUDE, MAX_PAGE_SIZE, MAX_TOP_K, PREFIX, SearcherConfig
+from ..runtime import LATENCY_BUCKETS, ServiceRuntime
+from ..service import Service
+from .config import DEFAULT_PAGE_SIZE, MAX_EXCLUDE, MAX_PAGE_SIZE, MAX_TOP_K, SearcherConfig
 from .meta import TrackInfo
 from .retrieval import Query
 from ..tracks import check_track_id
@@ -288,33 +288,27 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
                                              present_segments_by_part=st["present"], backend=st["backend"])
 
 
-def serve(cfg: SearcherConfig, registry=None) -> tuple[ServiceRuntime, Searcher]:
-    """Start the server, open the index (blocking), then turn health SERVING."""
-    rt = ServiceRuntime("searcher", cfg.address, cfg.max_message_bytes,
-                        metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
-                        metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers,
-                        max_connection_age=cfg.max_connection_age_seconds)
-    servicer = Searcher(cfg, rt)
-    searcher_pb2_grpc.add_SearcherServiceServicer_to_server(servicer, rt.server)
-    rt.start([SERVICE])
-    try:
-        servicer.open()
-    except BaseException:
-        rt.stop(0)
-        servicer.close()
-        raise
-    rt.set_serving(True)
-    return rt, servicer
+class SearcherServer(Service[SearcherConfig]):
+    """The searcher: gRPC, health and metrics from :meth:`serve`, the index (Milvus and the in-memory
+    mirror) from :meth:`load`."""
 
+    name = "searcher"
+    grpc_service = SERVICE
+    config = SearcherConfig
 
-def stop(rt: ServiceRuntime, servicer: Searcher, grace: float) -> None:
-    """Graceful stop: NOT_SERVING, let running RPCs finish, close the index."""
-    rt.set_serving(False)
-    rt.stop(grace)
-    servicer.close()
+    def add_servicer(self, rt: ServiceRuntime) -> Searcher:
+        servicer = Searcher(self.cfg, rt)
+        searcher_pb2_grpc.add_SearcherServiceServicer_to_server(servicer, rt.server)
+        return servicer
+
+    def load(self) -> None:
+        """Open the index (blocking), then turn SERVING."""
+        self.servicer.open()
+        self._runtime().set_serving(True)
+
+    def close(self) -> None:
+        self.servicer.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load(SearcherConfig, PREFIX, argv, prog="partsim-searcher")
-    return run_until_signalled("partsim-searcher", lambda: serve(cfg),
-                               lambda started: stop(*started, cfg.grace_seconds), cfg.grace_seconds)
+    return SearcherServer.main(argv)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from partsim.assets import DEFAULT_SEPARATION_MODEL, shipped_separator_repo
 from partsim.errors import InvalidArgument
 
-from ..config import require
+from ..config import InternalServerConfig, require, server_field
 
 PREFIX = "PARTSIM_SEPARATOR"
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -46,10 +47,15 @@ def parse_parts(text: str, what: str = "parts") -> dict[str, str]:
 
 
 @dataclass
-class SeparatorConfig:
+class SeparatorConfig(InternalServerConfig):
     """partsim separator: audio in, the stems of a Demucs model out (internal, streamed)."""
 
-    address: str = field(default="0.0.0.0:50054", metadata={"help": "host:port to serve on"})
+    prefix: ClassVar[str] = PREFIX
+    address: str = server_field("address", "0.0.0.0:50054")
+    metrics_port: int = server_field("metrics_port", 9094)
+    grace_seconds: float = server_field("grace_seconds", 30.0)
+    workers: int = server_field("workers", 8, "RPC handler threads (at least max_concurrent + max_queued + 1)")
+    max_message_mb: float = server_field("max_message_mb", 128.0)
     repo: str = field(default="", metadata={"help": "model repository folder (Demucs LocalRepo: <sig>-<sha8>.th "
                                                     "files and bag .yaml files; empty: the shipped models/separator)"})
     model: str = field(default=DEFAULT_SEPARATION_MODEL, metadata={"help": "model name in the repository (a bag .yaml name "
@@ -68,19 +74,10 @@ class SeparatorConfig:
     max_queued: int = field(default=4, metadata={"help": "separations waiting for a slot; more get "
                                                          "RESOURCE_EXHAUSTED"})
     chunk_kb: int = field(default=1024, metadata={"help": "largest stem chunk per response message, KiB"})
-    max_message_mb: float = field(default=128.0, metadata={"help": "largest request/response message"})
-    metrics_port: int = field(default=9094, metadata={"help": "Prometheus /metrics port (0: any, -1: none)"})
-    metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
-    grace_seconds: float = field(default=30.0, metadata={"help": "graceful-stop grace period"})
-    max_connection_age_seconds: float = field(default=0.0, metadata={
-        "help": "close client connections after this long (0: never), so clients re-resolve DNS and spread "
-                "over new replicas"})
-    workers: int = field(default=8, metadata={"help": "RPC handler threads (at least max_concurrent + max_queued "
-                                                      "+ 1)"})
 
     def validate(self) -> None:
+        super().validate()
         p = PREFIX
-        require(":" in self.address, p, "address", f"expected host:port, got {self.address!r}")
         require(bool(NAME.match(self.model)), p, "model", f"expected a model name, got {self.model!r}")
         require(self.device in ("cpu", "cuda"), p, "device", f"must be cpu or cuda, got {self.device!r}")
         require(0 <= self.threads <= 256, p, "threads", "must be within 0..256")
@@ -96,13 +93,8 @@ class SeparatorConfig:
             require(False, p, "parts", str(exc).split(": ", 1)[-1])
         require(1 <= self.max_concurrent <= 64, p, "max_concurrent", "must be within 1..64")
         require(0 <= self.max_queued <= 1024, p, "max_queued", "must be within 0..1024")
-        require(0 < self.max_message_mb < 2048, p, "max_message_mb", "must be within (0, 2048)")
         require(1 <= self.chunk_kb and self.chunk_kb * 1024 + 4096 <= self.max_message_bytes, p, "chunk_kb",
                 "must be at least 1 and leave room within max_message_mb")
-        require(-1 <= self.metrics_port <= 65535, p, "metrics_port", "must be a port, 0 (any) or -1 (none)")
-        require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
-        require(self.max_connection_age_seconds >= 0, p, "max_connection_age_seconds", "must be 0 (never) or more")
-        require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
         require(self.workers >= self.max_concurrent + self.max_queued + 1, p, "workers",
                 f"must be at least max_concurrent + max_queued + 1 ({self.max_concurrent + self.max_queued + 1}) "
                 f"so that waiting separations never hold up GetModel and health checks")
@@ -114,10 +106,6 @@ class SeparatorConfig:
     @property
     def parts_map(self) -> dict[str, str]:
         return parse_parts(self.parts)
-
-    @property
-    def max_message_bytes(self) -> int:
-        return int(self.max_message_mb * (1 << 20))
 
     @property
     def chunk_bytes(self) -> int:

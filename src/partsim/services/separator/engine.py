@@ -3,9 +3,8 @@
 Shapes: decoded audio ``(n, C)`` float32 at :attr:`Engine.sample_rate` with ``C`` =
 :attr:`Engine.channels`; stems ``(S, C, k)`` float32, ``S`` sources in the model's order.
 
-The model comes from a Demucs model repository folder (``demucs.pretrained.get_model(name,
-repo=folder)``: ``<sig>-<sha8>.th`` packages whose sha256 prefix is checked and bag ``.yaml``
-files); nothing is ever downloaded (``HF_HUB_OFFLINE=1`` before demucs is imported).
+The model comes from a Demucs model repository folder (:mod:`.models`: ``<sig>-<sha8>.th``
+packages whose sha256 prefix is checked and bag ``.yaml`` files); nothing is ever downloaded.
 
 Separation (:meth:`Engine.blocks`) is ``demucs.apply.apply_model(split=True)`` done here chunk by
 chunk: the same split offsets, the same triangular overlap-add weights and the same padding from
@@ -24,118 +23,27 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # before demucs (and huggingface_hub) is imported: never download
-
 import numpy as np
 import soundfile as sf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..audio import decode_audio_message
-from partsim.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from partsim.errors import FailedPrecondition, InvalidArgument, Unavailable
 from partsim.v1 import separator_pb2, types_pb2
+
+from ..audio import decode_audio_message
+from ..cancel import CancelToken
+from .models import FullSplit, load_model, resolve_parts  # models sets HF_HUB_OFFLINE before demucs loads
 
 log = logging.getLogger("partsim.separator")
 
 FLAC_SUBTYPE = "PCM_24"
 RTF_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)
 WARM_UP_SECONDS = 1.0
-
-
-class CancelToken:
-    """Set when a request's RPC ends early (client cancel, deadline, server stop)."""
-
-    def __init__(self):
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-
-def resolve_parts(sources: list[str], mapping: dict[str, str], what: str = "parts") -> dict[str, str]:
-    """Every source -> its catalog part: ``mapping``'s entry, else the part of the same name.
-
-    Raises:
-        InvalidArgument: ``mapping`` names a source the model lacks, or two sources end up as one part.
-    """
-    unknown = [s for s in mapping if s not in sources]
-    if unknown:
-        raise InvalidArgument(f"{what}: the model has no source {unknown[0]!r} (its sources: {', '.join(sources)})")
-    out = {s: mapping.get(s, s) for s in sources}
-    used = [p for p in out.values() if p]
-    dup = sorted({p for p in used if used.count(p) > 1})
-    if dup:
-        raise InvalidArgument(f"{what}: part {dup[0]!r} would come from more than one source "
-                              f"({', '.join(s for s, p in out.items() if p == dup[0])}); map one to another part "
-                              f"or to nothing ('SOURCE=')")
-    return out
-
-
-def load_model(repo: Path, name: str):
-    """``demucs.pretrained.get_model(name, repo)`` with errors that name the model and the folder.
-
-    Raises:
-        NotFound: the folder does not exist, or holds no model of that name.
-        FailedPrecondition: the checkpoint's sha256 does not match its file name, or it cannot be read.
-    """
-    repo = Path(repo)
-    if not repo.is_dir():
-        raise NotFound(f"separator model {name!r}: the model repository folder {repo} does not exist")
-    from demucs.pretrained import get_model
-    from demucs.repo import ModelLoadingError
-
-    bags = sorted(p.stem for p in repo.glob("*.yaml"))
-    sigs = sorted(p.stem.rsplit("-", 1)[0] if "-" in p.stem else p.stem for p in repo.glob("*.th"))
-    if name not in bags and name not in sigs:
-        have = ", ".join(bags + sigs) or "nothing"
-        raise NotFound(f"separator model {name!r} is not in {repo}: expected {name}.yaml (a bag of models) or "
-                       f"{name}-<sha256[:8]>.th; the folder has {have}")
-    try:
-        model = get_model(name, repo=repo)
-    except ModelLoadingError as exc:  # a checksum mismatch, a signature the bag names but the folder lacks
-        raise FailedPrecondition(f"cannot load separator model {name!r} from {repo}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: torch/pickle/yaml errors
-        raise FailedPrecondition(f"cannot load separator model {name!r} from {repo}: {type(exc).__name__}: "
-                                 f"{' '.join(str(exc).split())[:300]}") from None
-    model.eval()
-    real_dc_bins(model)
-    return model
-
-
-def real_dc_bins(model) -> None:
-    """Make each HTDemucs in ``model`` drop the imaginary part of the DC bin before its inverse STFT.
-
-    The spectrum of a real signal has a real DC bin, but the network's complex-as-channels output
-    need not (1.6 % of the spectrogram's energy on the shipped model). CPU's inverse real FFT ignores
-    that imaginary part and cuFFT does not, so without this CUDA's stems differed from CPU's by up to
-    8 % (19 dB SDR between them); with it they agree to 6e-4 (scripts/gpu_check.py on an H200,
-    deploy/gpu-check.json). On the CPU it changes nothing.
-    """
-    for m in (list(model.models) if hasattr(model, "models") else [model]):
-        if not hasattr(m, "_ispec") or getattr(m, "_partsim_real_dc", False):
-            continue
-        m._ispec = _RealDcIspec(m._ispec)
-        m._partsim_real_dc = True
-
-
-class _RealDcIspec:
-    def __init__(self, ispec):
-        self.ispec = ispec
-
-    def __call__(self, z, length=None, scale=0):
-        z = z.clone()
-        z[..., 0, :].imag.zero_()
-        return self.ispec(z, length, scale)
 
 
 def flac_bytes(stem: np.ndarray, sample_rate: int) -> bytes:
@@ -162,16 +70,6 @@ class FlacStems:
         for f in self._files:
             f.close()
         return [b.getvalue() for b in self._bufs]
-
-
-class _FullSplit:
-    """``valid_length`` for a model that takes any length: at least the split length."""
-
-    def __init__(self, length: int):
-        self.length = length
-
-    def __call__(self, length: int) -> int:
-        return max(int(length), self.length)
 
 
 @dataclass
@@ -264,7 +162,7 @@ class Engine:
         models = list(self.model.models) if isinstance(self.model, BagOfModels) else [self.model]
         for m in models:
             if not hasattr(m, "valid_length"):
-                m.valid_length = _FullSplit(self.segment_length)
+                m.valid_length = FullSplit(self.segment_length)
 
     def check_shifts(self, shifts: int | None) -> int:
         if shifts is None:

@@ -14,7 +14,6 @@ caller (the gateway) can back off instead of piling up memory here.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections import deque
@@ -26,10 +25,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from partsim.errors import InvalidArgument, ResourceExhausted, Unavailable
 from partsim.v1 import separator_pb2, separator_pb2_grpc
 
-from ..config import load
-from ..runtime import ServiceRuntime, run_until_signalled
-from .config import PREFIX, SeparatorConfig
-from .engine import CancelToken, Engine
+from ..cancel import CancelToken
+from ..runtime import ServiceRuntime
+from ..service import Service
+from .config import SeparatorConfig
+from .engine import Engine
 
 log = logging.getLogger("partsim.separator")
 
@@ -147,55 +147,32 @@ class SeparatorService(separator_pb2_grpc.SeparatorServiceServicer):
         return separator_pb2.GetSeparatorModelResponse(model=self._engine().model_info())
 
 
-class SeparatorServer:
-    """A running separator: gRPC + health + metrics at once, the model after :meth:`load`."""
+class SeparatorServer(Service[SeparatorConfig]):
+    """The separator: gRPC, health and metrics from :meth:`serve`, the model from :meth:`load`."""
 
-    def __init__(self, cfg: SeparatorConfig, registry: CollectorRegistry | None = None):
-        self.cfg = cfg
-        self.rt = ServiceRuntime("separator", cfg.address, cfg.max_message_bytes,
-                                 metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
-                                 metrics_host=cfg.metrics_host, registry=registry, workers=cfg.workers,
-                                 max_connection_age=cfg.max_connection_age_seconds)
-        self.admission = Admission(cfg.max_concurrent, cfg.max_queued, self.rt.registry)
-        self.service = SeparatorService(cfg, self.admission)
-        separator_pb2_grpc.add_SeparatorServiceServicer_to_server(self.service, self.rt.server)
-        self.rt.start([SERVICE])
+    name = "separator"
+    grpc_service = SERVICE
+    config = SeparatorConfig
 
-    @property
-    def address(self) -> str:
-        return self.rt.address
+    def add_servicer(self, rt: ServiceRuntime) -> SeparatorService:
+        servicer = SeparatorService(self.cfg, Admission(self.cfg.max_concurrent, self.cfg.max_queued, rt.registry))
+        separator_pb2_grpc.add_SeparatorServiceServicer_to_server(servicer, rt.server)
+        return servicer
 
-    def load(self) -> Engine:
+    def load(self) -> None:
         """Load the model, run a warm-up separation, turn SERVING."""
         cfg = self.cfg
         engine = Engine(cfg.repo_path, cfg.model, device=cfg.device, segment_seconds=cfg.segment_seconds,
                         overlap=cfg.overlap, shifts=cfg.shifts, max_shifts=cfg.max_shifts,
                         max_audio_seconds=cfg.max_audio_seconds, parts=cfg.parts_map, threads=cfg.threads,
-                        registry=self.rt.registry)
+                        registry=self.registry)
         engine.warm_up()
-        self.service.engine = engine
+        self.servicer.engine = engine
         log.info("model %s loaded from %s on %s in %.2f s: %d Hz, %d channel(s), stems %s; serving", engine.name,
                  engine.repo, cfg.device, engine.load_seconds, engine.sample_rate, engine.channels,
                  ", ".join(f"{s}->{p or '-'}" for s, p in engine.parts.items()))
-        self.rt.set_serving(True)
-        return engine
-
-    def stop(self, grace: float | None = None) -> None:
-        self.rt.set_serving(False)
-        self.rt.stop(self.cfg.grace_seconds if grace is None else grace)
-
-
-def serve(cfg: SeparatorConfig, registry: CollectorRegistry | None = None) -> SeparatorServer:
-    """Start a separator and load its model (returns once SERVING)."""
-    server = SeparatorServer(cfg, registry)
-    try:
-        server.load()
-    except BaseException:
-        server.stop(0)
-        raise
-    return server
+        self._runtime().set_serving(True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load(SeparatorConfig, PREFIX, sys.argv[1:] if argv is None else argv, prog="partsim-separator")
-    return run_until_signalled("partsim-separator", lambda: serve(cfg), lambda server: server.stop(), cfg.grace_seconds)
+    return SeparatorServer.main(argv)
