@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from ..audio import SAMPLE_RATE
 from ..data import open_dataset
 from ..errors import InvalidArgument, NotFound
+from ..provenance import git_commit
 from . import SOURCES
 
 SILENCE_POWER = 1e-4  # mean power under which a true stem counts as silent (skipped in SDR)
@@ -193,14 +193,6 @@ def validate(model, chunks: list[np.ndarray], device: str = "cpu") -> dict[str, 
     return out
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -259,7 +251,7 @@ def train(corpus: Path, out: Path, cfg: SepConfig, device: str = "auto", threads
                                                   "parameters": sum(p.numel() for p in model.parameters())},
                "corpus": {"root": str(Path(corpus).resolve()), "layout": ds.layout,
                           "splits": {k: len(v) for k, v in ds.splits().items()}},
-               "git_commit": _git_commit(), "epochs": [], "best": None, "wall_seconds": 0.0, "invocations": []}
+               "git_commit": git_commit(), "epochs": [], "best": None, "wall_seconds": 0.0, "invocations": []}
     run["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": device,
                                "threads": torch.get_num_threads(), "machine": platform.machine(),
                                "cpus": os.cpu_count(), "torch": torch.__version__,
