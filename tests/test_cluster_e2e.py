@@ -461,7 +461,8 @@ def test_an_absent_part_in_a_catalog_from_before_power_was_kept_is_refused_until
         p: bool(present[i, j]) for j, p in enumerate(parts)}} for i in range(len(vecs))]}
     write_legacy_catalog(tmp_path / "old", old, parts=parts, dim=vecs.shape[2])
     searcher = SearcherServer(SearcherConfig(address="127.0.0.1:0", data_dir=str(tmp_path / "old"),
-                                                  parts=",".join(parts), subspace_dim=vecs.shape[2], metrics_port=-1)).start()
+                                             parts=",".join(parts), subspace_dim=vecs.shape[2],
+                                             metrics_port=-1)).start()
     embedder = next(s.address for s in cluster.services if s.name == "embedder")
     gateway = GatewayServer(GatewayConfig(address="127.0.0.1:0", embedder=embedder, searcher=searcher.address,
                                           data_dir=str(tmp_path / "gw"), metrics_port=-1)).start()

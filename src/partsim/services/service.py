@@ -141,7 +141,7 @@ class Service(abc.ABC, Generic[C]):
         """``python -m partsim.services.<name>``: configuration from the environment and ``argv``
         (default ``sys.argv[1:]``; a bad value exits 2 naming it), then :func:`run_until_signalled`."""
         prog = f"partsim-{cls.name}"
-        cfg = load(cls.config, cls.config.prefix, sys.argv[1:] if argv is None else argv, prog=prog)
+        cfg: Any = load(cls.config, cls.config.prefix, sys.argv[1:] if argv is None else argv, prog=prog)  # a C
         return run_until_signalled(prog, cls(cfg), cfg.grace_seconds)
 
 

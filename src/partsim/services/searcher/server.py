@@ -22,10 +22,10 @@ from partsim.v1 import searcher_pb2, searcher_pb2_grpc, types_pb2
 
 from ..runtime import LATENCY_BUCKETS, ServiceRuntime
 from ..service import Service
+from ..tracks import check_track_id
 from .config import DEFAULT_PAGE_SIZE, MAX_EXCLUDE, MAX_PAGE_SIZE, MAX_TOP_K, SearcherConfig
 from .meta import TrackInfo
 from .retrieval import Query
-from ..tracks import check_track_id
 from .store import SearchStore, Segments
 
 log = logging.getLogger("partsim.searcher")

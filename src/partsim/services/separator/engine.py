@@ -24,9 +24,9 @@ import io
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -79,7 +79,7 @@ class Metrics:
     load: Gauge
 
     @classmethod
-    def create(cls, registry: CollectorRegistry | None) -> "Metrics":
+    def create(cls, registry: CollectorRegistry | None) -> Metrics:
         registry = registry if registry is not None else CollectorRegistry()
         return cls(
             seconds=Counter("partsim_separator_audio_seconds", "Seconds of audio separated (the separated span).",

@@ -17,8 +17,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
