@@ -28,7 +28,7 @@ import torch
 
 from .. import __version__
 from ..errors import InvalidArgument
-from .inference import OnnxEmbedder, TorchEmbedder, sha256_file
+from .inference import Embedder, OnnxEmbedder, TorchEmbedder, sha256_file
 
 OPSET = 17
 ONNX_FILE = "csn.onnx"
@@ -141,17 +141,24 @@ def export(model_path: str | Path, out_dir: str | Path, evaluation: str | Path |
                      "wall_seconds": log.get("wall_seconds"), "final_epoch": last},
         "evaluation": evaluation_data,
     }
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, default=float) + "\n")
     # the exported graph against PyTorch on the NumPy features, on audio, whatever the input
-    audio = check_signals(cfg.sample_rate, embedder.segment_seconds, seed=1)
-    err = float(np.max(np.abs(OnnxEmbedder(out / MANIFEST_FILE).embed(audio) - embedder.embed(audio))))
-    manifest["onnx"]["export_check"] = {"signals": "noise, chord, quiet tone, tone after silence",
-                                        "max_abs_vs_pytorch": err}
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, default=float) + "\n")
-    if not err <= EXPORT_CHECK_LIMIT:
-        raise InvalidArgument(f"the exported graph differs from PyTorch by {err:.3g} (limit "
-                              f"{EXPORT_CHECK_LIMIT:g}) on the check signals; see {out / MANIFEST_FILE}")
+    _write_checked(out, manifest, embedder, "max_abs_vs_pytorch", "the exported graph differs from PyTorch")
     return manifest
+
+
+def _write_checked(out: Path, manifest: dict, reference: Embedder, field: str, differs: str) -> None:
+    """Write ``out/manifest.json``, embed the check signals with the model it describes and with
+    ``reference``, record the largest difference under ``onnx.export_check[field]`` and write the
+    manifest again; raise (the manifest kept for a look) when it is over ``EXPORT_CHECK_LIMIT``."""
+    path = out / MANIFEST_FILE
+    path.write_text(json.dumps(manifest, indent=1, default=float) + "\n")
+    audio = check_signals(reference.features.cfg.sample_rate, reference.segment_seconds, seed=1)
+    err = float(np.max(np.abs(OnnxEmbedder(path).embed(audio) - reference.embed(audio))))
+    manifest["onnx"]["export_check"] = {"signals": "noise, chord, quiet tone, tone after silence", field: err}
+    path.write_text(json.dumps(manifest, indent=1, default=float) + "\n")
+    if not err <= EXPORT_CHECK_LIMIT:
+        raise InvalidArgument(f"{differs} by {err:.3g} (limit {EXPORT_CHECK_LIMIT:g}) on the check signals; "
+                              f"see {path}")
 
 
 def parity(manifest_path: str | Path, model_path: str | Path, inputs: np.ndarray) -> float:
@@ -211,13 +218,5 @@ def add_frontend(manifest_path: str | Path, out_dir: str | Path, radix: int = DE
     manifest["model_version"] = f"{base}-{digest[:12]}"
     manifest["onnx"].update({"file": ONNX_FILE, "sha256": digest,
                              **pcm_input_fields(cfg, radix, int(manifest["onnx"].get("min_frames", MIN_FRAMES)))})
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, default=float) + "\n")
-    audio = check_signals(cfg.sample_rate, src.segment_seconds, seed=1)
-    err = float(np.max(np.abs(OnnxEmbedder(out / MANIFEST_FILE).embed(audio) - src.embed(audio))))
-    manifest["onnx"]["export_check"] = {"signals": "noise, chord, quiet tone, tone after silence",
-                                        "max_abs_vs_mel_graph": err}
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, default=float) + "\n")
-    if not err <= EXPORT_CHECK_LIMIT:
-        raise InvalidArgument(f"the PCM graph differs from the mel graph by {err:.3g} (limit {EXPORT_CHECK_LIMIT:g}) "
-                              f"on the check signals; see {out / MANIFEST_FILE}")
+    _write_checked(out, manifest, src, "max_abs_vs_mel_graph", "the PCM graph differs from the mel graph")
     return manifest
