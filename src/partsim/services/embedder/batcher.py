@@ -135,7 +135,7 @@ class Batcher:
         return max(1, min(self.max_batch, self.max_batch_length // max(1, shape[-1])))
 
     def _drop_cancelled(self) -> None:
-        kept = collections.deque()
+        kept: collections.deque[_Job] = collections.deque()
         for job in self._pending:
             if job.future.cancelled():
                 self.metrics.queued.dec(len(job.mels) - job.taken)
@@ -162,7 +162,9 @@ class Batcher:
             if self._ready_rows(shape) >= cap or remaining <= 0:
                 break
             self._cond.wait(remaining)
-        picked, kept, room = [], collections.deque(), cap
+        picked: list[tuple[_Job, int, int]] = []
+        kept: collections.deque[_Job] = collections.deque()
+        room = cap
         for job in self._pending:
             if room > 0 and job.shape == shape:
                 k = min(room, len(job.mels) - job.taken)

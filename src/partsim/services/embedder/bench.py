@@ -62,7 +62,7 @@ def pipeline_bench(args, stub, engine, registry) -> dict:
     seg_s = args.segment_seconds
     songs = [make_request(args.song_seconds, 1000 + i, "flac", seg_s) for i in range(args.songs)]
     seg = int(round(seg_s * engine.sample_rate))
-    segments = []
+    segments: list[np.ndarray] = []
     for req in songs[:max(1, (2 * args.max_batch) // max(1, int(args.song_seconds // seg_s)) + 1)]:
         audio = engine.decode(req.audio)
         segments.extend(audio[i:i + seg] for i in range(0, len(audio) - seg + 1, seg))
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     stub.Embed(requests[0], timeout=120)  # warm the path once
 
     def batches() -> tuple[float, float]:
-        return (registry.get_sample_value("partsim_embedder_batch_size_sum"),
-                registry.get_sample_value("partsim_embedder_batch_size_count"))
+        return (registry.get_sample_value("partsim_embedder_batch_size_sum") or 0.0,
+                registry.get_sample_value("partsim_embedder_batch_size_count") or 0.0)
 
     def one(req):
         t = time.perf_counter()

@@ -62,7 +62,7 @@ def make_queries(catalog: list[tuple[TrackInfo, Segments]], n: int, parts: list[
                  max_parts: int = 3) -> list[list[Query]]:
     """Random 1..max_parts-part queries: each part is a present segment of a random song, perturbed."""
     rng = np.random.default_rng(seed)
-    queries = []
+    queries: list[list[Query]] = []
     while len(queries) < n:
         k = int(rng.integers(1, max_parts + 1))
         chosen = rng.choice(len(parts), size=k, replace=False)
@@ -97,7 +97,7 @@ def build(store: SearchStore, catalog: list[tuple[TrackInfo, Segments]], batch: 
 
 def measure(store: SearchStore, queries: list[list[Query]], top_k: int = 100) -> dict:
     """Latency of both paths and recall@top_k of the approximate one, per query."""
-    lat = {"exact": [], "approx": []}
+    lat: dict[str, list[float]] = {"exact": [], "approx": []}
     recalls, candidates = [], []
     for q in queries:
         t = time.perf_counter()

@@ -21,6 +21,15 @@ class Mirror:
         self.names: list[str] = []            # track ordinal -> track id
         self._ordinal: dict[str, int] = {}
         self.rows: dict[str, np.ndarray] = {}  # track id -> its alive rows
+        # per part (parts, capacity, dim) unit vectors and (parts, capacity) presence; per row its track
+        # ordinal, segment index, start and end seconds and whether it is alive (set by _alloc)
+        self.vectors = np.zeros((len(self.parts), 0, dim), dtype=np.float32)
+        self.present = np.zeros((len(self.parts), 0), dtype=bool)
+        self.track = np.zeros(0, dtype=np.int64)
+        self.segment = np.zeros(0, dtype=np.int64)
+        self.start = np.zeros(0, dtype=np.float64)
+        self.end = np.zeros(0, dtype=np.float64)
+        self.alive = np.zeros(0, dtype=bool)
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
@@ -29,11 +38,10 @@ class Mirror:
         present = np.zeros((len(self.parts), capacity), dtype=bool)
         arrays = {"track": np.int64, "segment": np.int64, "start": np.float64, "end": np.float64, "alive": bool}
         fresh = {k: np.zeros(capacity, dtype=t) for k, t in arrays.items()}
-        if hasattr(self, "vectors"):
-            vec[:, :old] = self.vectors[:, :old]
-            present[:, :old] = self.present[:, :old]
-            for k in arrays:
-                fresh[k][:old] = getattr(self, k)[:old]
+        vec[:, :old] = self.vectors[:, :old]
+        present[:, :old] = self.present[:, :old]
+        for k in arrays:
+            fresh[k][:old] = getattr(self, k)[:old]
         self.vectors, self.present = vec, present
         for k, a in fresh.items():
             setattr(self, k, a)

@@ -58,6 +58,10 @@ def _after(token: str) -> str:
                           "ListTracks response, or none for the first page")
 
 
+
+def _listed(vector: np.ndarray | None) -> list[float]:
+    return [] if vector is None else vector.tolist()
+
 class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
     """The servicer. ``store`` is None until :meth:`open` has loaded the index."""
 
@@ -224,8 +228,8 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         info, rec = store.get_segment(request.track_id, request.segment_index)
         # the raw vectors as indexed (none for an absent part of a row migrated from an older catalog)
         seg = types_pb2.SegmentEmbedding(index=rec.index, start_seconds=rec.start, end_seconds=rec.end, parts=[
-            types_pb2.PartVector(part=p, vector=[] if rec.vectors[p] is None else rec.vectors[p].tolist(),
-                                 norm=rec.norms[p], present=rec.present[p], power=rec.power[p])
+            types_pb2.PartVector(part=p, vector=_listed(rec.vectors[p]), norm=rec.norms[p], present=rec.present[p],
+                                 power=rec.power[p])
             for p in self.parts])
         return searcher_pb2.GetSegmentResponse(track=track_proto(info), segment=seg)
 

@@ -81,7 +81,7 @@ def decode_stems(header: separator_pb2.SeparationHeader, stems: list[bytes]) -> 
     return out
 
 
-def separate(address: str, audio: types_pb2.Audio, encoding: int = separator_pb2.STEM_ENCODING_FLAC,
+def separate(address: str, audio: types_pb2.Audio, encoding: separator_pb2.StemEncoding = separator_pb2.STEM_ENCODING_FLAC,
              start_seconds: float | None = None, end_seconds: float | None = None, shifts: int | None = None,
              timeout: float | None = None, max_message_bytes: int = 256 << 20
              ) -> tuple[separator_pb2.SeparationHeader, list[bytes]]:

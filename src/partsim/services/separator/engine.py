@@ -145,8 +145,10 @@ class Engine:
         from demucs.htdemucs import HTDemucs
 
         models = list(self.model.models) if isinstance(self.model, BagOfModels) else [self.model]
-        own = min(float(m.segment) for m in models)
-        limit = min((float(m.segment) for m in models if isinstance(m, HTDemucs)), default=math.inf)
+        # demucs models declare segment as a plain attribute, which torch types as Tensor | Module
+        segments = [(float(m.segment), isinstance(m, HTDemucs)) for m in models]  # type: ignore[arg-type]
+        own = min(s for s, _ in segments)
+        limit = min((s for s, htdemucs in segments if htdemucs), default=math.inf)
         if seconds and seconds > limit:
             raise InvalidArgument(f"segment_seconds {seconds:g} is longer than the {limit:g} s this transformer "
                                   f"model ({self.name}) was trained on")
