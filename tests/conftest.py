@@ -1,4 +1,5 @@
-"""Session fixtures: a tiny generated corpus and a tiny trained model (real renders, real training)."""
+"""Session fixtures: small generated corpora and a tiny trained model (real renders, real training), and the
+k8s/ manifests rendered once (tests/k8s_render.py)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,22 @@ TINY_DIM = 8
 
 
 @pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny") / "corpus"
-    make_corpus(CorpusConfig(out=out, songs=10, seconds=8.0, seed=5,
-                             soundfonts=check_soundfonts(FAST_SOUNDFONTS[:1])), progress=False)
-    return out
+def render_corpus(tmp_path_factory):
+    """``render_corpus(name, songs, seconds, seed)``: a corpus in a new folder, every song rendered by
+    FluidSynth with one fast SoundFont; its path."""
+
+    def render(name: str, songs: int, seconds: float, seed: int) -> Path:
+        out = tmp_path_factory.mktemp(name) / "corpus"
+        make_corpus(CorpusConfig(out=out, songs=songs, seconds=seconds, seed=seed,
+                                 soundfonts=check_soundfonts(FAST_SOUNDFONTS[:1])), progress=False)
+        return out
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(render_corpus) -> Path:
+    return render_corpus("tiny", songs=10, seconds=8.0, seed=5)
 
 
 @pytest.fixture(scope="session")
@@ -34,4 +46,15 @@ def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
                       batch=4, epochs=2, steps_per_epoch=2, partnet_steps=2, pretrain_steps=2, val_draws=4)
     Trainer(cfg, progress=False).run()
     return out
+
+
+@pytest.fixture(scope="session")
+def k8s_renders() -> dict[str, list[dict]]:
+    """Every kustomization of k8s/ rendered (tests/k8s_render.py); skipped on a machine without kubectl."""
+    from .k8s_render import KUBECTL, render_all
+
+    if KUBECTL is None:
+        pytest.skip("this machine has no kubectl (with its embedded kustomize): k8s/ cannot be rendered here")
+    return render_all()
+
 from .redis_server import redis_server, redis_url  # noqa: F401,E402

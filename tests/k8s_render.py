@@ -1,0 +1,134 @@
+"""The Kubernetes manifests as the k8s tests see them: every kustomization rendered once per test
+session with the real kustomize (``kubectl kustomize``): the base, both overlays and all 64
+combinations of the six components (``render_all``, the ``k8s_renders`` fixture in conftest.py);
+the service contract they implement, and Kubernetes' label-selector and environment semantics."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from .util import service_configs
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "k8s"
+IMAGE = "ghcr.io/partsim/partsim"
+# canonical order: ingest-worker before audio-store (audio-store patches the ingest workers)
+COMPONENTS = ["gpu", "hpa", "network-policies", "monitoring", "ingest-worker", "audio-store"]
+SERVICES = {  # component -> (gRPC port, metrics port, env prefix)
+    "gateway": (50051, 9091, "PARTSIM_GATEWAY"),
+    "embedder": (50052, 9092, "PARTSIM_EMBEDDER"),
+    "searcher": (50053, 9093, "PARTSIM_SEARCHER"),
+    "separator": (50054, 9094, "PARTSIM_SEPARATOR"),
+    "ingest-worker": (50051, 9091, "PARTSIM_GATEWAY"),
+}
+HEADLESS = {"embedder": "partsim-embedder", "searcher": "partsim-searcher", "separator": "partsim-separator"}
+KUBECTL = shutil.which("kubectl")
+
+
+def _kustomize(path: Path) -> list[dict]:
+    proc = subprocess.run([KUBECTL, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise AssertionError(f"kubectl kustomize {path} failed:\n{proc.stderr}")
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@functools.cache
+def render_all() -> dict[str, list[dict]]:
+    """name -> rendered objects, for base, overlays/cpu, overlays/gpu and every component subset."""
+    jobs: dict[str, Path] = {"base": K8S / "base", "overlay-cpu": K8S / "overlays" / "cpu",
+                             "overlay-gpu": K8S / "overlays" / "gpu"}
+    with tempfile.TemporaryDirectory(prefix="partsim-k8s-") as tmp:
+        for n in range(1, len(COMPONENTS) + 1):
+            for combo in itertools.combinations(COMPONENTS, n):
+                d = Path(tmp) / "+".join(combo)
+                d.mkdir()
+                rel = os.path.relpath(K8S, d)
+                doc = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                       "namespace": "partsim-test", "resources": [f"{rel}/base"],
+                       "components": [f"{rel}/components/{c}" for c in combo]}
+                (d / "kustomization.yaml").write_text(yaml.safe_dump(doc))
+                jobs["+".join(combo)] = d
+        with ThreadPoolExecutor(max_workers=max(4, 2 * (os.cpu_count() or 2))) as pool:
+            out = dict(zip(jobs, pool.map(_kustomize, jobs.values())))
+    assert len(out) == 3 + 2 ** len(COMPONENTS) - 1
+    return out
+
+
+def components_of(name: str) -> set[str]:
+    if name == "base":
+        return set()
+    if name == "overlay-cpu":
+        return {"hpa", "network-policies", "monitoring", "ingest-worker", "audio-store"}
+    if name == "overlay-gpu":
+        return {"gpu", "hpa", "network-policies", "monitoring", "ingest-worker", "audio-store"}
+    return set(name.split("+"))
+
+
+RENDER_NAMES = (["base", "overlay-cpu", "overlay-gpu"]
+                + ["+".join(c) for n in range(1, len(COMPONENTS) + 1) for c in itertools.combinations(COMPONENTS, n)])
+
+
+
+def by_kind(objs: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
+
+
+def workloads(objs: list[dict]) -> list[dict]:
+    return [o for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
+
+
+def component(o: dict) -> str:
+    return o["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component", "")
+
+
+def matches(selector: dict | None, labels: dict) -> bool:
+    """Kubernetes label-selector semantics (matchLabels + matchExpressions); {} selects all."""
+    selector = selector or {}
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        k, op, vals = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(k) not in vals:
+            return False
+        if op == "NotIn" and labels.get(k) in vals:
+            return False
+        if op == "Exists" and k not in labels:
+            return False
+        if op == "DoesNotExist" and k in labels:
+            return False
+    return True
+
+
+def config_classes() -> dict[str, type]:
+    return {f"PARTSIM_{name.upper()}": cls for name, cls in service_configs().items()}
+
+
+def pod_env(o: dict, objs: list[dict]) -> dict[str, str]:
+    """The container's environment as the pod would see it (ConfigMaps via envFrom, then env)."""
+    cms = by_kind(objs, "ConfigMap")
+    c = o["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for src in c.get("envFrom") or []:
+        name = src["configMapRef"]["name"]
+        assert name in cms, f"{o['metadata']['name']}: envFrom ConfigMap {name} is not rendered"
+        env.update(cms[name].get("data") or {})
+    for e in c.get("env") or []:
+        env[e["name"]] = e.get("value", "<valueFrom>")
+    return env
+
+
+def renders_with(comp: str) -> list[str]:
+    """The render names that include component ``comp``."""
+    return [n for n in RENDER_NAMES if comp in components_of(n)]
+
