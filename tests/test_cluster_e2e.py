@@ -15,13 +15,9 @@ import soundfile as sf
 
 from partsim.client import PartsimClient, Stem
 from partsim.cluster import Cluster
-from partsim.corpus.make import CorpusConfig, make_corpus
-from partsim.corpus.soundfonts import check_soundfonts
 from partsim.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from partsim.model.features import SILENCE_POWER
 from partsim.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
-
-from .util import FAST_SOUNDFONTS
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -29,11 +25,8 @@ SEG = 10.0
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("catalog") / "corpus"
-    make_corpus(CorpusConfig(out=out, songs=8, seconds=32.0, seed=11,
-                             soundfonts=check_soundfonts(FAST_SOUNDFONTS[:1])), progress=False)
-    return out
+def catalog(render_corpus) -> Path:
+    return render_corpus("catalog", songs=8, seconds=32.0, seed=11)
 
 
 @pytest.fixture(scope="module")

@@ -112,10 +112,10 @@ def test_cli_export(sep_run, tmp_path, capsys):
     assert "no checkpoint.th" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (shipped_repo() / "partsim-sep-v1.yaml").exists(), reason="no shipped separator yet")
 def test_shipped_model_separates_a_generated_song(tiny_corpus):
     from partsim.data import open_dataset
 
+    assert (shipped_repo() / "partsim-sep-v1.yaml").is_file(), f"partsim ships partsim-sep-v1 in {shipped_repo()}"
     model = load_separator("partsim-sep-v1")
     track = open_dataset(tiny_corpus).tracks("test")[0]
     stems, mix = track.load_stems(), track.load_mix()

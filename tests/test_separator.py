@@ -548,8 +548,8 @@ def test_partsim_separate_user_errors(tmp_path, server):
 SHIPPED = shipped_repo() / "partsim-sep-v1.yaml"
 
 
-@pytest.mark.skipif(not SHIPPED.is_file(), reason=f"{SHIPPED} is not shipped yet (being trained)")
 def test_shipped_model_separates_into_the_catalog_parts():
+    assert SHIPPED.is_file(), f"{SHIPPED} is shipped with partsim"
     engine = Engine(shipped_repo(), "partsim-sep-v1", segment_seconds=0.0)
     assert engine.sources == PARTS5 and engine.sample_rate == SR and engine.channels == 1
     assert engine.parts == {p: p for p in PARTS5}
