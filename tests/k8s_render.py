@@ -1,7 +1,7 @@
 """The Kubernetes manifests as the k8s tests see them: every kustomization rendered once per test
 session with the real kustomize (``kubectl kustomize``): the base, both overlays and all 64
-combinations of the six components (``render_all``, the ``k8s_renders`` fixture in conftest.py);
-the service contract they implement, and Kubernetes' label-selector and environment semantics."""
+combinations of the six components (``render_all``, the ``k8s_renders`` fixture in conftest.py),
+and the service contract they implement. Reading the rendered objects: tests/k8s_objects.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-
-from .util import service_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -77,55 +75,6 @@ def components_of(name: str) -> set[str]:
 RENDER_NAMES = (["base", "overlay-cpu", "overlay-gpu"]
                 + ["+".join(c) for n in range(1, len(COMPONENTS) + 1) for c in itertools.combinations(COMPONENTS, n)])
 
-
-
-def by_kind(objs: list[dict], kind: str) -> dict[str, dict]:
-    return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
-
-
-def workloads(objs: list[dict]) -> list[dict]:
-    return [o for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
-
-
-def component(o: dict) -> str:
-    return o["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component", "")
-
-
-def matches(selector: dict | None, labels: dict) -> bool:
-    """Kubernetes label-selector semantics (matchLabels + matchExpressions); {} selects all."""
-    selector = selector or {}
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for e in selector.get("matchExpressions") or []:
-        k, op, vals = e["key"], e["operator"], e.get("values") or []
-        if op == "In" and labels.get(k) not in vals:
-            return False
-        if op == "NotIn" and labels.get(k) in vals:
-            return False
-        if op == "Exists" and k not in labels:
-            return False
-        if op == "DoesNotExist" and k in labels:
-            return False
-    return True
-
-
-def config_classes() -> dict[str, type]:
-    return {f"PARTSIM_{name.upper()}": cls for name, cls in service_configs().items()}
-
-
-def pod_env(o: dict, objs: list[dict]) -> dict[str, str]:
-    """The container's environment as the pod would see it (ConfigMaps via envFrom, then env)."""
-    cms = by_kind(objs, "ConfigMap")
-    c = o["spec"]["template"]["spec"]["containers"][0]
-    env: dict[str, str] = {}
-    for src in c.get("envFrom") or []:
-        name = src["configMapRef"]["name"]
-        assert name in cms, f"{o['metadata']['name']}: envFrom ConfigMap {name} is not rendered"
-        env.update(cms[name].get("data") or {})
-    for e in c.get("env") or []:
-        env[e["name"]] = e.get("value", "<valueFrom>")
-    return env
 
 
 def renders_with(comp: str) -> list[str]:

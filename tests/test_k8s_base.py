@@ -11,19 +11,8 @@ import re
 
 import pytest
 
-from .k8s_render import (
-    HEADLESS,
-    IMAGE,
-    RENDER_NAMES,
-    SERVICES,
-    by_kind,
-    component,
-    components_of,
-    config_classes,
-    matches,
-    pod_env,
-    workloads,
-)
+from .k8s_objects import by_kind, component, config_classes, matches, pod_env, workloads
+from .k8s_render import HEADLESS, IMAGE, RENDER_NAMES, SERVICES, components_of
 
 pytestmark = pytest.mark.timeout(300)
 

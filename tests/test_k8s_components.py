@@ -15,20 +15,8 @@ import sys
 import pytest
 import yaml
 
-from .k8s_render import (
-    IMAGE,
-    K8S,
-    RENDER_NAMES,
-    ROOT,
-    SERVICES,
-    by_kind,
-    component,
-    components_of,
-    matches,
-    pod_env,
-    renders_with,
-    workloads,
-)
+from .k8s_objects import by_kind, component, matches, pod_env, workloads
+from .k8s_render import IMAGE, K8S, RENDER_NAMES, ROOT, SERVICES, components_of, renders_with
 
 pytestmark = pytest.mark.timeout(300)
 
