@@ -63,7 +63,7 @@ class RedisServer:
     def log_path(self) -> Path | None:
         return self._dir / "redis.log" if self._dir else None
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         if not (os.path.isfile(self.binary) and os.access(self.binary, os.X_OK)):
             pytest.skip(f"redis-server not found at {self.binary} (apt-get install redis-server, "
                         f"or set PARTSIM_TEST_REDIS_SERVER)")
@@ -78,7 +78,7 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"redis-server did not start after {self.attempts} attempts; log:\n{last}")
 
-    def restart(self) -> "RedisServer":
+    def restart(self) -> RedisServer:
         """Start again on the same port after :meth:`stop` (e.g. to test recovery from an outage)."""
         port = self.port
         self._terminate()
@@ -132,7 +132,7 @@ class RedisServer:
         except OSError:
             return ""
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

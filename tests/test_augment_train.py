@@ -4,7 +4,6 @@ checkpoints and the training-speed benchmark (real corpora, the real shipped mod
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,9 +118,9 @@ def test_warm_start_from_a_shipped_onnx_model_reproduces_it_in_eval_and_train_mo
 
 
 def test_warm_start_rejects_a_model_of_other_sizes(tmp_path):
+    from partsim.assets import default_manifest
     from partsim.errors import InvalidArgument
     from partsim.model.warmstart import load_init
-    from partsim.assets import default_manifest
 
     with pytest.raises(InvalidArgument, match="widths"):
         load_init(CSN(NetConfig(widths=TINY_WIDTHS, subspace_dim=TINY_DIM)), default_manifest(), _calibration_mel)

@@ -19,9 +19,10 @@ from partsim.errors import InvalidArgument
 from partsim.services.config import parse
 from partsim.services.embedder.config import EmbedderConfig
 from partsim.services.embedder.server import EmbedderServer
-from partsim.services.gateway.config import PREFIX as GW_PREFIX, GatewayConfig
 from partsim.services.gateway.backends import channel
-from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
+from partsim.services.gateway.config import PREFIX as GW_PREFIX
+from partsim.services.gateway.config import GatewayConfig
+from partsim.v1 import embedder_pb2, embedder_pb2_grpc
 
 from .test_embedder import make_audio, pcm
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import mido
 import numpy as np
-import yaml
 import pytest
 import soundfile as sf
+import yaml
 
 from partsim.data import PARTS, MultitrackDataset, Track, open_dataset, tempo_class
 from partsim.errors import DatasetError, InvalidArgument, NotFound
@@ -221,7 +221,7 @@ def test_corrupt_midi(slakh_root: Path):
     midi.write_bytes(b"MThd garbage")
     ds = open_dataset(slakh_root)
     with pytest.raises(DatasetError) as exc:
-        ds["Track00001"].tempo
+        _ = ds["Track00001"].tempo
     _assert_one_line_naming(exc, str(midi))
 
 

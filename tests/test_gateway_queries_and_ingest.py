@@ -11,8 +11,17 @@ from partsim.errors import InvalidArgument, NotFound, PermissionDenied, Resource
 from partsim.model.features import SILENCE_POWER
 from partsim.services.gateway.config import DEFAULT_TOP_K, MAX_TOP_K
 from partsim.services.gateway.ingest import job_items, resolve_uri, upload
-from partsim.services.gateway.queries import (clip_query, indexed_query, part_index, part_queries, segment_index,
-                                              segment_powers, top_k, unit, vector_query)
+from partsim.services.gateway.queries import (
+    clip_query,
+    indexed_query,
+    part_index,
+    part_queries,
+    segment_index,
+    segment_powers,
+    top_k,
+    unit,
+    vector_query,
+)
 from partsim.services.gateway.stems import pack, unpack
 from partsim.services.separator.client import header_and_chunks
 from partsim.v1 import embedder_pb2, gateway_pb2, searcher_pb2, separator_pb2, types_pb2

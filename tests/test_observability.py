@@ -74,7 +74,7 @@ def split_top(expr: str, words=("and", "or", "unless")) -> list[str]:
         depth += c in "([{"
         depth -= c in ")]}"
         if depth == 0:
-            m = re.match(r"\s+(%s)\s+" % "|".join(words), expr[i:])
+            m = re.match(r"\s+({})\s+".format("|".join(words)), expr[i:])
             if m:
                 parts.append(expr[start:i])
                 i += m.end()

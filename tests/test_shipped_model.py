@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from partsim import assets
-from partsim.model.inference import OnnxEmbedder, sha256_file
 from partsim.assets import default_manifest
+from partsim.model.inference import OnnxEmbedder, sha256_file
 
 from .util import run_cli
 

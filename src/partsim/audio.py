@@ -41,7 +41,7 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE, mono: bool = True
         raise NotFound(f"audio file not found: {path}")
     try:
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+    except Exception as exc:  # noqa: BLE001 - soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise DatasetError(f"cannot decode audio file {path}: {_one_line(exc)}") from None
     if mono:
         data = data.mean(axis=1)
@@ -99,7 +99,7 @@ def decode_audio_bytes(data: bytes, sr: int = SAMPLE_RATE, mono: bool = True, ma
             decoded = f.read(frames=cap, dtype="float32", always_2d=True)
     except ResourceExhausted:
         raise
-    except Exception as exc:  # LibsndfileError, RuntimeError, TypeError...
+    except Exception as exc:  # noqa: BLE001 - libsndfile's errors share no base (LibsndfileError, RuntimeError...)
         reason = (getattr(exc, "error_string", None) or _one_line(exc)).rstrip(".")
         raise InvalidArgument(f"cannot decode {what} ({len(data)} bytes): {reason}; expected a format libsndfile "
                               f"reads (WAV, FLAC, OGG, MP3, ...) or raw PCM") from None
@@ -151,7 +151,7 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
         raise NotFound(f"audio file not found: {path}")
     try:
         return sf.info(str(path))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - as in read_audio: any libsndfile failure is a bad file
         raise DatasetError(f"cannot read audio file {path}: {_one_line(exc)}") from None
 
 

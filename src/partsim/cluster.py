@@ -92,7 +92,7 @@ class Cluster:
             print(f"  {name:9s} {svc.address}  (metrics {svc.metrics or 'off'}, log {log_path})", flush=True)
         return svc
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         self.data.mkdir(parents=True, exist_ok=True)
         common = {}
         model = {"PARTSIM_EMBEDDER_MODEL": self.model, "PARTSIM_SEARCHER_MODEL": self.model} if self.model else {}
@@ -136,7 +136,7 @@ class Cluster:
                 svc.proc.wait()
         self.services = []
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import grpc
 
@@ -81,7 +81,7 @@ class QueryWarning:
     power: float
 
     @classmethod
-    def from_proto(cls, w: gateway_pb2.QueryWarning) -> "QueryWarning":
+    def from_proto(cls, w: gateway_pb2.QueryWarning) -> QueryWarning:
         name = gateway_pb2.WarningCode.Name(w.code) if w.code in gateway_pb2.WarningCode.values() else str(w.code)
         return cls(name.removeprefix("WARNING_CODE_"), w.message, w.query_index, w.part, w.track_id,
                    w.segment_index, w.start_seconds, w.end_seconds, w.norm, w.power)
@@ -135,7 +135,7 @@ class PartsimClient:
             ("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)])
         self.stub = gateway_pb2_grpc.PartsimServiceStub(self.channel)
 
-    def __enter__(self) -> "PartsimClient":
+    def __enter__(self) -> PartsimClient:
         return self
 
     def __exit__(self, *exc) -> None:

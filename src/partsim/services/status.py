@@ -62,7 +62,7 @@ def _wrap_unary(behavior, method: str):
             if hasattr(exc, "code") and callable(exc.code):
                 context.abort(exc.code(), exc.details() or str(exc))
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug: INTERNAL, logged with its traceback
+        except Exception as exc:
             if context.code() is not None and context.code() != grpc.StatusCode.OK:
                 raise  # context.abort() already set the status
             abort_with(context, exc, method)
@@ -80,7 +80,7 @@ def _wrap_stream(behavior, method: str):
             if hasattr(exc, "code") and callable(exc.code):
                 context.abort(exc.code(), exc.details() or str(exc))
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if context.code() is not None and context.code() != grpc.StatusCode.OK:
                 raise
             abort_with(context, exc, method)

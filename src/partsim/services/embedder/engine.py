@@ -24,12 +24,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from prometheus_client import CollectorRegistry
 
-from ..audio import decode_audio_message
-from ..cancel import CancelToken
 from partsim.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from partsim.model.inference import OnnxEmbedder, session_options
 from partsim.v1 import types_pb2
 
+from ..audio import decode_audio_message
+from ..cancel import CancelToken
 from .batcher import Batcher
 
 log = logging.getLogger("partsim.embedder")
@@ -79,7 +79,7 @@ def make_session(onnx_path: Path, device: str = "cpu", intra_op_threads: int = 0
     try:
         session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers,
                                        provider_options=provider_options)
-    except Exception as exc:  # noqa: BLE001 - an onnxruntime-gpu without the use_tf32 option
+    except Exception as exc:
         if provider_options is None or "use_tf32" not in str(exc):
             raise
         log.warning("this onnxruntime's CUDA provider has no use_tf32 option; running with its default")

@@ -15,8 +15,15 @@ import time
 import grpc
 
 from partsim.errors import FailedPrecondition, InvalidArgument, Unavailable
-from partsim.v1 import (embedder_pb2, embedder_pb2_grpc, searcher_pb2, searcher_pb2_grpc, separator_pb2,
-                        separator_pb2_grpc, types_pb2)
+from partsim.v1 import (
+    embedder_pb2,
+    embedder_pb2_grpc,
+    searcher_pb2,
+    searcher_pb2_grpc,
+    separator_pb2,
+    separator_pb2_grpc,
+    types_pb2,
+)
 
 from ..separator.client import collect
 from ..tracks import check_track_id

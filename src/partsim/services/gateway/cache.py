@@ -56,7 +56,7 @@ class EmbeddingCache(ABC):
     @abstractmethod
     def put(self, key: str, value: bytes) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a deliberate no-op default; only the Redis cache holds connections
         """Release connections (no-op for the in-process cache)."""
 
     def _count(self, result: str) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import grpc

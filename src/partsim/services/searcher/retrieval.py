@@ -17,8 +17,8 @@ The store's exact path and the approximate path's re-rank both call these functi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -15,8 +15,16 @@ from pathlib import Path
 
 from partsim.errors import NotFound, Unavailable
 
-from .base import (DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, Delivery, IngestItem, JobQueue, JobStatus,
-                   check_items, job_state)
+from .base import (
+    DEFAULT_JOB_TTL,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    Delivery,
+    IngestItem,
+    JobQueue,
+    JobStatus,
+    check_items,
+    job_state,
+)
 
 log = logging.getLogger("partsim.gateway.jobs")
 

@@ -17,8 +17,16 @@ from typing import Any
 
 from partsim.errors import InvalidArgument, NotFound, Unavailable
 
-from .base import (DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, Delivery, IngestItem, JobQueue, JobStatus,
-                   check_items, job_state)
+from .base import (
+    DEFAULT_JOB_TTL,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    Delivery,
+    IngestItem,
+    JobQueue,
+    JobStatus,
+    check_items,
+    job_state,
+)
 
 log = logging.getLogger("partsim.gateway.jobs")
 
