@@ -65,6 +65,7 @@ def test_augmentation_off_rows_are_untouched():
     assert torch.equal(aug.stems(x, 0, SEG, torch.Generator().manual_seed(0)), x[:, :SEG])
 
 
+@pytest.mark.slow
 def test_augmented_render_batch_is_seeded_and_judges_presence_after_augmentation(tiny_corpus):
     from partsim.data import open_dataset
 
@@ -94,6 +95,7 @@ def _calibration_mel():
     return torch.from_numpy(LogMel(FeatureConfig())(_calibration_audio()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["csn-v2", "default"])
 def test_warm_start_from_a_shipped_onnx_model_reproduces_it_in_eval_and_train_mode(model):
     """csn-v2 takes mel; the default (csn-v3) takes PCM, its front end a 1-D convolution the
@@ -128,6 +130,7 @@ def test_warm_start_rejects_a_model_of_other_sizes(tmp_path):
         load_init(CSN(NetConfig()), tmp_path / "missing.pt", _calibration_mel)
 
 
+@pytest.mark.slow
 def test_init_from_a_model_skips_pretraining_and_checkpoints_hold_weights_only(tiny_run, tiny_corpus, tmp_path):
     cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "ft"), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
                       batch=4, epochs=1, steps_per_epoch=2, val_draws=4, init=str(tiny_run / "model.pt"),
@@ -145,6 +148,7 @@ def test_init_from_a_model_skips_pretraining_and_checkpoints_hold_weights_only(t
     assert torch.load(tmp_path / "ft" / "model.pt", weights_only=False)["partnets"] is None
 
 
+@pytest.mark.slow
 def test_training_speed_benchmark_prints_both_configurations_and_their_ratio(tiny_corpus, capsys):
     from partsim.model.train_bench import bench_training
 
@@ -155,6 +159,7 @@ def test_training_speed_benchmark_prints_both_configurations_and_their_ratio(tin
     assert "draws/s" in out and "ratio" in out
 
 
+@pytest.mark.slow
 def test_frozen_batch_norms_keep_their_running_statistics_while_the_weights_learn(tiny_run, tiny_corpus, tmp_path):
     cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "fz"), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
                       batch=4, epochs=1, steps_per_epoch=2, val_draws=4, init=str(tiny_run / "model.pt"), freeze_bn=True)
@@ -170,6 +175,7 @@ def test_frozen_batch_norms_keep_their_running_statistics_while_the_weights_lear
 
 @pytest.mark.parametrize("args, message", [(["--steps", "0"], "--steps must be at least 1"),
                                            (["--batch", "0"], "--batch must be at least 1")])
+@pytest.mark.slow
 def test_bench_train_rejects_bad_sizes_with_one_line(tiny_corpus, args, message):
     r = run_cli("bench-train", "--corpus", str(tiny_corpus), *args)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"partsim: error: {message}, got 0"]
@@ -180,6 +186,7 @@ def test_bench_train_names_a_missing_corpus(tmp_path):
     assert r.returncode == 2 and "no such folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_interpolation_spans_the_shipped_start_and_the_fine_tuned_model(tiny_run, tiny_corpus, tmp_path):
     from partsim.model.export import export
     from partsim.model.inference import OnnxEmbedder, TorchEmbedder
@@ -204,6 +211,7 @@ def test_interpolation_spans_the_shipped_start_and_the_fine_tuned_model(tiny_run
     assert r.returncode == 2 and "--freeze-bn" in r.stderr
 
 
+@pytest.mark.slow
 def test_init_and_interpolate_name_a_corrupt_or_foreign_model_file(tiny_corpus, tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"garbage\n")

@@ -64,6 +64,7 @@ def spread(embedders, lb_policy: str) -> list[float]:
     return [handled(s) - b for s, b in zip(embedders, before)]
 
 
+@pytest.mark.slow
 def test_round_robin_spreads_calls_over_every_address(embedders):
     counts = spread(embedders, "round_robin")
     assert sum(counts) == CALLS
@@ -96,6 +97,7 @@ def test_gateway_lb_policy_is_validated():
         parse(EmbedderConfig, "PARTSIM_EMBEDDER", environ={"PARTSIM_EMBEDDER_MAX_CONNECTION_AGE_SECONDS": "-1"})
 
 
+@pytest.mark.slow
 def test_max_connection_age_closes_idle_connections():
     """With a 1-s maximum age the server sends GOAWAY; the client's channel leaves READY (and would
     re-resolve its target on the next call). Without it the connection stays up."""

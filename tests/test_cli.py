@@ -33,6 +33,7 @@ def _assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> No
         assert fragment in lines[0], (fragment, lines[0])
 
 
+@pytest.mark.slow
 def test_readme_command_with_default_soundfonts(tmp_path):
     """The newcomer's command, verbatim but for the folder: every Debian GM SoundFont installed."""
     out = tmp_path / "c"
@@ -98,6 +99,7 @@ def test_bad_soundfonts(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_and_foreign_output_folders(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -117,6 +119,7 @@ def test_unwritable_and_foreign_output_folders(tmp_path):
     _assert_user_error(run_cli("corpus", "make", "--out", str(ours), *other_seed), "other settings", "seed 1 vs 2")
 
 
+@pytest.mark.slow
 def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path):
     out = tmp_path / "c"
     cmd = [sys.executable, "-m", "partsim.cli", "corpus", "make", "--out", str(out), "--songs", "30",
@@ -145,6 +148,7 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path):
     assert len(ds) == 30 and ds.check()["tracks"] == 30
 
 
+@pytest.mark.slow
 def test_info_reports_slakh_problems_in_one_line(tmp_path):
     root = tmp_path / "slakh"
     make_slakh_track(root / "train" / "Track00001")
@@ -165,6 +169,7 @@ def test_info_reports_slakh_problems_in_one_line(tmp_path):
     _assert_user_error(run_cli("corpus", "info", str(tmp_path / "nowhere")), "not found")
 
 
+@pytest.mark.slow
 def test_info_check_verifies_the_corpus_promises(tmp_path):
     out = tmp_path / "c"
     common = ["--songs", "2", "--seconds", "6", "--seed", "3", "--soundfont", TIM, "--quiet"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 
 from .test_separator import make_tiny_repo
 from .util import run_cli
 
 
+@pytest.mark.slow
 def test_compare_paths_on_a_tiny_corpus(tiny_corpus, tmp_path):
     repo = tmp_path / "repo"
     make_tiny_repo(repo, name="tiny-sep")
@@ -29,6 +31,7 @@ def test_compare_paths_on_a_tiny_corpus(tiny_corpus, tmp_path):
     assert r["tracks"] == 4 and r["segments"] > 0
 
 
+@pytest.mark.slow
 def test_compare_paths_names_a_missing_model(tiny_corpus, tmp_path):
     proc = run_cli("compare-paths", "--corpus", str(tiny_corpus), "--repo", str(tmp_path), "--model", "nope")
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr

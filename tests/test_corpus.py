@@ -38,6 +38,7 @@ def corpus(tmp_path_factory) -> tuple[Path, dict]:
 
 
 
+@pytest.mark.slow
 def test_layout_and_index(corpus):
     root, index = corpus
     assert (root / "index.json").is_file()
@@ -146,6 +147,7 @@ def test_dataset_api_reads_the_generated_corpus(corpus):
     assert ds.check(decode=True)["tracks"] == SONGS
 
 
+@pytest.mark.slow
 def test_same_seed_same_songs_any_worker_count_and_prefix(corpus, tmp_path):
     root, _ = corpus
     _make(tmp_path / "again", songs=3, workers=2)
@@ -164,6 +166,7 @@ def test_same_seed_same_songs_any_worker_count_and_prefix(corpus, tmp_path):
     assert (tmp_path / "other" / "song00000" / "song.mid").read_bytes() != (root / "song00000" / "song.mid").read_bytes()
 
 
+@pytest.mark.slow
 def test_resume_keeps_finished_songs_and_extends(corpus, tmp_path):
     out = tmp_path / "grow"
     _make(out, songs=1)
@@ -184,6 +187,7 @@ def test_tempo_classes_are_dealt_evenly():
         assert tempo_class(song.tempo) == k
 
 
+@pytest.mark.slow
 def test_compositions_vary():
     """Across songs: grooves, bass/piano/guitar styles, programs, modes, metres, absences."""
     songs = [compose(np.random.default_rng([3, i]), 30.0, tempo_class_for(3, i)) for i in range(80)]

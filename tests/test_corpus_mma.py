@@ -48,6 +48,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 # Songs
 
 
+@pytest.mark.slow
 def test_mma_songs_are_complete_and_the_mix_is_exactly_the_sum_of_the_stems(mma_corpus):
     root, index = mma_corpus
     assert list(index["songs"]) == [song_id(i) for i in range(SONGS)]
@@ -101,6 +102,7 @@ def test_a_groove_bass_line_played_on_a_jazz_guitar_is_guitar_and_programs_vary_
     assert len({p for part, p in drawn if part == "guitar"}) >= 4  # program variety inside 24-31
 
 
+@pytest.mark.slow
 def test_songs_lack_some_parts_and_parts_drop_out_of_some_sections():
     lacking = dropping = 0
     for i in range(10):
@@ -134,6 +136,7 @@ def test_held_out_families_are_a_fixed_sixth_of_the_library_in_several_metres():
     assert {g[0].beats for g in held.values()} >= {3, 4}
 
 
+@pytest.mark.slow
 def test_train_grooves_never_use_held_out_families_and_heldout_grooves_use_only_them():
     for grooves, n in (("train", 8), ("heldout", 6)):
         for i in range(n):
@@ -170,6 +173,7 @@ def test_metadata_and_index_record_composer_source_license_soundfonts_and_no_aug
                                                                                "mma": MMA_LICENSE}
 
 
+@pytest.mark.slow
 def test_cli_makes_a_held_out_composer_set(tmp_path):
     out = tmp_path / "held"
     proc = _cli("corpus", "make", "--out", str(out), "--songs", "1", "--seconds", str(SECONDS), "--seed", "2",

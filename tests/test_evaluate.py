@@ -36,6 +36,7 @@ def test_knn_majority_vote_leave_one_out_and_group_exclusion():
     assert knn_accuracy(x, labels, groups=np.arange(12) // 2) == 100.0
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_the_tiny_model(tiny_run, tiny_corpus, tmp_path):
     out = tmp_path / "eval.json"
     figs = tmp_path / "figs"
@@ -57,6 +58,7 @@ def test_evaluate_cli_on_the_tiny_model(tiny_run, tiny_corpus, tmp_path):
         assert (figs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_evaluate_and_export_bad_input(tmp_path, tiny_corpus):
     proc = run_cli("evaluate", str(tmp_path / "nope.pt"), "--corpus", str(tiny_corpus))
     assert proc.returncode == 2 and "model file not found" in proc.stderr
@@ -88,6 +90,7 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
     return rc, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_several_sets_print_one_row_per_set_and_baseline_under_each_table_and_write_one_json(
         tiny_run, tiny_corpus, heldout_corpus, tmp_path):
     out = tmp_path / "sets.json"
@@ -132,6 +135,7 @@ def test_several_sets_print_one_row_per_set_and_baseline_under_each_table_and_wr
     assert report["thesis"]["table_4_2"]["drums"] == 95.80
 
 
+@pytest.mark.slow
 def test_one_corpus_with_baseline_is_a_one_set_report_on_the_shipped_model(heldout_corpus, tmp_path, capsys):
     from partsim.assets import default_manifest
 

@@ -25,6 +25,7 @@ def exported(tiny_run, tmp_path_factory):
     return out, manifest
 
 
+@pytest.mark.slow
 def test_manifest_describes_the_model(exported, tiny_run):
     out, manifest = exported
     assert manifest["parts"] == ["drums", "bass", "piano", "guitar", "others"]
@@ -35,6 +36,7 @@ def test_manifest_describes_the_model(exported, tiny_run):
     assert json.loads((out / "manifest.json").read_text()) == json.loads(json.dumps(manifest, default=float))
 
 
+@pytest.mark.slow
 def test_onnx_matches_pytorch_on_random_and_real_audio(exported, tiny_run, tiny_corpus, tmp_path):
     out, manifest = exported
     assert manifest["onnx"]["input"] == "pcm"  # the default
@@ -74,6 +76,7 @@ def _wav(path, audio, sr=SR, subtype="FLOAT"):
     return path
 
 
+@pytest.mark.slow
 def test_embed_cli_writes_the_contract(exported, tmp_path, tiny_corpus):
     out, _ = exported
     mix = next(tiny_corpus.glob("song*/mix.flac"))  # 8 s mono FLAC
@@ -101,6 +104,7 @@ def test_embed_cli_writes_the_contract(exported, tmp_path, tiny_corpus):
     assert np.load(npz)["start"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["not-audio", "empty", "nan", "short", "missing"])
 def test_embed_bad_input_names_the_file(exported, tmp_path, case):
     out, _ = exported
@@ -179,6 +183,7 @@ def random_exports(tmp_path_factory):
     return model, export(model, root / "pcm"), export(model, root / "mel", input="mel"), root
 
 
+@pytest.mark.slow
 def test_export_takes_pcm_by_default_and_the_manifest_says_so(random_exports):
     import onnx
 
@@ -211,6 +216,7 @@ def test_pcm_graph_gives_the_mel_graphs_embeddings(random_exports):
     assert parity(root / "pcm" / "manifest.json", model, audio_signals(3 * SR)) <= 1e-5
 
 
+@pytest.mark.slow
 def test_plain_dft_convolution_export_gives_the_same_embeddings(random_exports, tmp_path):
     """--radix 1: the STFT as one Conv1d of n_fft-tap windowed DFT kernels, no split."""
     model, _, _, root = random_exports
@@ -243,6 +249,7 @@ def test_a_manifest_without_an_input_field_is_a_mel_model(random_exports, tmp_pa
     np.testing.assert_array_equal(old.embed(x), OnnxEmbedder(root / "mel" / "manifest.json").embed(x))
 
 
+@pytest.mark.slow
 def test_embed_cli_with_a_pcm_model_and_export_cli_input_flag(random_exports, tmp_path):
     model, _, _, root = random_exports
     audio = audio_signals(7 * SR, seed=6)[1]

@@ -259,6 +259,7 @@ def test_several_worker_threads(backend):
     assert q.depth() == 0
 
 
+@pytest.mark.slow
 def test_finished_jobs_expire(backend):
     q = backend.queue(job_ttl_seconds=1)
     done = q.submit(_items(1))
@@ -273,6 +274,7 @@ def test_finished_jobs_expire(backend):
     assert q.get(pending).state == "queued"
 
 
+@pytest.mark.slow
 def test_redis_outage_worker_survives_and_submit_is_unavailable(tmp_path, caplog):
     with RedisServer() as srv:
         q = make_job_queue(srv.url, None)
@@ -357,6 +359,7 @@ def test_redis_cache_hit_miss(redis_url):  # noqa: F811
     c.close()
 
 
+@pytest.mark.slow
 def test_redis_cache_outage_is_a_counted_miss(caplog):
     reg = CollectorRegistry()
     with RedisServer() as srv:

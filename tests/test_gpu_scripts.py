@@ -85,6 +85,7 @@ def _assemble(tmp: Path, parts_dir: Path, *args: str) -> subprocess.CompletedPro
                           text=True, env=env, timeout=60)
 
 
+@pytest.mark.slow
 def test_parts_arrive_one_call_at_a_time_are_checked_and_unpack_into_the_bundle(tmp_path):
     bundle, originals = _fake_bundle(tmp_path)
     parts = gpu_bundle.split(bundle, tmp_path / "dev", 4096)

@@ -62,6 +62,7 @@ def validate_object(obj: dict) -> None:
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
+@pytest.mark.slow
 def test_every_rendered_object_validates(k8s_renders):
     seen: dict[str, dict] = {}
     for objs in k8s_renders.values():

@@ -73,6 +73,7 @@ def _segment(i: int, vecs: np.ndarray, present: np.ndarray) -> types_pb2.Segment
                              present=bool(present[j])) for j, p in enumerate(PARTS)])
 
 
+@pytest.mark.slow
 def test_searcher_against_a_milvus_server(milvus_server, tmp_path):
     cfg = SearcherConfig(address="127.0.0.1:0", data_dir=str(tmp_path / "meta"), milvus_uri=milvus_server,
                          metrics_port=-1, index_type="HNSW")

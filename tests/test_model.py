@@ -70,6 +70,7 @@ def bank(tiny_corpus):
     return StemBank(open_dataset(tiny_corpus).tracks(), PARTS, SEG, SEG // 2)
 
 
+@pytest.mark.slow
 def test_pseudo_triplets_have_the_thesis_labels(bank):
     """Basic: (A,B), (A,C), (D,B) for c; additional: (A,B), (D,B), (A,C) for c2 != c present in B."""
     rng = np.random.default_rng(0)
@@ -150,6 +151,7 @@ def test_bad_training_options(tiny_corpus, field, value, fragment):
         cfg.validate()
 
 
+@pytest.mark.slow
 def test_training_losses_decrease_on_a_fixed_batch(tiny_corpus):
     cfg = TrainConfig(corpus=str(tiny_corpus), out="/tmp/unused", net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
                       batch=6, lr=3e-3, pretrain=False)
@@ -165,6 +167,7 @@ def test_training_losses_decrease_on_a_fixed_batch(tiny_corpus):
     assert float(out["loss"]) < 0.6 * first
 
 
+@pytest.mark.slow
 def test_run_writes_log_checkpoint_and_resumes(tiny_run, tiny_corpus):
     log = json.loads((tiny_run / "run.json").read_text())
     phases = [e["phase"] for e in log["epochs"]]
@@ -186,6 +189,7 @@ def test_run_writes_log_checkpoint_and_resumes(tiny_run, tiny_corpus):
     assert len(again.run()["epochs"]) == 5
 
 
+@pytest.mark.slow
 def test_ablation_flags_change_what_is_trained(tiny_corpus, tmp_path):
     cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "abl"),
                       net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS), batch=2, epochs=1,

@@ -262,6 +262,7 @@ def has_data(result: list[dict]) -> bool:
     return any(not math.isnan(float(r["value"][1])) for r in result)
 
 
+@pytest.mark.slow
 def test_every_target_is_scraped(live):
     targets = live.api("targets")["activeTargets"]
     assert sorted(t["labels"]["job"] for t in targets) == sorted(DEFAULT_PORTS)
@@ -299,6 +300,7 @@ def test_every_rule_evaluates_and_every_alert_signal_returns_data(live):
     assert not empty, "alert signals without data:\n" + "\n".join(f"  {a}: {s}" for a, s in empty)
 
 
+@pytest.mark.slow
 def test_the_alert_signals_read_the_traffic_right(live):
     """Every service serves, no server errors (only the caller's), one of two ingest items failed."""
     res = live.query('min by (job) (partsim_health_serving{job=~"partsim-.+"})')

@@ -36,6 +36,7 @@ def sep_repo(sep_run, tmp_path_factory) -> Path:
     return repo
 
 
+@pytest.mark.slow
 def test_training_steps_decrease_the_loss(tiny_corpus):
     from partsim.data import open_dataset
 
@@ -49,6 +50,7 @@ def test_training_steps_decrease_the_loss(tiny_corpus):
     assert np.mean(losses[-3:]) < losses[0], losses
 
 
+@pytest.mark.slow
 def test_run_log_and_resume(sep_run):
     run = json.loads((sep_run / "run.json").read_text())
     assert [e["epoch"] for e in run["epochs"]] == [0, 1]  # the second call resumed after epoch 0
@@ -89,6 +91,7 @@ def test_corrupted_checkpoint_is_refused(sep_repo, tmp_path):
         load_separator(NAME, tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_evaluation_returns_the_table(sep_repo, tiny_corpus, tmp_path):
     from partsim.cli import main
 
@@ -112,6 +115,7 @@ def test_cli_export(sep_run, tmp_path, capsys):
     assert "no checkpoint.th" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_shipped_model_separates_a_generated_song(tiny_corpus):
     from partsim.data import open_dataset
 

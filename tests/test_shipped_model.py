@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 
 import numpy as np
@@ -36,6 +37,7 @@ def test_shipped_manifest_matches_its_onnx_file():
     assert manifest["onnx"]["input"] == "pcm"  # csn-v3 computes its features in the graph
 
 
+@pytest.mark.slow
 def test_partsim_embed_uses_the_shipped_model_by_default(tiny_corpus, tmp_path):
     mix = next(tiny_corpus.glob("song*/mix.flac"))
     out = tmp_path / "e.npz"
@@ -50,6 +52,7 @@ def test_partsim_embed_uses_the_shipped_model_by_default(tiny_corpus, tmp_path):
     np.testing.assert_allclose(again.embed(audio[None, :3 * 44100])[0], z["vectors"][0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_shipped_mel_model_with_the_front_end_in_its_graph_gives_its_own_embeddings(tmp_path):
     """csn-v2 takes mel; `partsim export models/csn-v2/manifest.json` prepends the feature front end
     to the same graph: PCM in, and the embeddings of the mel path."""
