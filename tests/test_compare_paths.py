@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import json
+
+import pytest
 
 from .test_separator import make_tiny_repo
 from .util import run_cli

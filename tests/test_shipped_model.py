@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import json
 
 import numpy as np
+import pytest
 
 from partsim import assets
 from partsim.assets import default_manifest
