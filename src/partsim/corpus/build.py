@@ -21,8 +21,16 @@ from ..data.taxonomy import PARTS
 from ..errors import PartsimError
 from .compose import compose
 from .config import (
-    AUGMENTATION_NOTE, FADE_OUT_SECONDS, GENERATOR, MIX_PEAK, PART_RMS_DB, PARTSIM_LICENSE, CorpusConfig,
-    composer_for, song_id, tempo_class_for,
+    AUGMENTATION_NOTE,
+    FADE_OUT_SECONDS,
+    GENERATOR,
+    MIX_PEAK,
+    PART_RMS_DB,
+    PARTSIM_LICENSE,
+    CorpusConfig,
+    composer_for,
+    song_id,
+    tempo_class_for,
 )
 from .midi import write_midi
 from .render import Renderer, Voice

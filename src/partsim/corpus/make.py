@@ -34,13 +34,22 @@ from ..data.taxonomy import PARTS
 from ..errors import InvalidArgument, PartsimError
 from .build import BuiltSong, _choose_voices, build_song, write_song  # noqa: F401  (re-exported)
 from .config import (  # noqa: F401  (re-exported)
-    AUGMENTATION_NOTE, COMPOSERS, GENERATOR, MAX_SECONDS, PARTSIM_LICENSE, SPLITS, STATE_FILE, CorpusConfig,
-    assign_splits, composer_for, song_id, tempo_class_for,
+    AUGMENTATION_NOTE,
+    COMPOSERS,
+    GENERATOR,
+    MAX_SECONDS,
+    PARTSIM_LICENSE,
+    SPLITS,
+    STATE_FILE,
+    CorpusConfig,
+    assign_splits,
+    composer_for,
+    song_id,
+    tempo_class_for,
 )
 from .mma_library import MMA_LICENSE
 from .render import Renderer
 from .soundfonts import default_soundfonts
-
 
 # --------------------------------------------------------------------------------------------
 # Whole corpus

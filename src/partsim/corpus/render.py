@@ -71,7 +71,7 @@ class Renderer:
     def close(self) -> None:
         self.synth.delete()
 
-    def __enter__(self) -> "Renderer":
+    def __enter__(self) -> Renderer:
         return self
 
     def __exit__(self, *exc) -> None:

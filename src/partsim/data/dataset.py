@@ -15,9 +15,10 @@ requested rate, and every array of one track has the same length: :meth:`Track.n
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

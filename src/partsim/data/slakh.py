@@ -102,7 +102,7 @@ def midi_tempo(path: Path) -> float:
     """
     try:
         mid = mido.MidiFile(str(path))
-    except Exception as exc:  # mido raises OSError, EOFError, ValueError, KeyError...
+    except Exception as exc:  # noqa: BLE001 mido raises OSError, EOFError, ValueError, KeyError... for bad files
         raise DatasetError(f"cannot parse MIDI file {path}: {_one_line(exc)}") from None
     for msg in mido.merge_tracks(mid.tracks):
         if msg.type == "set_tempo":

@@ -11,6 +11,7 @@ so its rate is already end to end).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -18,13 +19,21 @@ import torch
 from .inference import OnnxEmbedder, TorchEmbedder
 
 
-def _best_of(fn, repeats: int) -> float:
+def _best_of(fn: Callable[[], object], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def _in_batches(run: Callable[[int, int], object], total: int, batch: int) -> Callable[[], None]:
+    """A call that runs ``run(start, stop)`` over ``range(total)`` in slices of ``batch``."""
+    def all_batches() -> None:
+        for i in range(0, total, batch):
+            run(i, i + batch)
+    return all_batches
 
 
 def run_bench(model_pt: str, manifest: str, segments: int = 64, batches=(1, 16, 64), repeats: int = 3,
@@ -40,14 +49,9 @@ def run_bench(model_pt: str, manifest: str, segments: int = 64, batches=(1, 16, 
     onnx_input = audio if pcm else mel
     rows = []
     for b in batches:
-        def run_torch():
-            for i in range(0, segments, b):
-                torch_model.embed_mel(mel[i:i + b])
-
-        def run_onnx():
-            for i in range(0, segments, b):
-                onnx_model.session.run(None, {onnx_model.input_name: onnx_input[i:i + b]})
-
+        run_torch = _in_batches(lambda i, j: torch_model.embed_mel(mel[i:j]), segments, b)
+        run_onnx = _in_batches(lambda i, j: onnx_model.session.run(None, {onnx_model.input_name: onnx_input[i:j]}),
+                               segments, b)
         t_torch = _best_of(run_torch, repeats)
         t_onnx = _best_of(run_onnx, repeats)
         e2e = t_onnx if pcm else t_onnx + features_s

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..data import Track
 from .features import SILENCE_POWER
+
+if TYPE_CHECKING:
+    from .augment import Augmenter
 
 INT16 = 32768.0
 
@@ -71,7 +75,7 @@ class StemBank:
         # time) until most tracks sit in a group of at least 4.
         self.class_merge = 1
         while True:
-            self.by_class = {}
+            self.by_class: dict[int, list[int]] = {}  # merged tempo class -> track indices
             for i, k in enumerate(self.tempo_class):
                 self.by_class.setdefault(k // self.class_merge, []).append(i)
             in_groups = sum(len(m) for m in self.by_class.values() if len(m) >= 4)
@@ -137,23 +141,31 @@ class StemBank:
         w = self._windows_view(device, self.segment + extra)[j][idx.to(device)].float() / INT16
         return w * keep.to(device)[:, None]
 
-    def render_batch(self, pieces: list[Piece], device: torch.device | str = "cpu", augment=None,
+    def render_batch(self, pieces: list[Piece], device: torch.device | str = "cpu", augment: Augmenter | None = None,
                      gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix many pieces at once: ``(N, segment)`` float32 audio and ``(N, P)`` presence targets.
 
         With ``augment`` (an :class:`~partsim.model.augment.Augmenter`) and ``gen``, each stem
         window is augmented before the sum and the mix gets its noise floor; presence is judged
         on the augmented stems.
+
+        Raises:
+            ValueError: ``augment`` without ``gen``, or a bank without parts.
         """
-        audio, present = None, []
+        if augment is not None and gen is None:
+            raise ValueError("render_batch: augment needs gen, the torch.Generator its random draws come from")
+        audio: torch.Tensor | None = None
+        present: list[torch.Tensor] = []
         extra = augment.extra(self.segment) if augment is not None else 0
         for j in range(len(self.parts)):
             w = self.gather(j, [p.sources[j] for p in pieces], device, extra)
-            if augment is not None:
+            if augment is not None and gen is not None:
                 w = augment.stems(w, j, self.segment, gen)
             audio = w if audio is None else audio + w
             present.append(((w.double() ** 2).mean(dim=1) > SILENCE_POWER).float())
-        if augment is not None:
+        if audio is None:
+            raise ValueError("render_batch: the bank has no parts to mix")
+        if augment is not None and gen is not None:
             audio = augment.mix(audio, gen)
         return audio, torch.stack(present, dim=1)
 

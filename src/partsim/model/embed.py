@@ -67,7 +67,8 @@ def write_npz(arrays: dict[str, np.ndarray], out: str | os.PathLike) -> None:
         raise InvalidArgument(f"output must be an .npz file, got {out}")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.npz")
     try:
-        np.savez(tmp, **arrays)
+        # allow_pickle is numpy's default, named so that the type checker knows **arrays cannot fill it
+        np.savez(tmp, allow_pickle=True, **arrays)
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -46,7 +46,7 @@ class FeatureConfig:
         return asdict(self)
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: float | np.ndarray) -> np.ndarray:
     """Slaney's mel scale (linear below 1 kHz, logarithmic above), as librosa's default."""
     f = np.asarray(f, dtype=np.float64)
     f_sp = 200.0 / 3

@@ -21,6 +21,10 @@ class TorchLogMel(torch.nn.Module):
     :class:`LogMel` to float32 rounding (tested); inference keeps the NumPy one.
     """
 
+    # buffers (register_buffer), declared so that they read as tensors rather than Module.__getattr__'s union
+    window: torch.Tensor
+    filters: torch.Tensor
+
     def __init__(self, cfg: FeatureConfig | None = None):
         super().__init__()
         ref = LogMel(cfg)
@@ -60,6 +64,11 @@ class GraphLogMel(torch.nn.Module):
     multiply-adds; it is also closer to the exact transform in float32 (shorter sums).
     The mel product runs over the filterbank's non-zero blocks only (:func:`mel_band_groups`).
     """
+
+    # buffers (register_buffer), declared so that they read as tensors rather than Module.__getattr__'s union;
+    # phase_dft exists only when radix > 1
+    stft_kernel: torch.Tensor
+    phase_dft: torch.Tensor
 
     def __init__(self, cfg: FeatureConfig | None = None, radix: int = 32):
         super().__init__()

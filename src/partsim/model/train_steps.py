@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -28,6 +29,14 @@ from .features import SILENCE_POWER, FeatureConfig, LogMel
 from .features_torch import TorchLogMel
 from .nets import CSN, PartNet, masked_distance, norm_loss, triplet_loss
 from .train_config import TrainConfig
+
+
+class RunState(TypedDict):
+    """Where a run stands (saved in its checkpoint): the phase in training, ``"done"`` once model.pt is
+    written, and the epochs of that phase already trained."""
+
+    phase: str
+    epoch: int
 
 
 class TrainingSteps:
@@ -80,12 +89,13 @@ class TrainingSteps:
             self.log["init"] = load_init(self.csn, cfg.init, self._calibration_mel)
         self.csn = self.csn.to(self.device)
         if cfg.channels_last:
-            self.csn = self.csn.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's overloads of Module.to leave it out
+            self.csn = self.csn.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.forward = torch.compile(self.csn) if cfg.compile else self.csn
         # per-part networks exist only for the thesis's pre-training (not with --init)
         self.partnets = (torch.nn.ModuleList([PartNet(cfg.net) for _ in cfg.net.parts]).to(self.device)
                          if "partnets" in cfg.phases() else None)
-        self.state = {"phase": cfg.phases()[0], "epoch": 0}
+        self.state: RunState = {"phase": cfg.phases()[0], "epoch": 0}
         self.opt = self._optimizer()
         self.rng = np.random.default_rng(cfg.seed)
         if self.device.type == "cuda":
@@ -95,8 +105,15 @@ class TrainingSteps:
 
     # ------------------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
-        params = self.partnets.parameters() if self.state["phase"] == "partnets" else self.csn.parameters()
+        params = self._partnets().parameters() if self.state["phase"] == "partnets" else self.csn.parameters()
         return torch.optim.Adam(params, lr=self.cfg.lr)
+
+    def _partnets(self) -> torch.nn.ModuleList:
+        """The per-part networks, which only the phases ``partnets`` and ``pretrain`` use."""
+        if self.partnets is None:
+            raise RuntimeError(f"phase {self.state['phase']!r} needs the per-part networks, which exist only when "
+                               f"the run's phases include 'partnets' (these are {self.cfg.phases()})")
+        return self.partnets
 
     def _calibration_mel(self) -> torch.Tensor:
         """Features of 96 real training segments (for rebuilding an ONNX model's batch norms)."""
@@ -128,7 +145,7 @@ class TrainingSteps:
     def step_partnets(self) -> dict:
         c = self.cfg
         losses = []
-        for j, net in enumerate(self.partnets):
+        for j, net in enumerate(self._partnets()):
             trip = [self.train.stem_triplet(self.rng, j) for _ in range(max(2, c.batch // 2))]
             mel = self._mel(self.train.gather(j, [s for t in trip for s in t], self.device))
             emb = net(mel).view(len(trip), 3, -1)
@@ -141,8 +158,9 @@ class TrainingSteps:
         P, D = len(self.cfg.net.parts), self.cfg.net.subspace_dim
         targets = torch.zeros(len(pieces), P * D, device=self.device)
         with torch.no_grad():
-            self.partnets.eval()
-            for j, net in enumerate(self.partnets):
+            partnets = self._partnets()
+            partnets.eval()
+            for j, net in enumerate(partnets):
                 stems = self.train.gather(j, [p.sources[j] for p in pieces], self.device)
                 silent = (stems.double() ** 2).mean(dim=1) < SILENCE_POWER
                 emb = net(self._mel(stems))

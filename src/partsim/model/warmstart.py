@@ -13,6 +13,7 @@ function (tested against onnxruntime); in training mode the batch statistics are
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,24 @@ from .nets import CSN, NetConfig
 
 
 def _conv_bn_pairs(csn: CSN) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """Each convolution of the encoder with the batch norm that follows it (the pairs the exporter folds)."""
     layers = list(csn.encoder.features)
-    return [(m, layers[i + 1]) for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
+    pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
+    for i, m in enumerate(layers):
+        if not isinstance(m, nn.Conv2d):
+            continue
+        bn = layers[i + 1] if i + 1 < len(layers) else None
+        if not isinstance(bn, nn.BatchNorm2d):
+            raise TypeError(f"encoder layer {i} is a Conv2d followed by {type(bn).__name__}, not a BatchNorm2d")
+        pairs.append((m, bn))
+    return pairs
+
+
+def _running_stats(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch norm's running mean and variance buffers (torch has none with track_running_stats=False)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise TypeError("a BatchNorm2d without running statistics (track_running_stats=False)")
+    return bn.running_mean, bn.running_var
 
 
 def _onnx_tensors(onnx_path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray]]:
@@ -89,13 +106,14 @@ def load_onnx_into(csn: CSN, manifest_path: str | Path, calibration_mel: torch.T
     with torch.no_grad():
         # Identity norms (sqrt(var + eps) = 1) with the folded biases where the exporter had them.
         for (_, bn), b in zip(pairs, biases):
+            running_mean, running_var = _running_stats(bn)
             bn.weight.fill_(1.0)
             bn.bias.copy_(b)
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - bn.eps)
+            running_mean.zero_()
+            running_var.fill_(1.0 - bn.eps)
         stats: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-        def hook(_module, _inp, out):
+        def hook(_module: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
             stats.append((out.mean(dim=(0, 2, 3)), out.var(dim=(0, 2, 3), unbiased=False)))
 
         handles = [conv.register_forward_hook(hook) for conv, _ in pairs]
@@ -107,8 +125,9 @@ def load_onnx_into(csn: CSN, manifest_path: str | Path, calibration_mel: torch.T
             for h in handles:
                 h.remove()
         for (_, bn), (mu, var), b in zip(pairs, stats, biases):
-            bn.running_mean.copy_(mu)
-            bn.running_var.copy_(var)
+            running_mean, running_var = _running_stats(bn)
+            running_mean.copy_(mu)
+            running_var.copy_(var)
             bn.weight.copy_((var + bn.eps).sqrt())
             bn.bias.copy_(mu + b)
         csn.train(was_training)
@@ -125,8 +144,11 @@ def _load_run_file(path: Path, what: str) -> dict:
     return ck
 
 
-def load_init(csn: CSN, path: str | Path, calibration_mel) -> str:
-    """``--init PATH``: a model.pt of ``partsim train``, or a shipped model folder / manifest."""
+def load_init(csn: CSN, path: str | Path, calibration_mel: Callable[[], torch.Tensor]) -> str:
+    """``--init PATH``: a model.pt of ``partsim train``, or a shipped model folder / manifest.
+
+    ``calibration_mel`` makes the features :func:`load_onnx_into` needs (called only for an ONNX start).
+    """
     p = Path(path)
     if p.is_dir():
         p = p / "manifest.json"
@@ -167,8 +189,9 @@ def interpolate(finetuned: str | Path, manifest_path: str | Path, alpha: float, 
     biases = _copy_onnx_weights(start, Path(manifest_path))
     with torch.no_grad():
         for (_, bn), b in zip(_conv_bn_pairs(start), biases):
-            bn.weight.copy_((bn.running_var + bn.eps).sqrt())
-            bn.bias.copy_(bn.running_mean + b)
+            running_mean, running_var = _running_stats(bn)
+            bn.weight.copy_((running_var + bn.eps).sqrt())
+            bn.bias.copy_(running_mean + b)
         a, b0 = csn.state_dict(), start.state_dict()
         mixed = {k: ((1 - alpha) * b0[k] + alpha * a[k]) if a[k].is_floating_point() else a[k] for k in a}
     model = {"csn": mixed, "partnets": None, "net": ck["net"],

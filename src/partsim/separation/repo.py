@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
-
 from ..assets import DEFAULT_SEPARATION_MODEL as DEFAULT_NAME
 from ..assets import shipped_separator_repo as shipped_repo
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
 
 
 def package_model(model: torch.nn.Module, training_args: dict, half: bool = True) -> dict:
