@@ -58,3 +58,7 @@ def k8s_renders() -> dict[str, list[dict]]:
     return render_all()
 
 from .redis_server import redis_server, redis_url  # noqa: F401,E402
+# the running cluster of tests/test_cluster_e2e_*.py (started once for all of them) and a searcher on a new
+# catalog for tests/test_searcher_*.py
+from .e2e_cluster import catalog, client, cluster, indexed, redis  # noqa: F401,E402
+from .searcher_harness import searcher  # noqa: F401,E402

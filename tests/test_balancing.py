@@ -24,7 +24,7 @@ from partsim.services.gateway.config import PREFIX as GW_PREFIX
 from partsim.services.gateway.config import GatewayConfig
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc
 
-from .test_embedder import make_audio, pcm
+from .audio import make_audio, pcm
 
 CALLS = 12
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -19,53 +18,9 @@ from partsim.errors import InvalidArgument, NotFound, PermissionDenied, Resource
 from partsim.model.features import SILENCE_POWER
 from partsim.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
+from .e2e_cluster import SEG, songs, wav_clip
+
 pytestmark = pytest.mark.timeout(900)
-
-SEG = 10.0
-
-
-@pytest.fixture(scope="module")
-def catalog(render_corpus) -> Path:
-    return render_corpus("catalog", songs=8, seconds=32.0, seed=11)
-
-
-@pytest.fixture(scope="module")
-def redis(redis_url):
-    return redis_url
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, catalog, redis):
-    data = tmp_path_factory.mktemp("cluster")
-    with Cluster(data, gateway="127.0.0.1:0", redis_url=redis, allowed_roots=[catalog], quiet=True,
-                 separator=False) as c:
-        with PartsimClient(c.gateway) as client:
-            client.wait_ready(300)
-        yield c
-
-
-@pytest.fixture(scope="module")
-def client(cluster):
-    with PartsimClient(cluster.gateway, timeout=120) as c:
-        yield c
-
-
-def songs(catalog: Path) -> list[Path]:
-    return sorted(p for p in catalog.iterdir() if p.is_dir())
-
-
-@pytest.fixture(scope="module")
-def indexed(client, catalog) -> dict[str, np.ndarray]:
-    """Index every song; return each song's (segments, parts, dim) vectors from EmbedParts."""
-    vectors = {}
-    for song in songs(catalog):
-        data = (song / "mix.flac").read_bytes()
-        resp = client.index_bytes(data, song.name, title=song.name, tags={"corpus": "e2e"})
-        assert resp.track.num_segments == 3  # 32 s -> three whole 10-s segments
-        emb = client.embed_parts(data, SEG, SEG)
-        vectors[song.name] = (np.array([[p.vector for p in s.parts] for s in emb.segments], dtype=np.float64),
-                              np.array([[p.present for p in s.parts] for s in emb.segments]))
-    return vectors
 
 
 def reference_search(indexed, parts, query: dict[str, np.ndarray], top_k: int):
@@ -128,16 +83,9 @@ def test_a_segment_finds_its_own_track_first(client, indexed, catalog):
     assert (stems[0].track_id, stems[0].segment) == (tid, 0)
     # an uploaded clip of the same audio finds it too
     song = catalog / tid
-    clip = _clip(song / "mix.flac", 0.0, SEG)
+    clip = wav_clip(song / "mix.flac", 0.0, SEG)
     hits = client.search_mix([Stem(part, audio=clip)], top_k=3, mode="exact")
     assert hits[0].track_id == tid and hits[0].best_segment == 0
-
-
-def _clip(path: Path, start: float, seconds: float) -> bytes:
-    audio, sr = sf.read(str(path), dtype="float32")
-    buf = io.BytesIO()
-    sf.write(buf, audio[int(start * sr):int((start + seconds) * sr)], sr, format="WAV")
-    return buf.getvalue()
 
 
 def test_reindexing_replaces_and_does_not_duplicate(client, indexed, catalog):
@@ -168,7 +116,7 @@ def test_bad_input_gets_precise_errors_and_changes_nothing(client, indexed, cata
          "positive"),
         (lambda: client.search_mix([Stem("drums", audio=b"not audio at all")]), InvalidArgument, "decode"),
         (lambda: client.embed_parts(b""), InvalidArgument, "empty"),
-        (lambda: client.embed_parts(_clip(songs(catalog)[0] / "mix.flac", 0, 2.0), SEG, SEG), InvalidArgument,
+        (lambda: client.embed_parts(wav_clip(songs(catalog)[0] / "mix.flac", 0, 2.0), SEG, SEG), InvalidArgument,
          "shorter"),
         (lambda: client.submit_job([{"track_id": "x", "uri": "/etc/passwd"}]), PermissionDenied, "allowed roots"),
         (lambda: client.get_job("no-such-job"), NotFound, "no-such-job"),
@@ -391,7 +339,7 @@ def test_an_absent_part_beside_a_playing_one_warns_only_about_its_own_query(clie
 def test_a_clip_in_which_the_part_is_judged_absent_but_plays_is_answered_with_a_warning(client, catalog,
                                                                                         judged_absent):
     tid, idx, part, pv = judged_absent
-    clip = _clip(catalog / tid / "mix.flac", idx * SEG, SEG)
+    clip = wav_clip(catalog / tid / "mix.flac", idx * SEG, SEG)
     hits = client.search_stems(Stem(part, audio=clip), top_k=4, mode="exact")
     [w] = hits.warnings
     assert (w.code, w.part, w.track_id, w.segment_index, w.start, w.end) == ("PART_JUDGED_ABSENT", part, "", 0,
@@ -444,7 +392,7 @@ def test_an_absent_part_in_a_catalog_from_before_power_was_kept_is_refused_until
     from partsim.services.searcher.config import SearcherConfig
     from partsim.services.searcher.server import SearcherServer
 
-    from .test_searcher import write_legacy_catalog
+    from .searcher_harness import write_legacy_catalog
 
     parts = ["drums", "bass", "piano", "guitar", "others"]
     tid, idx, part, _ = judged_absent
@@ -529,7 +477,7 @@ def test_partsim_up_serves_and_stops_on_sigint(tmp_path):
 @pytest.fixture(scope="module")
 def cluster_with_separator(tmp_path_factory, catalog):
     """No Redis here: the embedded defaults (in-process cache, SQLite jobs) and a tiny separator."""
-    from .test_separator import make_tiny_repo
+    from .tiny_separator import make_tiny_repo
 
     repo = tmp_path_factory.mktemp("seprepo")
     make_tiny_repo(repo, name="tiny-sep")

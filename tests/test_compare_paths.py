@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .test_separator import make_tiny_repo
+from .tiny_separator import make_tiny_repo
 from .util import run_cli
 
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -23,6 +22,8 @@ import soxr
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from partsim import assets
+from partsim.assets import default_manifest
 from partsim.errors import FailedPrecondition, InvalidArgument, Unavailable
 from partsim.model.embed import file_segments
 from partsim.model.inference import OnnxEmbedder
@@ -31,45 +32,14 @@ from partsim.services.embedder.batcher import Batcher
 from partsim.services.embedder.config import PREFIX, EmbedderConfig
 from partsim.services.embedder.engine import Engine, make_session
 from partsim.services.embedder.server import EmbedderServer
-from partsim import assets
-from partsim.assets import default_manifest
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 
+from .audio import SR, encode, make_audio, pcm
 from .util import serves_until_sigterm
 
-SR = 44100
 MAX_AUDIO = 30.0
 MAX_SEGMENTS = 40
 MAX_BATCH = 8
-
-
-def make_audio(seconds: float, seed: int, sr: int = SR, channels: int = 1) -> np.ndarray:
-    """Noise plus a few tones (different per seed): ``(n,)`` or ``(n, channels)`` float32 in [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * sr))) / sr
-    out = []
-    for c in range(channels):
-        x = 0.05 * rng.standard_normal(len(t))
-        for f in rng.uniform(50, 4000, size=3):
-            x += 0.2 * np.sin(2 * np.pi * f * t) * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.2, 3) * t + c))
-        out.append(x)
-    a = np.stack(out, axis=1).astype(np.float32)
-    return a[:, 0] if channels == 1 else a
-
-
-def encode(audio: np.ndarray, fmt: str, subtype: str, sr: int = SR) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, audio, sr, format=fmt, subtype=subtype)
-    return buf.getvalue()
-
-
-def pcm(audio: np.ndarray, sr: int = SR, fmt: str = "f32") -> types_pb2.Audio:
-    channels = 1 if audio.ndim == 1 else audio.shape[1]
-    if fmt == "f32":
-        data, f = audio.astype("<f4").tobytes(), types_pb2.SAMPLE_FORMAT_FLOAT32LE
-    else:
-        data, f = audio.astype("<i2").tobytes(), types_pb2.SAMPLE_FORMAT_INT16LE
-    return types_pb2.Audio(pcm=types_pb2.RawPcm(data=data, sample_rate=sr, channels=channels, format=f))
 
 
 def vectors(resp: embedder_pb2.EmbedResponse) -> np.ndarray:

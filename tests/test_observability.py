@@ -193,7 +193,7 @@ class Prometheus:
 def live(tmp_path_factory):
     """Cluster + Prometheus + traffic; yields the Prometheus."""
     binary = tool("prometheus")
-    from .test_separator import make_tiny_repo
+    from .tiny_separator import make_tiny_repo
 
     tmp = tmp_path_factory.mktemp("observability")
     catalog = tmp / "catalog"

@@ -27,75 +27,21 @@ import soxr
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from partsim.assets import shipped_separator_repo as shipped_repo
 from partsim.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from partsim.services.config import parse
 from partsim.services.separator.client import collect, decode_stems
-from partsim.assets import shipped_separator_repo as shipped_repo
 from partsim.services.separator.config import PREFIX, SeparatorConfig, parse_parts
 from partsim.services.separator.engine import CancelToken, Engine, load_model
 from partsim.services.separator.server import Admission, SeparatorServer
 from partsim.v1 import separator_pb2, separator_pb2_grpc, types_pb2
 
+from .audio import SR, encode, make_audio, pcm
+from .tiny_separator import MAPPING, PARTS5, STOCK, make_tiny_repo
 from .util import run_cli, serves_until_sigterm
 
-SR = 44100
 MAX_AUDIO = 8.0
-STOCK = ["drums", "bass", "other", "vocals"]  # the stock Demucs sources
-PARTS5 = ["drums", "bass", "piano", "guitar", "others"]  # partsim-sep-v1's
-MAPPING = "other=others,vocals="
 FLOAT, FLAC = separator_pb2.STEM_ENCODING_FLOAT32LE, separator_pb2.STEM_ENCODING_FLAC
-
-
-def make_tiny_repo(folder: Path, name: str = "tiny-sep", sources: list[str] = PARTS5, channels: int = 1,
-                   samplerate: int = SR, seed: int = 0, segment: float = 4.0) -> Path:
-    """A Demucs model repository holding one tiny random HDemucs as ``<sig>-<sha256[:8]>.th`` (demucs's
-    package: klass/args/kwargs/half-precision state/training_args, written by
-    ``demucs.states.save_with_checksum``) and a bag ``<name>.yaml`` naming it. Returns ``folder``.
-
-    (``demucs.states.serialize_model`` builds the same dict but needs omegaconf for the training args,
-    which the project does not install.)
-    """
-    import torch
-    from demucs.hdemucs import HDemucs
-    from demucs.states import get_state, save_with_checksum
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = HDemucs(sources=list(sources), audio_channels=channels, channels=4, depth=4, nfft=256,
-                    samplerate=samplerate, segment=segment)
-    args, kwargs = model._init_args_kwargs
-    package = {"klass": HDemucs, "args": args, "kwargs": kwargs, "state": get_state(model, None, half=True),
-               "training_args": {}}
-    sig = f"{0xa1b2c3d0 + seed:08x}"  # like demucs's experiment signatures: 8 hex characters
-    save_with_checksum(package, folder / f"{sig}.th")
-    (folder / f"{name}.yaml").write_text(f"models: ['{sig}']\n")
-    return folder
-
-
-def make_audio(seconds: float, seed: int, sr: int = SR, channels: int = 1) -> np.ndarray:
-    """Noise plus a few tones: ``(n,)`` or ``(n, channels)`` float32 in [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * sr))) / sr
-    out = []
-    for c in range(channels):
-        x = 0.05 * rng.standard_normal(len(t))
-        for f in rng.uniform(50, 4000, size=3):
-            x += 0.2 * np.sin(2 * np.pi * f * t + c)
-        out.append(x)
-    a = np.stack(out, axis=1).astype(np.float32)
-    return a[:, 0] if channels == 1 else a
-
-
-def encode(audio: np.ndarray, fmt: str = "WAV", subtype: str = "FLOAT", sr: int = SR) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, audio, sr, format=fmt, subtype=subtype)
-    return buf.getvalue()
-
-
-def pcm(audio: np.ndarray, sr: int = SR) -> types_pb2.Audio:
-    channels = 1 if audio.ndim == 1 else audio.shape[1]
-    return types_pb2.Audio(pcm=types_pb2.RawPcm(data=audio.astype("<f4").tobytes(), sample_rate=sr,
-                                                channels=channels, format=types_pb2.SAMPLE_FORMAT_FLOAT32LE))
 
 
 @pytest.fixture(scope="module")
