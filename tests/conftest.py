@@ -57,8 +57,8 @@ def k8s_renders() -> dict[str, list[dict]]:
         pytest.skip("this machine has no kubectl (with its embedded kustomize): k8s/ cannot be rendered here")
     return render_all()
 
-from .redis_server import redis_server, redis_url  # noqa: F401,E402
-# the running cluster of tests/test_cluster_e2e_*.py (started once for all of them) and a searcher on a new
-# catalog for tests/test_searcher_*.py
+# fixtures of the helper modules: the running cluster of tests/test_cluster_e2e_*.py (session-scoped: started
+# once for all of them), a redis-server per module, a searcher on a new catalog for tests/test_searcher_*.py
 from .e2e_cluster import catalog, client, cluster, indexed, redis  # noqa: F401,E402
+from .redis_server import redis_server, redis_url  # noqa: F401,E402
 from .searcher_harness import searcher  # noqa: F401,E402
