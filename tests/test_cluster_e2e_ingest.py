@@ -20,7 +20,8 @@ from partsim.v1 import gateway_pb2
 
 from .e2e_cluster import SEG, songs
 
-pytestmark = pytest.mark.timeout(900)
+# every test here talks to a whole cluster (processes, Milvus, Redis): left out of make test-fast
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_over_long_upload_is_resource_exhausted(cluster, catalog, tmp_path):

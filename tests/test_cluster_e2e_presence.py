@@ -22,7 +22,8 @@ from partsim.model.features import SILENCE_POWER
 
 from .e2e_cluster import SEG, songs, wav_clip
 
-pytestmark = pytest.mark.timeout(900)
+# every test here talks to a whole cluster (processes, Milvus, Redis): left out of make test-fast
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _wav(audio: np.ndarray, sr: int = 44100) -> bytes:

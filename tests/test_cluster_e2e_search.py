@@ -22,7 +22,8 @@ from partsim.errors import InvalidArgument, NotFound, PermissionDenied
 
 from .e2e_cluster import SEG, songs, wav_clip
 
-pytestmark = pytest.mark.timeout(900)
+# every test here talks to a whole cluster (processes, Milvus, Redis): left out of make test-fast
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def reference_search(indexed, parts, query: dict[str, np.ndarray], top_k: int):

@@ -15,7 +15,8 @@ from partsim.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
 from .e2e_cluster import SEG, songs
 
-pytestmark = pytest.mark.timeout(900)
+# every test here talks to a whole cluster (processes, Milvus, Redis): left out of make test-fast
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_partsim_up_serves_and_stops_on_sigint(tmp_path):

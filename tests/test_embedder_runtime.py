@@ -161,6 +161,7 @@ def test_onnxruntime_threads_do_not_spin():
     assert opts.get_session_config_entry("session.inter_op.allow_spinning") == "0"
 
 
+@pytest.mark.slow
 def test_module_runs_turns_serving_and_stops_on_sigterm():
     serves_until_sigterm(subprocess.Popen(
         [sys.executable, "-m", "partsim.services.embedder", "--address", "127.0.0.1:0", "--metrics-port", "-1",

@@ -75,6 +75,7 @@ def embed(stub, audio: types_pb2.Audio, seg: float = 1.0, hop: float = 0.0) -> e
 
 
 # -- service ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_health_serving_and_model_info(server, stub, ref):
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
     for name in ("", "partsim.v1.EmbedderService"):
@@ -173,6 +174,7 @@ def test_presence_uses_manifest_norm_bias(tmp_path, ref):
     assert emb.present.any() and not emb.present.all()
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_batched_and_correct(server, stub):
     """8 threads of one-segment requests: same answers as sequentially, and some batches hold several."""
     audios = [pcm(make_audio(1.2, seed=100 + i)) for i in range(8)]
@@ -297,6 +299,7 @@ class _NoFeatures:
         raise AssertionError("a PCM-input model must not get NumPy features")
 
 
+@pytest.mark.slow
 def test_serves_a_pcm_input_model_with_the_mel_models_answers(pcm_manifest, mel_ref):
     """The service feeds PCM segments to a PCM-input graph (no NumPy features) and answers what
     the same network answers through the mel path."""

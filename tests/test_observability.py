@@ -262,13 +262,14 @@ def has_data(result: list[dict]) -> bool:
     return any(not math.isnan(float(r["value"][1])) for r in result)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a whole cluster under traffic, scraped by a real Prometheus
 def test_every_target_is_scraped(live):
     targets = live.api("targets")["activeTargets"]
     assert sorted(t["labels"]["job"] for t in targets) == sorted(DEFAULT_PORTS)
     assert all(t["health"] == "up" for t in targets), [(t["labels"]["job"], t["lastError"]) for t in targets]
 
 
+@pytest.mark.slow  # a whole cluster under traffic, scraped by a real Prometheus
 def test_every_dashboard_query_returns_data(live):
     exported = set(live.api("label/__name__/values"))
     labels = set(live.api("labels"))
@@ -283,6 +284,7 @@ def test_every_dashboard_query_returns_data(live):
     assert not empty, "panels without data:\n" + "\n".join(f"  {t}: {e}" for t, e in empty)
 
 
+@pytest.mark.slow  # a whole cluster under traffic, scraped by a real Prometheus
 def test_every_rule_evaluates_and_every_alert_signal_returns_data(live):
     groups = live.api("rules")["groups"]
     loaded = [r for g in groups for r in g["rules"]]
@@ -300,7 +302,7 @@ def test_every_rule_evaluates_and_every_alert_signal_returns_data(live):
     assert not empty, "alert signals without data:\n" + "\n".join(f"  {a}: {s}" for a, s in empty)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a whole cluster under traffic, scraped by a real Prometheus
 def test_the_alert_signals_read_the_traffic_right(live):
     """Every service serves, no server errors (only the caller's), one of two ingest items failed."""
     res = live.query('min by (job) (partsim_health_serving{job=~"partsim-.+"})')

@@ -26,6 +26,7 @@ from .searcher_harness import (
 # ------------------------------------------------------------------ writes
 
 
+@pytest.mark.slow
 def test_reupsert_replaces_without_duplicates(searcher):
     catalog = make_tracks(10, seed=8, max_segments=3)
     searcher.upsert(catalog)
@@ -64,6 +65,7 @@ def test_reupsert_replaces_without_duplicates(searcher):
         assert ids[0] == "again" and len(ids) == len(set(ids))
 
 
+@pytest.mark.slow
 def test_delete(searcher):
     catalog = make_tracks(8, seed=11)
     searcher.upsert(catalog)
@@ -97,6 +99,7 @@ def test_delete(searcher):
 # ------------------------------------------------------------------ reads and what the catalog keeps
 
 
+@pytest.mark.slow
 def test_get_segment_and_list_tracks(searcher):
     catalog = make_tracks(7, seed=12)
     searcher.upsert(catalog)
@@ -122,6 +125,7 @@ def test_get_segment_and_list_tracks(searcher):
     assert len(searcher.stub.ListTracks(searcher_pb2.ListTracksRequest()).tracks) == 7
 
 
+@pytest.mark.slow
 def test_the_catalog_keeps_raw_vectors_presence_and_audio_power_of_every_part(tmp_path):
     """Nothing the model said is lost: GetSegment returns each part's raw vector bit for bit (absent
     parts too), its presence flag and the segment's audio power, also after a restart."""
@@ -157,6 +161,7 @@ def test_the_catalog_keeps_raw_vectors_presence_and_audio_power_of_every_part(tm
         second.stop()
 
 
+@pytest.mark.slow
 def test_a_kept_raw_vector_of_an_absent_part_never_enters_the_search(searcher):
     """Search reads unit vectors with zeros where a part is absent (its eq. 6.2 term is 1), whatever raw
     vector the catalog keeps: even the absent part's own raw vector as the query finds distance 1 there."""
@@ -175,6 +180,7 @@ def test_a_kept_raw_vector_of_an_absent_part_never_enters_the_search(searcher):
     assert [h.distance for h in mix if h.track.track_id == tid] == [pytest.approx(best, abs=1e-5)]
 
 
+@pytest.mark.slow
 def test_persistence(tmp_path):
     catalog = make_tracks(25, seed=13)
     rng = np.random.default_rng(14)

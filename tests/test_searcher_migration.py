@@ -25,6 +25,7 @@ from .searcher_harness import (
 )
 
 
+@pytest.mark.slow
 def test_a_catalog_from_before_raw_vectors_is_migrated_when_opened_and_searches_the_same(tmp_path):
     catalog = make_tracks(12, seed=24)
     write_legacy_catalog(tmp_path / "data", catalog)
@@ -63,6 +64,7 @@ def test_a_catalog_from_before_raw_vectors_is_migrated_when_opened_and_searches_
         s.stop()
 
 
+@pytest.mark.slow
 def test_an_interrupted_migration_is_redone_or_finished_at_the_next_open(tmp_path):
     from pymilvus import MilvusClient
 

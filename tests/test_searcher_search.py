@@ -20,6 +20,7 @@ from .searcher_harness import APPROX, DIM, EXACT, PARTS, make_tracks, mix_reques
 # ------------------------------------------------------------------ exact search = the retrieval function
 
 
+@pytest.mark.slow
 def test_exact_mix_equals_reference(searcher):
     catalog = make_tracks(40, seed=1)
     searcher.upsert(catalog)
@@ -42,6 +43,7 @@ def test_exact_mix_equals_reference(searcher):
             assert h.track.metadata.title == f"Title of {tid}" and h.track.model_version == "test-model"
 
 
+@pytest.mark.slow
 def test_exact_stems_equal_reference(searcher):
     catalog = make_tracks(30, seed=3)
     searcher.upsert(catalog)
@@ -59,6 +61,7 @@ def test_exact_stems_equal_reference(searcher):
     assert [h.distance for h in resp.hits] == pytest.approx([d for d, _, _ in ref[:20]], abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [EXACT, APPROX])
 def test_own_segment_ranks_its_track_first(searcher, mode):
     catalog = make_tracks(40, seed=5)
@@ -76,6 +79,7 @@ def test_own_segment_ranks_its_track_first(searcher, mode):
         assert (stems.hits[0].track.track_id, stems.hits[0].segment.index) == (tid, seg["index"])
 
 
+@pytest.mark.slow
 def test_approximate_equals_exact_on_a_small_catalog(searcher):
     """With fewer rows than K', every segment is a candidate: the approximate path is exact."""
     catalog = make_tracks(40, seed=6)
@@ -95,6 +99,7 @@ def test_approximate_equals_exact_on_a_small_catalog(searcher):
 # ------------------------------------------------------------------ recall of the approximate path
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_approximate_recall_at_100(tmp_path):
     """recall@100 of the approximate path (HNSW, K'=1000) vs the exact path, 10,000 songs, 40 queries.

@@ -75,6 +75,7 @@ def bad_requests():
     ]
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_status_codes_and_the_server_keeps_serving(searcher):
     searcher.upsert(make_tracks(1, seed=15, max_segments=2))
     for method, request, code, text in bad_requests():
@@ -92,6 +93,7 @@ def test_bad_inputs_get_status_codes_and_the_server_keeps_serving(searcher):
     assert a == b
 
 
+@pytest.mark.slow
 def test_health_and_metrics(searcher):
     health = health_pb2_grpc.HealthStub(searcher.channel)
     for service in ("", "partsim.v1.SearcherService"):
@@ -131,6 +133,7 @@ def test_config_defaults_come_from_the_manifest(tmp_path):
         parse(SearcherConfig, PREFIX, [], environ={})
 
 
+@pytest.mark.slow
 def test_main_serves_until_sigterm(tmp_path):
     """``python -m partsim.services.searcher``: prints its address, turns SERVING, stops on SIGTERM."""
     env = {f"{PREFIX}_ADDRESS": "127.0.0.1:0", f"{PREFIX}_DATA_DIR": str(tmp_path / "d"),

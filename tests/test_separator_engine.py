@@ -116,6 +116,7 @@ def test_cuda_without_gpu_fails_clearly(tmp_path):
 SHIPPED = shipped_repo() / "partsim-sep-v1.yaml"
 
 
+@pytest.mark.slow
 def test_shipped_model_separates_into_the_catalog_parts():
     assert SHIPPED.is_file(), f"{SHIPPED} is shipped with partsim"
     engine = Engine(shipped_repo(), "partsim-sep-v1", segment_seconds=0.0)
@@ -128,6 +129,7 @@ def test_shipped_model_separates_into_the_catalog_parts():
     assert np.abs(silent).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_the_dc_bin_is_made_real_before_the_inverse_stft(tmp_path):
     """real_dc_bins: the inverse STFT gets a spectrum whose DC bin has no imaginary part (cuFFT
     does not ignore it, CPU's irfft does), and on the CPU the stems do not change at all."""

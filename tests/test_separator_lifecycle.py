@@ -35,6 +35,7 @@ def repo(tmp_path_factory) -> Path:
 
 
 # -- admission --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_busy_server_answers_resource_exhausted(repo):
     """One slot, no queue: a second request while one runs is refused at once; then it is served."""
     cfg = SeparatorConfig(address="127.0.0.1:0", repo=str(repo), model="tiny-sep", parts=MAPPING,
@@ -60,6 +61,7 @@ def test_busy_server_answers_resource_exhausted(repo):
         srv.stop(0)
 
 
+@pytest.mark.slow
 def test_admission_queues_in_order_refuses_beyond_and_drops_the_cancelled():
     adm = Admission(running=1, queued=2, registry=CollectorRegistry())
     order, release = [], threading.Event()
@@ -117,6 +119,7 @@ def _start(args: list[str]) -> subprocess.Popen:
                             text=True)
 
 
+@pytest.mark.slow
 def test_module_runs_turns_serving_and_stops_on_sigterm(repo):
     serves_until_sigterm(_start(["--repo", str(repo), "--model", "tiny-sep", "--parts", MAPPING]), "separator")
 

@@ -73,6 +73,7 @@ def call(stub, audio: types_pb2.Audio, encoding: int = FLOAT, **fields) -> tuple
 
 
 # -- service ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_health_serving_and_model_info(server, stub):
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
     for name in ("", "partsim.v1.SeparatorService"):
@@ -86,6 +87,7 @@ def test_health_serving_and_model_info(server, stub):
     assert (m.default_shifts, m.max_shifts, m.max_audio_seconds) == (0, 4, MAX_AUDIO)
 
 
+@pytest.mark.slow
 def test_float_stream_reassembles_the_engine_output_exactly(stub, engine):
     audio = make_audio(2.7, seed=1)
     msgs, header, stems = call(stub, pcm(audio))
@@ -106,6 +108,7 @@ def test_float_stream_reassembles_the_engine_output_exactly(stub, engine):
     assert order != sorted(order)
 
 
+@pytest.mark.slow
 def test_engine_equals_demucs_apply_model(engine):
     import torch
     from demucs.apply import apply_model
@@ -140,6 +143,7 @@ def test_flac_encoding_is_24_bit_of_the_same_stems(stub, engine):
     np.testing.assert_allclose(decode_stems(header, stems), want, atol=2.0 ** -23)
 
 
+@pytest.mark.slow
 def test_stereo_and_48k_inputs_become_the_model_rate_and_channels(stub, engine):
     stereo = make_audio(2.0, seed=4, sr=48000, channels=2)
     mono44 = soxr.resample(stereo, 48000, SR, quality="HQ").astype(np.float32).mean(axis=1, keepdims=True,
@@ -156,6 +160,7 @@ def test_stereo_and_48k_inputs_become_the_model_rate_and_channels(stub, engine):
                                                                                .astype(np.float32)))
 
 
+@pytest.mark.slow
 def test_silence_gives_silent_stems(stub):
     for n in (1, 1000, 2 * SR):
         _, header, stems = call(stub, pcm(np.zeros(n, np.float32)))
@@ -178,6 +183,7 @@ def test_span_uses_the_audio_around_it(stub, engine):
     assert header.total_frames == SR // 2
 
 
+@pytest.mark.slow
 def test_shifts_average_random_shifts(stub, engine):
     audio = make_audio(1.5, seed=7)
     _, header, stems = call(stub, pcm(audio), shifts=2)
@@ -258,6 +264,7 @@ def test_cancelled_stream_frees_its_slot(server, stub):
 
 
 # -- partsim separate -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_partsim_separate_writes_one_flac_per_stem(tmp_path, server):
     repo = make_tiny_repo(tmp_path / "r", name="partsim-sep-v1")
     audio = make_audio(1.5, seed=30, sr=22050, channels=2)
@@ -279,6 +286,7 @@ def test_partsim_separate_writes_one_flac_per_stem(tmp_path, server):
         assert f"{stem}.flac  (part {part})" in proc.stdout
 
 
+@pytest.mark.slow
 def test_partsim_separate_user_errors(tmp_path, server):
     repo = make_tiny_repo(tmp_path / "r")
     src = tmp_path / "a.wav"
