@@ -61,7 +61,7 @@ def encode_bytes(raw: bytes, preset: int = 6) -> bytes:
     for _ in range(2):  # second difference, modulo 2**16
         d[1:] = d[1:] - d[:-1]
     b = d.view(np.uint8)
-    payload = b[0::2].tobytes() + b[1::2].tobytes() + raw[2 * n:]
+    payload = b[0::2].tobytes() + b[1::2].tobytes() + raw[2 * n :]
     return MAGIC + struct.pack("<Q", len(raw)) + lzma.compress(payload, preset=preset)
 
 
@@ -81,7 +81,7 @@ def decode_bytes(blob: bytes) -> bytes:
     x = b.view("<i2")
     for _ in range(2):
         x = np.cumsum(x, dtype=np.int16)  # wraps like the encoder's differences
-    return x.astype("<i2", copy=False).tobytes() + payload[2 * n:]
+    return x.astype("<i2", copy=False).tobytes() + payload[2 * n :]
 
 
 def encode(src: Path, dst: Path) -> None:
@@ -101,8 +101,12 @@ def decode(src: Path, dst: Path) -> None:
 def tree_bytes(repo: Path) -> int:
     """Bytes a device call sends besides its carried paths: tracked and untracked-not-ignored files
     (as they are now in the working tree) and shared/."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout
     paths = {p for p in out.decode().split("\0") if p}
     total = 0
     for p in paths:
@@ -112,8 +116,9 @@ def tree_bytes(repo: Path) -> int:
             pass
     shared = repo / "shared"
     if shared.is_dir():
-        total += sum(os.lstat(f).st_size for f in shared.rglob("*")
-                     if not f.is_dir() and str(f.relative_to(repo)) not in paths)
+        total += sum(
+            os.lstat(f).st_size for f in shared.rglob("*") if not f.is_dir() and str(f.relative_to(repo)) not in paths
+        )
     return total
 
 
@@ -150,8 +155,10 @@ def assemble(parts_dir: Path, stash: Path, dest: Path, require: bool) -> int:
     stash.mkdir(parents=True, exist_ok=True)
     sums_file = parts_dir / SUMS if (parts_dir / SUMS).is_file() else stash / SUMS
     if not sums_file.is_file():
-        print(f"gpu-assemble: no {SUMS} in {parts_dir} or {stash}: carry .devbundle/{SUMS} with every part",
-              file=sys.stderr)
+        print(
+            f"gpu-assemble: no {SUMS} in {parts_dir} or {stash}: carry .devbundle/{SUMS} with every part",
+            file=sys.stderr,
+        )
         return 2
     sums = read_sums(sums_file)
     if sums_file.parent != stash:
@@ -179,8 +186,10 @@ def assemble(parts_dir: Path, stash: Path, dest: Path, require: bool) -> int:
             shutil.copyfile(new, kept)
             have.append(name)
     missing = [n for n in names if n not in have]
-    print(f"gpu-assemble: bundle {sums[WHOLE][:12]}: {len(have)}/{len(names)} parts here "
-          f"({' '.join(have) or 'none'})" + (f"; missing {' '.join(missing)}" if missing else ""))
+    print(
+        f"gpu-assemble: bundle {sums[WHOLE][:12]}: {len(have)}/{len(names)} parts here "
+        f"({' '.join(have) or 'none'})" + (f"; missing {' '.join(missing)}" if missing else "")
+    )
     if bad:
         print(f"gpu-assemble: SHA-256 mismatch, not kept: {' '.join(bad)} (re-send them)", file=sys.stderr)
     if missing:
@@ -211,8 +220,10 @@ def assemble(parts_dir: Path, stash: Path, dest: Path, require: bool) -> int:
             return 4
     whole.unlink()
     ready.write_text(sums[WHOLE] + "\n")
-    print(f"gpu-assemble: unpacked into {dest}: {len(manifest['files'])} files checked "
-          f"({', '.join(sorted(Path(n).name for n in manifest['files'] if n.startswith('sf/')))})")
+    print(
+        f"gpu-assemble: unpacked into {dest}: {len(manifest['files'])} files checked "
+        f"({', '.join(sorted(Path(n).name for n in manifest['files'] if n.startswith('sf/')))})"
+    )
     return 0
 
 
@@ -227,16 +238,30 @@ def _extract(archive: Path, dest: Path) -> None:
 # ------------------------------------------------------------------------------------------
 # The reference corpus (what the CPU run rendered with the same settings)
 
-COMPARED_CONFIG = ("generator", "seed", "seconds", "sample_rate", "soundfonts", "composer", "grooves",
-                   "mma_composer", "mma_version", "split", "soundfont_sha256")
+COMPARED_CONFIG = (
+    "generator",
+    "seed",
+    "seconds",
+    "sample_rate",
+    "soundfonts",
+    "composer",
+    "grooves",
+    "mma_composer",
+    "mma_version",
+    "split",
+    "soundfont_sha256",
+)
 
 
 def corpus_ref(corpus: Path, out: Path) -> None:
     index = json.loads((corpus / "index.json").read_text())
     songs = sorted(index["songs"])
-    ref = {"config": index["config"], "splits": index["splits"],
-           "song_mid": {s: sha256(corpus / s / "song.mid") for s in songs},
-           "mix_flac": {s: sha256(corpus / s / "mix.flac") for s in songs}}
+    ref = {
+        "config": index["config"],
+        "splits": index["splits"],
+        "song_mid": {s: sha256(corpus / s / "song.mid") for s in songs},
+        "mix_flac": {s: sha256(corpus / s / "mix.flac") for s in songs},
+    }
     out.write_text(json.dumps(ref, indent=0) + "\n")
 
 
@@ -256,9 +281,11 @@ def corpus_compare(corpus: Path, ref_path: Path, ref_corpus: Path | None = None)
     songs = [s for s in sorted(index["songs"]) if s in ref["song_mid"]]
     same_mid = sum(sha256(corpus / s / "song.mid") == ref["song_mid"][s] for s in songs)
     same_mix = sum(sha256(corpus / s / "mix.flac") == ref["mix_flac"][s] for s in songs)
-    print(f"corpus vs reference ({ref['config'].get('songs')} songs rendered on the CPU): {len(songs)} songs "
-          f"compared; song.mid identical {same_mid}/{len(songs)}, mix.flac identical {same_mix}/{len(songs)} "
-          "(mixes may differ ~60 dB down: FluidSynth's per-process sample caches)")
+    print(
+        f"corpus vs reference ({ref['config'].get('songs')} songs rendered on the CPU): {len(songs)} songs "
+        f"compared; song.mid identical {same_mid}/{len(songs)}, mix.flac identical {same_mix}/{len(songs)} "
+        "(mixes may differ ~60 dB down: FluidSynth's per-process sample caches)"
+    )
     if ref_corpus is not None:
         import numpy as np
         import soundfile as sf
@@ -267,7 +294,7 @@ def corpus_compare(corpus: Path, ref_path: Path, ref_corpus: Path | None = None)
         for s in differing:
             a, _ = sf.read(corpus / s / "mix.flac", dtype="float64")
             b, _ = sf.read(ref_corpus / s / "mix.flac", dtype="float64")
-            level = 10 * np.log10(max(np.mean((a - b) ** 2), 1e-30) / max(np.mean(b ** 2), 1e-30))
+            level = 10 * np.log10(max(np.mean((a - b) ** 2), 1e-30) / max(np.mean(b**2), 1e-30))
             print(f"  {s}: difference at {level:.1f} dB relative to the mix, largest sample {np.abs(a - b).max():.2e}")
     if same_mid != len(songs):
         print("corpus vs reference: WARNING: compositions differ from the CPU corpus", file=sys.stderr)

@@ -38,13 +38,16 @@ def now() -> float:
 
 
 def err(exc: BaseException) -> dict:
-    return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:800]}",
-            "traceback_tail": traceback.format_exc().splitlines()[-6:]}
+    return {
+        "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:800]}",
+        "traceback_tail": traceback.format_exc().splitlines()[-6:],
+    }
 
 
 def version(mod: str) -> str | None:
     try:
         from importlib.metadata import version as v
+
         return v(mod)
     except Exception:  # noqa: BLE001
         return None
@@ -53,26 +56,56 @@ def version(mod: str) -> str | None:
 def machine_info(cpu_only: bool) -> dict:
     import torch
 
-    info: dict = {"python": sys.version.split()[0], "platform": platform.platform(),
-                  "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-                  "torch_threads": torch.get_num_threads(), "cuda_available": torch.cuda.is_available(),
-                  "cpu_only_mode": cpu_only}
+    info: dict = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_only_mode": cpu_only,
+    }
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         info["nvidia_smi"] = out.stdout.strip() or out.stderr.strip()
     except Exception as exc:  # noqa: BLE001
         info["nvidia_smi"] = f"unavailable: {type(exc).__name__}: {exc}"
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        info["cuda_device"] = {"name": p.name, "total_memory_gib": round(p.total_memory / 2**30, 2),
-                               "multiprocessors": p.multi_processor_count, "capability": f"{p.major}.{p.minor}"}
-        info["tf32_defaults"] = {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-                                 "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+        info["cuda_device"] = {
+            "name": p.name,
+            "total_memory_gib": round(p.total_memory / 2**30, 2),
+            "multiprocessors": p.multi_processor_count,
+            "capability": f"{p.major}.{p.minor}",
+        }
+        info["tf32_defaults"] = {
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        }
     import google.protobuf
     import grpc
-    info["packages"] = {n: version(n) for n in ("numpy", "demucs", "julius", "einops", "protobuf", "grpcio",
-                                                "grpcio-health-checking", "soundfile", "soxr", "prometheus_client")}
+
+    info["packages"] = {
+        n: version(n)
+        for n in (
+            "numpy",
+            "demucs",
+            "julius",
+            "einops",
+            "protobuf",
+            "grpcio",
+            "grpcio-health-checking",
+            "soundfile",
+            "soxr",
+            "prometheus_client",
+        )
+    }
     info["module_paths"] = {"google.protobuf": google.protobuf.__file__, "grpc": grpc.__file__}
     return info
 
@@ -81,13 +114,14 @@ def load_audio(path: str | None, seconds: float) -> tuple[np.ndarray, str]:
     """``(n, 2)`` float32 at 44.1 kHz: the FLAC if given and present, else deterministic noise + tones."""
     if path and Path(path).is_file():
         import soundfile as sf
+
         x, sr = sf.read(path, dtype="float32", always_2d=True)
         if sr != SR:
             raise ValueError(f"{path}: {sr} Hz, expected {SR}")
         if len(x) < int(seconds * SR):
             reps = int(np.ceil(seconds * SR / len(x)))
             x = np.tile(x, (reps, 1))
-        return np.ascontiguousarray(x[:int(seconds * SR)]), f"{path} ({x.shape[1]} ch, {sr} Hz)"
+        return np.ascontiguousarray(x[: int(seconds * SR)]), f"{path} ({x.shape[1]} ch, {sr} Hz)"
     rng = np.random.default_rng(1234)
     t = np.arange(int(seconds * SR)) / SR
     chans = []
@@ -109,13 +143,21 @@ def compare(ref: np.ndarray, est: np.ndarray, sources: list[str]) -> dict:
         num, den = float(np.sum(r * r)), float(np.sum(d * d))
         peak = float(np.max(np.abs(r)))
         mad = float(np.max(np.abs(d)))
-        out[s] = {"max_abs_diff": mad, "max_abs_ref": peak, "rel_max_diff": mad / peak if peak else None,
-                  "sdr_db": (10 * np.log10(num / den)) if den > 0 and num > 0 else None,
-                  "identical": den == 0}
+        out[s] = {
+            "max_abs_diff": mad,
+            "max_abs_ref": peak,
+            "rel_max_diff": mad / peak if peak else None,
+            "sdr_db": (10 * np.log10(num / den)) if den > 0 and num > 0 else None,
+            "identical": den == 0,
+        }
     worst_rel = max((v["rel_max_diff"] or 0.0) for v in out.values())
     sdrs = [v["sdr_db"] for v in out.values() if v["sdr_db"] is not None]
-    return {"per_stem": out, "worst_rel_max_diff": worst_rel, "min_sdr_db": min(sdrs) if sdrs else None,
-            "within_1e-4_rel": worst_rel <= 1e-4}
+    return {
+        "per_stem": out,
+        "worst_rel_max_diff": worst_rel,
+        "min_sdr_db": min(sdrs) if sdrs else None,
+        "within_1e-4_rel": worst_rel <= 1e-4,
+    }
 
 
 def run_device(device: str, repo: Path, inputs: dict[str, np.ndarray], reps: int) -> tuple[dict, dict]:
@@ -140,10 +182,16 @@ def run_device(device: str, repo: Path, inputs: dict[str, np.ndarray], reps: int
     engine.warm_up()
     rec["engine_warm_up_s"] = now() - t0  # the engine's own 1-s silent warm-up (what the service does)
     rec["engine_load_seconds_metric"] = engine.load_seconds
-    rec["model"] = {"name": engine.name, "sources": engine.sources, "sample_rate": engine.sample_rate,
-                    "channels": engine.channels, "segment_seconds": engine.segment_seconds,
-                    "overlap": engine.overlap, "class": type(engine.model).__name__,
-                    "params": sum(p.numel() for p in engine.model.parameters())}
+    rec["model"] = {
+        "name": engine.name,
+        "sources": engine.sources,
+        "sample_rate": engine.sample_rate,
+        "channels": engine.channels,
+        "segment_seconds": engine.segment_seconds,
+        "overlap": engine.overlap,
+        "class": type(engine.model).__name__,
+        "params": sum(p.numel() for p in engine.model.parameters()),
+    }
     if cuda:
         rec["gpu_memory_after_load_mib"] = torch.cuda.memory_allocated() / 2**20
     first = next(iter(inputs.values()))
@@ -165,17 +213,25 @@ def run_device(device: str, repo: Path, inputs: dict[str, np.ndarray], reps: int
             if y is not None:
                 repeat_diff = max(repeat_diff, float(np.max(np.abs(z - y))))
             y = z
-        r = {"audio_seconds": dur, "wall_s": times, "wall_s_median": float(np.median(times)),
-             "rtf_median": float(np.median(times)) / dur, "rtf_best": min(times) / dur,
-             "output_shape": list(y.shape), "finite": bool(np.all(np.isfinite(y))),
-             "max_abs_diff_between_reps": repeat_diff}
+        r = {
+            "audio_seconds": dur,
+            "wall_s": times,
+            "wall_s_median": float(np.median(times)),
+            "rtf_median": float(np.median(times)) / dur,
+            "rtf_best": min(times) / dur,
+            "output_shape": list(y.shape),
+            "finite": bool(np.all(np.isfinite(y))),
+            "max_abs_diff_between_reps": repeat_diff,
+        }
         if cuda:
             r["peak_gpu_memory_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
             r["peak_gpu_memory_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
         results[name] = r
         outs[name] = y
-        print(f"  {device} {name}: {dur:.0f} s audio, median {r['wall_s_median']:.3f} s, "
-              f"RTF {r['rtf_median']:.4f}", flush=True)
+        print(
+            f"  {device} {name}: {dur:.0f} s audio, median {r['wall_s_median']:.3f} s, RTF {r['rtf_median']:.4f}",
+            flush=True,
+        )
     rec["inputs"] = results
     del engine
     if cuda:
@@ -246,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    result: dict = {"check": "partsim separator: CUDA path vs CPU path (scripts/gpu-check.sh)",
-                    "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sections_failed": []}
+    result: dict = {
+        "check": "partsim separator: CUDA path vs CPU path (scripts/gpu-check.sh)",
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sections_failed": [],
+    }
 
     def save() -> None:
         out_path.write_text(json.dumps(result, indent=1, default=float) + "\n")
@@ -273,16 +332,23 @@ def main(argv: list[str] | None = None) -> int:
     info = section("machine", lambda: machine_info(cpu_only))
     print(json.dumps({k: info.get(k) for k in ("nvidia_smi", "torch", "cuda_available", "cpu_count")}), flush=True)
     if cpu_only:
-        result["cuda_skipped"] = ("--cpu-only given" if args.cpu_only else
-                                  "torch.cuda.is_available() is False") + ": the CUDA sections did not run"
+        result["cuda_skipped"] = (
+            "--cpu-only given" if args.cpu_only else "torch.cuda.is_available() is False"
+        ) + ": the CUDA sections did not run"
 
     lengths = [float(s) for s in args.lengths.split(",") if s]
     audio, source = load_audio(args.audio, max(lengths + [args.service_seconds]))
-    inputs = {f"{s:g}s": audio[:int(s * SR)] for s in lengths}
-    result["inputs"] = {"source": source, "lengths_s": lengths, "channels_in": int(audio.shape[1]),
-                        "sample_rate": SR, "note": "the model is mono: the engine averages the channels"}
+    inputs = {f"{s:g}s": audio[: int(s * SR)] for s in lengths}
+    result["inputs"] = {
+        "source": source,
+        "lengths_s": lengths,
+        "channels_in": int(audio.shape[1]),
+        "sample_rate": SR,
+        "note": "the model is mono: the engine averages the channels",
+    }
 
     from partsim.assets import shipped_separator_repo
+
     repo = shipped_separator_repo()
     result["model_repo"] = {"path": str(repo), "files": sorted(p.name for p in repo.iterdir())}
 
@@ -322,22 +388,28 @@ def main(argv: list[str] | None = None) -> int:
             summary[f"rtf_{dev}"] = {k: v["rtf_median"] for k, v in r["inputs"].items()}
             summary[f"model_load_s_{dev}"] = r["model_load_s"]
     if isinstance(result.get("cuda"), dict) and "inputs" in result["cuda"]:
-        summary["peak_gpu_memory_allocated_mib"] = max(v["peak_gpu_memory_allocated_mib"]
-                                                       for v in result["cuda"]["inputs"].values())
+        summary["peak_gpu_memory_allocated_mib"] = max(
+            v["peak_gpu_memory_allocated_mib"] for v in result["cuda"]["inputs"].values()
+        )
         if "rtf_cpu" in summary:
-            summary["speedup_cuda_over_cpu"] = {k: summary["rtf_cpu"][k] / summary["rtf_cuda"][k]
-                                                for k in summary["rtf_cuda"] if k in summary["rtf_cpu"]}
+            summary["speedup_cuda_over_cpu"] = {
+                k: summary["rtf_cpu"][k] / summary["rtf_cuda"][k]
+                for k in summary["rtf_cuda"]
+                if k in summary["rtf_cpu"]
+            }
     for key in ("cuda_vs_cpu", "cuda_strict_vs_cpu"):
         if key in agreement:
             a = agreement[key]
-            summary[key] = {"worst_rel_max_diff": max(v["worst_rel_max_diff"] for v in a.values()),
-                            "worst_max_abs_diff": max(s["max_abs_diff"] for v in a.values()
-                                                      for s in v["per_stem"].values()),
-                            "min_sdr_db": min((v["min_sdr_db"] for v in a.values() if v["min_sdr_db"] is not None),
-                                              default=None)}
+            summary[key] = {
+                "worst_rel_max_diff": max(v["worst_rel_max_diff"] for v in a.values()),
+                "worst_max_abs_diff": max(s["max_abs_diff"] for v in a.values() for s in v["per_stem"].values()),
+                "min_sdr_db": min((v["min_sdr_db"] for v in a.values() if v["min_sdr_db"] is not None), default=None),
+            }
     if args.truth and Path(args.truth).is_dir() and "30s" in inputs and sources:
-        section("quality_vs_truth", lambda: quality(args.truth, inputs["30s"], sources,
-                                                    {k: v["30s"] for k, v in outs.items() if "30s" in v}))
+        section(
+            "quality_vs_truth",
+            lambda: quality(args.truth, inputs["30s"], sources, {k: v["30s"] for k, v in outs.items() if "30s" in v}),
+        )
         q = result.get("quality_vs_truth") or {}
         if "sdr_db" in q:
             summary["sdr_vs_truth_30s"] = q["sdr_db"]
@@ -345,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     save()
 
     def service(device: str) -> dict:
-        rec, stems = run_service(device, audio[:int(args.service_seconds * SR)])
+        rec, stems = run_service(device, audio[: int(args.service_seconds * SR)])
         ref = outs.get(device, {}).get(f"{args.service_seconds:g}s")
         if ref is not None and stems is not None:
             rec["vs_in_process_engine_same_device"] = compare(ref, stems, rec["header"]["stems"])

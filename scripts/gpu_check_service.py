@@ -62,21 +62,37 @@ def run_service(device: str, audio: np.ndarray, timeout: float = 180.0) -> tuple
             rec.update(ok=False, why="never turned SERVING", rc=proc.poll())
             return rec, None
         rec["start_to_serving_s"] = time.perf_counter() - t_start
-        pcm = types_pb2.RawPcm(data=np.ascontiguousarray(audio, "<f4").tobytes(), sample_rate=SR,
-                               channels=audio.shape[1], format=types_pb2.SAMPLE_FORMAT_FLOAT32LE)
+        pcm = types_pb2.RawPcm(
+            data=np.ascontiguousarray(audio, "<f4").tobytes(),
+            sample_rate=SR,
+            channels=audio.shape[1],
+            format=types_pb2.SAMPLE_FORMAT_FLOAT32LE,
+        )
         t0 = time.perf_counter()
-        header, stems = client.separate(address, types_pb2.Audio(pcm=pcm),
-                                        encoding=separator_pb2.STEM_ENCODING_FLOAT32LE, timeout=120)
+        header, stems = client.separate(
+            address, types_pb2.Audio(pcm=pcm), encoding=separator_pb2.STEM_ENCODING_FLOAT32LE, timeout=120
+        )
         rec["separate_rpc_s"] = time.perf_counter() - t0
         y = client.decode_stems(header, stems)
-        rec.update(ok=True, header={"model": header.model, "stems": [s.name for s in header.stems],
-                                    "sample_rate": header.sample_rate, "channels": header.channels,
-                                    "total_frames": header.total_frames},
-                   output_shape=list(y.shape), rtf_rpc=rec["separate_rpc_s"] / rec["audio_seconds"])
+        rec.update(
+            ok=True,
+            header={
+                "model": header.model,
+                "stems": [s.name for s in header.stems],
+                "sample_rate": header.sample_rate,
+                "channels": header.channels,
+                "total_frames": header.total_frames,
+            },
+            output_shape=list(y.shape),
+            rtf_rpc=rec["separate_rpc_s"] / rec["audio_seconds"],
+        )
         return rec, y
     except Exception as exc:  # noqa: BLE001
-        rec.update(ok=False, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:800]}",
-                   traceback_tail=traceback.format_exc().splitlines()[-6:])
+        rec.update(
+            ok=False,
+            error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:800]}",
+            traceback_tail=traceback.format_exc().splitlines()[-6:],
+        )
         return rec, None
     finally:
         if proc.poll() is None:

@@ -23,8 +23,12 @@ def render_corpus(tmp_path_factory):
 
     def render(name: str, songs: int, seconds: float, seed: int) -> Path:
         out = tmp_path_factory.mktemp(name) / "corpus"
-        make_corpus(CorpusConfig(out=out, songs=songs, seconds=seconds, seed=seed,
-                                 soundfonts=check_soundfonts(FAST_SOUNDFONTS[:1])), progress=False)
+        make_corpus(
+            CorpusConfig(
+                out=out, songs=songs, seconds=seconds, seed=seed, soundfonts=check_soundfonts(FAST_SOUNDFONTS[:1])
+            ),
+            progress=False,
+        )
         return out
 
     return render
@@ -42,8 +46,17 @@ def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
     from partsim.model.train import TrainConfig, Trainer
 
     out = tmp_path_factory.mktemp("run") / "tiny"
-    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(out), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-                      batch=4, epochs=2, steps_per_epoch=2, partnet_steps=2, pretrain_steps=2, val_draws=4)
+    cfg = TrainConfig(
+        corpus=str(tiny_corpus),
+        out=str(out),
+        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+        batch=4,
+        epochs=2,
+        steps_per_epoch=2,
+        partnet_steps=2,
+        pretrain_steps=2,
+        val_draws=4,
+    )
     Trainer(cfg, progress=False).run()
     return out
 
@@ -56,6 +69,7 @@ def k8s_renders() -> dict[str, list[dict]]:
     if KUBECTL is None:
         pytest.skip("this machine has no kubectl (with its embedded kustomize): k8s/ cannot be rendered here")
     return render_all()
+
 
 # fixtures of the helper modules: the running cluster of tests/test_cluster_e2e_*.py (session-scoped: started
 # once for all of them), a redis-server per module, a searcher on a new catalog for tests/test_searcher_*.py

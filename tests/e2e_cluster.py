@@ -37,8 +37,9 @@ def redis():
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory, catalog, redis):
     data = tmp_path_factory.mktemp("cluster")
-    with Cluster(data, gateway="127.0.0.1:0", redis_url=redis, allowed_roots=[catalog], quiet=True,
-                 separator=False) as c:
+    with Cluster(
+        data, gateway="127.0.0.1:0", redis_url=redis, allowed_roots=[catalog], quiet=True, separator=False
+    ) as c:
         with PartsimClient(c.gateway) as client:
             client.wait_ready(300)
         yield c
@@ -63,8 +64,10 @@ def indexed(client, catalog) -> dict[str, np.ndarray]:
         resp = client.index_bytes(data, song.name, title=song.name, tags={"corpus": "e2e"})
         assert resp.track.num_segments == 3  # 32 s -> three whole 10-s segments
         emb = client.embed_parts(data, SEG, SEG)
-        vectors[song.name] = (np.array([[p.vector for p in s.parts] for s in emb.segments], dtype=np.float64),
-                              np.array([[p.present for p in s.parts] for s in emb.segments]))
+        vectors[song.name] = (
+            np.array([[p.vector for p in s.parts] for s in emb.segments], dtype=np.float64),
+            np.array([[p.present for p in s.parts] for s in emb.segments]),
+        )
     return vectors
 
 
@@ -72,5 +75,5 @@ def wav_clip(path: Path, start: float, seconds: float) -> bytes:
     """``seconds`` of an audio file from ``start`` on, as WAV bytes."""
     audio, sr = sf.read(str(path), dtype="float32")
     buf = io.BytesIO()
-    sf.write(buf, audio[int(start * sr):int((start + seconds) * sr)], sr, format="WAV")
+    sf.write(buf, audio[int(start * sr) : int((start + seconds) * sr)], sr, format="WAV")
     return buf.getvalue()

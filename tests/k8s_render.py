@@ -33,8 +33,12 @@ KUBECTL = shutil.which("kubectl")
 
 
 def _kustomize(path: Path) -> list[dict]:
-    proc = subprocess.run([KUBECTL, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [KUBECTL, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"kubectl kustomize {path} failed:\n{proc.stderr}")
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -43,17 +47,24 @@ def _kustomize(path: Path) -> list[dict]:
 @functools.cache
 def render_all() -> dict[str, list[dict]]:
     """name -> rendered objects, for base, overlays/cpu, overlays/gpu and every component subset."""
-    jobs: dict[str, Path] = {"base": K8S / "base", "overlay-cpu": K8S / "overlays" / "cpu",
-                             "overlay-gpu": K8S / "overlays" / "gpu"}
+    jobs: dict[str, Path] = {
+        "base": K8S / "base",
+        "overlay-cpu": K8S / "overlays" / "cpu",
+        "overlay-gpu": K8S / "overlays" / "gpu",
+    }
     with tempfile.TemporaryDirectory(prefix="partsim-k8s-") as tmp:
         for n in range(1, len(COMPONENTS) + 1):
             for combo in itertools.combinations(COMPONENTS, n):
                 d = Path(tmp) / "+".join(combo)
                 d.mkdir()
                 rel = os.path.relpath(K8S, d)
-                doc = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                       "namespace": "partsim-test", "resources": [f"{rel}/base"],
-                       "components": [f"{rel}/components/{c}" for c in combo]}
+                doc = {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "namespace": "partsim-test",
+                    "resources": [f"{rel}/base"],
+                    "components": [f"{rel}/components/{c}" for c in combo],
+                }
                 (d / "kustomization.yaml").write_text(yaml.safe_dump(doc))
                 jobs["+".join(combo)] = d
         with ThreadPoolExecutor(max_workers=max(4, 2 * (os.cpu_count() or 2))) as pool:
@@ -72,12 +83,11 @@ def components_of(name: str) -> set[str]:
     return set(name.split("+"))
 
 
-RENDER_NAMES = (["base", "overlay-cpu", "overlay-gpu"]
-                + ["+".join(c) for n in range(1, len(COMPONENTS) + 1) for c in itertools.combinations(COMPONENTS, n)])
-
+RENDER_NAMES = ["base", "overlay-cpu", "overlay-gpu"] + [
+    "+".join(c) for n in range(1, len(COMPONENTS) + 1) for c in itertools.combinations(COMPONENTS, n)
+]
 
 
 def renders_with(comp: str) -> list[str]:
     """The render names that include component ``comp``."""
     return [n for n in RENDER_NAMES if comp in components_of(n)]
-

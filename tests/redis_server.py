@@ -65,8 +65,10 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         if not (os.path.isfile(self.binary) and os.access(self.binary, os.X_OK)):
-            pytest.skip(f"redis-server not found at {self.binary} (apt-get install redis-server, "
-                        f"or set PARTSIM_TEST_REDIS_SERVER)")
+            pytest.skip(
+                f"redis-server not found at {self.binary} (apt-get install redis-server, "
+                f"or set PARTSIM_TEST_REDIS_SERVER)"
+            )
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="partsim-redis-"))
         last = ""
@@ -88,10 +90,26 @@ class RedisServer:
 
     def _launch(self, port: int) -> bool:
         assert self._dir is not None
-        cmd = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(self._dir), "--logfile", str(self._dir / "redis.log"), "--daemonize", "no"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        cmd = [
+            self.binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self._dir),
+            "--logfile",
+            str(self._dir / "redis.log"),
+            "--daemonize",
+            "no",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:  # exited: most likely the port was taken meanwhile

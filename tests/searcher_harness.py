@@ -28,30 +28,55 @@ def make_tracks(n: int, seed: int, prefix: str = "t", max_segments: int = 6) -> 
         segs = []
         for i in range(int(rng.integers(1, max_segments + 1))):
             present = {p: bool(rng.random() > 0.2) for p in PARTS}
-            vectors = {p: (rng.standard_normal(DIM) * rng.uniform(0.5, 3.0) if present[p]
-                           else rng.standard_normal(DIM) * 1e-3).astype(np.float32) for p in PARTS}
-            segs.append({"index": i, "start": 10.0 * i, "end": 10.0 * i + 10.0, "vectors": vectors,
-                         "present": present})
+            vectors = {
+                p: (
+                    rng.standard_normal(DIM) * rng.uniform(0.5, 3.0) if present[p] else rng.standard_normal(DIM) * 1e-3
+                ).astype(np.float32)
+                for p in PARTS
+            }
+            segs.append({"index": i, "start": 10.0 * i, "end": 10.0 * i + 10.0, "vectors": vectors, "present": present})
         tracks[f"{prefix}{t:03d}"] = segs
     return tracks
 
 
 def upsert_request(track_id: str, segs: list[dict], title: str = "") -> searcher_pb2.UpsertTrackRequest:
     return searcher_pb2.UpsertTrackRequest(
-        track=searcher_pb2.Track(track_id=track_id, metadata=types_pb2.TrackMetadata(
-            title=title or f"Title of {track_id}", artist="Someone", tags={"genre": "test"}),
-            segment_seconds=10.0, model_version="test-model"),
-        segments=[types_pb2.SegmentEmbedding(
-            index=s["index"], start_seconds=s["start"], end_seconds=s["end"],
-            parts=[types_pb2.PartVector(part=p, vector=s["vectors"][p].tolist(),
-                                        norm=float(np.linalg.norm(s["vectors"][p])), present=s["present"][p])
-                   for p in PARTS]) for s in segs])
+        track=searcher_pb2.Track(
+            track_id=track_id,
+            metadata=types_pb2.TrackMetadata(
+                title=title or f"Title of {track_id}", artist="Someone", tags={"genre": "test"}
+            ),
+            segment_seconds=10.0,
+            model_version="test-model",
+        ),
+        segments=[
+            types_pb2.SegmentEmbedding(
+                index=s["index"],
+                start_seconds=s["start"],
+                end_seconds=s["end"],
+                parts=[
+                    types_pb2.PartVector(
+                        part=p,
+                        vector=s["vectors"][p].tolist(),
+                        norm=float(np.linalg.norm(s["vectors"][p])),
+                        present=s["present"][p],
+                    )
+                    for p in PARTS
+                ],
+            )
+            for s in segs
+        ],
+    )
 
 
-def reference_mix(catalog: dict[str, list[dict]], query: dict[str, list[np.ndarray]], weights: dict[str, float],
-                  exclude: set[str] = frozenset()) -> list[tuple[float, str, int, dict[str, float]]]:
+def reference_mix(
+    catalog: dict[str, list[dict]],
+    query: dict[str, list[np.ndarray]],
+    weights: dict[str, float],
+    exclude: set[str] = frozenset(),
+) -> list[tuple[float, str, int, dict[str, float]]]:
     """The retrieval function written out loop by loop, in float64: (D, track, best segment, per part)."""
-    y = {p: np.mean(np.asarray(embs, dtype=np.float64), axis=0) for p, embs in query.items()}   # eq. 6.1
+    y = {p: np.mean(np.asarray(embs, dtype=np.float64), axis=0) for p, embs in query.items()}  # eq. 6.1
     out = []
     for tid, segs in catalog.items():
         if tid in exclude:
@@ -63,28 +88,43 @@ def reference_mix(catalog: dict[str, list[dict]], query: dict[str, list[np.ndarr
                 v = s["vectors"][p].astype(np.float64)
                 cos = 0.0 if not s["present"][p] else float(yp @ v / (np.linalg.norm(yp) * np.linalg.norm(v)))
                 per[p] = 1.0 - cos
-            d = sum(weights[p] * per[p] for p in y) / sum(weights[p] for p in y)                   # eq. 6.2
+            d = sum(weights[p] * per[p] for p in y) / sum(weights[p] for p in y)  # eq. 6.2
             if best is None or d < best[0]:
                 best = (d, tid, s["index"], per)
         out.append(best)
     return sorted(out, key=lambda r: (r[0], r[1]))
 
 
-def mix_request(query: dict[str, list[np.ndarray]], weights: dict[str, float] | None = None, top_k: int = 10,
-                mode=EXACT, exclude=()) -> searcher_pb2.SearchMixVectorsRequest:
+def mix_request(
+    query: dict[str, list[np.ndarray]], weights: dict[str, float] | None = None, top_k: int = 10, mode=EXACT, exclude=()
+) -> searcher_pb2.SearchMixVectorsRequest:
     weights = weights or {}
     return searcher_pb2.SearchMixVectorsRequest(
-        parts=[searcher_pb2.PartQuery(part=p, vector=np.mean(embs, axis=0).tolist(), weight=weights.get(p, 0.0))
-               for p, embs in query.items()], top_k=top_k, mode=mode, exclude_track_ids=list(exclude))
+        parts=[
+            searcher_pb2.PartQuery(part=p, vector=np.mean(embs, axis=0).tolist(), weight=weights.get(p, 0.0))
+            for p, embs in query.items()
+        ],
+        top_k=top_k,
+        mode=mode,
+        exclude_track_ids=list(exclude),
+    )
 
 
 class Searcher:
     """A running searcher service and a stub to it."""
 
     def __init__(self, data_dir, **overrides):
-        self.cfg = SearcherConfig(address="127.0.0.1:0", data_dir=str(data_dir), parts=",".join(PARTS),
-                                  subspace_dim=DIM, metrics_port=0, metrics_host="127.0.0.1", grace_seconds=1,
-                                  workers=4, **overrides)
+        self.cfg = SearcherConfig(
+            address="127.0.0.1:0",
+            data_dir=str(data_dir),
+            parts=",".join(PARTS),
+            subspace_dim=DIM,
+            metrics_port=0,
+            metrics_host="127.0.0.1",
+            grace_seconds=1,
+            workers=4,
+            **overrides,
+        )
         self.cfg.validate()
         self.server = SearcherServer(self.cfg).start()
         self.rt, self.servicer = self.server.rt, self.server.servicer
@@ -144,14 +184,27 @@ def write_legacy_catalog(folder, catalog: dict[str, list[dict]], parts: list[str
             for s in segs:
                 v = s["vectors"][part]
                 n = float(np.linalg.norm(v))
-                rows.append({"pk": f"{tid}#{s['index']}", "track_id": tid, "segment": s["index"], "start": s["start"],
-                             "end": s["end"], "present": s["present"][part], "norm": n,
-                             "vector": (v / n if s["present"][part] else np.zeros(dim, np.float32)).tolist()})
+                rows.append(
+                    {
+                        "pk": f"{tid}#{s['index']}",
+                        "track_id": tid,
+                        "segment": s["index"],
+                        "start": s["start"],
+                        "end": s["end"],
+                        "present": s["present"][part],
+                        "norm": n,
+                        "vector": (v / n if s["present"][part] else np.zeros(dim, np.float32)).tolist(),
+                    }
+                )
         client.insert(name, rows)
         client.flush(name)
     client.close()
     server_manager_instance.release_server(os.path.abspath(uri))
     meta = MetaDB(folder / "tracks.sqlite")
-    meta.put_many([TrackInfo(tid, num_segments=len(segs), segment_seconds=10.0, model_version="old")
-                   for tid, segs in catalog.items()])
+    meta.put_many(
+        [
+            TrackInfo(tid, num_segments=len(segs), segment_seconds=10.0, model_version="old")
+            for tid, segs in catalog.items()
+        ]
+    )
     meta.close()

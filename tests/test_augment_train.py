@@ -52,7 +52,9 @@ def test_augmentation_changes_audible_stems_keeps_silence_silent_and_stays_finit
     changed = [i for i in range(12) if i != 3 and not torch.allclose(y[i], x[i, :SEG], atol=1e-4)]
     assert len(changed) == 11
     # gain within ±6 dB and bounded effects: no stem explodes or vanishes
-    ratio = y.pow(2).mean(1)[[i for i in range(12) if i != 3]] / x[:, :SEG].pow(2).mean(1)[[i for i in range(12) if i != 3]]
+    ratio = (
+        y.pow(2).mean(1)[[i for i in range(12) if i != 3]] / x[:, :SEG].pow(2).mean(1)[[i for i in range(12) if i != 3]]
+    )
     assert torch.all(ratio > 10 ** (-30 / 10)) and torch.all(ratio < 10 ** (20 / 10))
     mixed = aug.mix(y, torch.Generator().manual_seed(1))
     noise = (mixed - y).pow(2).mean(1)
@@ -85,8 +87,9 @@ def test_augmented_render_batch_is_seeded_and_judges_presence_after_augmentation
 def _calibration_audio() -> np.ndarray:
     t = np.arange(3 * 44100) / 44100.0
     rng = np.random.default_rng(0)
-    return np.stack([0.2 * np.sin(2 * np.pi * f * t) + 0.02 * rng.standard_normal(len(t))
-                     for f in np.geomspace(50, 5000, 24)]).astype(np.float32)
+    return np.stack(
+        [0.2 * np.sin(2 * np.pi * f * t) + 0.02 * rng.standard_normal(len(t)) for f in np.geomspace(50, 5000, 24)]
+    ).astype(np.float32)
 
 
 def _calibration_mel():
@@ -104,8 +107,7 @@ def test_warm_start_from_a_shipped_onnx_model_reproduces_it_in_eval_and_train_mo
     from partsim.model.inference import OnnxEmbedder
     from partsim.model.warmstart import load_onnx_into
 
-    manifest = (assets.shipped_model("csn-v2") / "manifest.json" if model == "csn-v2"
-                else assets.default_manifest())
+    manifest = assets.shipped_model("csn-v2") / "manifest.json" if model == "csn-v2" else assets.default_manifest()
     widths = json.loads(manifest.read_text())["network"]["widths"]
     csn = CSN(NetConfig(widths=widths))
     mel = _calibration_mel()
@@ -132,9 +134,17 @@ def test_warm_start_rejects_a_model_of_other_sizes(tmp_path):
 
 @pytest.mark.slow
 def test_init_from_a_model_skips_pretraining_and_checkpoints_hold_weights_only(tiny_run, tiny_corpus, tmp_path):
-    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "ft"), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-                      batch=4, epochs=1, steps_per_epoch=2, val_draws=4, init=str(tiny_run / "model.pt"),
-                      schedule="cosine")
+    cfg = TrainConfig(
+        corpus=str(tiny_corpus),
+        out=str(tmp_path / "ft"),
+        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+        batch=4,
+        epochs=1,
+        steps_per_epoch=2,
+        val_draws=4,
+        init=str(tiny_run / "model.pt"),
+        schedule="cosine",
+    )
     tr = Trainer(cfg, progress=False)
     start = {k: v.clone() for k, v in tr.csn.state_dict().items()}
     trained = torch.load(tiny_run / "model.pt", weights_only=False)["csn"]
@@ -161,8 +171,17 @@ def test_training_speed_benchmark_prints_both_configurations_and_their_ratio(tin
 
 @pytest.mark.slow
 def test_frozen_batch_norms_keep_their_running_statistics_while_the_weights_learn(tiny_run, tiny_corpus, tmp_path):
-    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "fz"), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-                      batch=4, epochs=1, steps_per_epoch=2, val_draws=4, init=str(tiny_run / "model.pt"), freeze_bn=True)
+    cfg = TrainConfig(
+        corpus=str(tiny_corpus),
+        out=str(tmp_path / "fz"),
+        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+        batch=4,
+        epochs=1,
+        steps_per_epoch=2,
+        val_draws=4,
+        init=str(tiny_run / "model.pt"),
+        freeze_bn=True,
+    )
     tr = Trainer(cfg, progress=False)
     before = {k: v.clone() for k, v in tr.csn.state_dict().items()}
     tr.run()
@@ -173,8 +192,10 @@ def test_frozen_batch_norms_keep_their_running_statistics_while_the_weights_lear
     assert any(not torch.equal(before[k], after[k]) for k in weights)
 
 
-@pytest.mark.parametrize("args, message", [(["--steps", "0"], "--steps must be at least 1"),
-                                           (["--batch", "0"], "--batch must be at least 1")])
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--steps", "0"], "--steps must be at least 1"), (["--batch", "0"], "--batch must be at least 1")],
+)
 @pytest.mark.slow
 def test_bench_train_rejects_bad_sizes_with_one_line(tiny_corpus, args, message):
     r = run_cli("bench-train", "--corpus", str(tiny_corpus), *args)
@@ -192,22 +213,47 @@ def test_interpolation_spans_the_shipped_start_and_the_fine_tuned_model(tiny_run
     from partsim.model.inference import OnnxEmbedder, TorchEmbedder
 
     export(tiny_run / "model.pt", tmp_path / "start", name="tiny")
-    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "ft"), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-                      batch=4, epochs=1, steps_per_epoch=3, val_draws=4, init=str(tmp_path / "start"), freeze_bn=True,
-                      lr=1e-2)
+    cfg = TrainConfig(
+        corpus=str(tiny_corpus),
+        out=str(tmp_path / "ft"),
+        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+        batch=4,
+        epochs=1,
+        steps_per_epoch=3,
+        val_draws=4,
+        init=str(tmp_path / "start"),
+        freeze_bn=True,
+        lr=1e-2,
+    )
     Trainer(cfg, progress=False).run()
     audio = np.random.default_rng(1).uniform(-0.3, 0.3, (4, 3 * 44100)).astype(np.float32)
     start = OnnxEmbedder(tmp_path / "start" / "manifest.json").embed(audio)
     tuned = TorchEmbedder(tmp_path / "ft" / "model.pt").embed(audio)
     for alpha, expect in ((0.0, start), (1.0, tuned)):
-        r = run_cli("interpolate", str(tmp_path / "ft" / "model.pt"), "--init", str(tmp_path / "start"),
-                    "--alpha", str(alpha), "--out", str(tmp_path / f"a{alpha}.pt"))
+        r = run_cli(
+            "interpolate",
+            str(tmp_path / "ft" / "model.pt"),
+            "--init",
+            str(tmp_path / "start"),
+            "--alpha",
+            str(alpha),
+            "--out",
+            str(tmp_path / f"a{alpha}.pt"),
+        )
         assert r.returncode == 0, r.stderr
         got = TorchEmbedder(tmp_path / f"a{alpha}.pt").embed(audio)
         assert np.abs(got - expect).max() < 1e-4
     assert np.abs(start - tuned).max() > 1e-3  # the fine-tuning moved the model: the check above means something
-    r = run_cli("interpolate", str(tiny_run / "model.pt"), "--init", str(tmp_path / "start"), "--alpha", "0.5",
-                "--out", str(tmp_path / "bad.pt"))
+    r = run_cli(
+        "interpolate",
+        str(tiny_run / "model.pt"),
+        "--init",
+        str(tmp_path / "start"),
+        "--alpha",
+        "0.5",
+        "--out",
+        str(tmp_path / "bad.pt"),
+    )
     assert r.returncode == 2 and "--freeze-bn" in r.stderr
 
 
@@ -217,10 +263,23 @@ def test_init_and_interpolate_name_a_corrupt_or_foreign_model_file(tiny_corpus, 
     corrupt.write_bytes(b"garbage\n")
     foreign = tmp_path / "foreign.pt"
     torch.save({"x": 1}, foreign)
-    r = run_cli("train", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "run"), "--init", str(corrupt),
-                "--epochs", "1", "--steps-per-epoch", "1", "--quiet")
+    r = run_cli(
+        "train",
+        "--corpus",
+        str(tiny_corpus),
+        "--out",
+        str(tmp_path / "run"),
+        "--init",
+        str(corrupt),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--quiet",
+    )
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        f"partsim: error: --init {corrupt}: not a readable PyTorch file (ValueError)"]
+        f"partsim: error: --init {corrupt}: not a readable PyTorch file (ValueError)"
+    ]
     from partsim import assets
 
     v2 = assets.shipped_model("csn-v2")

@@ -30,9 +30,18 @@ CALLS = 12
 
 
 def handled(srv) -> float:
-    return srv.rt.registry.get_sample_value(
-        "grpc_server_handled_total", {"grpc_type": "unary", "grpc_service": "partsim.v1.EmbedderService",
-                                      "grpc_method": "Embed", "grpc_code": "OK"}) or 0.0
+    return (
+        srv.rt.registry.get_sample_value(
+            "grpc_server_handled_total",
+            {
+                "grpc_type": "unary",
+                "grpc_service": "partsim.v1.EmbedderService",
+                "grpc_method": "Embed",
+                "grpc_code": "OK",
+            },
+        )
+        or 0.0
+    )
 
 
 def start_embedder(**kw):
@@ -82,7 +91,8 @@ def test_dns_targets_as_in_kubernetes_resolve_and_serve(embedders):
     ch = channel(f"dns:///localhost:{port}", 16 << 20, ["partsim.v1.EmbedderService"])
     try:
         resp = embedder_pb2_grpc.EmbedderServiceStub(ch).Embed(
-            embedder_pb2.EmbedRequest(audio=pcm(make_audio(1.0, seed=4)), segment_seconds=1.0), timeout=60)
+            embedder_pb2.EmbedRequest(audio=pcm(make_audio(1.0, seed=4)), segment_seconds=1.0), timeout=60
+        )
         assert len(resp.segments) == 1
     finally:
         ch.close()
@@ -91,8 +101,11 @@ def test_dns_targets_as_in_kubernetes_resolve_and_serve(embedders):
 def test_gateway_lb_policy_is_validated():
     assert parse(GatewayConfig, GW_PREFIX, environ={"PARTSIM_GATEWAY_DATA_DIR": "/tmp"}).lb_policy == "round_robin"
     with pytest.raises(InvalidArgument, match="PARTSIM_GATEWAY_LB_POLICY"):
-        parse(GatewayConfig, GW_PREFIX, environ={"PARTSIM_GATEWAY_DATA_DIR": "/tmp",
-                                                 "PARTSIM_GATEWAY_LB_POLICY": "least_request"})
+        parse(
+            GatewayConfig,
+            GW_PREFIX,
+            environ={"PARTSIM_GATEWAY_DATA_DIR": "/tmp", "PARTSIM_GATEWAY_LB_POLICY": "least_request"},
+        )
     with pytest.raises(InvalidArgument, match="PARTSIM_EMBEDDER_MAX_CONNECTION_AGE_SECONDS"):
         parse(EmbedderConfig, "PARTSIM_EMBEDDER", environ={"PARTSIM_EMBEDDER_MAX_CONNECTION_AGE_SECONDS": "-1"})
 
@@ -113,8 +126,10 @@ def test_max_connection_age_closes_idle_connections():
             grpc.channel_ready_future(ch).result(timeout=10)
             seen.clear()
         time.sleep(3.0)
-        assert grpc.ChannelConnectivity.IDLE in states["aged"] or \
-            grpc.ChannelConnectivity.TRANSIENT_FAILURE in states["aged"], states["aged"]
+        assert (
+            grpc.ChannelConnectivity.IDLE in states["aged"]
+            or grpc.ChannelConnectivity.TRANSIENT_FAILURE in states["aged"]
+        ), states["aged"]
         assert states["plain"] == [] or set(states["plain"]) == {grpc.ChannelConnectivity.READY}, states["plain"]
         for ch in channels.values():
             ch.close()

@@ -42,8 +42,14 @@ def test_readme_command_with_default_soundfonts(tmp_path):
     assert f"wrote 3 songs to {out}" in proc.stdout
     assert "songs: 100%" in proc.stderr  # the progress bar
     index = json.loads((out / "index.json").read_text())
-    assert index["config"]["soundfonts"] == ["FluidR3_GM.sf2", "TimGM6mb.sf2", "MuseScore_General.sf3",
-                                             "FluidR3Mono_GM.sf3", "sf_GMbank.sf2", "OPL-3_FM_128M.sf2"]
+    assert index["config"]["soundfonts"] == [
+        "FluidR3_GM.sf2",
+        "TimGM6mb.sf2",
+        "MuseScore_General.sf3",
+        "FluidR3Mono_GM.sf3",
+        "sf_GMbank.sf2",
+        "OPL-3_FM_128M.sf2",
+    ]
     for sid in index["songs"]:
         assert sid in proc.stdout
         assert sf.info(str(out / sid / "mix.flac")).duration == pytest.approx(12.0)
@@ -87,15 +93,43 @@ def test_unparseable_number_is_a_usage_error(tmp_path):
 def test_bad_soundfonts(tmp_path):
     missing = tmp_path / "nope.sf2"
     _assert_user_error(
-        run_cli("corpus", "make", "--out", str(tmp_path / "c"), "--songs", "1", "--seconds", "8", "--seed", "1",
-                "--soundfont", str(missing)),
-        "SoundFont not found", str(missing))
+        run_cli(
+            "corpus",
+            "make",
+            "--out",
+            str(tmp_path / "c"),
+            "--songs",
+            "1",
+            "--seconds",
+            "8",
+            "--seed",
+            "1",
+            "--soundfont",
+            str(missing),
+        ),
+        "SoundFont not found",
+        str(missing),
+    )
     fake = tmp_path / "fake.sf2"
     fake.write_text("this is not a soundfont\n" * 10)
     _assert_user_error(
-        run_cli("corpus", "make", "--out", str(tmp_path / "c"), "--songs", "1", "--seconds", "8", "--seed", "1",
-                "--soundfont", str(fake)),
-        "not a SoundFont", str(fake))
+        run_cli(
+            "corpus",
+            "make",
+            "--out",
+            str(tmp_path / "c"),
+            "--songs",
+            "1",
+            "--seconds",
+            "8",
+            "--seed",
+            "1",
+            "--soundfont",
+            str(fake),
+        ),
+        "not a SoundFont",
+        str(fake),
+    )
     assert not (tmp_path / "c").exists()
 
 
@@ -104,10 +138,14 @@ def test_unwritable_and_foreign_output_folders(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     common = ["--songs", "1", "--seconds", "8", "--seed", "1", "--soundfont", TIM]
-    _assert_user_error(run_cli("corpus", "make", "--out", str(blocker / "sub"), *common),
-                       "cannot write to output folder", str(blocker / "sub"))
-    _assert_user_error(run_cli("corpus", "make", "--out", str(blocker), *common),
-                       "output path exists and is not a folder")
+    _assert_user_error(
+        run_cli("corpus", "make", "--out", str(blocker / "sub"), *common),
+        "cannot write to output folder",
+        str(blocker / "sub"),
+    )
+    _assert_user_error(
+        run_cli("corpus", "make", "--out", str(blocker), *common), "output path exists and is not a folder"
+    )
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "precious.txt").write_text("keep me")
@@ -122,8 +160,24 @@ def test_unwritable_and_foreign_output_folders(tmp_path):
 @pytest.mark.slow
 def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path):
     out = tmp_path / "c"
-    cmd = [sys.executable, "-m", "partsim.cli", "corpus", "make", "--out", str(out), "--songs", "30",
-           "--seconds", "8", "--seed", "4", "--soundfont", TIM, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "partsim.cli",
+        "corpus",
+        "make",
+        "--out",
+        str(out),
+        "--songs",
+        "30",
+        "--seconds",
+        "8",
+        "--seed",
+        "4",
+        "--soundfont",
+        TIM,
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

@@ -31,8 +31,14 @@ def test_over_long_upload_is_resource_exhausted(cluster, catalog, tmp_path):
 
     searcher = next(s.address for s in cluster.services if s.name == "searcher")
     embedder = next(s.address for s in cluster.services if s.name == "embedder")
-    cfg = GatewayConfig(address="127.0.0.1:0", embedder=embedder, searcher=searcher, data_dir=str(tmp_path),
-                        max_upload_mb=1.0, metrics_port=-1)
+    cfg = GatewayConfig(
+        address="127.0.0.1:0",
+        embedder=embedder,
+        searcher=searcher,
+        data_dir=str(tmp_path),
+        max_upload_mb=1.0,
+        metrics_port=-1,
+    )
     gateway = GatewayServer(cfg).start()
     try:
         with PartsimClient(gateway.address) as c:
@@ -54,9 +60,16 @@ def test_jobs_survive_a_gateway_restart(cluster, catalog, redis, tmp_path):
     own_db = redis.rsplit("/", 1)[0] + "/1"  # the cluster's gateway consumes db 0's queue
 
     def gateway(workers: int):
-        cfg = GatewayConfig(address="127.0.0.1:0", embedder=embedder, searcher=searcher, redis_url=own_db,
-                            data_dir=str(tmp_path),
-                            allowed_roots=str(catalog), ingest_workers=workers, metrics_port=-1)
+        cfg = GatewayConfig(
+            address="127.0.0.1:0",
+            embedder=embedder,
+            searcher=searcher,
+            redis_url=own_db,
+            data_dir=str(tmp_path),
+            allowed_roots=str(catalog),
+            ingest_workers=workers,
+            metrics_port=-1,
+        )
         return GatewayServer(cfg).start()
 
     items = [{"track_id": f"job-{p.name}", "uri": str(p / "mix.flac")} for p in songs(catalog)[:3]]
@@ -92,13 +105,15 @@ def test_the_catalog_keeps_raw_vectors_presence_and_power_as_embedded(cluster, c
     from partsim.v1 import searcher_pb2, searcher_pb2_grpc
 
     searcher = searcher_pb2_grpc.SearcherServiceStub(
-        grpc.insecure_channel(next(s.address for s in cluster.services if s.name == "searcher")))
+        grpc.insecure_channel(next(s.address for s in cluster.services if s.name == "searcher"))
+    )
     absent = 0
     for song in songs(catalog)[:4]:
         emb = client.embed_parts((song / "mix.flac").read_bytes(), SEG, SEG)
         for seg in emb.segments:
-            got = searcher.GetSegment(searcher_pb2.GetSegmentRequest(track_id=song.name, segment_index=seg.index),
-                                      timeout=30).segment
+            got = searcher.GetSegment(
+                searcher_pb2.GetSegmentRequest(track_id=song.name, segment_index=seg.index), timeout=30
+            ).segment
             assert (got.start_seconds, got.end_seconds) == (seg.start_seconds, seg.end_seconds)
             for want, have in zip(seg.parts, got.parts):
                 assert have.part == want.part and have.present == want.present

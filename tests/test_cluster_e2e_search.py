@@ -54,7 +54,12 @@ def test_exact_search_mix_is_the_retrieval_function(client, indexed):
     for tid in names:
         vecs, present = indexed[tid]
         for j, part in enumerate(parts):
-            if present[1, j] and part not in [p for p, _, _ in picks] and len(picks) < 2 and tid not in [t for _, t, _ in picks]:
+            if (
+                present[1, j]
+                and part not in [p for p, _, _ in picks]
+                and len(picks) < 2
+                and tid not in [t for _, t, _ in picks]
+            ):
                 picks.append((part, tid, 1))
     assert len(picks) == 2
     query = {}
@@ -62,8 +67,7 @@ def test_exact_search_mix_is_the_retrieval_function(client, indexed):
         v = indexed[tid][0][s, parts.index(part)]
         query[part] = v / np.linalg.norm(v)
     ref = reference_search(indexed, parts, query, top_k=5)
-    hits = client.search_mix([Stem(p, track_id=t, seconds=s * SEG + 3.0) for p, t, s in picks], top_k=5,
-                             mode="exact")
+    hits = client.search_mix([Stem(p, track_id=t, seconds=s * SEG + 3.0) for p, t, s in picks], top_k=5, mode="exact")
     assert [h.track_id for h in hits] == [r[1] for r in ref]
     np.testing.assert_allclose([h.distance for h in hits], [r[0] for r in ref], atol=1e-4)
     assert [h.best_segment for h in hits] == [r[2] for r in ref]
@@ -115,12 +119,18 @@ def test_bad_input_gets_precise_errors_and_changes_nothing(client, indexed, cata
         (lambda: client.search_mix([Stem("drums", vector=[0.1] * 7)]), InvalidArgument, "128"),
         (lambda: client.search_mix([Stem("drums", vector=[0.1] * 128)], top_k=0), InvalidArgument, "top_k"),
         (lambda: client.search_mix([Stem("drums", vector=[0.1] * 128)], top_k=1001), InvalidArgument, "top_k"),
-        (lambda: client.search_mix([Stem("drums", vector=[0.1] * 128)], weights={"drums": -1}), InvalidArgument,
-         "positive"),
+        (
+            lambda: client.search_mix([Stem("drums", vector=[0.1] * 128)], weights={"drums": -1}),
+            InvalidArgument,
+            "positive",
+        ),
         (lambda: client.search_mix([Stem("drums", audio=b"not audio at all")]), InvalidArgument, "decode"),
         (lambda: client.embed_parts(b""), InvalidArgument, "empty"),
-        (lambda: client.embed_parts(wav_clip(songs(catalog)[0] / "mix.flac", 0, 2.0), SEG, SEG), InvalidArgument,
-         "shorter"),
+        (
+            lambda: client.embed_parts(wav_clip(songs(catalog)[0] / "mix.flac", 0, 2.0), SEG, SEG),
+            InvalidArgument,
+            "shorter",
+        ),
         (lambda: client.submit_job([{"track_id": "x", "uri": "/etc/passwd"}]), PermissionDenied, "allowed roots"),
         (lambda: client.get_job("no-such-job"), NotFound, "no-such-job"),
         (lambda: client.delete_track("never-indexed"), NotFound, "never-indexed"),
@@ -148,8 +158,9 @@ def test_health_reflection_and_metrics(cluster, client, indexed):
         status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING, svc.name
         refl = reflection_pb2_grpc.ServerReflectionStub(ch)
-        resp = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                              timeout=5))
+        resp = next(
+            refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        )
         names = {s.name for s in resp.list_services_response.service}
         assert "grpc.health.v1.Health" in names and any(n.startswith("partsim.v1.") for n in names), names
         ch.close()
@@ -167,8 +178,12 @@ def test_cli_index_and_search_commands(cluster, catalog, indexed):
     import sys
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "partsim", *args, "--gateway", cluster.gateway],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "partsim", *args, "--gateway", cluster.gateway],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     song = songs(catalog)[5]
     proc = cli("index", str(song), "--quiet")

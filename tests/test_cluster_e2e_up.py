@@ -24,8 +24,12 @@ def test_partsim_up_serves_and_stops_on_sigint(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "partsim", "up", "--data", str(tmp_path / "d"),
-                             "--gateway", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "partsim", "up", "--data", str(tmp_path / "d"), "--gateway", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         address = None
         for line in proc.stdout:
@@ -67,9 +71,15 @@ def test_get_stems_and_the_signal_level_mode(cluster_with_separator, catalog):
     with PartsimClient(cluster_with_separator.gateway) as c:
         c.index_bytes(data, song.name)
         feature = c.embed_parts(data, SEG, SEG)
-    signal = stub.EmbedParts(gateway_pb2.EmbedPartsRequest(audio=types_pb2.Audio(encoded=data), segment_seconds=SEG,
-                                                           hop_seconds=SEG, mode=gateway_pb2.EMBED_MODE_SIGNAL),
-                             timeout=300)
+    signal = stub.EmbedParts(
+        gateway_pb2.EmbedPartsRequest(
+            audio=types_pb2.Audio(encoded=data),
+            segment_seconds=SEG,
+            hop_seconds=SEG,
+            mode=gateway_pb2.EMBED_MODE_SIGNAL,
+        ),
+        timeout=300,
+    )
     # same shape as the feature-level answer, different vectors (each part from its own stem)
     assert [len(s.parts) for s in signal.segments] == [len(s.parts) for s in feature.segments]
     assert [p.part for p in signal.segments[0].parts] == [p.part for p in feature.segments[0].parts]
@@ -83,11 +93,20 @@ def test_get_stems_and_the_signal_level_mode(cluster_with_separator, catalog):
     # the stems of segment 1 (10-20 s), twice: the second answer comes from the cache, identical
     answers = []
     for _ in range(2):
-        msgs = list(stub.GetStems(gateway_pb2.GetStemsRequest(segment=gateway_pb2.IndexedSegment(
-            track_id=song.name, seconds=12.0)), timeout=300))
+        msgs = list(
+            stub.GetStems(
+                gateway_pb2.GetStemsRequest(segment=gateway_pb2.IndexedSegment(track_id=song.name, seconds=12.0)),
+                timeout=300,
+            )
+        )
         answers.append(msgs)
     header = answers[0][0].header
-    assert (header.track_id, header.segment_index, header.start_seconds, header.end_seconds) == (song.name, 1, 10.0, 20.0)
+    assert (header.track_id, header.segment_index, header.start_seconds, header.end_seconds) == (
+        song.name,
+        1,
+        10.0,
+        20.0,
+    )
     stems = {}
     for m in answers[0][1:]:
         stems.setdefault(m.chunk.stem, bytearray()).extend(m.chunk.data)
@@ -97,8 +116,12 @@ def test_get_stems_and_the_signal_level_mode(cluster_with_separator, catalog):
         assert len(stems[i]) == sep.total_frames * sep.channels * 4 and sep.total_frames == 10 * sep.sample_rate
     assert [m.SerializeToString() for m in answers[1]] == [m.SerializeToString() for m in answers[0]]
     with pytest.raises(grpc.RpcError) as info:
-        list(stub.GetStems(gateway_pb2.GetStemsRequest(segment=gateway_pb2.IndexedSegment(track_id=song.name,
-                                                                                          segment_index=9)), timeout=60))
+        list(
+            stub.GetStems(
+                gateway_pb2.GetStemsRequest(segment=gateway_pb2.IndexedSegment(track_id=song.name, segment_index=9)),
+                timeout=60,
+            )
+        )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -106,6 +129,8 @@ def test_without_a_separator_the_signal_mode_says_why(client, catalog, indexed):
     stub = client.stub
     data = (songs(catalog)[0] / "mix.flac").read_bytes()
     with pytest.raises(grpc.RpcError) as info:
-        stub.EmbedParts(gateway_pb2.EmbedPartsRequest(audio=types_pb2.Audio(encoded=data),
-                                                      mode=gateway_pb2.EMBED_MODE_SIGNAL), timeout=60)
+        stub.EmbedParts(
+            gateway_pb2.EmbedPartsRequest(audio=types_pb2.Audio(encoded=data), mode=gateway_pb2.EMBED_MODE_SIGNAL),
+            timeout=60,
+        )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "separator" in info.value.details()

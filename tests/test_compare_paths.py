@@ -15,8 +15,22 @@ def test_compare_paths_on_a_tiny_corpus(tiny_corpus, tmp_path):
     repo = tmp_path / "repo"
     make_tiny_repo(repo, name="tiny-sep")
     out = tmp_path / "cmp.json"
-    proc = run_cli("compare-paths", "--corpus", str(tiny_corpus), "--split", "train", "--repo", str(repo),
-                   "--model", "tiny-sep", "--limit", "4", "--out", str(out), timeout=600)
+    proc = run_cli(
+        "compare-paths",
+        "--corpus",
+        str(tiny_corpus),
+        "--split",
+        "train",
+        "--repo",
+        str(repo),
+        "--model",
+        "tiny-sep",
+        "--limit",
+        "4",
+        "--out",
+        str(out),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "signal level costs" in proc.stdout and "thesis 3.2 proposed" in proc.stdout
     r = json.loads(out.read_text())

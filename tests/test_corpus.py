@@ -26,8 +26,9 @@ SILENT_POWER = 1e-4  # thesis 3.3.1: a segment is silent when its mean power is 
 
 
 def _make(out: Path, songs: int = SONGS, seconds: float = SECONDS, seed: int = SEED, workers: int = 1) -> dict:
-    cfg = CorpusConfig(out=out, songs=songs, seconds=seconds, seed=seed,
-                       soundfonts=check_soundfonts(FAST_SOUNDFONTS), workers=workers)
+    cfg = CorpusConfig(
+        out=out, songs=songs, seconds=seconds, seed=seed, soundfonts=check_soundfonts(FAST_SOUNDFONTS), workers=workers
+    )
     return make_corpus(cfg, progress=False)
 
 
@@ -35,7 +36,6 @@ def _make(out: Path, songs: int = SONGS, seconds: float = SECONDS, seed: int = S
 def corpus(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("corpus") / "c"
     return out, _make(out)
-
 
 
 @pytest.mark.slow
@@ -78,16 +78,16 @@ def test_present_parts_are_audible_and_absent_parts_silent(corpus):
                 continue
             active = np.zeros(stem.size, dtype=bool)
             for start, end in info["active"]:  # humanised onsets may come 50 ms early
-                active[max(0, int((start - 0.05) * 44100)):int(end * 44100)] = True
+                active[max(0, int((start - 0.05) * 44100)) : int(end * 44100)] = True
             assert active.any()
             # audible: loud where it plays, and at least one 3-s window is not silent (thesis 3.3.1)
             assert np.sqrt(np.mean(stem[active] ** 2)) > 0.01, f"{sid} {part} too quiet"
-            windows = [stem[i:i + 3 * 44100] for i in range(0, stem.size - 3 * 44100 + 1, 22050)]
-            assert max(np.mean(w ** 2) for w in windows) > SILENT_POWER
+            windows = [stem[i : i + 3 * 44100] for i in range(0, stem.size - 3 * 44100 + 1, 22050)]
+            assert max(np.mean(w**2) for w in windows) > SILENT_POWER
             # drop-outs: where the part does not play (allowing 2.5 s of release tails) it is quiet
             tail = np.zeros_like(active)
             for _, end in info["active"]:
-                tail[int(end * 44100):int((end + 2.5) * 44100)] = True
+                tail[int(end * 44100) : int((end + 2.5) * 44100)] = True
             rest = ~active & ~tail
             if rest.any():
                 dropout_seen += 1
@@ -157,13 +157,17 @@ def test_same_seed_same_songs_any_worker_count_and_prefix(corpus, tmp_path):
         assert song_metadata(tmp_path / "again", sid) == song_metadata(root, sid)
     # the first song a process renders is bit-identical; later ones may differ in a few samples
     # (see partsim.corpus.render): the difference stays about 60 dB below the signal
-    assert np.array_equal(read_audio(tmp_path / "again" / "song00000" / "mix.flac"), read_audio(root / "song00000" / "mix.flac"))
+    assert np.array_equal(
+        read_audio(tmp_path / "again" / "song00000" / "mix.flac"), read_audio(root / "song00000" / "mix.flac")
+    )
     for i in range(1, 3):
         a, b = (read_audio(d / song_id(i) / "mix.flac").astype(np.float64) for d in (tmp_path / "again", root))
-        assert np.sqrt(np.mean((a - b) ** 2)) < 3e-3 * np.sqrt(np.mean(b ** 2))
+        assert np.sqrt(np.mean((a - b) ** 2)) < 3e-3 * np.sqrt(np.mean(b**2))
     other = _make(tmp_path / "other", songs=1, seed=SEED + 1)
     assert other["songs"][song_id(0)] != _make(tmp_path / "again2", songs=1)["songs"][song_id(0)]
-    assert (tmp_path / "other" / "song00000" / "song.mid").read_bytes() != (root / "song00000" / "song.mid").read_bytes()
+    assert (tmp_path / "other" / "song00000" / "song.mid").read_bytes() != (
+        root / "song00000" / "song.mid"
+    ).read_bytes()
 
 
 @pytest.mark.slow

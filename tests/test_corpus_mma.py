@@ -28,8 +28,15 @@ SEED, SECONDS, SONGS = 5, 8.0, 3
 
 
 def _config(out: Path, songs: int, composer: str = "mma", grooves: str = "train") -> CorpusConfig:
-    return CorpusConfig(out=out, songs=songs, seconds=SECONDS, seed=SEED, soundfonts=check_soundfonts(TIMGM),
-                        composer=composer, grooves=grooves)
+    return CorpusConfig(
+        out=out,
+        songs=songs,
+        seconds=SECONDS,
+        seed=SEED,
+        soundfonts=check_soundfonts(TIMGM),
+        composer=composer,
+        grooves=grooves,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +45,10 @@ def mma_corpus(tmp_path_factory) -> tuple[Path, dict]:
     return out, make_corpus(_config(out, SONGS), progress=False)
 
 
-
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "partsim.cli", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "partsim.cli", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,25 +176,47 @@ def test_metadata_and_index_record_composer_source_license_soundfonts_and_no_aug
     assert "training time" in index["config"]["augmentation"]
     # mixed: both composers, each with its own licence
     mixed = make_corpus(_config(tmp_path / "mixed", 2, composer="mixed"), progress=False)
-    assert {s["composer"]: s["license"] for s in mixed["songs"].values()} == {"partsim": "Apache-2.0",
-                                                                               "mma": MMA_LICENSE}
+    assert {s["composer"]: s["license"] for s in mixed["songs"].values()} == {
+        "partsim": "Apache-2.0",
+        "mma": MMA_LICENSE,
+    }
 
 
 @pytest.mark.slow
 def test_cli_makes_a_held_out_composer_set(tmp_path):
     out = tmp_path / "held"
-    proc = _cli("corpus", "make", "--out", str(out), "--songs", "1", "--seconds", str(SECONDS), "--seed", "2",
-                "--composer", "mma", "--grooves", "heldout", "--soundfont", *TIMGM, "--quiet")
+    proc = _cli(
+        "corpus",
+        "make",
+        "--out",
+        str(out),
+        "--songs",
+        "1",
+        "--seconds",
+        str(SECONDS),
+        "--seed",
+        "2",
+        "--composer",
+        "mma",
+        "--grooves",
+        "heldout",
+        "--soundfont",
+        *TIMGM,
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     meta = song_metadata(out, song_id(0))
     assert meta["source"]["grooves_set"] == "heldout" and set(meta["source"]["families"]) <= set(HELDOUT_FAMILIES)
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--composer", "bach"], "unknown --composer 'bach'"),
-    (["--grooves", "heldout"], "needs --composer mma or mixed"),
-    (["--composer", "mma", "--grooves", "test"], "unknown --grooves 'test'"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--composer", "bach"], "unknown --composer 'bach'"),
+        (["--grooves", "heldout"], "needs --composer mma or mixed"),
+        (["--composer", "mma", "--grooves", "test"], "unknown --grooves 'test'"),
+    ],
+)
 def test_bad_composer_or_groove_set_is_one_error_line_and_exit_2(tmp_path, args, fragment):
     proc = _cli("corpus", "make", "--out", str(tmp_path / "c"), "--songs", "1", "--seconds", "8", "--seed", "1", *args)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -198,8 +227,21 @@ def test_bad_composer_or_groove_set_is_one_error_line_and_exit_2(tmp_path, args,
 
 def test_missing_mma_is_one_error_line_and_exit_2(tmp_path):
     env = {**os.environ, "PATH": str(tmp_path)}  # no mma on the PATH
-    proc = _cli("corpus", "make", "--out", str(tmp_path / "c"), "--songs", "1", "--seconds", "8", "--seed", "1",
-                "--composer", "mixed", env=env)
+    proc = _cli(
+        "corpus",
+        "make",
+        "--out",
+        str(tmp_path / "c"),
+        "--songs",
+        "1",
+        "--seconds",
+        "8",
+        "--seed",
+        "1",
+        "--composer",
+        "mixed",
+        env=env,
+    )
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("partsim: error: the mma program") and "apt-get install mma" in lines[0]

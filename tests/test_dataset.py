@@ -196,7 +196,7 @@ def test_corrupt_flac_garbage(slakh_root: Path):
 def test_corrupt_flac_frames_need_decode(slakh_root: Path):
     bad = slakh_root / "train" / "Track00001" / "mix.flac"
     data = bytearray(bad.read_bytes())
-    data[len(data) // 3:len(data) // 3 + 2000] = np.random.default_rng(7).bytes(2000)  # header intact, frames broken
+    data[len(data) // 3 : len(data) // 3 + 2000] = np.random.default_rng(7).bytes(2000)  # header intact, frames broken
     bad.write_bytes(bytes(data))
     ds = open_dataset(slakh_root)
     assert ds.check(decode=False)["files"] == 15
@@ -256,26 +256,41 @@ def make_partsim_corpus(root: Path) -> dict[str, dict[str, np.ndarray]]:
         folder = root / sid
         (folder / "stems").mkdir(parents=True)
         present = [p for p in PARTS if p != "piano"]
-        sig = {p: (_signal(200.0 + 100 * j + 10 * i, n, SR, i) if p in present else np.zeros(n, np.float32))
-               for j, p in enumerate(PARTS)}
+        sig = {
+            p: (_signal(200.0 + 100 * j + 10 * i, n, SR, i) if p in present else np.zeros(n, np.float32))
+            for j, p in enumerate(PARTS)
+        }
         for p, x in sig.items():
             sf.write(str(folder / "stems" / f"{p}.flac"), x, SR, subtype="PCM_24")
         sf.write(str(folder / "mix.flac"), sum(sig.values()), SR, subtype="PCM_24")
         _write_midi(folder / "song.mid", 121.3)
         meta = {
-            "song_id": sid, "sample_rate": SR, "seconds": SECONDS, "num_samples": n,
-            "tempo": 121.3, "tempo_class": 15, "time_signature": [4, 4],
-            "parts": {p: {"present": p in present, "stem": f"stems/{p}.flac", "instruments": [], "active": []}
-                      for p in PARTS},
-            "mix": "mix.flac", "midi": "song.mid",
+            "song_id": sid,
+            "sample_rate": SR,
+            "seconds": SECONDS,
+            "num_samples": n,
+            "tempo": 121.3,
+            "tempo_class": 15,
+            "time_signature": [4, 4],
+            "parts": {
+                p: {"present": p in present, "stem": f"stems/{p}.flac", "instruments": [], "active": []} for p in PARTS
+            },
+            "mix": "mix.flac",
+            "midi": "song.mid",
         }
         (folder / "metadata.json").write_text(json.dumps(meta))
         songs[sid] = {"split": split, "tempo": 121.3, "tempo_class": 15, "present": present}
         splits[split].append(sid)
         signals[sid] = sig
     (root / ".tmp-song-0003").mkdir()  # unfinished run: ignored
-    index = {"format": "partsim-corpus", "version": 1, "parts": list(PARTS), "config": {},
-             "splits": splits, "songs": songs}
+    index = {
+        "format": "partsim-corpus",
+        "version": 1,
+        "parts": list(PARTS),
+        "config": {},
+        "splits": splits,
+        "songs": songs,
+    }
     (root / "index.json").write_text(json.dumps(index))
     return signals
 

@@ -28,6 +28,7 @@ PUBLISHED = {"gateway": 50051, "grafana": 3000, "prometheus": 9090}
 def _interpolate(value):
     """Compose's ${VAR:-default} / ${VAR-default} / ${VAR:?msg} with no variable set."""
     if isinstance(value, str):
+
         def sub(m):
             expr = m.group(1)
             for op in (":-", "-"):
@@ -36,6 +37,7 @@ def _interpolate(value):
             if ":?" in expr or "?" in expr:
                 pytest.fail(f"compose needs variable {expr.split(':')[0]} to be set")
             return ""
+
         return re.sub(r"\$\{([^}]+)\}", sub, value)
     if isinstance(value, list):
         return [_interpolate(v) for v in value]
@@ -50,6 +52,7 @@ def _load(path: Path) -> dict:
 
 def _merged() -> dict:
     """deploy/docker-compose.yml with deploy/docker-compose.gpu.yml merged over it (maps merge, the rest replaces)."""
+
     def merge(a, b):
         if isinstance(a, dict) and isinstance(b, dict):
             return {k: merge(a[k], b[k]) if k in a and k in b else b.get(k, a.get(k)) for k in {**a, **b}}
@@ -73,7 +76,6 @@ def _config_fields() -> dict[str, set[str]]:
     return {svc: {f.name for f in dataclasses.fields(cls)} for svc, cls in service_configs().items()}
 
 
-
 def test_docker_compose_config():
     docker = shutil.which("docker")
     if docker is None:
@@ -82,8 +84,7 @@ def test_docker_compose_config():
     if probe.returncode != 0:
         pytest.skip("this machine's docker has no compose plugin (`docker compose version` failed)")
     for files in (["-f", str(COMPOSE)], ["-f", str(COMPOSE), "-f", str(COMPOSE_GPU)]):
-        proc = subprocess.run([docker, "compose", *files, "config", "-q"], capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run([docker, "compose", *files, "config", "-q"], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
 
 
@@ -103,9 +104,9 @@ def test_compose_matches_the_compose_specification(validator, path):
 
 def test_the_schema_check_can_fail(validator):
     doc = _load(COMPOSE)
-    doc["services"]["gateway"]["healthcheck"]["intervall"] = "10s"   # a typo
-    doc["services"]["redis"]["imagee"] = "redis:7"                     # an unknown service key
-    doc["services"]["embedder"]["cap_drop"] = "ALL"                    # a string where a list goes
+    doc["services"]["gateway"]["healthcheck"]["intervall"] = "10s"  # a typo
+    doc["services"]["redis"]["imagee"] = "redis:7"  # an unknown service key
+    doc["services"]["embedder"]["cap_drop"] = "ALL"  # a string where a list goes
     assert len(list(validator.iter_errors(doc))) >= 3
 
 
@@ -155,7 +156,7 @@ def test_environment_names_are_real_config_fields():
             for key in _env(s):
                 prefix = f"PARTSIM_{name.upper()}_"
                 assert key.startswith(prefix), f"{path.name} {name}: {key} is not {prefix}<FIELD>"
-                assert key[len(prefix):].lower() in fields[name], f"{path.name} {name}: no config field for {key}"
+                assert key[len(prefix) :].lower() in fields[name], f"{path.name} {name}: no config field for {key}"
 
 
 def test_gateway_and_searcher_are_wired_to_the_right_services():
@@ -218,8 +219,9 @@ def test_prometheus_scrapes_every_service_on_its_metrics_port():
     prom = yaml.safe_load(config.read_text())
     for rule_file in prom.get("rule_files", []):
         assert (config.parent / rule_file).exists(), rule_file
-    jobs = {j["job_name"]: [t for sc in j.get("static_configs", []) for t in sc["targets"]]
-            for j in prom["scrape_configs"]}
+    jobs = {
+        j["job_name"]: [t for sc in j.get("static_configs", []) for t in sc["targets"]] for j in prom["scrape_configs"]
+    }
     for name, (_, metrics_port, _) in SERVICES.items():
         targets = jobs.get(f"partsim-{name}")
         assert targets, f"no scrape job partsim-{name}"

@@ -59,8 +59,12 @@ def test_health_closed_port_is_one_line_and_fast():
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.run([sys.executable, "-m", "partsim.cli", "health", f"127.0.0.1:{port}", "--timeout", "1"],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "partsim.cli", "health", f"127.0.0.1:{port}", "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "unreachable" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -127,6 +127,7 @@ def test_dockerfile(path):
 
 # --------------------------------------------------------------------------- requirement locks
 
+
 def _lock(path: Path) -> dict[str, tuple[str, list[str]]]:
     entries: dict[str, tuple[str, list[str]]] = {}
     text = re.sub(r"\\\n", " ", path.read_text())
@@ -163,8 +164,9 @@ def test_lock_is_pinned_hashed_and_covers_pyproject(kind):
         name = canonicalize_name(req.name)
         assert name in lock, f"{path.name}: {name} is a runtime dependency but is not locked"
         version = Version(lock[name][0])
-        assert SpecifierSet(str(req.specifier)).contains(version, prereleases=True), \
+        assert SpecifierSet(str(req.specifier)).contains(version, prereleases=True), (
             f"{path.name}: {name} {version} does not satisfy {req.specifier}"
+        )
     for test_dep in project["optional-dependencies"]["test"]:
         assert canonicalize_name(Requirement(test_dep).name) not in lock, f"{path.name}: test dependency locked"
     torch = Version(lock["torch"][0])

@@ -163,7 +163,24 @@ def test_onnxruntime_threads_do_not_spin():
 
 @pytest.mark.slow
 def test_module_runs_turns_serving_and_stops_on_sigterm():
-    serves_until_sigterm(subprocess.Popen(
-        [sys.executable, "-m", "partsim.services.embedder", "--address", "127.0.0.1:0", "--metrics-port", "-1",
-         "--max-batch", "4", "--intra-op-threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-        "embedder")
+    serves_until_sigterm(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "partsim.services.embedder",
+                "--address",
+                "127.0.0.1:0",
+                "--metrics-port",
+                "-1",
+                "--max-batch",
+                "4",
+                "--intra-op-threads",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ),
+        "embedder",
+    )

@@ -40,7 +40,8 @@ MAX_BATCH = 8
 def vectors(resp: embedder_pb2.EmbedResponse) -> np.ndarray:
     """``(N, P, D)`` from a response."""
     return np.array([[list(p.vector) for p in s.parts] for s in resp.segments], dtype=np.float32).reshape(
-        len(resp.segments), len(resp.model.parts), resp.model.subspace_dim)
+        len(resp.segments), len(resp.model.parts), resp.model.subspace_dim
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,16 @@ def expected(ref: OnnxEmbedder, mono: np.ndarray, seg: float, hop: float) -> tup
 
 @pytest.fixture(scope="module")
 def server():
-    cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=0, metrics_host="127.0.0.1", max_batch=MAX_BATCH,
-                         max_wait_ms=50, max_audio_seconds=MAX_AUDIO, max_segments=MAX_SEGMENTS, grace_seconds=1)
+    cfg = EmbedderConfig(
+        address="127.0.0.1:0",
+        metrics_port=0,
+        metrics_host="127.0.0.1",
+        max_batch=MAX_BATCH,
+        max_wait_ms=50,
+        max_audio_seconds=MAX_AUDIO,
+        max_segments=MAX_SEGMENTS,
+        grace_seconds=1,
+    )
     srv = EmbedderServer(cfg, CollectorRegistry()).start()
     yield srv
     srv.stop(1)
@@ -79,8 +88,9 @@ def embed(stub, audio: types_pb2.Audio, seg: float = 1.0, hop: float = 0.0) -> e
 def test_health_serving_and_model_info(server, stub, ref):
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
     for name in ("", "partsim.v1.EmbedderService"):
-        assert health.Check(health_pb2.HealthCheckRequest(service=name)).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
+        )
     info = stub.GetModel(embedder_pb2.GetModelRequest()).model
     assert info.model_version == ref.manifest["model_version"]
     assert list(info.parts) == ref.parts and info.subspace_dim == ref.subspace_dim
@@ -120,12 +130,14 @@ def test_stereo_is_averaged_and_other_rates_resampled(stub, ref):
     mono44 = soxr.resample(stereo.mean(axis=1), 48000, SR, quality="HQ").astype(np.float32)
     want = expected(ref, mono44, 1.0, 1.0)[0]
     np.testing.assert_allclose(vectors(embed(stub, pcm(stereo, sr=48000))), want, atol=1e-4)
-    np.testing.assert_allclose(vectors(embed(stub, types_pb2.Audio(encoded=encode(stereo, "WAV", "FLOAT", 48000)))),
-                               want, atol=1e-4)
+    np.testing.assert_allclose(
+        vectors(embed(stub, types_pb2.Audio(encoded=encode(stereo, "WAV", "FLOAT", 48000)))), want, atol=1e-4
+    )
     low = make_audio(2.5, seed=4, sr=22050)
     resp = embed(stub, pcm(low, sr=22050))
-    np.testing.assert_allclose(vectors(resp), expected(ref, soxr.resample(low, 22050, SR, quality="HQ"), 1.0, 1.0)[0],
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        vectors(resp), expected(ref, soxr.resample(low, 22050, SR, quality="HQ"), 1.0, 1.0)[0], atol=1e-4
+    )
     assert len(resp.segments) == 2 and resp.duration_seconds == pytest.approx(2.5)
 
 
@@ -134,16 +146,16 @@ def test_segment_hop_defaults_and_tail_dropped(stub, ref):
     resp = embed(stub, pcm(audio), seg=0, hop=0)  # defaults: 10 s, hop = segment; 2.5 s tail dropped
     assert [(s.start_seconds, s.end_seconds) for s in resp.segments] == [(0.0, 10.0)]
     np.testing.assert_allclose(vectors(resp), expected(ref, audio, 10.0, 10.0)[0], atol=1e-4)
-    resp = embed(stub, pcm(audio[:9 * SR]), seg=2.0, hop=3.0)  # starts 0, 3, 6; 8..9 s dropped
+    resp = embed(stub, pcm(audio[: 9 * SR]), seg=2.0, hop=3.0)  # starts 0, 3, 6; 8..9 s dropped
     assert [(s.start_seconds, s.end_seconds) for s in resp.segments] == [(0, 2), (3, 5), (6, 8)]
-    np.testing.assert_allclose(vectors(resp), expected(ref, audio[:9 * SR], 2.0, 3.0)[0], atol=1e-4)
-    resp = embed(stub, pcm(audio[:int(3.9 * SR)]), seg=1.5, hop=0)  # hop = segment: 0, 1.5; 3..3.9 dropped
+    np.testing.assert_allclose(vectors(resp), expected(ref, audio[: 9 * SR], 2.0, 3.0)[0], atol=1e-4)
+    resp = embed(stub, pcm(audio[: int(3.9 * SR)]), seg=1.5, hop=0)  # hop = segment: 0, 1.5; 3..3.9 dropped
     assert [s.start_seconds for s in resp.segments] == [0.0, 1.5]
 
 
 def test_presence_follows_norms_and_fallback_rule(stub, ref):
     audio = make_audio(4.0, seed=6)
-    audio[2 * SR:] = 0  # digital silence in the second half
+    audio[2 * SR :] = 0  # digital silence in the second half
     resp = embed(stub, pcm(audio))
     v = vectors(resp)
     norms = np.array([[p.norm for p in s.parts] for s in resp.segments])
@@ -182,8 +194,9 @@ def test_concurrent_requests_are_batched_and_correct(server, stub):
     registry = server.rt.registry
 
     def multi_batches() -> float:
-        return (registry.get_sample_value("partsim_embedder_batch_size_count")
-                - registry.get_sample_value("partsim_embedder_batch_size_bucket", {"le": "1.0"}))
+        return registry.get_sample_value("partsim_embedder_batch_size_count") - registry.get_sample_value(
+            "partsim_embedder_batch_size_bucket", {"le": "1.0"}
+        )
 
     before = multi_batches()
     for _ in range(3):  # a loaded CI machine may spread one round's arrivals over more than max_wait
@@ -207,42 +220,131 @@ def test_concurrent_requests_are_batched_and_correct(server, stub):
 
 
 BAD = [
-    ("undecodable", types_pb2.Audio(encoded=b"not audio at all" * 64), 1.0, 0.0,
-     grpc.StatusCode.INVALID_ARGUMENT, "cannot decode"),
+    (
+        "undecodable",
+        types_pb2.Audio(encoded=b"not audio at all" * 64),
+        1.0,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "cannot decode",
+    ),
     ("empty bytes", types_pb2.Audio(encoded=b""), 1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "empty"),
     ("no source", types_pb2.Audio(), 1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "set audio.encoded or audio.pcm"),
-    ("empty wav", types_pb2.Audio(encoded=encode(np.zeros(0, np.float32), "WAV", "FLOAT")), 1.0, 0.0,
-     grpc.StatusCode.INVALID_ARGUMENT, "empty"),
-    ("empty pcm", types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"", sample_rate=SR, channels=1, format=1)), 1.0, 0.0,
-     grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    (
+        "empty wav",
+        types_pb2.Audio(encoded=encode(np.zeros(0, np.float32), "WAV", "FLOAT")),
+        1.0,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "empty",
+    ),
+    (
+        "empty pcm",
+        types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"", sample_rate=SR, channels=1, format=1)),
+        1.0,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "empty",
+    ),
     ("nan pcm", pcm(np.full(2 * SR, np.nan, np.float32)), 1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
-    ("inf wav", types_pb2.Audio(encoded=encode(np.r_[np.zeros(SR), np.inf, np.zeros(SR)].astype(np.float32),
-                                               "WAV", "FLOAT")), 1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
-    ("shorter than a segment", pcm(make_audio(0.5, 8)), 1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT,
-     "lasts 0.50 s, shorter than one 1-s segment"),
-    ("default segment too long", pcm(make_audio(4.0, 8)), 0.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT,
-     "shorter than one 10-s segment"),
-    ("too long pcm", pcm(np.zeros(int((MAX_AUDIO + 1) * SR), np.int16), fmt="s16"), 1.0, 0.0,
-     grpc.StatusCode.RESOURCE_EXHAUSTED, f"longer than the limit of {MAX_AUDIO:g} s"),
-    ("too long flac", types_pb2.Audio(encoded=encode(np.zeros(int((MAX_AUDIO + 1) * SR), np.int16), "FLAC",
-                                                     "PCM_16")), 1.0, 0.0, grpc.StatusCode.RESOURCE_EXHAUSTED,
-     "longer than the limit"),
-    ("too many segments", pcm(np.zeros(25 * SR, np.int16), fmt="s16"), 0.5, 0.5, grpc.StatusCode.RESOURCE_EXHAUSTED,
-     f"more than the limit of {MAX_SEGMENTS} per request"),
-    ("rate 0", types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=0, channels=1, format=1)), 1.0,
-     0.0, grpc.StatusCode.INVALID_ARGUMENT, "sample rate 0 Hz"),
-    ("channels 0", types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=SR, channels=0, format=1)),
-     1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "channels 0"),
-    ("partial frame", types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 10, sample_rate=SR, channels=2, format=1)),
-     1.0, 0.0, grpc.StatusCode.INVALID_ARGUMENT, "not a whole number of 8-byte frames"),
-    ("no format", types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=SR, channels=1)), 1.0, 0.0,
-     grpc.StatusCode.INVALID_ARGUMENT, "SAMPLE_FORMAT_UNSPECIFIED"),
+    (
+        "inf wav",
+        types_pb2.Audio(encoded=encode(np.r_[np.zeros(SR), np.inf, np.zeros(SR)].astype(np.float32), "WAV", "FLOAT")),
+        1.0,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "NaN",
+    ),
+    (
+        "shorter than a segment",
+        pcm(make_audio(0.5, 8)),
+        1.0,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "lasts 0.50 s, shorter than one 1-s segment",
+    ),
+    (
+        "default segment too long",
+        pcm(make_audio(4.0, 8)),
+        0.0,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "shorter than one 10-s segment",
+    ),
+    (
+        "too long pcm",
+        pcm(np.zeros(int((MAX_AUDIO + 1) * SR), np.int16), fmt="s16"),
+        1.0,
+        0.0,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"longer than the limit of {MAX_AUDIO:g} s",
+    ),
+    (
+        "too long flac",
+        types_pb2.Audio(encoded=encode(np.zeros(int((MAX_AUDIO + 1) * SR), np.int16), "FLAC", "PCM_16")),
+        1.0,
+        0.0,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "longer than the limit",
+    ),
+    (
+        "too many segments",
+        pcm(np.zeros(25 * SR, np.int16), fmt="s16"),
+        0.5,
+        0.5,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"more than the limit of {MAX_SEGMENTS} per request",
+    ),
+    (
+        "rate 0",
+        types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=0, channels=1, format=1)),
+        1.0,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "sample rate 0 Hz",
+    ),
+    (
+        "channels 0",
+        types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=SR, channels=0, format=1)),
+        1.0,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "channels 0",
+    ),
+    (
+        "partial frame",
+        types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 10, sample_rate=SR, channels=2, format=1)),
+        1.0,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not a whole number of 8-byte frames",
+    ),
+    (
+        "no format",
+        types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=SR, channels=1)),
+        1.0,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "SAMPLE_FORMAT_UNSPECIFIED",
+    ),
     ("negative hop", pcm(make_audio(2.0, 8)), 1.0, -0.5, grpc.StatusCode.INVALID_ARGUMENT, "hop_seconds"),
     ("nan segment", pcm(make_audio(2.0, 8)), float("nan"), 0.0, grpc.StatusCode.INVALID_ARGUMENT, "segment_seconds"),
-    ("segment too short for the model", pcm(make_audio(2.0, 8)), 0.2, 0.0, grpc.StatusCode.INVALID_ARGUMENT,
-     "needs at least 32"),
-    ("hop under a sample", pcm(make_audio(2.0, 8)), 1.0, 1e-6, grpc.StatusCode.INVALID_ARGUMENT,
-     "shorter than one sample"),
+    (
+        "segment too short for the model",
+        pcm(make_audio(2.0, 8)),
+        0.2,
+        0.0,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "needs at least 32",
+    ),
+    (
+        "hop under a sample",
+        pcm(make_audio(2.0, 8)),
+        1.0,
+        1e-6,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "shorter than one sample",
+    ),
 ]
 
 
@@ -259,13 +361,20 @@ def test_still_serving_after_bad_input_and_metrics_scrape(server, stub):
         embed(stub, types_pb2.Audio(encoded=b"junk" * 100))
     assert len(embed(stub, pcm(make_audio(2.0, 9))).segments) == 2
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.rt.metrics_port}/metrics", timeout=10).read().decode()
-    handled = [line for line in text.splitlines()
-               if line.startswith("grpc_server_handled_total{") and 'grpc_method="Embed"' in line]
+    handled = [
+        line
+        for line in text.splitlines()
+        if line.startswith("grpc_server_handled_total{") and 'grpc_method="Embed"' in line
+    ]
     for code in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"):
         assert any(f'grpc_code="{code}"' in line and float(line.split()[-1]) >= 1 for line in handled), code
-    for name in ("partsim_embedder_segments_total", "partsim_embedder_batch_size_bucket",
-                 "partsim_embedder_queue_wait_seconds_bucket", "partsim_embedder_model_seconds_bucket",
-                 "partsim_embedder_queue_segments"):
+    for name in (
+        "partsim_embedder_segments_total",
+        "partsim_embedder_batch_size_bucket",
+        "partsim_embedder_queue_wait_seconds_bucket",
+        "partsim_embedder_model_seconds_bucket",
+        "partsim_embedder_queue_segments",
+    ):
         assert name in text, name
 
 
@@ -303,8 +412,16 @@ class _NoFeatures:
 def test_serves_a_pcm_input_model_with_the_mel_models_answers(pcm_manifest, mel_ref):
     """The service feeds PCM segments to a PCM-input graph (no NumPy features) and answers what
     the same network answers through the mel path."""
-    cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, model=str(pcm_manifest), max_batch=4,
-                         max_wait_ms=20, max_audio_seconds=MAX_AUDIO, max_segments=MAX_SEGMENTS, grace_seconds=1)
+    cfg = EmbedderConfig(
+        address="127.0.0.1:0",
+        metrics_port=-1,
+        model=str(pcm_manifest),
+        max_batch=4,
+        max_wait_ms=20,
+        max_audio_seconds=MAX_AUDIO,
+        max_segments=MAX_SEGMENTS,
+        grace_seconds=1,
+    )
     srv = EmbedderServer(cfg, CollectorRegistry()).start()
     channel = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20)])
     try:
@@ -313,7 +430,11 @@ def test_serves_a_pcm_input_model_with_the_mel_models_answers(pcm_manifest, mel_
         engine.features = _NoFeatures(engine.features.cfg)
         pcm_stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         info = pcm_stub.GetModel(embedder_pb2.GetModelRequest()).model
-        assert info.model_version == json.loads(pcm_manifest.read_text())["model_version"] != mel_ref.manifest["model_version"]
+        assert (
+            info.model_version
+            == json.loads(pcm_manifest.read_text())["model_version"]
+            != mel_ref.manifest["model_version"]
+        )
         audio = make_audio(5.0, seed=11)
         data = encode(audio, "FLAC", "PCM_16")
         resp = embed(pcm_stub, types_pb2.Audio(encoded=data), seg=1.0, hop=0.5)  # 9 segments, 3 batches of <= 4
@@ -324,12 +445,17 @@ def test_serves_a_pcm_input_model_with_the_mel_models_answers(pcm_manifest, mel_
         np.testing.assert_allclose([s.start_seconds for s in resp.segments], starts)
         norms = np.array([[p.norm for p in s.parts] for s in resp.segments])
         present = np.array([[p.present for p in s.parts] for s in resp.segments])
-        np.testing.assert_array_equal(present, np.log(norms) + np.asarray(mel_ref.manifest["presence"]["norm_bias"]) > 0)
-        resp = embed(pcm_stub, pcm(audio[:3 * SR]), seg=3.0)  # raw PCM, one 3-s segment
-        np.testing.assert_allclose(vectors(resp), expected(mel_ref, audio[:3 * SR], 3.0, 3.0)[0], atol=1e-4)
+        np.testing.assert_array_equal(
+            present, np.log(norms) + np.asarray(mel_ref.manifest["presence"]["norm_bias"]) > 0
+        )
+        resp = embed(pcm_stub, pcm(audio[: 3 * SR]), seg=3.0)  # raw PCM, one 3-s segment
+        np.testing.assert_allclose(vectors(resp), expected(mel_ref, audio[: 3 * SR], 3.0, 3.0)[0], atol=1e-4)
         with pytest.raises(grpc.RpcError) as info_err:  # the model's minimum length holds as before
             embed(pcm_stub, pcm(audio), seg=0.2)
-        assert info_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "needs at least 32" in info_err.value.details()
+        assert (
+            info_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and "needs at least 32" in info_err.value.details()
+        )
     finally:
         channel.close()
         srv.stop(0)

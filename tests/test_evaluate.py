@@ -40,8 +40,19 @@ def test_knn_majority_vote_leave_one_out_and_group_exclusion():
 def test_evaluate_cli_on_the_tiny_model(tiny_run, tiny_corpus, tmp_path):
     out = tmp_path / "eval.json"
     figs = tmp_path / "figs"
-    proc = run_cli("evaluate", str(tiny_run / "model.pt"), "--corpus", str(tiny_corpus), "--split", "train",
-                   "--out", str(out), "--figures", str(figs), timeout=600)
+    proc = run_cli(
+        "evaluate",
+        str(tiny_run / "model.pt"),
+        "--corpus",
+        str(tiny_corpus),
+        "--split",
+        "train",
+        "--out",
+        str(out),
+        "--figures",
+        str(figs),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     for title in ("Table 4.1", "Table 4.2", "Table 4.3", "Table 4.4", "Table 4.5", "thesis (i)"):
         assert title in proc.stdout
@@ -52,8 +63,12 @@ def test_evaluate_cli_on_the_tiny_model(tiny_run, tiny_corpus, tmp_path):
     assert all(v is None or v != v or 0 <= v <= 100 for v in t42.values())
     assert set(results["table_4_1_track_id_accuracy"]["proposed"]) == {"3", "5"}  # 8-s songs: no 10-s segment
     assert set(results["table_4_3_identification_accuracy"]) == set(parts)
-    for name in ("fig4_7_tsne_by_track.png", "fig4_8_tsne_pseudo_by_label.png",
-                 "fig4_10_isolated_stem_embeddings.png", "fig4_11_distance_matrices.png"):
+    for name in (
+        "fig4_7_tsne_by_track.png",
+        "fig4_8_tsne_pseudo_by_label.png",
+        "fig4_10_isolated_stem_embeddings.png",
+        "fig4_11_distance_matrices.png",
+    ):
         assert (figs / name).stat().st_size > 5000, name
         assert (figs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -77,8 +92,17 @@ PARTS = ["drums", "bass", "piano", "guitar", "others"]
 def heldout_corpus(tmp_path_factory) -> Path:
     """Four other songs on the other fast SoundFont, everything in the test split (``--split 0,0,1``)."""
     out = tmp_path_factory.mktemp("heldout") / "corpus"
-    make_corpus(CorpusConfig(out=out, songs=4, seconds=8.0, seed=6, split=(0.0, 0.0, 1.0),
-                             soundfonts=check_soundfonts(FAST_SOUNDFONTS[1:2])), progress=False)
+    make_corpus(
+        CorpusConfig(
+            out=out,
+            songs=4,
+            seconds=8.0,
+            seed=6,
+            split=(0.0, 0.0, 1.0),
+            soundfonts=check_soundfonts(FAST_SOUNDFONTS[1:2]),
+        ),
+        progress=False,
+    )
     return out
 
 
@@ -92,11 +116,23 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 def test_several_sets_print_one_row_per_set_and_baseline_under_each_table_and_write_one_json(
-        tiny_run, tiny_corpus, heldout_corpus, tmp_path):
+    tiny_run, tiny_corpus, heldout_corpus, tmp_path
+):
     out = tmp_path / "sets.json"
-    proc = run_cli("evaluate", str(tiny_run / "model.pt"), "--set", f"test={tiny_corpus}",
-                   "--set", f"synth={heldout_corpus}", "--set", f"tiny-val={tiny_corpus}:validation",
-                   "--baseline", "--out", str(out), timeout=600)
+    proc = run_cli(
+        "evaluate",
+        str(tiny_run / "model.pt"),
+        "--set",
+        f"test={tiny_corpus}",
+        "--set",
+        f"synth={heldout_corpus}",
+        "--set",
+        f"tiny-val={tiny_corpus}:validation",
+        "--baseline",
+        "--out",
+        str(out),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     blocks = {title: text.split(title, 1)[1] for title in ("Table 4.2", "Table 4.1", "Table 4.3", "Table 4.4")}
@@ -140,8 +176,17 @@ def test_one_corpus_with_baseline_is_a_one_set_report_on_the_shipped_model(heldo
     from partsim.assets import default_manifest
 
     out = tmp_path / "one.json"
-    rc, text, err = cli(capsys, "evaluate", str(default_manifest()), "--corpus", str(heldout_corpus),
-                        "--baseline", "--quick", "--out", str(out))
+    rc, text, err = cli(
+        capsys,
+        "evaluate",
+        str(default_manifest()),
+        "--corpus",
+        str(heldout_corpus),
+        "--baseline",
+        "--quick",
+        "--out",
+        str(out),
+    )
     assert rc == 0, err
     assert "\n  test split " in text and "\n  baseline, test split " in text and "Table 4.1" not in text
     report = json.loads(out.read_text())
@@ -155,18 +200,21 @@ def test_the_baseline_model_alone_evaluates_like_a_model(heldout_corpus, capsys)
     assert text.startswith("model baseline:logspec") and "\n  held-out SoundFont " in text
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "composer"], "expected NAME=DIR[:SPLIT]"),
-    (["--set", "=x"], "expected NAME=DIR[:SPLIT]"),
-    (["--set", "bad name=x"], "set name 'bad name'"),
-    (["--set", "a={c}:"], "empty split"),
-    (["--set", "a={c}/nowhere"], "--set a: data set folder not found"),
-    (["--set", "a={c}", "--set", "a={c}"], "--set a is given more than once"),
-    (["--set", "a={c}:train"], "--set a: corpus"),  # the held-out corpus has everything in test
-    (["--set", "a={c}:tst"], "--set a: unknown split 'tst'"),
-    (["--set", "a={c}", "--corpus", "{c}"], "not both"),
-    ([], "give either --corpus DIR"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "composer"], "expected NAME=DIR[:SPLIT]"),
+        (["--set", "=x"], "expected NAME=DIR[:SPLIT]"),
+        (["--set", "bad name=x"], "set name 'bad name'"),
+        (["--set", "a={c}:"], "empty split"),
+        (["--set", "a={c}/nowhere"], "--set a: data set folder not found"),
+        (["--set", "a={c}", "--set", "a={c}"], "--set a is given more than once"),
+        (["--set", "a={c}:train"], "--set a: corpus"),  # the held-out corpus has everything in test
+        (["--set", "a={c}:tst"], "--set a: unknown split 'tst'"),
+        (["--set", "a={c}", "--corpus", "{c}"], "not both"),
+        ([], "give either --corpus DIR"),
+    ],
+)
 def test_bad_sets_are_one_error_line_and_exit_2(heldout_corpus, capsys, args, message):
     from partsim.assets import default_manifest
 

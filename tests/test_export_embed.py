@@ -53,7 +53,7 @@ def test_onnx_matches_pytorch_on_random_and_real_audio(exported, tiny_run, tiny_
         assert parity(tmp_path / "mel" / "manifest.json", tiny_run / "model.pt", mel) <= 1e-4
     # real audio through the shared feature code
     mix, _ = sf.read(str(next(tiny_corpus.glob("song*/mix.flac"))), dtype="float32")
-    segs = np.stack([mix[:3 * SR], mix[3 * SR:6 * SR]])
+    segs = np.stack([mix[: 3 * SR], mix[3 * SR : 6 * SR]])
     a = OnnxEmbedder(out / "manifest.json").embed(segs)
     b = torch_model.embed(segs)
     assert a.shape == (2, 5, TINY_DIM) and np.max(np.abs(a - b)) <= 1e-4
@@ -95,11 +95,21 @@ def test_embed_cli_writes_the_contract(exported, tmp_path, tiny_corpus):
     assert z["files"].tolist() == [str(mix), str(stereo)]
     # the vectors are the model's raw output for those segments
     audio, _ = sf.read(str(mix), dtype="float32")
-    direct = OnnxEmbedder(out / "manifest.json").embed(np.stack([audio[:3 * SR], audio[3 * SR:6 * SR]]))
+    direct = OnnxEmbedder(out / "manifest.json").embed(np.stack([audio[: 3 * SR], audio[3 * SR : 6 * SR]]))
     np.testing.assert_allclose(z["vectors"][:2], direct, atol=1e-5)
     # hop and segment options
-    proc = run_cli("embed", str(mix), "--model", str(out / "manifest.json"), "--segment-seconds", "2",
-                   "--hop-seconds", "1", "-o", str(npz))
+    proc = run_cli(
+        "embed",
+        str(mix),
+        "--model",
+        str(out / "manifest.json"),
+        "--segment-seconds",
+        "2",
+        "--hop-seconds",
+        "1",
+        "-o",
+        str(npz),
+    )
     assert proc.returncode == 0, proc.stderr
     assert np.load(npz)["start"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
 
@@ -160,9 +170,17 @@ def write_random_model(path, widths=(2, 4, 4, 8, 8), dim=TINY_DIM, seed=0):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 2.0)
-    torch.save({"csn": csn.state_dict(), "partnets": torch.nn.ModuleList([PartNet(cfg) for _ in cfg.parts]).state_dict(),
-                "net": cfg.to_dict(), "features": FeatureConfig().to_dict(), "segment_seconds": 3.0,
-                "log": {"corpus": {"layout": "partsim"}}}, path)
+    torch.save(
+        {
+            "csn": csn.state_dict(),
+            "partnets": torch.nn.ModuleList([PartNet(cfg) for _ in cfg.parts]).state_dict(),
+            "net": cfg.to_dict(),
+            "features": FeatureConfig().to_dict(),
+            "segment_seconds": 3.0,
+            "log": {"corpus": {"layout": "partsim"}},
+        },
+        path,
+    )
     return path
 
 
@@ -171,8 +189,15 @@ def audio_signals(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(n) / SR
     chord = sum(np.sin(2 * np.pi * f * h * t) / h for f in (196.0, 246.9, 293.7) for h in range(1, 6))
-    return np.stack([rng.uniform(-0.4, 0.4, n), 0.5 * chord / np.abs(chord).max(), 0.3 * np.sin(2 * np.pi * 49 * t),
-                     0.2 * np.sin(2 * np.pi * 2000 * t) * (t > 1.0), np.zeros(n)]).astype(np.float32)
+    return np.stack(
+        [
+            rng.uniform(-0.4, 0.4, n),
+            0.5 * chord / np.abs(chord).max(),
+            0.3 * np.sin(2 * np.pi * 49 * t),
+            0.2 * np.sin(2 * np.pi * 2000 * t) * (t > 1.0),
+            np.zeros(n),
+        ]
+    ).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +219,9 @@ def test_export_takes_pcm_by_default_and_the_manifest_says_so(random_exports):
     assert o["frontend"]["radix"] == 32 and o["export_check"]["max_abs_vs_pytorch"] <= 1e-5
     graph = onnx.load(str(root / "pcm" / "csn.onnx")).graph
     assert [i.name for i in graph.input] == ["pcm"] and len(graph.input[0].type.tensor_type.shape.dim) == 2
-    assert any(node.op_type == "Conv" and any(a.name == "group" and a.i == 32 for a in node.attribute)
-               for node in graph.node)  # the STFT: a grouped strided Conv1d
+    assert any(
+        node.op_type == "Conv" and any(a.name == "group" and a.i == 32 for a in node.attribute) for node in graph.node
+    )  # the STFT: a grouped strided Conv1d
     assert mel_manifest["onnx"]["input"] == "mel" and mel_manifest["onnx"]["input_shape"] == ["batch", 128, "frames"]
     assert "min_samples" not in mel_manifest["onnx"]
     assert json.loads((root / "pcm" / "manifest.json").read_text())["onnx"] == json.loads(json.dumps(o))
@@ -258,7 +284,7 @@ def test_embed_cli_with_a_pcm_model_and_export_cli_input_flag(random_exports, tm
     proc = run_cli("embed", str(wav), "--model", str(root / "pcm" / "manifest.json"), "-o", str(npz))
     assert proc.returncode == 0, proc.stderr
     z = np.load(npz)
-    want = OnnxEmbedder(root / "mel" / "manifest.json").embed(np.stack([audio[:3 * SR], audio[3 * SR:6 * SR]]))
+    want = OnnxEmbedder(root / "mel" / "manifest.json").embed(np.stack([audio[: 3 * SR], audio[3 * SR : 6 * SR]]))
     assert z["vectors"].shape == (2, 5, TINY_DIM) and np.abs(z["vectors"] - want).max() <= 1e-5
     proc = run_cli("export", str(model), "--out", str(tmp_path / "m"), "--input", "mel")
     assert proc.returncode == 0, proc.stderr

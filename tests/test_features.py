@@ -39,8 +39,18 @@ def test_matches_an_independent_torch_stft():
     lm = LogMel(cfg)
     x = np.random.default_rng(1).normal(0, 0.1, 2 * SR).astype(np.float32)
     ours = lm.power_spectrum(x)
-    spec = torch.stft(torch.from_numpy(x), cfg.n_fft, cfg.hop_length, window=torch.from_numpy(lm.window),
-                      center=True, pad_mode="reflect", return_complex=True).numpy() * lm.scale
+    spec = (
+        torch.stft(
+            torch.from_numpy(x),
+            cfg.n_fft,
+            cfg.hop_length,
+            window=torch.from_numpy(lm.window),
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        ).numpy()
+        * lm.scale
+    )
     ref = (np.abs(spec) ** 2).astype(np.float32)
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-6)
@@ -78,15 +88,19 @@ def _signals(n: int, seed: int) -> np.ndarray:
     """Noise and tonal signals at musical levels: ``(6, n)`` float32."""
     rng = np.random.default_rng(seed)
     t = np.arange(n) / SR
-    chord = sum(np.sin(2 * np.pi * f * h * t + rng.uniform(0, 6)) / h for f in (110.0, 138.6, 164.8) for h in range(1, 7))
-    return np.stack([
-        rng.uniform(-0.5, 0.5, n),  # white noise
-        0.5 * chord / np.abs(chord).max() + 1e-4 * rng.standard_normal(n),  # a chord with harmonics
-        0.25 * np.sin(2 * np.pi * rng.uniform(40, 60) * t),  # a bass tone
-        0.2 * np.sin(2 * np.pi * 1000 * t) * (t > n / SR / 2),  # silence, then a tone
-        1e-3 * np.sin(2 * np.pi * 5000 * t),  # a quiet tone (-60 dB)
-        np.zeros(n),  # digital silence
-    ]).astype(np.float32)
+    chord = sum(
+        np.sin(2 * np.pi * f * h * t + rng.uniform(0, 6)) / h for f in (110.0, 138.6, 164.8) for h in range(1, 7)
+    )
+    return np.stack(
+        [
+            rng.uniform(-0.5, 0.5, n),  # white noise
+            0.5 * chord / np.abs(chord).max() + 1e-4 * rng.standard_normal(n),  # a chord with harmonics
+            0.25 * np.sin(2 * np.pi * rng.uniform(40, 60) * t),  # a bass tone
+            0.2 * np.sin(2 * np.pi * 1000 * t) * (t > n / SR / 2),  # silence, then a tone
+            1e-3 * np.sin(2 * np.pi * 5000 * t),  # a quiet tone (-60 dB)
+            np.zeros(n),  # digital silence
+        ]
+    ).astype(np.float32)
 
 
 # lengths: the shortest the model takes (32 frames), an odd length, 3 s + a part of a hop
@@ -120,8 +134,16 @@ def test_in_graph_features_in_onnxruntime_match_the_numpy_features(tmp_path):
 
     path = tmp_path / "frontend.onnx"
     example = torch.from_numpy(_signals(LENGTHS[1], seed=9)[:2])
-    torch.onnx.export(GraphLogMel().eval(), (example,), str(path), input_names=["pcm"], output_names=["mel"],
-                      opset_version=17, dynamo=False, dynamic_axes={"pcm": {0: "batch", 1: "samples"}})
+    torch.onnx.export(
+        GraphLogMel().eval(),
+        (example,),
+        str(path),
+        input_names=["pcm"],
+        output_names=["mel"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={"pcm": {0: "batch", 1: "samples"}},
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     lm = LogMel()
     for i, n in enumerate(LENGTHS):
@@ -144,9 +166,10 @@ def test_full_scale_pure_tones_agree_within_float32s_own_error():
     x = np.stack([np.sin(2 * np.pi * f * t) for f in (55.0, 440.0, 1000.0, 3000.0, 12345.0)]).astype(np.float32)
     padded = np.pad(x.astype(np.float64), [(0, 0), (1024, 1024)], mode="reflect")
     frames = sliding_window_view(padded, 2048, axis=-1)[:, ::512]
-    power = np.abs(np.fft.rfft(frames * lm.window, axis=-1)) ** 2 * lm.scale ** 2
-    exact = np.swapaxes(np.clip((10 * np.log10(np.maximum(power @ lm.filters.T.astype(np.float64), 1e-30))
-                                 + 100) / 100, 0, 1), -1, -2)
+    power = np.abs(np.fft.rfft(frames * lm.window, axis=-1)) ** 2 * lm.scale**2
+    exact = np.swapaxes(
+        np.clip((10 * np.log10(np.maximum(power @ lm.filters.T.astype(np.float64), 1e-30)) + 100) / 100, 0, 1), -1, -2
+    )
     with torch.no_grad():
         got = graph(torch.from_numpy(x)).numpy()
     numpy_features = lm(x)

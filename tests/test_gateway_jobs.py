@@ -28,8 +28,12 @@ def _meta(i: int) -> dict:
 
 
 def _items(n: int, audio_every: int = 2) -> list[IngestItem]:
-    return [IngestItem(f"t{i}", _meta(i), audio=b"RIFF" + bytes([i]) * 100) if i % audio_every == 0
-            else IngestItem(f"t{i}", _meta(i), uri=f"/music/t{i}.wav") for i in range(n)]
+    return [
+        IngestItem(f"t{i}", _meta(i), audio=b"RIFF" + bytes([i]) * 100)
+        if i % audio_every == 0
+        else IngestItem(f"t{i}", _meta(i), uri=f"/music/t{i}.wav")
+        for i in range(n)
+    ]
 
 
 class Backend:
@@ -313,8 +317,18 @@ def _count(reg: CollectorRegistry, result: str) -> float:
 def test_cache_key():
     k = cache_key("csn-1", "ab12", 3, 1.5)
     assert k == cache_key("csn-1", "ab12", 3.0, 1.5) == "partsim:emb:csn-1:ab12:3.0:1.5"
-    assert len({k, cache_key("csn-2", "ab12", 3, 1.5), cache_key("csn-1", "ab13", 3, 1.5),
-                cache_key("csn-1", "ab12", 3, 1.0), cache_key("csn-1", "ab12", 2, 1.5)}) == 5
+    assert (
+        len(
+            {
+                k,
+                cache_key("csn-2", "ab12", 3, 1.5),
+                cache_key("csn-1", "ab13", 3, 1.5),
+                cache_key("csn-1", "ab12", 3, 1.0),
+                cache_key("csn-1", "ab12", 2, 1.5),
+            }
+        )
+        == 5
+    )
     with pytest.raises(InvalidArgument):
         cache_key("csn-1", "ab12", 3, 0)
 

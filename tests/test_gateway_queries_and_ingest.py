@@ -31,8 +31,9 @@ LOUD = 10 * SILENCE_POWER
 QUIET = SILENCE_POWER / 10
 
 
-def segment(index: int, vectors: dict[str, list[float]], present: set[str], power: float | None = LOUD,
-            seconds: float = 10.0) -> types_pb2.SegmentEmbedding:
+def segment(
+    index: int, vectors: dict[str, list[float]], present: set[str], power: float | None = LOUD, seconds: float = 10.0
+) -> types_pb2.SegmentEmbedding:
     """A segment in the model's part order; parts not in ``vectors`` get a small vector."""
     seg = types_pb2.SegmentEmbedding(index=index, start_seconds=index * seconds, end_seconds=(index + 1) * seconds)
     for p in PARTS:
@@ -70,13 +71,16 @@ def test_a_part_weight_is_passed_on_and_the_others_stay_one():
     assert {q.part: q.weight for q in queries} == {"drums": 1.0, "bass": 2.5}
 
 
-@pytest.mark.parametrize("weights, message", [
-    ({"vocals": 1.0}, "unknown part 'vocals'"),
-    ({"piano": 1.0}, "piano has a weight but no query"),
-    ({"bass": 0.0}, "must be a positive number"),
-    ({"bass": -1.0}, "must be a positive number"),
-    ({"bass": float("nan")}, "must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ({"vocals": 1.0}, "unknown part 'vocals'"),
+        ({"piano": 1.0}, "piano has a weight but no query"),
+        ({"bass": 0.0}, "must be a positive number"),
+        ({"bass": -1.0}, "must be a positive number"),
+        ({"bass": float("nan")}, "must be a positive number"),
+    ],
+)
 def test_a_weight_for_an_unknown_or_unqueried_part_or_not_positive_is_refused(weights, message):
     with pytest.raises(InvalidArgument, match=message):
         part_queries({"bass": [np.array([1.0, 0.0])]}, weights, PARTS, max_query_segments=64)
@@ -138,21 +142,27 @@ def test_an_absent_part_in_a_row_without_power_is_refused_until_the_track_is_rei
 
 
 def test_a_clip_queries_with_its_present_segments_only_and_skips_silent_ones():
-    resp = embedder_pb2.EmbedResponse(segments=[
-        segment(0, {"piano": [1.0, 0.0, 0.0]}, present={"piano"}),
-        segment(1, {"piano": [0.0, 1.0, 0.0]}, present=set()),  # judged absent: not needed
-        segment(2, {"piano": [0.0, 0.0, 1.0]}, present={"piano"}, power=QUIET),  # silent
-        segment(3, {"piano": [0.0, 2.0, 0.0]}, present={"piano"})])
+    resp = embedder_pb2.EmbedResponse(
+        segments=[
+            segment(0, {"piano": [1.0, 0.0, 0.0]}, present={"piano"}),
+            segment(1, {"piano": [0.0, 1.0, 0.0]}, present=set()),  # judged absent: not needed
+            segment(2, {"piano": [0.0, 0.0, 1.0]}, present={"piano"}, power=QUIET),  # silent
+            segment(3, {"piano": [0.0, 2.0, 0.0]}, present={"piano"}),
+        ]
+    )
     vectors, warnings = clip_query(resp, PARTS.index("piano"), "piano", "query 0", 0, 10.0)
     np.testing.assert_allclose(np.array(vectors), [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     assert warnings == []
 
 
 def test_a_clip_where_the_part_is_never_judged_present_uses_its_audible_segments_with_a_warning_each():
-    resp = embedder_pb2.EmbedResponse(segments=[
-        segment(0, {"bass": [1.0, 0.0, 0.0]}, present=set()),
-        segment(1, {"bass": [0.0, 1.0, 0.0]}, present=set(), power=QUIET),
-        segment(2, {"bass": [0.0, 0.0, 1.0]}, present=set())])
+    resp = embedder_pb2.EmbedResponse(
+        segments=[
+            segment(0, {"bass": [1.0, 0.0, 0.0]}, present=set()),
+            segment(1, {"bass": [0.0, 1.0, 0.0]}, present=set(), power=QUIET),
+            segment(2, {"bass": [0.0, 0.0, 1.0]}, present=set()),
+        ]
+    )
     vectors, warnings = clip_query(resp, PARTS.index("bass"), "bass", "query 2", 2, 10.0)
     assert len(vectors) == 2
     assert [(w.segment_index, w.track_id, w.query_index) for w in warnings] == [(0, "", 2), (2, "", 2)]
@@ -168,8 +178,11 @@ def test_a_clip_silent_in_every_segment_is_refused():
 def test_segment_power_is_the_mean_square_of_the_samples_in_each_span():
     sr = 100
     samples = np.concatenate([np.full(sr, 0.5), np.zeros(sr)]).astype(np.float32)
-    spans = [types_pb2.SegmentEmbedding(start_seconds=0, end_seconds=1), types_pb2.SegmentEmbedding(
-        start_seconds=1, end_seconds=2), types_pb2.SegmentEmbedding(start_seconds=2, end_seconds=2)]
+    spans = [
+        types_pb2.SegmentEmbedding(start_seconds=0, end_seconds=1),
+        types_pb2.SegmentEmbedding(start_seconds=1, end_seconds=2),
+        types_pb2.SegmentEmbedding(start_seconds=2, end_seconds=2),
+    ]
     assert segment_powers(samples, sr, spans) == pytest.approx([0.25, 0.0, 0.0])
 
 
@@ -232,11 +245,14 @@ def test_without_allowed_roots_every_uri_is_refused(root):
         resolve_uri(str(root / "song.flac"), [])
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("music/song.flac", "must be an absolute path"),
-    ("https://example.com/song.flac", "only file paths and file:// URIs"),
-    ("file://elsewhere/music/song.flac", "only local file:// URIs"),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("music/song.flac", "must be an absolute path"),
+        ("https://example.com/song.flac", "only file paths and file:// URIs"),
+        ("file://elsewhere/music/song.flac", "only local file:// URIs"),
+    ],
+)
 def test_relative_paths_remote_hosts_and_other_schemes_are_invalid(root, uri, message):
     with pytest.raises(InvalidArgument, match=message):
         resolve_uri(uri, [root])
@@ -249,23 +265,38 @@ def test_a_missing_file_inside_a_root_is_not_found(root):
 
 def test_job_items_keep_uris_uploads_and_metadata(root):
     meta = types_pb2.TrackMetadata(title="Song", artist="Band", tags={"genre": "jazz"})
-    items = job_items([gateway_pb2.IngestItem(track_id="a", metadata=meta, uri=str(root / "song.flac")),
-                       gateway_pb2.IngestItem(track_id="b", audio=types_pb2.Audio(encoded=b"RIFF"))], [root])
+    items = job_items(
+        [
+            gateway_pb2.IngestItem(track_id="a", metadata=meta, uri=str(root / "song.flac")),
+            gateway_pb2.IngestItem(track_id="b", audio=types_pb2.Audio(encoded=b"RIFF")),
+        ],
+        [root],
+    )
     assert [(i.track_id, i.uri, i.audio) for i in items] == [("a", str(root / "song.flac"), None), ("b", None, b"RIFF")]
     assert items[0].metadata == {"title": "Song", "artist": "Band", "tags": {"genre": "jazz"}}
 
 
-@pytest.mark.parametrize("items, error, message", [
-    ([], InvalidArgument, "no items"),
-    ([gateway_pb2.IngestItem(track_id="a", audio=types_pb2.Audio(encoded=b"x"))] * 2, InvalidArgument,
-     "appears twice"),
-    ([gateway_pb2.IngestItem(track_id="a")], InvalidArgument, "set uri or audio"),
-    ([gateway_pb2.IngestItem(track_id="a", audio=types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"x")))],
-     InvalidArgument, "must be encoded audio bytes"),
-    ([gateway_pb2.IngestItem(track_id="a", uri="/etc/passwd")], PermissionDenied, "outside the allowed roots"),
-])
+@pytest.mark.parametrize(
+    "items, error, message",
+    [
+        ([], InvalidArgument, "no items"),
+        (
+            [gateway_pb2.IngestItem(track_id="a", audio=types_pb2.Audio(encoded=b"x"))] * 2,
+            InvalidArgument,
+            "appears twice",
+        ),
+        ([gateway_pb2.IngestItem(track_id="a")], InvalidArgument, "set uri or audio"),
+        (
+            [gateway_pb2.IngestItem(track_id="a", audio=types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"x")))],
+            InvalidArgument,
+            "must be encoded audio bytes",
+        ),
+        ([gateway_pb2.IngestItem(track_id="a", uri="/etc/passwd")], PermissionDenied, "outside the allowed roots"),
+    ],
+)
 def test_a_job_with_no_items_a_repeated_track_a_missing_source_or_a_uri_outside_the_roots_is_refused(
-        root, items, error, message):
+    root, items, error, message
+):
     with pytest.raises(error, match=message):
         job_items(items, [root])
 
@@ -281,8 +312,11 @@ def test_an_upload_joins_its_chunks_up_to_the_limit():
 
 
 def test_a_stream_must_start_with_its_header_and_carry_only_chunks_after_it():
-    msgs = [gateway_pb2.IndexTrackRequest(header=gateway_pb2.IndexTrackHeader(track_id="a")),
-            gateway_pb2.IndexTrackRequest(chunk=b"ab"), gateway_pb2.IndexTrackRequest(chunk=b"cd")]
+    msgs = [
+        gateway_pb2.IndexTrackRequest(header=gateway_pb2.IndexTrackHeader(track_id="a")),
+        gateway_pb2.IndexTrackRequest(chunk=b"ab"),
+        gateway_pb2.IndexTrackRequest(chunk=b"cd"),
+    ]
     header, chunks = header_and_chunks(msgs, "the upload")
     assert header.track_id == "a" and list(chunks) == [b"ab", b"cd"]
     with pytest.raises(InvalidArgument, match="the upload was empty"):
@@ -294,7 +328,9 @@ def test_a_stream_must_start_with_its_header_and_carry_only_chunks_after_it():
 
 
 def test_a_stems_stream_comes_back_from_the_cache_unchanged():
-    msgs = [gateway_pb2.GetStemsResponse(header=gateway_pb2.GetStemsHeader(track_id="a", segment_index=1)),
-            gateway_pb2.GetStemsResponse(chunk=separator_pb2.StemChunk(stem=0, offset=0, data=b"\1" * 300)),
-            gateway_pb2.GetStemsResponse(chunk=separator_pb2.StemChunk(stem=1, offset=0, data=b""))]
+    msgs = [
+        gateway_pb2.GetStemsResponse(header=gateway_pb2.GetStemsHeader(track_id="a", segment_index=1)),
+        gateway_pb2.GetStemsResponse(chunk=separator_pb2.StemChunk(stem=0, offset=0, data=b"\1" * 300)),
+        gateway_pb2.GetStemsResponse(chunk=separator_pb2.StemChunk(stem=1, offset=0, data=b"")),
+    ]
     assert unpack(pack(msgs)) == msgs

@@ -81,8 +81,9 @@ def _fake_bundle(tmp: Path) -> tuple[Path, dict[str, bytes]]:
 
 def _assemble(tmp: Path, parts_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PY": sys.executable, "WORK": str(tmp / "gpu"), "BUNDLE_PARTS": str(parts_dir)}
-    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu-assemble.sh"), *args], capture_output=True,
-                          text=True, env=env, timeout=60)
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu-assemble.sh"), *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 @pytest.mark.slow
@@ -146,8 +147,10 @@ def test_partsim_mma_names_another_mma_and_its_groove_library(tmp_path, monkeypa
     assert stdlib_dir() == mma_library.STDLIB
 
 
-@pytest.mark.skipif(not (DEBIAN_MMA / "lib" / "stdlib").is_dir() or not Path("/usr/bin/mma").is_file(),
-                    reason="Debian's mma is not installed (scripts/bootstrap.sh installs it)")
+@pytest.mark.skipif(
+    not (DEBIAN_MMA / "lib" / "stdlib").is_dir() or not Path("/usr/bin/mma").is_file(),
+    reason="Debian's mma is not installed (scripts/bootstrap.sh installs it)",
+)
 def test_an_unpacked_mma_renders_with_its_own_groove_library(tmp_path, monkeypatch):
     # laid out as gpu-bundle.sh lays it out, plus a style file that only this copy has
     home = tmp_path / "mma"
@@ -162,7 +165,9 @@ def test_an_unpacked_mma_renders_with_its_own_groove_library(tmp_path, monkeypat
     (home / "lib" / "stdlib" / "zzpartsimtest.mma").write_text(style)
     monkeypatch.setenv(MMA_ENV, str(home / "mma"))
     assert "zzpartsimtest" in catalogue() and "zzpartsimtest" not in catalogue(mma_library.STDLIB)
-    midi = run_mma("RndSeed 1\nTempo 120\nUse stdlib/zzpartsimtest\nGroove BossaNova\n1 C / / /\n2 G7 / / /\n3 C / / /\n")
+    midi = run_mma(
+        "RndSeed 1\nTempo 120\nUse stdlib/zzpartsimtest\nGroove BossaNova\n1 C / / /\n2 G7 / / /\n3 C / / /\n"
+    )
     assert midi[:4] == b"MThd" and len(midi) > 200
     monkeypatch.delenv(MMA_ENV)  # Debian's mma has no such style file
     with pytest.raises(MmaError, match="mma failed"):

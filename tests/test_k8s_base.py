@@ -34,12 +34,16 @@ def test_render_is_consistent_and_hardened(k8s_renders, name):
         assert labels.get("app.kubernetes.io/part-of") == "partsim", f"{o['kind']}/{o['metadata']['name']}"
 
     sas, svcs = by_kind(objs, "ServiceAccount"), by_kind(objs, "Service")
-    pvcs, pdbs, hpas = by_kind(objs, "PersistentVolumeClaim"), by_kind(objs, "PodDisruptionBudget"), \
-        by_kind(objs, "HorizontalPodAutoscaler")
+    pvcs, pdbs, hpas = (
+        by_kind(objs, "PersistentVolumeClaim"),
+        by_kind(objs, "PodDisruptionBudget"),
+        by_kind(objs, "HorizontalPodAutoscaler"),
+    )
     wls = workloads(objs)
     wl_comps = {component(w) for w in wls}
     expected = {"gateway", "embedder", "searcher", "separator", "redis"} | (
-        {"ingest-worker"} if "ingest-worker" in comps else set())
+        {"ingest-worker"} if "ingest-worker" in comps else set()
+    )
     assert wl_comps == expected
 
     for w in wls:
@@ -81,8 +85,9 @@ def test_render_is_consistent_and_hardened(k8s_renders, name):
             for m in c.get("volumeMounts") or []:
                 assert m["name"] in volumes, f"{where}: mounts unknown volume {m['name']}"
             tmp = [m for m in c.get("volumeMounts") or [] if m["mountPath"] == "/tmp"]
-            assert tmp and "sizeLimit" in (volumes[tmp[0]["name"]].get("emptyDir") or {}), \
+            assert tmp and "sizeLimit" in (volumes[tmp[0]["name"]].get("emptyDir") or {}), (
                 f"{where}: /tmp must be an emptyDir with a sizeLimit"
+            )
             assert c.get("readinessProbe") and c.get("livenessProbe"), where
             if comp == "redis":
                 continue
@@ -94,11 +99,17 @@ def test_render_is_consistent_and_hardened(k8s_renders, name):
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert c[probe].get("grpc", {}).get("port") == grpc_port, f"{where}: {probe} must be gRPC"
             startup = c["startupProbe"]
-            assert startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) >= 60, \
+            assert startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) >= 60, (
                 f"{where}: the startupProbe must allow at least a minute for model loading"
+            )
             env = pod_env(w, objs)
-            for k, v in {"HOME": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache", "MPLCONFIGDIR": "/tmp/matplotlib",
-                         "TORCH_HOME": "/tmp/torch", "HF_HUB_OFFLINE": "1"}.items():
+            for k, v in {
+                "HOME": "/tmp",
+                "XDG_CACHE_HOME": "/tmp/.cache",
+                "MPLCONFIGDIR": "/tmp/matplotlib",
+                "TORCH_HOME": "/tmp/torch",
+                "HF_HUB_OFFLINE": "1",
+            }.items():
                 assert env.get(k) == v, f"{where}: {k}"
             assert env.get(f"{prefix}_ADDRESS") == f"0.0.0.0:{grpc_port}"
             assert env.get(f"{prefix}_METRICS_PORT") == str(metrics_port)
@@ -136,13 +147,18 @@ def test_render_is_consistent_and_hardened(k8s_renders, name):
     assert svcs["partsim-gateway"]["spec"].get("type", "ClusterIP") == "ClusterIP"
     for svc in HEADLESS.values():
         assert svcs[svc]["spec"].get("clusterIP") == "None", f"{svc} must be headless"
-    assert not any(matches({"matchLabels": s["spec"]["selector"]}, {"app.kubernetes.io/name": "partsim",
-                                                                     "app.kubernetes.io/component": "ingest-worker"})
-                   for s in svcs.values()), "the ingest workers get no Service"
+    assert not any(
+        matches(
+            {"matchLabels": s["spec"]["selector"]},
+            {"app.kubernetes.io/name": "partsim", "app.kubernetes.io/component": "ingest-worker"},
+        )
+        for s in svcs.values()
+    ), "the ingest workers get no Service"
     # PDBs select something
     for p in pdbs.values():
-        assert any(matches(p["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"]) for w in wls), \
+        assert any(matches(p["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"]) for w in wls), (
             f"PDB {p['metadata']['name']} selects no workload"
+        )
 
     # Redis: durable stream
     redis = by_kind(objs, "StatefulSet")["partsim-redis"]
@@ -183,7 +199,7 @@ def test_environment_names_are_config_fields_and_values_parse(k8s_renders, name)
         prefix = next((p for p in classes if k.startswith(p + "_")), None)
         assert prefix, f"{where}: {k} belongs to no service"
         fields = {f.name: f for f in dataclasses.fields(classes[prefix])}
-        fname = k[len(prefix) + 1:].lower()
+        fname = k[len(prefix) + 1 :].lower()
         assert fname in fields, f"{where}: {k} is not a field of {classes[prefix].__name__}"
         if v is not None:
             _parse(_kind(fields[fname]), v, k)  # raises InvalidArgument on a mistyped value

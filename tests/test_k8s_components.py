@@ -58,7 +58,9 @@ def check_gateway_modes(objs: list[dict], comps: set[str]) -> None:
     stores = ["partsim-gateway"] + (["partsim-ingest-worker"] if "ingest-worker" in comps else [])
     for d in stores:
         env = pod_env(deps[d], objs)
-        mounts = {m["mountPath"]: m["name"] for m in deps[d]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+        mounts = {
+            m["mountPath"]: m["name"] for m in deps[d]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        }
         vols = {v["name"]: v for v in deps[d]["spec"]["template"]["spec"]["volumes"]}
         if "audio-store" in comps:
             assert env["PARTSIM_GATEWAY_STORE_AUDIO"] == "true" and env["PARTSIM_GATEWAY_AUDIO_DIR"] == "/data/audio", d
@@ -68,9 +70,11 @@ def check_gateway_modes(objs: list[dict], comps: set[str]) -> None:
             assert env["PARTSIM_GATEWAY_STORE_AUDIO"] == "false", d
             assert "/data/audio" not in mounts and "partsim-audio" not in pvcs, d
     assert ("audio-store" in comps) == ("partsim-audio" in pvcs)
-    assert all(cm["data"].get("PARTSIM_GATEWAY_REDIS_URL") for n, cm in cms.items()
-               if any(k.startswith("PARTSIM_GATEWAY_") for k in cm.get("data") or {})), \
-        "gateway processes need Redis (no DATA_DIR is configured)"
+    assert all(
+        cm["data"].get("PARTSIM_GATEWAY_REDIS_URL")
+        for n, cm in cms.items()
+        if any(k.startswith("PARTSIM_GATEWAY_") for k in cm.get("data") or {})
+    ), "gateway processes need Redis (no DATA_DIR is configured)"
 
 
 def check_gpu(objs: list[dict], comps: set[str]) -> None:
@@ -91,7 +95,8 @@ def check_gpu(objs: list[dict], comps: set[str]) -> None:
         else:
             assert gpus is None and env[f"{prefix}_DEVICE"] == "cpu" and c["image"] == f"{IMAGE}:0.1.0", name
     others = [deps["partsim-gateway"], sts["partsim-searcher"]] + (
-        [deps["partsim-ingest-worker"]] if "partsim-ingest-worker" in deps else [])
+        [deps["partsim-ingest-worker"]] if "partsim-ingest-worker" in deps else []
+    )
     for w in others:
         c = w["spec"]["template"]["spec"]["containers"][0]
         assert c["image"] == f"{IMAGE}:0.1.0" and "nvidia.com/gpu" not in c["resources"]["limits"]
@@ -102,8 +107,9 @@ def _peer_is_in_namespace(peer: dict) -> bool:
 
 
 def _peer_is_monitoring(peer: dict) -> bool:
-    return (set(peer) == {"namespaceSelector"}
-            and peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}})
+    return set(peer) == {"namespaceSelector"} and peer["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+    }
 
 
 def check_network_policies(objs: list[dict]) -> None:
@@ -111,8 +117,11 @@ def check_network_policies(objs: list[dict]) -> None:
     pods = {component(w): w["spec"]["template"]["metadata"]["labels"] for w in workloads(objs)}
     gateway_labels = pods["gateway"]
     searcher_labels = pods["searcher"]
-    milvus_labels = {"app.kubernetes.io/name": "milvus", "app.kubernetes.io/instance": "partsim-milvus",
-                     "component": "standalone"}
+    milvus_labels = {
+        "app.kubernetes.io/name": "milvus",
+        "app.kubernetes.io/instance": "partsim-milvus",
+        "component": "standalone",
+    }
     # default deny: a policy with no ingress rules selects every partsim pod
     deny = [p for p in pols if p["spec"]["policyTypes"] == ["Ingress"] and not p["spec"].get("ingress")]
     for comp, labels in pods.items():
@@ -132,8 +141,9 @@ def check_network_policies(objs: list[dict]) -> None:
                 if _peer_is_in_namespace(peer):
                     continue
                 assert _peer_is_monitoring(peer), f"{pname}: admits other namespaces: {peer}"
-                assert ports and all(x in ("metrics", 9091, 9092, 9093, 9094) for x in ports), \
+                assert ports and all(x in ("metrics", 9091, 9092, 9093, 9094) for x in ports), (
                     f"{pname}: the monitoring namespace may reach metrics ports only, got {ports}"
+                )
     # Milvus's API port: only the searcher (and Milvus's own pods) may reach it
     mpols = [p for p in pols if matches(p["spec"]["podSelector"], milvus_labels)]
     assert mpols, "no policy selects the Milvus pods of release partsim-milvus"
@@ -152,9 +162,14 @@ def check_network_policies(objs: list[dict]) -> None:
                 assert not matches(peer.get("podSelector"), labels), f"Milvus admits {comp} on 19530"
     # the internal services admit the gateway (and ingest workers), not each other
     for comp in ("embedder", "searcher", "separator", "redis"):
-        inns = [peer for p in pols if matches(p["spec"]["podSelector"], pods[comp])
-                for rule in p["spec"].get("ingress") or [] for peer in rule.get("from") or []
-                if _peer_is_in_namespace(peer)]
+        inns = [
+            peer
+            for p in pols
+            if matches(p["spec"]["podSelector"], pods[comp])
+            for rule in p["spec"].get("ingress") or []
+            for peer in rule.get("from") or []
+            if _peer_is_in_namespace(peer)
+        ]
         assert any(matches(s.get("podSelector"), gateway_labels) for s in inns), f"{comp} refuses the gateway"
         for other in ("embedder", "searcher", "separator", "redis"):
             assert not any(matches(s.get("podSelector"), pods[other]) for s in inns), f"{comp} admits {other}"
@@ -182,8 +197,10 @@ def check_monitoring(objs: list[dict]) -> None:
         assert len(scraping) == 1, f"{comp}: scraped by {len(scraping)} PodMonitors"
         for ep in scraping[0]["spec"]["podMetricsEndpoints"]:
             assert ep["port"] == "metrics"
-            meta = {"job": "default", **{"__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", k): v
-                                         for k, v in labels.items()}}
+            meta = {
+                "job": "default",
+                **{"__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in labels.items()},
+            }
             for r in ep.get("relabelings") or []:
                 meta = _relabel(r, meta)
             assert meta["job"] == f"partsim-{comp}", f"{comp}: job label {meta['job']}"
@@ -223,9 +240,14 @@ def check_ingest_worker(objs: list[dict]) -> None:
 
 # ----------------------------------------------------------------------------- files beside the renders
 
+
 def test_monitoring_copies_are_fresh():
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-k8s-monitoring.py"), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen-k8s-monitoring.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr + proc.stdout
 
 
@@ -236,7 +258,9 @@ def test_gen_k8s_monitoring_check_detects_staleness(tmp_path, monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     alerts = tmp_path / "alerts.yml"
-    alerts.write_text((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text() + "\n  - name: extra\n    rules: []\n")
+    alerts.write_text(
+        (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text() + "\n  - name: extra\n    rules: []\n"
+    )
     monkeypatch.setattr(mod, "ALERTS", alerts)
     assert mod.main(["--check"]) == 1
 

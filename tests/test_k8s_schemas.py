@@ -20,8 +20,10 @@ pytestmark = pytest.mark.timeout(300)
 def crd_validator(kind: str):
     import jsonschema
 
-    files = {"PodMonitor": "monitoring.coreos.com_podmonitors.v1.json",
-             "PrometheusRule": "monitoring.coreos.com_prometheusrules.v1.json"}
+    files = {
+        "PodMonitor": "monitoring.coreos.com_podmonitors.v1.json",
+        "PrometheusRule": "monitoring.coreos.com_prometheusrules.v1.json",
+    }
     if kind not in files:
         return None
     doc = json.loads((CRDS / files[kind]).read_text())
@@ -30,8 +32,13 @@ def crd_validator(kind: str):
     def strict(node, top=False):
         # the API server prunes unknown fields; here they are errors (a typo in a key must fail)
         if isinstance(node, dict):
-            if (node.get("type") == "object" and "properties" in node and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields") and not top):
+            if (
+                node.get("type") == "object"
+                and "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+                and not top
+            ):
                 node["additionalProperties"] = False
             for k, v in node.items():
                 if k == "properties":
@@ -56,7 +63,8 @@ def validate_object(obj: dict) -> None:
         assert obj["apiVersion"] == "monitoring.coreos.com/v1", obj["apiVersion"]
         errors = sorted(v.iter_errors(obj), key=lambda e: list(e.path))
         assert not errors, f"{obj['kind']}/{obj['metadata']['name']}: " + "; ".join(
-            f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+            f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5]
+        )
         return
     # built-in kinds; an unknown kind raises SchemaNotFoundError and fails the test
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
@@ -76,8 +84,15 @@ def test_every_rendered_object_validates(k8s_renders):
             failures.append(f"{o.get('kind')}/{o.get('metadata', {}).get('name')}: {type(exc).__name__}: {exc}")
     assert not failures, "\n".join(failures[:20])
     kinds = {o["kind"] for o in seen.values()}
-    assert {"PodMonitor", "PrometheusRule", "NetworkPolicy", "HorizontalPodAutoscaler",
-            "StatefulSet", "Deployment", "PodDisruptionBudget"} <= kinds
+    assert {
+        "PodMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "HorizontalPodAutoscaler",
+        "StatefulSet",
+        "Deployment",
+        "PodDisruptionBudget",
+    } <= kinds
 
 
 def test_validation_rejects_unknown_kinds_and_fields():
@@ -88,5 +103,11 @@ def test_validation_rejects_unknown_kinds_and_fields():
     with pytest.raises(kubernetes_validate.ValidationError):
         validate_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "dataa": {}})
     with pytest.raises(AssertionError):
-        validate_object({"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
-                         "metadata": {"name": "x"}, "spec": {"selector": {}, "podMetricsEndpoint": []}})
+        validate_object(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PodMonitor",
+                "metadata": {"name": "x"},
+                "spec": {"selector": {}, "podMetricsEndpoint": []},
+            }
+        )

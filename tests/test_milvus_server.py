@@ -38,9 +38,20 @@ def milvus_server(tmp_path_factory):
     data = tmp_path_factory.mktemp("milvus-server")
     for _ in range(5):
         port = _free_port()
-        proc = subprocess.Popen([str(exe if exe.exists() else "milvus-lite"), "server", "--data-dir", str(data),
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                str(exe if exe.exists() else "milvus-lite"),
+                "server",
+                "--data-dir",
+                str(data),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         up = False
         while time.monotonic() < deadline and proc.poll() is None:
@@ -68,15 +79,28 @@ def milvus_server(tmp_path_factory):
 
 
 def _segment(i: int, vecs: np.ndarray, present: np.ndarray) -> types_pb2.SegmentEmbedding:
-    return types_pb2.SegmentEmbedding(index=i, start_seconds=10.0 * i, end_seconds=10.0 * (i + 1), parts=[
-        types_pb2.PartVector(part=p, vector=vecs[j].tolist(), norm=float(np.linalg.norm(vecs[j])),
-                             present=bool(present[j])) for j, p in enumerate(PARTS)])
+    return types_pb2.SegmentEmbedding(
+        index=i,
+        start_seconds=10.0 * i,
+        end_seconds=10.0 * (i + 1),
+        parts=[
+            types_pb2.PartVector(
+                part=p, vector=vecs[j].tolist(), norm=float(np.linalg.norm(vecs[j])), present=bool(present[j])
+            )
+            for j, p in enumerate(PARTS)
+        ],
+    )
 
 
 @pytest.mark.slow
 def test_searcher_against_a_milvus_server(milvus_server, tmp_path):
-    cfg = SearcherConfig(address="127.0.0.1:0", data_dir=str(tmp_path / "meta"), milvus_uri=milvus_server,
-                         metrics_port=-1, index_type="HNSW")
+    cfg = SearcherConfig(
+        address="127.0.0.1:0",
+        data_dir=str(tmp_path / "meta"),
+        milvus_uri=milvus_server,
+        metrics_port=-1,
+        index_type="HNSW",
+    )
     server = SearcherServer(cfg).start()
     try:
         stub = searcher_pb2_grpc.SearcherServiceStub(grpc.insecure_channel(server.address))
@@ -87,16 +111,29 @@ def test_searcher_against_a_milvus_server(milvus_server, tmp_path):
             vecs = rng.standard_normal((3, len(PARTS), D)).astype(np.float32)
             present = rng.random((3, len(PARTS))) > 0.2
             catalog[f"t{t:02d}"] = (vecs, present)
-            stub.UpsertTrack(searcher_pb2.UpsertTrackRequest(
-                track=searcher_pb2.Track(track_id=f"t{t:02d}", num_segments=3, duration_seconds=30,
-                                         segment_seconds=10, model_version="test"),
-                segments=[_segment(i, vecs[i], present[i]) for i in range(3)]), timeout=60)
+            stub.UpsertTrack(
+                searcher_pb2.UpsertTrackRequest(
+                    track=searcher_pb2.Track(
+                        track_id=f"t{t:02d}",
+                        num_segments=3,
+                        duration_seconds=30,
+                        segment_seconds=10,
+                        model_version="test",
+                    ),
+                    segments=[_segment(i, vecs[i], present[i]) for i in range(3)],
+                ),
+                timeout=60,
+            )
         # re-upsert: replaced, not duplicated (the server path: delete + insert with Strong reads)
-        assert stub.UpsertTrack(searcher_pb2.UpsertTrackRequest(
-            track=searcher_pb2.Track(track_id="t00", num_segments=3, duration_seconds=30, segment_seconds=10,
-                                     model_version="test"),
-            segments=[_segment(i, catalog["t00"][0][i], catalog["t00"][1][i]) for i in range(3)]),
-            timeout=60).replaced
+        assert stub.UpsertTrack(
+            searcher_pb2.UpsertTrackRequest(
+                track=searcher_pb2.Track(
+                    track_id="t00", num_segments=3, duration_seconds=30, segment_seconds=10, model_version="test"
+                ),
+                segments=[_segment(i, catalog["t00"][0][i], catalog["t00"][1][i]) for i in range(3)],
+            ),
+            timeout=60,
+        ).replaced
         stats = stub.GetStats(searcher_pb2.GetStatsRequest(), timeout=30)
         assert (stats.tracks, stats.segments) == (30, 90)
         # a segment's own drums vector finds that segment first, in both modes
@@ -106,15 +143,19 @@ def test_searcher_against_a_milvus_server(milvus_server, tmp_path):
             hits = stub.SearchMix(searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=5, mode=mode), timeout=60).hits
             assert hits[0].track.track_id == tid and hits[0].best_segment.index == 1
             assert hits[0].distance == pytest.approx(0.0, abs=1e-5)
-        exact = stub.SearchMix(searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=10,
-                                                                    mode=searcher_pb2.SEARCH_MODE_EXACT), timeout=60)
-        approx = stub.SearchMix(searcher_pb2.SearchMixVectorsRequest(
-            parts=[q], top_k=10, mode=searcher_pb2.SEARCH_MODE_APPROXIMATE), timeout=60)
+        exact = stub.SearchMix(
+            searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=10, mode=searcher_pb2.SEARCH_MODE_EXACT), timeout=60
+        )
+        approx = stub.SearchMix(
+            searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=10, mode=searcher_pb2.SEARCH_MODE_APPROXIMATE),
+            timeout=60,
+        )
         assert [h.track.track_id for h in approx.hits] == [h.track.track_id for h in exact.hits]
         stub.DeleteTrack(searcher_pb2.DeleteTrackRequest(track_id=tid), timeout=60)
-        hits = stub.SearchMix(searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=5,
-                                                                   mode=searcher_pb2.SEARCH_MODE_APPROXIMATE),
-                              timeout=60).hits
+        hits = stub.SearchMix(
+            searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=5, mode=searcher_pb2.SEARCH_MODE_APPROXIMATE),
+            timeout=60,
+        ).hits
         assert tid not in [h.track.track_id for h in hits]
         assert stub.GetStats(searcher_pb2.GetStatsRequest(), timeout=30).segments == 87
     finally:

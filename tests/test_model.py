@@ -33,7 +33,9 @@ def test_mask_and_masked_distance_select_one_subspace():
     d = masked_distance(a, b, cond, P, D)
     assert d[0].item() == pytest.approx(2.0) and d[1].item() == 0 and d[2].item() == 0
     # (f(a) - f(b)) m_c == masked difference
-    assert torch.allclose((a[0] - b[0]) * mask(P, D, 2), torch.cat([torch.zeros(8), a[0, 8:12] - b[0, 8:12], torch.zeros(8)]))
+    assert torch.allclose(
+        (a[0] - b[0]) * mask(P, D, 2), torch.cat([torch.zeros(8), a[0, 8:12] - b[0, 8:12], torch.zeros(8)])
+    )
 
 
 def test_triplet_loss_is_the_hinge_of_eq_4_2():
@@ -132,20 +134,30 @@ def test_render_batch_is_the_per_piece_mix(bank):
 
 
 def test_time_limit_stops_the_main_phase_and_still_writes_the_model(tiny_corpus, tmp_path):
-    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "run"),
-                      net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS), batch=2, epochs=50,
-                      steps_per_epoch=1, val_draws=2, pretrain=False, time_limit=1e-9)
+    cfg = TrainConfig(
+        corpus=str(tiny_corpus),
+        out=str(tmp_path / "run"),
+        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+        batch=2,
+        epochs=50,
+        steps_per_epoch=1,
+        val_draws=2,
+        pretrain=False,
+        time_limit=1e-9,
+    )
     log = Trainer(cfg, progress=False).run()
     assert log["stopped_early"]["after_main_epochs"] == 0 and log["epochs"] == []
     assert (tmp_path / "run" / "model.pt").is_file()
     assert log["device"].startswith("cpu")
 
 
-@pytest.mark.parametrize("field,value,fragment", [("time_limit", -1.0, "--time-limit"),
-                                                  ("time_limit", float("nan"), "--time-limit"),
-                                                  ("device", "tpu", "--device")])
+@pytest.mark.parametrize(
+    "field,value,fragment",
+    [("time_limit", -1.0, "--time-limit"), ("time_limit", float("nan"), "--time-limit"), ("device", "tpu", "--device")],
+)
 def test_bad_training_options(tiny_corpus, field, value, fragment):
     from partsim.errors import InvalidArgument
+
     cfg = TrainConfig(corpus=str(tiny_corpus), out="/tmp/unused", **{field: value})
     with pytest.raises(InvalidArgument, match=fragment):
         cfg.validate()
@@ -153,8 +165,14 @@ def test_bad_training_options(tiny_corpus, field, value, fragment):
 
 @pytest.mark.slow
 def test_training_losses_decrease_on_a_fixed_batch(tiny_corpus):
-    cfg = TrainConfig(corpus=str(tiny_corpus), out="/tmp/unused", net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-                      batch=6, lr=3e-3, pretrain=False)
+    cfg = TrainConfig(
+        corpus=str(tiny_corpus),
+        out="/tmp/unused",
+        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+        batch=6,
+        lr=3e-3,
+        pretrain=False,
+    )
     tr = Trainer(cfg, progress=False)
     draws = [tr._draw(tr.train, np.random.default_rng(3)) for _ in range(6)]
     first = None
@@ -177,8 +195,17 @@ def test_run_writes_log_checkpoint_and_resumes(tiny_run, tiny_corpus):
     assert log["corpus"]["layout"] == "partsim" and log["config"]["net"]["widths"] == TINY_WIDTHS
     assert (tiny_run / "model.pt").is_file()
     # resume with more epochs: continues where it stopped
-    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tiny_run), net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-                      batch=4, epochs=3, steps_per_epoch=2, partnet_steps=2, pretrain_steps=2, val_draws=4)
+    cfg = TrainConfig(
+        corpus=str(tiny_corpus),
+        out=str(tiny_run),
+        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+        batch=4,
+        epochs=3,
+        steps_per_epoch=2,
+        partnet_steps=2,
+        pretrain_steps=2,
+        val_draws=4,
+    )
     tr = Trainer(cfg, progress=False)
     assert tr.resume() and tr.state == {"phase": "main", "epoch": 2}  # finished, but more epochs asked for
     log = tr.run()
@@ -191,9 +218,18 @@ def test_run_writes_log_checkpoint_and_resumes(tiny_run, tiny_corpus):
 
 @pytest.mark.slow
 def test_ablation_flags_change_what_is_trained(tiny_corpus, tmp_path):
-    cfg = TrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "abl"),
-                      net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS), batch=2, epochs=1,
-                      steps_per_epoch=1, val_draws=2, pseudo=False, norm=False, pretrain=False)
+    cfg = TrainConfig(
+        corpus=str(tiny_corpus),
+        out=str(tmp_path / "abl"),
+        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
+        batch=2,
+        epochs=1,
+        steps_per_epoch=1,
+        val_draws=2,
+        pseudo=False,
+        norm=False,
+        pretrain=False,
+    )
     log = Trainer(cfg, progress=False).run()
     assert [e["phase"] for e in log["epochs"]] == ["main"]
     assert "additional" not in log["epochs"][0] and "norm" not in log["epochs"][0]

@@ -41,8 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "partsim.json"
 RATE_INTERVAL = "5m"  # what Grafana's $__rate_interval stands for here
-DEFAULT_PORTS = {"partsim-gateway": 9091, "partsim-embedder": 9092, "partsim-searcher": 9093,
-                 "partsim-separator": 9094}
+DEFAULT_PORTS = {"partsim-gateway": 9091, "partsim-embedder": 9092, "partsim-searcher": 9093, "partsim-separator": 9094}
 
 
 def tool(name: str) -> str:
@@ -100,21 +99,32 @@ def alert_signals(expr: str) -> list[str]:
 
 def test_the_rule_and_config_files_pass_promtool():
     promtool = tool("promtool")
-    for args in (["check", "rules", str(PROM_DIR / "alerts.yml")], ["check", "config", str(PROM_DIR / "prometheus.yml")]):
+    for args in (
+        ["check", "rules", str(PROM_DIR / "alerts.yml")],
+        ["check", "config", str(PROM_DIR / "prometheus.yml")],
+    ):
         r = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_the_dashboard_is_generated_from_its_source():
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-dashboard.py"), "--check"], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen-dashboard.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
 
 
 def test_every_alert_has_a_signal_and_a_threshold():
     alerts = [r for r in rules() if "alert" in r]
-    assert {a["alert"] for a in alerts} >= {"PartsimHighErrorRatio", "PartsimSearchLatencySLOBurn",
-                                            "PartsimIngestLagHigh", "PartsimServiceNotServing"}
+    assert {a["alert"] for a in alerts} >= {
+        "PartsimHighErrorRatio",
+        "PartsimSearchLatencySLOBurn",
+        "PartsimIngestLagHigh",
+        "PartsimServiceNotServing",
+    }
     for a in alerts:
         assert alert_signals(a["expr"]), a["alert"]
         assert a["labels"]["severity"] in ("page", "ticket"), a["alert"]
@@ -138,6 +148,7 @@ def test_the_compose_scrape_config_names_every_service_and_its_metrics_port():
 # ---------------------------------------------------------------------------------------------
 # the live proof
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,9 +163,16 @@ class Prometheus:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(data.parent / "prometheus.log", "w")
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -197,8 +215,10 @@ def live(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("observability")
     catalog = tmp / "catalog"
-    make_corpus(CorpusConfig(out=catalog, songs=3, seconds=22.0, seed=5,
-                             soundfonts=check_soundfonts(FAST_SOUNDFONTS[:1])), progress=False)
+    make_corpus(
+        CorpusConfig(out=catalog, songs=3, seconds=22.0, seed=5, soundfonts=check_soundfonts(FAST_SOUNDFONTS[:1])),
+        progress=False,
+    )
     repo = tmp / "seprepo"
     make_tiny_repo(repo, name="tiny-sep")
     env = {"PARTSIM_SEPARATOR_REPO": str(repo), "PARTSIM_SEPARATOR_MODEL": "tiny-sep"}
@@ -208,8 +228,11 @@ def live(tmp_path_factory):
         where = {f"partsim-{s.name}": s.metrics for s in c.services}
         cfg["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
         cfg["rule_files"] = [str(PROM_DIR / "alerts.yml")]
-        cfg["scrape_configs"] = [{**j, "static_configs": [{"targets": [where[j["job_name"]]]}]}
-                                 for j in cfg["scrape_configs"] if j["job_name"] in where]
+        cfg["scrape_configs"] = [
+            {**j, "static_configs": [{"targets": [where[j["job_name"]]]}]}
+            for j in cfg["scrape_configs"]
+            if j["job_name"] in where
+        ]
         assert {j["job_name"] for j in cfg["scrape_configs"]} == set(DEFAULT_PORTS)
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(cfg))
         prom = Prometheus(binary, tmp / "prometheus.yml", tmp / "tsdb")
@@ -233,8 +256,12 @@ def traffic(gateway: str, catalog: Path) -> None:
             client.index_bytes((song / "mix.flac").read_bytes(), song.name, title=song.name)
         # an ingest job: one good file, one that is not audio (a failed item)
         (catalog / "broken.flac").write_bytes(b"this is not a FLAC file" * 100)
-        job = client.submit_job([{"track_id": songs[2].name, "uri": songs[2] / "mix.flac"},
-                                 {"track_id": "broken", "uri": catalog / "broken.flac"}])
+        job = client.submit_job(
+            [
+                {"track_id": songs[2].name, "uri": songs[2] / "mix.flac"},
+                {"track_id": "broken", "uri": catalog / "broken.flac"},
+            ]
+        )
         deadline = time.monotonic() + 240
         while client.get_job(job).state != gateway_pb2.JOB_STATE_DONE:
             assert time.monotonic() < deadline, "ingest job did not finish"
@@ -248,12 +275,20 @@ def traffic(gateway: str, catalog: Path) -> None:
             assert client.search_mix(query, top_k=3, mode=mode)
         assert client.search_stems(Stem("piano", track_id=songs[1].name, segment_index=0), top_k=3)
         stub = gateway_pb2_grpc.PartsimServiceStub(grpc.insecure_channel(gateway))
-        msgs = list(stub.GetStems(gateway_pb2.GetStemsRequest(segment=gateway_pb2.IndexedSegment(
-            track_id=songs[0].name, segment_index=0)), timeout=300))
+        msgs = list(
+            stub.GetStems(
+                gateway_pb2.GetStemsRequest(
+                    segment=gateway_pb2.IndexedSegment(track_id=songs[0].name, segment_index=0)
+                ),
+                timeout=300,
+            )
+        )
         assert msgs[0].header.track_id == songs[0].name
-        for bad, err in ((lambda: client.search_mix([]), InvalidArgument),
-                         (lambda: client.get_track("never-indexed"), NotFound),
-                         (lambda: client.embed_parts(b"not audio"), InvalidArgument)):
+        for bad, err in (
+            (lambda: client.search_mix([]), InvalidArgument),
+            (lambda: client.get_track("never-indexed"), NotFound),
+            (lambda: client.embed_parts(b"not audio"), InvalidArgument),
+        ):
             with pytest.raises(err):
                 bad()
 

@@ -25,15 +25,23 @@ def renderer():
 
 
 def _voice(part, program, notes, channel=0, is_drum=False):
-    inst = Instrument(part, program, is_drum, "test", channel=channel,
-                      notes=[Note(int(b * TICKS_PER_BEAT), int(d * TICKS_PER_BEAT), p, 100) for b, d, p in notes])
+    inst = Instrument(
+        part,
+        program,
+        is_drum,
+        "test",
+        channel=channel,
+        notes=[Note(int(b * TICKS_PER_BEAT), int(d * TICKS_PER_BEAT), p, 100) for b, d, p in notes],
+    )
     return Voice(inst, "TimGM6mb.sf2", 128 if is_drum else 0, program)
 
 
 def test_nothing_leaks_from_one_part_into_the_next(renderer):
     # a loud, long-ringing part (crash cymbals and a sustained pad) cut off at the end ...
-    loud = [_voice("drums", 0, [(b, 0.25, 49) for b in range(8)], channel=9, is_drum=True),
-            _voice("others", 48, [(0, 8, 60), (0, 8, 64), (0, 8, 67)], channel=1)]
+    loud = [
+        _voice("drums", 0, [(b, 0.25, 49) for b in range(8)], channel=9, is_drum=True),
+        _voice("others", 48, [(0, 8, 60), (0, 8, 64), (0, 8, 67)], channel=1),
+    ]
     first = renderer.render(loud, TEMPO, 4 * SR)
     assert np.abs(first).max() > 0.01
     # ... then a part whose first note is at beat 4 (2.0 s): everything before it is exact silence
@@ -53,13 +61,28 @@ def test_same_notes_render_the_same_once_warm(renderer):
 
 def test_missing_preset_is_a_clear_error(renderer):
     with pytest.raises(SoundFontError, match="no preset bank 5 program 3"):
-        renderer.render([Voice(Instrument("piano", 3, False, "x", channel=0, notes=[Note(0, 10, 60, 90)]),
-                               "TimGM6mb.sf2", 5, 3)], TEMPO, SR)
+        renderer.render(
+            [Voice(Instrument("piano", 3, False, "x", channel=0, notes=[Note(0, 10, 60, 90)]), "TimGM6mb.sf2", 5, 3)],
+            TEMPO,
+            SR,
+        )
 
 
-@pytest.mark.parametrize("program, part", [(0, "piano"), (7, "piano"), (8, "others"), (23, "others"),
-                                           (24, "guitar"), (31, "guitar"), (32, "bass"), (39, "bass"),
-                                           (40, "others"), (127, "others")])
+@pytest.mark.parametrize(
+    "program, part",
+    [
+        (0, "piano"),
+        (7, "piano"),
+        (8, "others"),
+        (23, "others"),
+        (24, "guitar"),
+        (31, "guitar"),
+        (32, "bass"),
+        (39, "bass"),
+        (40, "others"),
+        (127, "others"),
+    ],
+)
 def test_program_classes_follow_slakh(program, part):
     assert part_for_program(program) == part
     assert part_for_program(program, is_drum=True) == "drums"

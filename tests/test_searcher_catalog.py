@@ -34,7 +34,7 @@ def test_reupsert_replaces_without_duplicates(searcher):
     one = make_tracks(1, seed=9, prefix="x", max_segments=1)["x000"][0]
     segs = [dict(one, index=i, start=10.0 * i, end=10.0 * i + 10) for i in range(5)]
     assert not searcher.stub.UpsertTrack(upsert_request("again", segs)).replaced
-    assert searcher.stub.UpsertTrack(upsert_request("again", segs)).replaced      # idempotent
+    assert searcher.stub.UpsertTrack(upsert_request("again", segs)).replaced  # idempotent
     stats = searcher.stub.GetStats(searcher_pb2.GetStatsRequest())
     assert (stats.tracks, stats.segments) == (before.tracks + 1, before.segments + 5)
     # a shorter new version: no stale segments left behind
@@ -54,9 +54,13 @@ def test_reupsert_replaces_without_duplicates(searcher):
         rows = store.milvus.client.query(name, filter='track_id == "again"', output_fields=["segment"])
         assert sorted(r["segment"] for r in rows) == [0, 1], part
     for mode in (EXACT, APPROX):
-        old = searcher.stub.SearchStems(searcher_pb2.SearchStemsVectorsRequest(
-            query=searcher_pb2.PartQuery(part="drums", vector=segs[0]["vectors"]["drums"].tolist()), top_k=50,
-            mode=mode))
+        old = searcher.stub.SearchStems(
+            searcher_pb2.SearchStemsVectorsRequest(
+                query=searcher_pb2.PartQuery(part="drums", vector=segs[0]["vectors"]["drums"].tolist()),
+                top_k=50,
+                mode=mode,
+            )
+        )
         keys = [(h.track.track_id, h.segment.index) for h in old.hits]
         assert len(keys) == len(set(keys))
         assert {i for t, i in keys if t == "again"} <= {0, 1}
@@ -71,26 +75,30 @@ def test_delete(searcher):
     searcher.upsert(catalog)
     seg = catalog["t004"][0]
     searcher.stub.DeleteTrack(searcher_pb2.DeleteTrackRequest(track_id="t004"))
-    for rpc, req in [(searcher.stub.GetTrack, searcher_pb2.GetTrackRequest(track_id="t004")),
-                     (searcher.stub.DeleteTrack, searcher_pb2.DeleteTrackRequest(track_id="t004")),
-                     (searcher.stub.GetSegment, searcher_pb2.GetSegmentRequest(track_id="t004"))]:
+    for rpc, req in [
+        (searcher.stub.GetTrack, searcher_pb2.GetTrackRequest(track_id="t004")),
+        (searcher.stub.DeleteTrack, searcher_pb2.DeleteTrackRequest(track_id="t004")),
+        (searcher.stub.GetSegment, searcher_pb2.GetSegmentRequest(track_id="t004")),
+    ]:
         with pytest.raises(grpc.RpcError) as e:
             rpc(req)
         assert e.value.code() == Code.NOT_FOUND and "t004" in e.value.details()
     for mode in (EXACT, APPROX):
-        resp = searcher.stub.SearchMix(mix_request({"drums": [seg["vectors"]["drums"]],
-                                                    "bass": [seg["vectors"]["bass"]]}, top_k=100, mode=mode))
+        resp = searcher.stub.SearchMix(
+            mix_request({"drums": [seg["vectors"]["drums"]], "bass": [seg["vectors"]["bass"]]}, top_k=100, mode=mode)
+        )
         assert "t004" not in [h.track.track_id for h in resp.hits] and len(resp.hits) == 7
     stats = searcher.stub.GetStats(searcher_pb2.GetStatsRequest())
     assert (stats.tracks, stats.segments) == (7, sum(len(s) for t, s in catalog.items() if t != "t004"))
-    odd = 'O\'Brien "quoted" \\ id#2'   # quotes and backslashes reach Milvus filters escaped; '#' is fine
+    odd = 'O\'Brien "quoted" \\ id#2'  # quotes and backslashes reach Milvus filters escaped; '#' is fine
     for _ in range(2):
         searcher.stub.UpsertTrack(upsert_request(odd, catalog["t001"]))
     assert searcher.stub.GetStats(searcher_pb2.GetStatsRequest()).tracks == 8
     got = searcher.stub.GetSegment(searcher_pb2.GetSegmentRequest(track_id=odd, segment_index=0))
     assert got.track.track_id == odd
-    resp = searcher.stub.SearchMix(mix_request({"bass": [catalog["t001"][0]["vectors"]["bass"]]}, top_k=3,
-                                               mode=APPROX, exclude=["t001"]))
+    resp = searcher.stub.SearchMix(
+        mix_request({"bass": [catalog["t001"][0]["vectors"]["bass"]]}, top_k=3, mode=APPROX, exclude=["t001"])
+    )
     assert resp.hits[0].track.track_id == odd
     searcher.stub.DeleteTrack(searcher_pb2.DeleteTrackRequest(track_id=odd))
     assert searcher.stub.GetStats(searcher_pb2.GetStatsRequest()).segments == stats.segments
@@ -147,11 +155,15 @@ def test_the_catalog_keeps_raw_vectors_presence_and_audio_power_of_every_part(tm
         absent = 0
         for tid, segs in catalog.items():
             for s, pw in zip(segs, power[tid]):
-                got = second.stub.GetSegment(searcher_pb2.GetSegmentRequest(track_id=tid, segment_index=s["index"]),
-                                             timeout=30).segment
+                got = second.stub.GetSegment(
+                    searcher_pb2.GetSegmentRequest(track_id=tid, segment_index=s["index"]), timeout=30
+                ).segment
                 assert [pv.part for pv in got.parts] == PARTS
                 for pv in got.parts:
-                    assert np.array_equal(np.asarray(pv.vector, dtype=np.float32), s["vectors"][pv.part]), (tid, pv.part)
+                    assert np.array_equal(np.asarray(pv.vector, dtype=np.float32), s["vectors"][pv.part]), (
+                        tid,
+                        pv.part,
+                    )
                     assert pv.present == s["present"][pv.part]
                     assert pv.HasField("power") and pv.power == np.float32(pw[pv.part])
                     assert pv.norm == pytest.approx(float(np.linalg.norm(s["vectors"][pv.part])), rel=1e-6)
@@ -174,9 +186,19 @@ def test_a_kept_raw_vector_of_an_absent_part_never_enters_the_search(searcher):
     assert there == [pytest.approx(1.0, abs=1e-6)]
     mix = searcher.stub.SearchMix(searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=1000, mode=EXACT)).hits
     own = catalog[tid]
-    best = min(1.0 - (0.0 if not x["present"][part] else float(
-        np.dot(x["vectors"][part], s["vectors"][part]) / np.linalg.norm(x["vectors"][part])
-        / np.linalg.norm(s["vectors"][part]))) for x in own)
+    best = min(
+        1.0
+        - (
+            0.0
+            if not x["present"][part]
+            else float(
+                np.dot(x["vectors"][part], s["vectors"][part])
+                / np.linalg.norm(x["vectors"][part])
+                / np.linalg.norm(s["vectors"][part])
+            )
+        )
+        for x in own
+    )
     assert [h.distance for h in mix if h.track.track_id == tid] == [pytest.approx(best, abs=1e-5)]
 
 
@@ -187,9 +209,11 @@ def test_persistence(tmp_path):
     queries = [random_query(rng, ["drums", "bass"]), random_query(rng, ["piano"])]
 
     def snapshot(s: Searcher):
-        out = [s.stub.GetStats(searcher_pb2.GetStatsRequest()),
-               s.stub.GetSegment(searcher_pb2.GetSegmentRequest(track_id="t011", segment_index=0)),
-               s.stub.ListTracks(searcher_pb2.ListTracksRequest(page_size=100))]
+        out = [
+            s.stub.GetStats(searcher_pb2.GetStatsRequest()),
+            s.stub.GetSegment(searcher_pb2.GetSegmentRequest(track_id="t011", segment_index=0)),
+            s.stub.ListTracks(searcher_pb2.ListTracksRequest(page_size=100)),
+        ]
         for q in queries:
             for mode in (EXACT, APPROX):
                 out.append(s.stub.SearchMix(mix_request(q, top_k=10, mode=mode)))
@@ -210,8 +234,9 @@ def test_persistence(tmp_path):
     assert after[0].tracks == 24
     for a, b in zip(before, after):
         if isinstance(a, searcher_pb2.SearchMixVectorsResponse):
-            assert [(h.track.track_id, h.best_segment.index) for h in a.hits] == \
-                   [(h.track.track_id, h.best_segment.index) for h in b.hits]
+            assert [(h.track.track_id, h.best_segment.index) for h in a.hits] == [
+                (h.track.track_id, h.best_segment.index) for h in b.hits
+            ]
             assert [h.distance for h in a.hits] == pytest.approx([h.distance for h in b.hits], abs=1e-6)
         else:
             assert a == b

@@ -74,8 +74,9 @@ def test_an_interrupted_migration_is_redone_or_finished_at_the_next_open(tmp_pat
     write_legacy_catalog(tmp_path / "data", catalog)
 
     def open_store():
-        return SearchStore(str(tmp_path / "data" / "milvus.db"), tmp_path / "data" / "tracks.sqlite", PARTS, DIM,
-                           index_type="FLAT").open()
+        return SearchStore(
+            str(tmp_path / "data" / "milvus.db"), tmp_path / "data" / "tracks.sqlite", PARTS, DIM, index_type="FLAT"
+        ).open()
 
     store = open_store()
     segments = store.stats()["segments"]
@@ -90,8 +91,9 @@ def test_an_interrupted_migration_is_redone_or_finished_at_the_next_open(tmp_pat
     try:
         assert sorted(store.milvus.client.list_collections()) == sorted(f"partsim_{p}" for p in PARTS)
         assert store.stats()["segments"] == segments
-        assert store.mirror.present_counts() == {p: sum(x["present"][p] for segs in catalog.values() for x in segs)
-                                                 for p in PARTS}
+        assert store.mirror.present_counts() == {
+            p: sum(x["present"][p] for segs in catalog.values() for x in segs) for p in PARTS
+        }
     finally:
         store.close()
 
@@ -103,24 +105,32 @@ def test_store_reconciles_an_interrupted_write_and_checks_the_dimension(tmp_path
     from partsim.services.searcher.store import Segments
 
     def open_store(dim=4):
-        return SearchStore(str(tmp_path / "milvus.db"), tmp_path / "tracks.sqlite", ["drums", "bass"], dim,
-                           index_type="FLAT").open()
+        return SearchStore(
+            str(tmp_path / "milvus.db"), tmp_path / "tracks.sqlite", ["drums", "bass"], dim, index_type="FLAT"
+        ).open()
 
     rng = np.random.default_rng(17)
-    segs = Segments(np.arange(3), np.arange(3) * 10.0, np.arange(3) * 10.0 + 10, rng.standard_normal((2, 3, 4)),
-                    np.ones((2, 3), dtype=bool))
+    segs = Segments(
+        np.arange(3),
+        np.arange(3) * 10.0,
+        np.arange(3) * 10.0 + 10,
+        rng.standard_normal((2, 3, 4)),
+        np.ones((2, 3), dtype=bool),
+    )
     store = open_store()
     try:
         store.upsert_many([(TrackInfo("kept"), segs), (TrackInfo("lost"), segs)])
-        store.meta.delete("lost")          # as if the process died before the metadata commit
+        store.meta.delete("lost")  # as if the process died before the metadata commit
     finally:
         store.close()
     store = open_store()
     try:
         assert sorted(store.mirror.rows) == ["kept"] and store.stats()["segments"] == 3
         for name in store.collections.values():
-            assert {r["track_id"] for r in store.milvus.client.query(name, filter="segment >= 0",
-                                                                     output_fields=["track_id"])} == {"kept"}
+            assert {
+                r["track_id"]
+                for r in store.milvus.client.query(name, filter="segment >= 0", output_fields=["track_id"])
+            } == {"kept"}
     finally:
         store.close()
     with pytest.raises(FailedPrecondition, match="holds 4-d vectors but the model's subspace_dim is 8"):

@@ -25,8 +25,13 @@ def test_exact_mix_equals_reference(searcher):
     catalog = make_tracks(40, seed=1)
     searcher.upsert(catalog)
     rng = np.random.default_rng(2)
-    cases = [(["drums"], {}), (["bass", "piano"], {}), (["drums", "guitar", "others"], {}),
-             (PARTS, {}), (["drums", "bass"], {"drums": 3.0, "bass": 0.5})]
+    cases = [
+        (["drums"], {}),
+        (["bass", "piano"], {}),
+        (["drums", "guitar", "others"], {}),
+        (PARTS, {}),
+        (["drums", "bass"], {"drums": 3.0, "bass": 0.5}),
+    ]
     for parts, weights in cases:
         query = random_query(rng, parts)
         w = {p: weights.get(p, 1.0) for p in parts}
@@ -55,8 +60,12 @@ def test_exact_stems_equal_reference(searcher):
             cos = float(q @ v / (np.linalg.norm(q) * np.linalg.norm(v))) if s["present"]["bass"] else 0.0
             ref.append((1.0 - cos, tid, s["index"]))
     ref.sort()
-    resp = searcher.stub.SearchStems(searcher_pb2.SearchStemsVectorsRequest(
-        query=searcher_pb2.PartQuery(part="bass", vector=q.tolist()), top_k=20, mode=EXACT), timeout=30)
+    resp = searcher.stub.SearchStems(
+        searcher_pb2.SearchStemsVectorsRequest(
+            query=searcher_pb2.PartQuery(part="bass", vector=q.tolist()), top_k=20, mode=EXACT
+        ),
+        timeout=30,
+    )
     assert [(h.track.track_id, h.segment.index) for h in resp.hits] == [(t, i) for _, t, i in ref[:20]]
     assert [h.distance for h in resp.hits] == pytest.approx([d for d, _, _ in ref[:20]], abs=1e-5)
 
@@ -68,14 +77,20 @@ def test_own_segment_ranks_its_track_first(searcher, mode):
     searcher.upsert(catalog)
     for tid in ("t007", "t021", "t033"):
         seg = next(s for s in catalog[tid] if s["present"]["guitar"])
-        resp = searcher.stub.SearchMix(mix_request({"guitar": [seg["vectors"]["guitar"]]}, top_k=5, mode=mode),
-                                       timeout=30)
+        resp = searcher.stub.SearchMix(
+            mix_request({"guitar": [seg["vectors"]["guitar"]]}, top_k=5, mode=mode), timeout=30
+        )
         assert resp.hits[0].track.track_id == tid
         assert resp.hits[0].best_segment.index == seg["index"]
         assert resp.hits[0].distance == pytest.approx(0.0, abs=1e-5)
-        stems = searcher.stub.SearchStems(searcher_pb2.SearchStemsVectorsRequest(
-            query=searcher_pb2.PartQuery(part="guitar", vector=seg["vectors"]["guitar"].tolist()), top_k=3,
-            mode=mode), timeout=30)
+        stems = searcher.stub.SearchStems(
+            searcher_pb2.SearchStemsVectorsRequest(
+                query=searcher_pb2.PartQuery(part="guitar", vector=seg["vectors"]["guitar"].tolist()),
+                top_k=3,
+                mode=mode,
+            ),
+            timeout=30,
+        )
         assert (stems.hits[0].track.track_id, stems.hits[0].segment.index) == (tid, seg["index"])
 
 
@@ -111,8 +126,9 @@ def test_approximate_recall_at_100(tmp_path):
     (retrieval.candidate_bound). With HNSW search ef >= K' the per-part lists are nearly
     exact. Measured on this catalog (2-core CPU): mean 0.99, worst query 0.96.
     """
-    store = SearchStore(str(tmp_path / "milvus.db"), tmp_path / "tracks.sqlite", bench.PARTS, 128,
-                        flush_rows=1 << 30).open()
+    store = SearchStore(
+        str(tmp_path / "milvus.db"), tmp_path / "tracks.sqlite", bench.PARTS, 128, flush_rows=1 << 30
+    ).open()
     try:
         catalog = bench.make_catalog(10000, segments=4, dim=128, seed=0)
         bench.build(store, catalog, batch=2500)
@@ -127,12 +143,14 @@ def test_approximate_recall_at_100(tmp_path):
             for h in ap.hits:
                 rows = m.rows[h.track_id]
                 row = rows[m.segment[rows] == h.segment][0]
-                assert h.distance == pytest.approx(total[row], abs=1e-5)   # the re-rank is exact
-                assert h.distance >= song[h.track_id] - 1e-6               # min over fewer segments
-        print(f"\nrecall@100 mean {r['recall'].mean():.4f} min {r['recall'].min():.4f}; "
-              f"p50 exact {1e3 * np.median(r['latency']['exact']):.1f} ms, "
-              f"approx {1e3 * np.median(r['latency']['approx']):.1f} ms; "
-              f"candidates median {int(np.median(r['candidates']))}")
+                assert h.distance == pytest.approx(total[row], abs=1e-5)  # the re-rank is exact
+                assert h.distance >= song[h.track_id] - 1e-6  # min over fewer segments
+        print(
+            f"\nrecall@100 mean {r['recall'].mean():.4f} min {r['recall'].min():.4f}; "
+            f"p50 exact {1e3 * np.median(r['latency']['exact']):.1f} ms, "
+            f"approx {1e3 * np.median(r['latency']['approx']):.1f} ms; "
+            f"candidates median {int(np.median(r['candidates']))}"
+        )
         assert r["recall"].mean() >= 0.95
         assert r["recall"].min() >= 0.8
         assert np.all(r["candidates"] > 100)

@@ -44,8 +44,12 @@ def bad_requests():
     return [
         ("UpsertTrack", edit(lambda r: setattr(r.track, "track_id", "")), inv, "track_id is empty"),
         ("UpsertTrack", edit(lambda r: r.ClearField("segments")), inv, "segments is empty"),
-        ("UpsertTrack", edit(lambda r: r.segments[0].parts[1].vector.append(1.0)), inv,
-         f"has {DIM + 1} values, expected subspace_dim {DIM}"),
+        (
+            "UpsertTrack",
+            edit(lambda r: r.segments[0].parts[1].vector.append(1.0)),
+            inv,
+            f"has {DIM + 1} values, expected subspace_dim {DIM}",
+        ),
         ("UpsertTrack", edit(lambda r: setattr(r.segments[0].parts[2], "part", "vocals")), inv, "unknown ['vocals']"),
         ("UpsertTrack", edit(lambda r: r.segments[1].parts.pop()), inv, "missing ['others']"),
         ("UpsertTrack", edit(lambda r: setattr(r.segments[1], "index", 0)), inv, "distinct"),
@@ -97,8 +101,10 @@ def test_bad_inputs_get_status_codes_and_the_server_keeps_serving(searcher):
 def test_health_and_metrics(searcher):
     health = health_pb2_grpc.HealthStub(searcher.channel)
     for service in ("", "partsim.v1.SearcherService"):
-        assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=service)).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
     searcher.upsert(make_tracks(3, seed=16))
     q = {"drums": [np.ones(DIM, np.float32)]}
     searcher.stub.SearchMix(mix_request(q, mode=EXACT))
@@ -106,14 +112,14 @@ def test_health_and_metrics(searcher):
     with pytest.raises(grpc.RpcError):
         searcher.stub.SearchMix(mix_request(q, top_k=0))
     text = urllib.request.urlopen(f"http://127.0.0.1:{searcher.rt.metrics_port}/metrics", timeout=10).read().decode()
-    handled = re.findall(r'^grpc_server_handled_total\{([^}]*)\} (\S+)$', text, re.M)
+    handled = re.findall(r"^grpc_server_handled_total\{([^}]*)\} (\S+)$", text, re.M)
     labels = {lab: float(v) for lab, v in handled if 'grpc_method="SearchMix"' in lab}
     assert any('grpc_code="OK"' in lab and v == 2 for lab, v in labels.items()), labels
     assert any('grpc_code="INVALID_ARGUMENT"' in lab and v == 1 for lab, v in labels.items()), labels
     assert re.search(r'^partsim_search_seconds_count\{kind="mix",mode="exact"\} 1\.0$', text, re.M)
     assert re.search(r'^partsim_search_seconds_count\{kind="mix",mode="approximate"\} 1\.0$', text, re.M)
     assert re.search(r'^partsim_search_candidates_count\{mode="approximate"\} 1\.0$', text, re.M)
-    assert re.search(r'^partsim_index_tracks 3\.0$', text, re.M)
+    assert re.search(r"^partsim_index_tracks 3\.0$", text, re.M)
 
 
 def test_config_defaults_come_from_the_manifest(tmp_path):
@@ -121,12 +127,18 @@ def test_config_defaults_come_from_the_manifest(tmp_path):
     assert (cfg.address, cfg.metrics_port, cfg.index_type) == ("0.0.0.0:50053", 9093, "HNSW")
     assert cfg.model_parts() == (PARTS, 128)
     assert cfg.uri == str(tmp_path / "milvus.db")
-    cfg = parse(SearcherConfig, PREFIX, ["--parts", "a,b", "--subspace-dim", "8", "--index-type", "FLAT"],
-                environ={f"{PREFIX}_DATA_DIR": str(tmp_path), f"{PREFIX}_MILVUS_URI": "http://milvus:19530"})
+    cfg = parse(
+        SearcherConfig,
+        PREFIX,
+        ["--parts", "a,b", "--subspace-dim", "8", "--index-type", "FLAT"],
+        environ={f"{PREFIX}_DATA_DIR": str(tmp_path), f"{PREFIX}_MILVUS_URI": "http://milvus:19530"},
+    )
     assert cfg.model_parts() == (["a", "b"], 8) and cfg.uri == "http://milvus:19530"
-    for argv, text in [(["--index-type", "IVF_PQ"], "PARTSIM_SEARCHER_INDEX_TYPE"),
-                       (["--ann-candidates", "20000"], "PARTSIM_SEARCHER_ANN_CANDIDATES"),
-                       (["--parts", "a,a"], "PARTSIM_SEARCHER_PARTS")]:
+    for argv, text in [
+        (["--index-type", "IVF_PQ"], "PARTSIM_SEARCHER_INDEX_TYPE"),
+        (["--ann-candidates", "20000"], "PARTSIM_SEARCHER_ANN_CANDIDATES"),
+        (["--parts", "a,a"], "PARTSIM_SEARCHER_PARTS"),
+    ]:
         with pytest.raises(Exception, match=text):
             parse(SearcherConfig, PREFIX, argv, environ={f"{PREFIX}_DATA_DIR": str(tmp_path)})
     with pytest.raises(Exception, match="PARTSIM_SEARCHER_DATA_DIR"):
@@ -136,12 +148,22 @@ def test_config_defaults_come_from_the_manifest(tmp_path):
 @pytest.mark.slow
 def test_main_serves_until_sigterm(tmp_path):
     """``python -m partsim.services.searcher``: prints its address, turns SERVING, stops on SIGTERM."""
-    env = {f"{PREFIX}_ADDRESS": "127.0.0.1:0", f"{PREFIX}_DATA_DIR": str(tmp_path / "d"),
-           f"{PREFIX}_METRICS_PORT": "-1", f"{PREFIX}_PARTS": "drums,bass", f"{PREFIX}_SUBSPACE_DIM": "4"}
+    env = {
+        f"{PREFIX}_ADDRESS": "127.0.0.1:0",
+        f"{PREFIX}_DATA_DIR": str(tmp_path / "d"),
+        f"{PREFIX}_METRICS_PORT": "-1",
+        f"{PREFIX}_PARTS": "drums,bass",
+        f"{PREFIX}_SUBSPACE_DIM": "4",
+    }
     import os
 
-    proc = subprocess.Popen([sys.executable, "-m", "partsim.services.searcher"], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "partsim.services.searcher"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         address, deadline = None, time.monotonic() + 60
         while address is None and time.monotonic() < deadline:
@@ -151,8 +173,10 @@ def test_main_serves_until_sigterm(tmp_path):
             assert line or proc.poll() is None, "searcher exited"
         with grpc.insecure_channel(address) as ch:
             health = health_pb2_grpc.HealthStub(ch)
-            while health.Check(health_pb2.HealthCheckRequest(), timeout=10).status != \
-                    health_pb2.HealthCheckResponse.SERVING:
+            while (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+                != health_pb2.HealthCheckResponse.SERVING
+            ):
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
             stub = searcher_pb2_grpc.SearcherServiceStub(ch)

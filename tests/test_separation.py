@@ -15,8 +15,9 @@ from partsim.errors import FailedPrecondition, NotFound
 from partsim.separation import SOURCES, export_run, load_separator, shipped_repo
 from partsim.separation.train import SepConfig, WindowSampler, build_model, sdr, separate, train, train_step
 
-TINY = dict(channels=8, depth=4, nfft=1024, t_layers=1, segment=1.0, batch_size=2, epoch_steps=2,
-            val_songs=1, val_seconds=2.0)
+TINY = dict(
+    channels=8, depth=4, nfft=1024, t_layers=1, segment=1.0, batch_size=2, epoch_steps=2, val_songs=1, val_seconds=2.0
+)
 NAME = "tiny-sep"
 
 
@@ -96,8 +97,26 @@ def test_evaluation_returns_the_table(sep_repo, tiny_corpus, tmp_path):
     from partsim.cli import main
 
     out = tmp_path / "eval.json"
-    assert main(["evaluate-separator", NAME, "--repo", str(sep_repo), "--corpus", str(tiny_corpus),
-                 "--songs", "1", "--chunk-seconds", "4", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate-separator",
+                NAME,
+                "--repo",
+                str(sep_repo),
+                "--corpus",
+                str(tiny_corpus),
+                "--songs",
+                "1",
+                "--chunk-seconds",
+                "4",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert set(result["model"]) == set(SOURCES) and set(result["mix"]) == set(SOURCES)
     assert set(result["model"]["drums"]) >= {"sdr", "sir", "sar", "chunks"}

@@ -24,8 +24,9 @@ from .tiny_separator import PARTS5, make_tiny_repo
 
 # -- engine: models, channels, start-up errors ------------------------------------------------
 def test_stereo_model_takes_mono_and_multichannel_input(tmp_path):
-    engine = Engine(make_tiny_repo(tmp_path / "r", name="st", sources=["a", "b"], channels=2), "st",
-                    segment_seconds=1.0)
+    engine = Engine(
+        make_tiny_repo(tmp_path / "r", name="st", sources=["a", "b"], channels=2), "st", segment_seconds=1.0
+    )
     assert (engine.channels, engine.parts) == (2, {"a": "a", "b": "b"})
     mono = make_audio(0.5, 20)[:, None]
     assert np.array_equal(engine.to_model_channels(mono), np.repeat(mono, 2, axis=1))
@@ -60,11 +61,17 @@ def test_corrupt_checkpoint_is_refused_at_start_up(tmp_path):
 
 def test_missing_model_or_folder_names_both(tmp_path):
     repo = make_tiny_repo(tmp_path / "r")
-    with pytest.raises(NotFound, match=rf"'nope' is not in {re.escape(str(repo))}: expected nope.yaml .* has "
-                                       rf"tiny-sep, "):
+    with pytest.raises(
+        NotFound,
+        match=rf"'nope' is not in {re.escape(str(repo))}: expected nope.yaml .* has "
+        rf"tiny-sep, ",
+    ):
         Engine(repo, "nope")
-    with pytest.raises(NotFound, match=rf"'tiny-sep': the model repository folder {re.escape(str(tmp_path))}/gone "
-                                       rf"does not exist"):
+    with pytest.raises(
+        NotFound,
+        match=rf"'tiny-sep': the model repository folder {re.escape(str(tmp_path))}/gone "
+        rf"does not exist",
+    ):
         Engine(tmp_path / "gone", "tiny-sep")
     (repo / "tiny-sep.yaml").write_text("models: ['0badc0de']\n")  # a bag naming a model the folder lacks
     with pytest.raises(FailedPrecondition, match="0badc0de"):
@@ -73,15 +80,27 @@ def test_missing_model_or_folder_names_both(tmp_path):
 
 def test_parts_mapping_errors(tmp_path):
     repo = make_tiny_repo(tmp_path / "r")
-    with pytest.raises(InvalidArgument, match=r"no source 'vocals' \(its sources: drums, bass, piano, guitar, "
-                                              r"others\)"):
+    with pytest.raises(
+        InvalidArgument,
+        match=r"no source 'vocals' \(its sources: drums, bass, piano, guitar, "
+        r"others\)",
+    ):
         Engine(repo, "tiny-sep", parts=parse_parts("vocals="))
     with pytest.raises(InvalidArgument, match="part 'drums' would come from more than one source"):
         Engine(repo, "tiny-sep", parts={"bass": "drums"})
-    assert Engine(repo, "tiny-sep", parts=parse_parts("others=,piano=keys")).parts == \
-        {"drums": "drums", "bass": "bass", "piano": "keys", "guitar": "guitar", "others": ""}
-    for text, message in (("drums", "expected SOURCE=PART"), ("a=x,a=y", "mapped twice"),
-                          ("a=x,b=x", "comes from more than one source"), ("a b=x", "bad name")):
+    assert Engine(repo, "tiny-sep", parts=parse_parts("others=,piano=keys")).parts == {
+        "drums": "drums",
+        "bass": "bass",
+        "piano": "keys",
+        "guitar": "guitar",
+        "others": "",
+    }
+    for text, message in (
+        ("drums", "expected SOURCE=PART"),
+        ("a=x,a=y", "mapped twice"),
+        ("a=x,b=x", "comes from more than one source"),
+        ("a b=x", "bad name"),
+    ):
         with pytest.raises(InvalidArgument, match=message):
             parse_parts(text)
 
@@ -98,8 +117,13 @@ def test_config_validation_names_the_variable():
     with pytest.raises(InvalidArgument, match="PARTSIM_SEPARATOR_SHIFTS"):
         parse(SeparatorConfig, PREFIX, ["--shifts", "5"], environ={})
     cfg = parse(SeparatorConfig, PREFIX, ["--segment-seconds", "7.5"], environ={"PARTSIM_SEPARATOR_MODEL": "m1"})
-    assert (cfg.model, cfg.segment_seconds, cfg.address, cfg.metrics_port, cfg.max_audio_seconds) == \
-        ("m1", 7.5, "0.0.0.0:50054", 9094, 900.0)
+    assert (cfg.model, cfg.segment_seconds, cfg.address, cfg.metrics_port, cfg.max_audio_seconds) == (
+        "m1",
+        7.5,
+        "0.0.0.0:50054",
+        9094,
+        900.0,
+    )
     assert cfg.repo_path == shipped_repo() and shipped_repo().name == "separator"
 
 

@@ -38,8 +38,17 @@ def repo(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_busy_server_answers_resource_exhausted(repo):
     """One slot, no queue: a second request while one runs is refused at once; then it is served."""
-    cfg = SeparatorConfig(address="127.0.0.1:0", repo=str(repo), model="tiny-sep", parts=MAPPING,
-                          segment_seconds=1.0, metrics_port=-1, max_concurrent=1, max_queued=0, workers=4)
+    cfg = SeparatorConfig(
+        address="127.0.0.1:0",
+        repo=str(repo),
+        model="tiny-sep",
+        parts=MAPPING,
+        segment_seconds=1.0,
+        metrics_port=-1,
+        max_concurrent=1,
+        max_queued=0,
+        workers=4,
+    )
     srv = SeparatorServer(cfg, CollectorRegistry()).start()
     try:
         channel = grpc.insecure_channel(srv.address)
@@ -51,8 +60,14 @@ def test_busy_server_answers_resource_exhausted(repo):
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "busy: 1 separations running and 0 waiting" in info.value.details()
         assert stub.GetModel(separator_pb2.GetSeparatorModelRequest(), timeout=10).model.name == "tiny-sep"
-        header, stems = collect([separator_pb2.SeparateResponse(header=separator_pb2.SeparationHeader(
-            stems=[separator_pb2.StemInfo()] * 4))] + list(first))
+        header, stems = collect(
+            [
+                separator_pb2.SeparateResponse(
+                    header=separator_pb2.SeparationHeader(stems=[separator_pb2.StemInfo()] * 4)
+                )
+            ]
+            + list(first)
+        )
         assert all(len(s) == 6 * SR * 4 for s in stems)
         assert len(list(stub.Separate(separator_pb2.SeparateRequest(audio=pcm(make_audio(0.5, 13)))))) > 1
         assert srv.rt.registry.get_sample_value("partsim_separator_rejected_total") == 1
@@ -96,8 +111,11 @@ def test_admission_queues_in_order_refuses_beyond_and_drops_the_cancelled():
 
 # -- start-up and processes -------------------------------------------------------------------
 def test_not_serving_until_model_loaded(repo):
-    srv = SeparatorServer(SeparatorConfig(address="127.0.0.1:0", repo=str(repo), model="tiny-sep", parts=MAPPING,
-                                          segment_seconds=1.0, metrics_port=-1)).serve()
+    srv = SeparatorServer(
+        SeparatorConfig(
+            address="127.0.0.1:0", repo=str(repo), model="tiny-sep", parts=MAPPING, segment_seconds=1.0, metrics_port=-1
+        )
+    ).serve()
     try:
         channel = grpc.insecure_channel(srv.address)
         health = health_pb2_grpc.HealthStub(channel)
@@ -114,9 +132,12 @@ def test_not_serving_until_model_loaded(repo):
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "partsim.services.separator", "--address", "127.0.0.1:0",
-                             "--metrics-port", "-1", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "partsim.services.separator", "--address", "127.0.0.1:0", "--metrics-port", "-1", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -126,10 +147,14 @@ def test_module_runs_turns_serving_and_stops_on_sigterm(repo):
 
 def test_module_with_a_missing_model_or_bad_mapping_exits_naming_it(repo, tmp_path):
     for args, code, message in (
-            (["--repo", str(tmp_path), "--model", "partsim-sep-v9"], 1,
-             f"separator model 'partsim-sep-v9' is not in {tmp_path}"),
-            (["--repo", str(repo), "--model", "tiny-sep", "--parts", "piano=keys"], 1, "no source 'piano'"),
-            (["--repo", str(repo), "--overlap", "2"], 2, "PARTSIM_SEPARATOR_OVERLAP")):
+        (
+            ["--repo", str(tmp_path), "--model", "partsim-sep-v9"],
+            1,
+            f"separator model 'partsim-sep-v9' is not in {tmp_path}",
+        ),
+        (["--repo", str(repo), "--model", "tiny-sep", "--parts", "piano=keys"], 1, "no source 'piano'"),
+        (["--repo", str(repo), "--overlap", "2"], 2, "PARTSIM_SEPARATOR_OVERLAP"),
+    ):
         proc = _start(args)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == code and message in out, out

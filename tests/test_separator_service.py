@@ -44,9 +44,20 @@ def repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(repo):
-    cfg = SeparatorConfig(address="127.0.0.1:0", repo=str(repo), model="tiny-sep", parts=MAPPING,
-                          segment_seconds=1.0, max_audio_seconds=MAX_AUDIO, chunk_kb=64, metrics_port=0,
-                          metrics_host="127.0.0.1", grace_seconds=1, max_queued=8, workers=12)
+    cfg = SeparatorConfig(
+        address="127.0.0.1:0",
+        repo=str(repo),
+        model="tiny-sep",
+        parts=MAPPING,
+        segment_seconds=1.0,
+        max_audio_seconds=MAX_AUDIO,
+        chunk_kb=64,
+        metrics_port=0,
+        metrics_host="127.0.0.1",
+        grace_seconds=1,
+        max_queued=8,
+        workers=12,
+    )
     srv = SeparatorServer(cfg, CollectorRegistry()).start()
     yield srv
     srv.stop(1)
@@ -64,8 +75,9 @@ def stub(server):
     channel.close()
 
 
-def call(stub, audio: types_pb2.Audio, encoding: int = FLOAT, **fields) -> tuple[list, separator_pb2.SeparationHeader,
-                                                                                 list[bytes]]:
+def call(
+    stub, audio: types_pb2.Audio, encoding: int = FLOAT, **fields
+) -> tuple[list, separator_pb2.SeparationHeader, list[bytes]]:
     """One Separate call: (all messages, header, per-stem bytes)."""
     msgs = list(stub.Separate(separator_pb2.SeparateRequest(audio=audio, encoding=encoding, **fields), timeout=120))
     header, stems = collect(msgs)
@@ -77,8 +89,9 @@ def call(stub, audio: types_pb2.Audio, encoding: int = FLOAT, **fields) -> tuple
 def test_health_serving_and_model_info(server, stub):
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
     for name in ("", "partsim.v1.SeparatorService"):
-        assert health.Check(health_pb2.HealthCheckRequest(service=name)).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
+        )
     m = stub.GetModel(separator_pb2.GetSeparatorModelRequest()).model
     assert m.name == "tiny-sep" and list(m.sources) == STOCK
     assert (m.sample_rate, m.channels, m.segment_seconds, m.overlap) == (SR, 1, 1.0, 0.25)
@@ -92,8 +105,12 @@ def test_float_stream_reassembles_the_engine_output_exactly(stub, engine):
     audio = make_audio(2.7, seed=1)
     msgs, header, stems = call(stub, pcm(audio))
     assert msgs[0].WhichOneof("payload") == "header" and len(msgs) > 1 + len(STOCK)  # several chunks per stem
-    assert [(s.name, s.part) for s in header.stems] == [("drums", "drums"), ("bass", "bass"), ("other", "others"),
-                                                         ("vocals", "")]
+    assert [(s.name, s.part) for s in header.stems] == [
+        ("drums", "drums"),
+        ("bass", "bass"),
+        ("other", "others"),
+        ("vocals", ""),
+    ]
     n = len(audio)
     assert (header.model, header.sample_rate, header.channels, header.total_frames) == ("tiny-sep", SR, 1, n)
     assert (header.encoding, header.start_seconds, header.shifts) == (FLOAT, 0.0, 0)
@@ -133,31 +150,44 @@ def test_flac_encoding_is_24_bit_of_the_same_stems(stub, engine):
     assert header.encoding == FLAC and header.total_frames == len(audio)
     for data in stems:
         info = sf.info(io.BytesIO(data))
-        assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == \
-            ("FLAC", "PCM_24", SR, 1, len(audio))
+        assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == (
+            "FLAC",
+            "PCM_24",
+            SR,
+            1,
+            len(audio),
+        )
     # stems follow one another, each one complete FLAC file
     order = [m.chunk.stem for m in msgs[1:]]
     assert order == sorted(order)
     decoded, _ = sf.read(io.BytesIO(encode(audio, "FLAC", "PCM_24")), dtype="float32", always_2d=True)
     want = np.clip(engine.separate(decoded), -1, 1)
-    np.testing.assert_allclose(decode_stems(header, stems), want, atol=2.0 ** -23)
+    np.testing.assert_allclose(decode_stems(header, stems), want, atol=2.0**-23)
 
 
 @pytest.mark.slow
 def test_stereo_and_48k_inputs_become_the_model_rate_and_channels(stub, engine):
     stereo = make_audio(2.0, seed=4, sr=48000, channels=2)
-    mono44 = soxr.resample(stereo, 48000, SR, quality="HQ").astype(np.float32).mean(axis=1, keepdims=True,
-                                                                                      dtype=np.float32)
+    mono44 = (
+        soxr.resample(stereo, 48000, SR, quality="HQ").astype(np.float32).mean(axis=1, keepdims=True, dtype=np.float32)
+    )
     for audio in (pcm(stereo, sr=48000), types_pb2.Audio(encoded=encode(stereo, "WAV", "FLOAT", 48000))):
         _, header, stems = call(stub, audio)
         assert (header.sample_rate, header.channels, header.total_frames) == (SR, 1, len(mono44)) == (SR, 1, 88200)
         np.testing.assert_allclose(decode_stems(header, stems), engine.separate(mono44), atol=1e-5)
     ints = (make_audio(1.5, seed=5) * 20000).astype(np.int16)
-    _, header, stems = call(stub, types_pb2.Audio(pcm=types_pb2.RawPcm(
-        data=ints.tobytes(), sample_rate=SR, channels=1, format=types_pb2.SAMPLE_FORMAT_INT16LE)))
+    _, header, stems = call(
+        stub,
+        types_pb2.Audio(
+            pcm=types_pb2.RawPcm(
+                data=ints.tobytes(), sample_rate=SR, channels=1, format=types_pb2.SAMPLE_FORMAT_INT16LE
+            )
+        ),
+    )
     assert header.total_frames == len(ints)
-    np.testing.assert_array_equal(decode_stems(header, stems), engine.separate((ints / np.float32(32768))[:, None]
-                                                                               .astype(np.float32)))
+    np.testing.assert_array_equal(
+        decode_stems(header, stems), engine.separate((ints / np.float32(32768))[:, None].astype(np.float32))
+    )
 
 
 @pytest.mark.slow
@@ -193,35 +223,81 @@ def test_shifts_average_random_shifts(stub, engine):
 
 
 BAD = [
-    ("undecodable", dict(audio=types_pb2.Audio(encoded=b"not audio at all" * 64)), grpc.StatusCode.INVALID_ARGUMENT,
-     "cannot decode"),
+    (
+        "undecodable",
+        dict(audio=types_pb2.Audio(encoded=b"not audio at all" * 64)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "cannot decode",
+    ),
     ("empty bytes", dict(audio=types_pb2.Audio(encoded=b"")), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
     ("no source", dict(audio=types_pb2.Audio()), grpc.StatusCode.INVALID_ARGUMENT, "set audio.encoded or audio.pcm"),
-    ("empty wav", dict(audio=types_pb2.Audio(encoded=encode(np.zeros(0, np.float32)))),
-     grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    (
+        "empty wav",
+        dict(audio=types_pb2.Audio(encoded=encode(np.zeros(0, np.float32)))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "empty",
+    ),
     ("nan pcm", dict(audio=pcm(np.full(SR, np.nan, np.float32))), grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
-    ("inf wav", dict(audio=types_pb2.Audio(encoded=encode(np.r_[np.zeros(SR), np.inf].astype(np.float32)))),
-     grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
-    ("too long pcm", dict(audio=pcm(np.zeros(int((MAX_AUDIO + 1) * SR), np.float32))),
-     grpc.StatusCode.RESOURCE_EXHAUSTED, f"longer than the limit of {MAX_AUDIO:g} s"),
-    ("too long flac", dict(audio=types_pb2.Audio(encoded=encode(np.zeros(int((MAX_AUDIO + 1) * SR), np.int16),
-                                                                "FLAC", "PCM_16"))),
-     grpc.StatusCode.RESOURCE_EXHAUSTED, "longer than the limit"),
-    ("no pcm format", dict(audio=types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=SR,
-                                                                      channels=1))),
-     grpc.StatusCode.INVALID_ARGUMENT, "SAMPLE_FORMAT_UNSPECIFIED"),
-    ("unknown encoding", dict(audio=pcm(np.zeros(100, np.float32)), encoding=7), grpc.StatusCode.INVALID_ARGUMENT,
-     "not a StemEncoding"),
-    ("too many shifts", dict(audio=pcm(np.zeros(100, np.float32)), shifts=5), grpc.StatusCode.INVALID_ARGUMENT,
-     "shifts must be within 0..4"),
-    ("negative start", dict(audio=pcm(np.zeros(100, np.float32)), start_seconds=-1),
-     grpc.StatusCode.INVALID_ARGUMENT, "start_seconds must be a finite number >= 0"),
-    ("nan end", dict(audio=pcm(np.zeros(100, np.float32)), end_seconds=float("nan")),
-     grpc.StatusCode.INVALID_ARGUMENT, "end_seconds must be a finite number"),
-    ("end before start", dict(audio=pcm(np.zeros(100, np.float32)), start_seconds=2, end_seconds=1),
-     grpc.StatusCode.INVALID_ARGUMENT, "must be after start_seconds"),
-    ("start past the end", dict(audio=pcm(np.zeros(SR, np.float32)), start_seconds=1.5),
-     grpc.StatusCode.INVALID_ARGUMENT, "past the end of the audio (1.000 s)"),
+    (
+        "inf wav",
+        dict(audio=types_pb2.Audio(encoded=encode(np.r_[np.zeros(SR), np.inf].astype(np.float32)))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "NaN",
+    ),
+    (
+        "too long pcm",
+        dict(audio=pcm(np.zeros(int((MAX_AUDIO + 1) * SR), np.float32))),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"longer than the limit of {MAX_AUDIO:g} s",
+    ),
+    (
+        "too long flac",
+        dict(audio=types_pb2.Audio(encoded=encode(np.zeros(int((MAX_AUDIO + 1) * SR), np.int16), "FLAC", "PCM_16"))),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "longer than the limit",
+    ),
+    (
+        "no pcm format",
+        dict(audio=types_pb2.Audio(pcm=types_pb2.RawPcm(data=b"\0" * 400, sample_rate=SR, channels=1))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "SAMPLE_FORMAT_UNSPECIFIED",
+    ),
+    (
+        "unknown encoding",
+        dict(audio=pcm(np.zeros(100, np.float32)), encoding=7),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not a StemEncoding",
+    ),
+    (
+        "too many shifts",
+        dict(audio=pcm(np.zeros(100, np.float32)), shifts=5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "shifts must be within 0..4",
+    ),
+    (
+        "negative start",
+        dict(audio=pcm(np.zeros(100, np.float32)), start_seconds=-1),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "start_seconds must be a finite number >= 0",
+    ),
+    (
+        "nan end",
+        dict(audio=pcm(np.zeros(100, np.float32)), end_seconds=float("nan")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "end_seconds must be a finite number",
+    ),
+    (
+        "end before start",
+        dict(audio=pcm(np.zeros(100, np.float32)), start_seconds=2, end_seconds=1),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "must be after start_seconds",
+    ),
+    (
+        "start past the end",
+        dict(audio=pcm(np.zeros(SR, np.float32)), start_seconds=1.5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "past the end of the audio (1.000 s)",
+    ),
 ]
 
 
@@ -239,8 +315,11 @@ def test_still_serving_after_bad_input_and_metrics_scrape(server, stub):
     _, header, _ = call(stub, pcm(make_audio(0.5, 9)))
     assert header.total_frames == SR // 2
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.rt.metrics_port}/metrics", timeout=10).read().decode()
-    handled = [line for line in text.splitlines()
-               if line.startswith("grpc_server_handled_total{") and 'grpc_method="Separate"' in line]
+    handled = [
+        line
+        for line in text.splitlines()
+        if line.startswith("grpc_server_handled_total{") and 'grpc_method="Separate"' in line
+    ]
     for code in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"):
         assert any(f'grpc_code="{code}"' in line and float(line.split()[-1]) >= 1 for line in handled), code
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("partsim_")}
@@ -278,8 +357,7 @@ def test_partsim_separate_writes_one_flac_per_stem(tmp_path, server):
         assert f"{stem}.flac  (part {stem})" in proc.stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{s}.flac" for s in PARTS5)
     # through the service: the service's stems (its model), same layout
-    proc = run_cli("separate", str(src), "-o", str(tmp_path / "svc"), "--separator", server.address,
-                   "--start", "0.5")
+    proc = run_cli("separate", str(src), "-o", str(tmp_path / "svc"), "--separator", server.address, "--start", "0.5")
     assert proc.returncode == 0, proc.stderr
     for stem, part in (("drums", "drums"), ("other", "others"), ("vocals", "-")):
         assert sf.info(str(tmp_path / "svc" / f"{stem}.flac")).frames == SR
@@ -292,13 +370,15 @@ def test_partsim_separate_user_errors(tmp_path, server):
     src = tmp_path / "a.wav"
     sf.write(src, make_audio(0.5, 31), SR)
     for args, fragment in (
-            ([str(tmp_path / "none.wav"), "-o", str(tmp_path)], "audio file not found"),
-            ([str(src), "-o", str(tmp_path), "--repo", str(repo)], "'partsim-sep-v1' is not in"),
-            ([str(src), "-o", str(tmp_path), "--repo", str(repo), "--model", "tiny-sep", "--parts", "x="],
-             "no source 'x'"),
-            ([str(src), "-o", str(tmp_path), "--separator", server.address, "--model", "x"],
-             "--model apply to local separation"),
-            ([str(src), "-o", str(tmp_path), "--separator", server.address, "--shifts", "9"], "shifts must be")):
+        ([str(tmp_path / "none.wav"), "-o", str(tmp_path)], "audio file not found"),
+        ([str(src), "-o", str(tmp_path), "--repo", str(repo)], "'partsim-sep-v1' is not in"),
+        ([str(src), "-o", str(tmp_path), "--repo", str(repo), "--model", "tiny-sep", "--parts", "x="], "no source 'x'"),
+        (
+            [str(src), "-o", str(tmp_path), "--separator", server.address, "--model", "x"],
+            "--model apply to local separation",
+        ),
+        ([str(src), "-o", str(tmp_path), "--separator", server.address, "--shifts", "9"], "shifts must be"),
+    ):
         proc = run_cli("separate", *args)
         lines = [x for x in proc.stderr.splitlines() if x.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("partsim: error: "), proc.stderr

@@ -20,11 +20,20 @@ from partsim.services.service import Service
 
 from .util import service_configs
 
-SERVERS = {"gateway": GatewayServer, "embedder": EmbedderServer, "searcher": SearcherServer,
-           "separator": SeparatorServer}
+SERVERS = {
+    "gateway": GatewayServer,
+    "embedder": EmbedderServer,
+    "searcher": SearcherServer,
+    "separator": SeparatorServer,
+}
 # a value of each shared server setting that its check refuses
-BAD = {"ADDRESS": "no-port", "METRICS_PORT": "70000", "GRACE_SECONDS": "-1", "MAX_CONNECTION_AGE_SECONDS": "-1",
-       "WORKERS": "0"}
+BAD = {
+    "ADDRESS": "no-port",
+    "METRICS_PORT": "70000",
+    "GRACE_SECONDS": "-1",
+    "MAX_CONNECTION_AGE_SECONDS": "-1",
+    "WORKERS": "0",
+}
 # what the services need besides (so that only the setting under test is wrong)
 NEEDED = {"PARTSIM_GATEWAY_DATA_DIR": "/tmp", "PARTSIM_SEARCHER_DATA_DIR": "/tmp"}
 
@@ -79,8 +88,14 @@ def test_a_service_has_no_address_before_it_serves():
 def test_a_gateway_without_backends_listens_not_serving_and_stops_at_once(tmp_path):
     """load() returns at once for the gateway (its backends may start later); stop() ends the search for them."""
     unreachable = "127.0.0.1:1"
-    cfg = GatewayConfig(address="127.0.0.1:0", embedder=unreachable, searcher=unreachable,
-                        data_dir=str(tmp_path), metrics_port=-1, ingest_workers=0)
+    cfg = GatewayConfig(
+        address="127.0.0.1:0",
+        embedder=unreachable,
+        searcher=unreachable,
+        data_dir=str(tmp_path),
+        metrics_port=-1,
+        ingest_workers=0,
+    )
     t0 = time.monotonic()
     gateway = GatewayServer(cfg).start()
     try:

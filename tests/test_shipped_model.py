@@ -29,8 +29,11 @@ def test_shipped_manifest_matches_its_onnx_file():
     assert evaluation["format"] == "partsim-evaluation-sets"
     assert set(evaluation["results"]) == {"test", "composer", "synth", "both"}
     for name, result in evaluation["results"].items():
-        for table in ("table_4_1_track_id_accuracy", "table_4_2_part_label_accuracy",
-                      "table_4_3_identification_accuracy"):
+        for table in (
+            "table_4_1_track_id_accuracy",
+            "table_4_2_part_label_accuracy",
+            "table_4_3_identification_accuracy",
+        ):
             assert table in result, (name, table)
         assert set(result["table_4_2_part_label_accuracy"]) == set(manifest["parts"])
         assert set(evaluation["baseline"]["results"][name]["table_4_2_part_label_accuracy"]) == set(manifest["parts"])
@@ -49,7 +52,7 @@ def test_partsim_embed_uses_the_shipped_model_by_default(tiny_corpus, tmp_path):
     import soundfile as sf
 
     audio, _ = sf.read(str(mix), dtype="float32")
-    np.testing.assert_allclose(again.embed(audio[None, :3 * 44100])[0], z["vectors"][0], atol=1e-5)
+    np.testing.assert_allclose(again.embed(audio[None, : 3 * 44100])[0], z["vectors"][0], atol=1e-5)
 
 
 @pytest.mark.slow
@@ -66,7 +69,12 @@ def test_shipped_mel_model_with_the_front_end_in_its_graph_gives_its_own_embeddi
     rng = np.random.default_rng(0)
     t = np.arange(3 * 44100) / 44100
     chord = sum(np.sin(2 * np.pi * f * h * t) / h for f in (130.8, 164.8, 196.0) for h in range(1, 6))
-    x = np.stack([rng.uniform(-0.3, 0.3, len(t)), 0.5 * chord / np.abs(chord).max(),
-                  0.3 * np.sin(2 * np.pi * 41.2 * t) * (t > 1)]).astype(np.float32)
+    x = np.stack(
+        [
+            rng.uniform(-0.3, 0.3, len(t)),
+            0.5 * chord / np.abs(chord).max(),
+            0.3 * np.sin(2 * np.pi * 41.2 * t) * (t > 1),
+        ]
+    ).astype(np.float32)
     a, b = pcm.embed(x), mel.embed(x)
     assert np.abs(a - b).max() <= 1e-5, np.abs(a - b).max()

@@ -11,8 +11,15 @@ PARTS5 = ["drums", "bass", "piano", "guitar", "others"]  # partsim-sep-v1's
 MAPPING = "other=others,vocals="
 
 
-def make_tiny_repo(folder: Path, name: str = "tiny-sep", sources: list[str] = PARTS5, channels: int = 1,
-                   samplerate: int = SR, seed: int = 0, segment: float = 4.0) -> Path:
+def make_tiny_repo(
+    folder: Path,
+    name: str = "tiny-sep",
+    sources: list[str] = PARTS5,
+    channels: int = 1,
+    samplerate: int = SR,
+    seed: int = 0,
+    segment: float = 4.0,
+) -> Path:
     """A Demucs model repository holding one tiny random HDemucs as ``<sig>-<sha256[:8]>.th`` (demucs's
     package: klass/args/kwargs/half-precision state/training_args, written by
     ``demucs.states.save_with_checksum``) and a bag ``<name>.yaml`` naming it. Returns ``folder``.
@@ -26,12 +33,24 @@ def make_tiny_repo(folder: Path, name: str = "tiny-sep", sources: list[str] = PA
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = HDemucs(sources=list(sources), audio_channels=channels, channels=4, depth=4, nfft=256,
-                    samplerate=samplerate, segment=segment)
+    model = HDemucs(
+        sources=list(sources),
+        audio_channels=channels,
+        channels=4,
+        depth=4,
+        nfft=256,
+        samplerate=samplerate,
+        segment=segment,
+    )
     args, kwargs = model._init_args_kwargs
-    package = {"klass": HDemucs, "args": args, "kwargs": kwargs, "state": get_state(model, None, half=True),
-               "training_args": {}}
-    sig = f"{0xa1b2c3d0 + seed:08x}"  # like demucs's experiment signatures: 8 hex characters
+    package = {
+        "klass": HDemucs,
+        "args": args,
+        "kwargs": kwargs,
+        "state": get_state(model, None, half=True),
+        "training_args": {},
+    }
+    sig = f"{0xA1B2C3D0 + seed:08x}"  # like demucs's experiment signatures: 8 hex characters
     save_with_checksum(package, folder / f"{sig}.th")
     (folder / f"{name}.yaml").write_text(f"models: ['{sig}']\n")
     return folder

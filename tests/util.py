@@ -12,8 +12,7 @@ FAST_SOUNDFONTS = ["/usr/share/sounds/sf2/TimGM6mb.sf2", "/usr/share/sounds/sf2/
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the installed ``partsim`` command as a user would."""
-    return subprocess.run([sys.executable, "-m", "partsim.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "partsim.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def serves_until_sigterm(proc: subprocess.Popen, name: str, timeout: float = 60) -> None:
@@ -59,8 +58,12 @@ def service_configs() -> dict[str, type]:
     from partsim.services.searcher.config import SearcherConfig
     from partsim.services.separator.config import SeparatorConfig
 
-    return {"gateway": GatewayConfig, "embedder": EmbedderConfig, "searcher": SearcherConfig,
-            "separator": SeparatorConfig}
+    return {
+        "gateway": GatewayConfig,
+        "embedder": EmbedderConfig,
+        "searcher": SearcherConfig,
+        "separator": SeparatorConfig,
+    }
 
 
 def read_audio(path):

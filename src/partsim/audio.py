@@ -75,8 +75,9 @@ def _finish(data: np.ndarray, rate: int, sr: int, mono: bool, what: str) -> np.n
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
-def decode_audio_bytes(data: bytes, sr: int = SAMPLE_RATE, mono: bool = True, max_seconds: float | None = None,
-                       what: str = "audio") -> np.ndarray:
+def decode_audio_bytes(
+    data: bytes, sr: int = SAMPLE_RATE, mono: bool = True, max_seconds: float | None = None, what: str = "audio"
+) -> np.ndarray:
     """Decode an in-memory file of any format libsndfile reads (WAV, FLAC, OGG, MP3, ...).
 
     Returns:
@@ -101,14 +102,24 @@ def decode_audio_bytes(data: bytes, sr: int = SAMPLE_RATE, mono: bool = True, ma
         raise
     except Exception as exc:  # noqa: BLE001 - libsndfile's errors share no base (LibsndfileError, RuntimeError...)
         reason = (getattr(exc, "error_string", None) or _one_line(exc)).rstrip(".")
-        raise InvalidArgument(f"cannot decode {what} ({len(data)} bytes): {reason}; expected a format libsndfile "
-                              f"reads (WAV, FLAC, OGG, MP3, ...) or raw PCM") from None
+        raise InvalidArgument(
+            f"cannot decode {what} ({len(data)} bytes): {reason}; expected a format libsndfile "
+            f"reads (WAV, FLAC, OGG, MP3, ...) or raw PCM"
+        ) from None
     _check_length(len(decoded), rate, max_seconds, what)
     return _finish(decoded, rate, sr, mono, what)
 
 
-def pcm_to_audio(data: bytes, sample_rate: int, channels: int, sample_format: str = "f32le", sr: int = SAMPLE_RATE,
-                 mono: bool = True, max_seconds: float | None = None, what: str = "audio") -> np.ndarray:
+def pcm_to_audio(
+    data: bytes,
+    sample_rate: int,
+    channels: int,
+    sample_format: str = "f32le",
+    sr: int = SAMPLE_RATE,
+    mono: bool = True,
+    max_seconds: float | None = None,
+    what: str = "audio",
+) -> np.ndarray:
     """Raw interleaved little-endian PCM (``sample_format`` in :data:`PCM_FORMATS`) -> float32 at ``sr``.
 
     int16 maps to [-1, 1) by dividing by 32768 (as libsndfile reads 16-bit files).
@@ -123,8 +134,9 @@ def pcm_to_audio(data: bytes, sample_rate: int, channels: int, sample_format: st
         ResourceExhausted: longer than ``max_seconds``.
     """
     if sample_format not in PCM_FORMATS:
-        raise InvalidArgument(f"{what}: unknown PCM sample format {sample_format!r}; expected one of "
-                              f"{', '.join(PCM_FORMATS)}")
+        raise InvalidArgument(
+            f"{what}: unknown PCM sample format {sample_format!r}; expected one of {', '.join(PCM_FORMATS)}"
+        )
     lo, hi = PCM_RATES
     if not lo <= sample_rate <= hi:
         raise InvalidArgument(f"{what}: PCM sample rate {sample_rate} Hz is outside {lo}..{hi} Hz")
@@ -135,8 +147,10 @@ def pcm_to_audio(data: bytes, sample_rate: int, channels: int, sample_format: st
     if len(data) == 0:
         raise InvalidArgument(f"{what} is empty (0 bytes)")
     if len(data) % frame_bytes:
-        raise InvalidArgument(f"{what}: PCM data of {len(data)} bytes is not a whole number of {frame_bytes}-byte "
-                              f"frames ({channels} channels of {sample_format})")
+        raise InvalidArgument(
+            f"{what}: PCM data of {len(data)} bytes is not a whole number of {frame_bytes}-byte "
+            f"frames ({channels} channels of {sample_format})"
+        )
     frames = len(data) // frame_bytes
     _check_length(frames, sample_rate, max_seconds, what)
     samples = np.frombuffer(data, dtype=dtype).reshape(frames, channels)

@@ -41,9 +41,18 @@ class Cluster:
     otherwise it loads its default model (PARTSIM_SEPARATOR_REPO/MODEL in ``extra_env`` override).
     """
 
-    def __init__(self, data: Path, gateway: str = "127.0.0.1:50051", redis_url: str = "", model: str = "",
-                 allowed_roots: list[Path] | None = None, log_dir: Path | None = None, quiet: bool = False,
-                 extra_env: dict[str, str] | None = None, separator: bool = True):
+    def __init__(
+        self,
+        data: Path,
+        gateway: str = "127.0.0.1:50051",
+        redis_url: str = "",
+        model: str = "",
+        allowed_roots: list[Path] | None = None,
+        log_dir: Path | None = None,
+        quiet: bool = False,
+        extra_env: dict[str, str] | None = None,
+        separator: bool = True,
+    ):
         self.data = Path(data)
         self.gateway_address = gateway
         self.redis_url = redis_url
@@ -58,8 +67,14 @@ class Cluster:
     def _start(self, name: str, module: str, env: dict[str, str], timeout: float = 300.0) -> Service:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, **self.extra_env, **env, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", module], env=full_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         svc = Service(name, proc)
         self.services.append(svc)
         got = threading.Event()
@@ -86,8 +101,9 @@ class Cluster:
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = "\n".join(svc.lines[-15:])
                 self.stop()
-                raise Unavailable(f"{name} did not start (exit {proc.poll()}); its last lines "
-                                  f"(full log {log_path}):\n{tail}")
+                raise Unavailable(
+                    f"{name} did not start (exit {proc.poll()}); its last lines (full log {log_path}):\n{tail}"
+                )
         if not self.quiet:
             print(f"  {name:9s} {svc.address}  (metrics {svc.metrics or 'off'}, log {log_path})", flush=True)
         return svc
@@ -96,24 +112,51 @@ class Cluster:
         self.data.mkdir(parents=True, exist_ok=True)
         common = {}
         model = {"PARTSIM_EMBEDDER_MODEL": self.model, "PARTSIM_SEARCHER_MODEL": self.model} if self.model else {}
-        searcher = self._start("searcher", "partsim.services.searcher", {
-            "PARTSIM_SEARCHER_ADDRESS": "127.0.0.1:0", "PARTSIM_SEARCHER_DATA_DIR": str(self.data / "searcher"),
-            "PARTSIM_SEARCHER_METRICS_PORT": "0", **model, **common})
-        embedder = self._start("embedder", "partsim.services.embedder", {
-            "PARTSIM_EMBEDDER_ADDRESS": "127.0.0.1:0", "PARTSIM_EMBEDDER_METRICS_PORT": "0", **model, **common})
+        searcher = self._start(
+            "searcher",
+            "partsim.services.searcher",
+            {
+                "PARTSIM_SEARCHER_ADDRESS": "127.0.0.1:0",
+                "PARTSIM_SEARCHER_DATA_DIR": str(self.data / "searcher"),
+                "PARTSIM_SEARCHER_METRICS_PORT": "0",
+                **model,
+                **common,
+            },
+        )
+        embedder = self._start(
+            "embedder",
+            "partsim.services.embedder",
+            {"PARTSIM_EMBEDDER_ADDRESS": "127.0.0.1:0", "PARTSIM_EMBEDDER_METRICS_PORT": "0", **model, **common},
+        )
         separator = {}
         if self.separator:
-            sep = self._start("separator", "partsim.services.separator", {
-                "PARTSIM_SEPARATOR_ADDRESS": "127.0.0.1:0", "PARTSIM_SEPARATOR_METRICS_PORT": "0",
-                "PARTSIM_SEPARATOR_METRICS_HOST": "127.0.0.1", **common})
+            sep = self._start(
+                "separator",
+                "partsim.services.separator",
+                {
+                    "PARTSIM_SEPARATOR_ADDRESS": "127.0.0.1:0",
+                    "PARTSIM_SEPARATOR_METRICS_PORT": "0",
+                    "PARTSIM_SEPARATOR_METRICS_HOST": "127.0.0.1",
+                    **common,
+                },
+            )
             separator = {"PARTSIM_GATEWAY_SEPARATOR": sep.address}
-        self._start("gateway", "partsim.services.gateway", {
-            "PARTSIM_GATEWAY_ADDRESS": self.gateway_address, "PARTSIM_GATEWAY_EMBEDDER": embedder.address,
-            "PARTSIM_GATEWAY_SEARCHER": searcher.address, "PARTSIM_GATEWAY_REDIS_URL": self.redis_url,
-            "PARTSIM_GATEWAY_DATA_DIR": str(self.data / "gateway"), "PARTSIM_GATEWAY_METRICS_PORT": "0",
-            "PARTSIM_GATEWAY_METRICS_HOST": "127.0.0.1",
-            "PARTSIM_GATEWAY_ALLOWED_ROOTS": os.pathsep.join(str(p) for p in self.allowed_roots), **separator,
-            **common})
+        self._start(
+            "gateway",
+            "partsim.services.gateway",
+            {
+                "PARTSIM_GATEWAY_ADDRESS": self.gateway_address,
+                "PARTSIM_GATEWAY_EMBEDDER": embedder.address,
+                "PARTSIM_GATEWAY_SEARCHER": searcher.address,
+                "PARTSIM_GATEWAY_REDIS_URL": self.redis_url,
+                "PARTSIM_GATEWAY_DATA_DIR": str(self.data / "gateway"),
+                "PARTSIM_GATEWAY_METRICS_PORT": "0",
+                "PARTSIM_GATEWAY_METRICS_HOST": "127.0.0.1",
+                "PARTSIM_GATEWAY_ALLOWED_ROOTS": os.pathsep.join(str(p) for p in self.allowed_roots),
+                **separator,
+                **common,
+            },
+        )
         return self
 
     @property

@@ -28,17 +28,26 @@ def register(sub) -> None:
     ix.set_defaults(handler=_cmd_index)
 
     for name, helptext, handler in (
-            ("search-mix", "songs whose parts sound like the query stems (eq. 6.1/6.2)", _cmd_search_mix),
-            ("search-stems", "segments of one part most similar to one stem", _cmd_search_stems)):
+        ("search-mix", "songs whose parts sound like the query stems (eq. 6.1/6.2)", _cmd_search_mix),
+        ("search-stems", "segments of one part most similar to one stem", _cmd_search_stems),
+    ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--stem", action="append", required=True, metavar="PART:TRACK_ID@SECONDS",
-                       help="a query stem: the part of an indexed track at a time" +
-                            (" (repeatable)" if name == "search-mix" else ""))
+        p.add_argument(
+            "--stem",
+            action="append",
+            required=True,
+            metavar="PART:TRACK_ID@SECONDS",
+            help="a query stem: the part of an indexed track at a time"
+            + (" (repeatable)" if name == "search-mix" else ""),
+        )
         p.add_argument("--top-k", type=integer, default=None, help="results (default 100, at most 1000)")
         mode = p.add_mutually_exclusive_group()
         mode.add_argument("--exact", action="store_true", help="exact search (brute force over every segment)")
-        mode.add_argument("--approximate", action="store_true",
-                          help="per-part nearest neighbours in Milvus + exact re-rank (default: the searcher's mode)")
+        mode.add_argument(
+            "--approximate",
+            action="store_true",
+            help="per-part nearest neighbours in Milvus + exact re-rank (default: the searcher's mode)",
+        )
         p.add_argument("--exclude", action="append", default=[], metavar="TRACK_ID", help="leave out this track")
         if name == "search-mix":
             p.add_argument("--weight", action="append", default=[], metavar="PART=W", help="part weight in eq. 6.2")
@@ -68,8 +77,11 @@ def _track_items(paths: list[Path]) -> list[tuple[str, Path, dict]]:
             mfile = p / "metadata.json"
             if mfile.is_file():
                 m = json.loads(mfile.read_text())
-                meta["tags"] = {"tempo": str(m.get("tempo", "")), "key": m.get("key", {}).get("name", ""),
-                                "parts": ",".join(m.get("present", []))}
+                meta["tags"] = {
+                    "tempo": str(m.get("tempo", "")),
+                    "key": m.get("key", {}).get("name", ""),
+                    "parts": ",".join(m.get("present", [])),
+                }
             items.append((p.name, mix, meta))
         elif p.is_file():
             items.append((p.stem, p, {"title": p.stem, "artist": "", "tags": {}}))
@@ -91,8 +103,10 @@ def index_paths(gateway: str, paths: list[Path], parallel: int = 4, quiet: bool 
     items = _track_items(paths)
     failures = []
     with PartsimClient(gateway) as c, ThreadPoolExecutor(max(1, parallel)) as pool:
-        futs = {pool.submit(c.index_bytes, f.read_bytes(), tid, title=m["title"], tags=m["tags"]): tid
-                for tid, f, m in items}
+        futs = {
+            pool.submit(c.index_bytes, f.read_bytes(), tid, title=m["title"], tags=m["tags"]): tid
+            for tid, f, m in items
+        }
         for fut in tqdm(as_completed(futs), total=len(futs), desc="indexing", unit="song", disable=quiet):
             try:
                 fut.result()
@@ -129,12 +143,26 @@ def _cmd_search_mix(args: argparse.Namespace) -> int:
 
     stems = [parse_stem(s) for s in args.stem]
     with PartsimClient(args.gateway) as c:
-        hits = c.search_mix(stems, top_k=args.top_k, weights=_weights(args.weight), exclude=args.exclude,
-                            mode=_mode(args))
+        hits = c.search_mix(
+            stems, top_k=args.top_k, weights=_weights(args.weight), exclude=args.exclude, mode=_mode(args)
+        )
     print_warnings(hits, args.json)
     if args.json:
-        print(json.dumps([{"track_id": h.track_id, "distance": h.distance, "best_start": h.best_start,
-                           "best_end": h.best_end, "per_part": h.per_part} for h in hits], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "track_id": h.track_id,
+                        "distance": h.distance,
+                        "best_start": h.best_start,
+                        "best_end": h.best_end,
+                        "per_part": h.per_part,
+                    }
+                    for h in hits
+                ],
+                indent=1,
+            )
+        )
     else:
         print_mix_hits(hits)
     return 0
@@ -146,12 +174,24 @@ def _cmd_search_stems(args: argparse.Namespace) -> int:
     if len(args.stem) != 1:
         raise InvalidArgument("search-stems takes exactly one --stem")
     with PartsimClient(args.gateway) as c:
-        hits = c.search_stems(parse_stem(args.stem[0]), top_k=args.top_k, exclude=args.exclude,
-                              mode=_mode(args))
+        hits = c.search_stems(parse_stem(args.stem[0]), top_k=args.top_k, exclude=args.exclude, mode=_mode(args))
     print_warnings(hits, args.json)
     if args.json:
-        print(json.dumps([{"track_id": h.track_id, "segment": h.segment, "start": h.start, "end": h.end,
-                           "distance": h.distance} for h in hits], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "track_id": h.track_id,
+                        "segment": h.segment,
+                        "start": h.start,
+                        "end": h.end,
+                        "distance": h.distance,
+                    }
+                    for h in hits
+                ],
+                indent=1,
+            )
+        )
     else:
         print_stem_hits(hits)
     return 0
@@ -171,12 +211,16 @@ def print_mix_hits(hits) -> None:
     """One line per SearchMix hit: rank, track, distance, best-matching span, per-part distances."""
     for rank, h in enumerate(hits, 1):
         parts = " ".join(f"{p}={d:.3f}" for p, d in h.per_part.items())
-        print(f"{rank:4d}  {h.track_id:20s} distance {h.distance:.4f}  "
-              f"best {h.best_start:6.1f}-{h.best_end:6.1f} s  {parts}")
+        print(
+            f"{rank:4d}  {h.track_id:20s} distance {h.distance:.4f}  "
+            f"best {h.best_start:6.1f}-{h.best_end:6.1f} s  {parts}"
+        )
 
 
 def print_stem_hits(hits) -> None:
     """One line per SearchStems hit: rank, track, segment and its span, distance."""
     for rank, h in enumerate(hits, 1):
-        print(f"{rank:4d}  {h.track_id:20s} segment {h.segment:3d} ({h.start:6.1f}-{h.end:6.1f} s)  "
-              f"distance {h.distance:.4f}")
+        print(
+            f"{rank:4d}  {h.track_id:20s} segment {h.segment:3d} ({h.start:6.1f}-{h.end:6.1f} s)  "
+            f"distance {h.distance:.4f}"
+        )

@@ -21,8 +21,14 @@ def register(sub) -> None:
     up.add_argument("--gateway", default="127.0.0.1:50051", help="gateway HOST:PORT (default 127.0.0.1:50051)")
     up.add_argument("--redis-url", default="", help="use this Redis for the cache and ingest queue")
     up.add_argument("--model", default="", help="model manifest (default: the shipped model)")
-    up.add_argument("--allow", action="append", type=Path, default=[], metavar="DIR",
-                    help="folder that ingest-job URIs may point into (repeatable)")
+    up.add_argument(
+        "--allow",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="folder that ingest-job URIs may point into (repeatable)",
+    )
     up.set_defaults(handler=_cmd_up)
 
     demo = sub.add_parser("demo", help="make a demo corpus, start the cluster, index it, run example searches")
@@ -47,8 +53,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from ..cluster import Cluster, parse_host_port
 
     print(f"starting partsim (state in {args.data})", flush=True)
-    with Cluster(args.data, gateway=parse_host_port(args.gateway), redis_url=args.redis_url, model=args.model,
-                 allowed_roots=args.allow) as cluster:
+    with Cluster(
+        args.data,
+        gateway=parse_host_port(args.gateway),
+        redis_url=args.redis_url,
+        model=args.model,
+        allowed_roots=args.allow,
+    ) as cluster:
         with PartsimClient(cluster.gateway) as c:
             c.wait_ready(300)
         print(f"partsim is serving on {cluster.gateway}; Ctrl-C stops it", flush=True)
@@ -66,8 +77,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     corpus = args.data / "corpus"
     if not (corpus / "index.json").is_file():
         print(f"making a demo corpus of {args.songs} songs x {args.seconds:g} s in {corpus}", flush=True)
-        make_corpus(CorpusConfig(out=corpus, songs=args.songs, seconds=args.seconds, seed=1,
-                                 soundfonts=default_soundfonts(), workers=2), progress=True)
+        make_corpus(
+            CorpusConfig(
+                out=corpus, songs=args.songs, seconds=args.seconds, seed=1, soundfonts=default_soundfonts(), workers=2
+            ),
+            progress=True,
+        )
     songs = sorted(p for p in corpus.iterdir() if p.is_dir() and (p / "mix.flac").is_file())
     print("starting the cluster", flush=True)
     with Cluster(args.data / "state", gateway=parse_host_port(args.gateway)) as cluster:
@@ -79,8 +94,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             drums_song, bass_song = _demo_pair(songs)
             print(f"\nSearchMix: the drums of {drums_song} (0-10 s) with the bass of {bass_song} (10-20 s)")
             t = time.perf_counter()
-            hits = c.search_mix([Stem("drums", track_id=drums_song, seconds=5),
-                                 Stem("bass", track_id=bass_song, seconds=15)], top_k=10)
+            hits = c.search_mix(
+                [Stem("drums", track_id=drums_song, seconds=5), Stem("bass", track_id=bass_song, seconds=15)], top_k=10
+            )
             print_mix_hits(hits)
             print_warnings(hits, False)
             print(f"({(time.perf_counter() - t) * 1000:.0f} ms)")
@@ -88,14 +104,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print_stem_hits(c.search_stems(Stem("bass", track_id=bass_song, seconds=15), top_k=10))
         if args.no_serve:
             return 0
-        print(f"\npartsim is serving on {cluster.gateway}; try\n  partsim search-mix --stem drums:{drums_song}@5 "
-              f"--stem bass:{bass_song}@15 --gateway {cluster.gateway}\nCtrl-C stops it", flush=True)
+        print(
+            f"\npartsim is serving on {cluster.gateway}; try\n  partsim search-mix --stem drums:{drums_song}@5 "
+            f"--stem bass:{bass_song}@15 --gateway {cluster.gateway}\nCtrl-C stops it",
+            flush=True,
+        )
         _wait_for_signal()
     return 0
 
 
 def _demo_pair(songs: list[Path]) -> tuple[str, str]:
     """Two songs: one whose drums play at 5 s, another whose bass plays at 15 s."""
+
     def plays(song: Path, part: str, t: float) -> bool:
         m = json.loads((song / "metadata.json").read_text())
         active = m.get("parts", {}).get(part, {}).get("active", [])

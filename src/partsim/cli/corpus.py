@@ -14,22 +14,38 @@ def register(sub) -> None:
     csub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
 
     make = csub.add_parser("make", help="compose and render a Slakh-style corpus with FluidSynth")
-    make.add_argument("--out", required=True, type=Path,
-                      help="output folder (new, empty, or an interrupted run to resume)")
+    make.add_argument(
+        "--out", required=True, type=Path, help="output folder (new, empty, or an interrupted run to resume)"
+    )
     make.add_argument("--songs", required=True, type=integer, help="number of songs")
     make.add_argument("--seconds", required=True, type=number, help="length of each song in seconds")
     make.add_argument("--seed", required=True, type=integer, help="random seed (same seed, same corpus)")
-    make.add_argument("--soundfont", action="extend", nargs="+", default=[], metavar="SF2",
-                      help="SoundFont to render with (repeatable; default: the Debian GM SoundFonts)")
+    make.add_argument(
+        "--soundfont",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="SF2",
+        help="SoundFont to render with (repeatable; default: the Debian GM SoundFonts)",
+    )
     make.add_argument("--workers", type=integer, default=1, help="render processes (default 1)")
-    make.add_argument("--split", type=fractions, default=(0.8, 0.1, 0.1),
-                      help="train,validation,test fractions (default 0.8,0.1,0.1)")
-    make.add_argument("--composer", default="partsim", metavar="partsim|mma|mixed",
-                      help="who composes: partsim's procedural composer, Debian's MMA grooves, or mixed "
-                           "(each song's composer drawn from its index, half each; default partsim)")
-    make.add_argument("--grooves", default="train", metavar="train|heldout",
-                      help="MMA groove families: train (all but the held-out ones, default) or heldout "
-                           "(only the held-out families: the composer-shift evaluation set)")
+    make.add_argument(
+        "--split", type=fractions, default=(0.8, 0.1, 0.1), help="train,validation,test fractions (default 0.8,0.1,0.1)"
+    )
+    make.add_argument(
+        "--composer",
+        default="partsim",
+        metavar="partsim|mma|mixed",
+        help="who composes: partsim's procedural composer, Debian's MMA grooves, or mixed "
+        "(each song's composer drawn from its index, half each; default partsim)",
+    )
+    make.add_argument(
+        "--grooves",
+        default="train",
+        metavar="train|heldout",
+        help="MMA groove families: train (all but the held-out ones, default) or heldout "
+        "(only the held-out families: the composer-shift evaluation set)",
+    )
     make.add_argument("--quiet", action="store_true", help="no progress bar")
     make.set_defaults(handler=_cmd_make)
 
@@ -52,9 +68,15 @@ def _cmd_make(args: argparse.Namespace) -> int:
     from ..corpus.soundfonts import check_soundfonts
 
     cfg = CorpusConfig(
-        out=args.out, songs=args.songs, seconds=args.seconds, seed=args.seed,
+        out=args.out,
+        songs=args.songs,
+        seconds=args.seconds,
+        seed=args.seed,
         soundfonts=check_soundfonts(args.soundfont) if args.soundfont else [],
-        workers=args.workers, split=args.split, composer=args.composer, grooves=args.grooves,
+        workers=args.workers,
+        split=args.split,
+        composer=args.composer,
+        grooves=args.grooves,
     )
     cfg.validate()  # before any SoundFont is loaded or folder is made
     index = make_corpus(cfg, progress=not args.quiet)
@@ -64,13 +86,17 @@ def _cmd_make(args: argparse.Namespace) -> int:
 
 def _print_summary(out: Path, index: dict) -> None:
     songs = index["songs"]
-    print(f"wrote {len(songs)} songs to {out} in {index['wall_seconds']:.1f} s "
-          f"({index['config']['seconds']:g} s each, seed {index['config']['seed']})")
+    print(
+        f"wrote {len(songs)} songs to {out} in {index['wall_seconds']:.1f} s "
+        f"({index['config']['seconds']:g} s each, seed {index['config']['seed']})"
+    )
     print("split: " + ", ".join(f"{name} {len(ids)}" for name, ids in index["splits"].items()))
     print(f"{'song':<10} {'split':<10} {'composer':<8} {'tempo':>6} {'class':>5}  {'key':<14} parts")
     for sid, s in songs.items():
-        print(f"{sid:<10} {s['split']:<10} {s.get('composer', 'partsim'):<8} {s['tempo']:>6.1f} "
-              f"{s['tempo_class']:>5}  {s['key']:<14} {' '.join(s['present'])}")
+        print(
+            f"{sid:<10} {s['split']:<10} {s.get('composer', 'partsim'):<8} {s['tempo']:>6.1f} "
+            f"{s['tempo_class']:>5}  {s['key']:<14} {' '.join(s['present'])}"
+        )
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -20,8 +20,12 @@ EXIT_UNHEALTHY = 1
 def register(sub) -> None:
     p = sub.add_parser("health", help="check a service's grpc.health.v1 status: exit 0 iff SERVING")
     p.add_argument("target", metavar="HOST:PORT", help="the service's gRPC address, e.g. localhost:50051")
-    p.add_argument("--service", default="", metavar="NAME",
-                   help="health service name, e.g. partsim.v1.PartsimService (default '': the whole server)")
+    p.add_argument(
+        "--service",
+        default="",
+        metavar="NAME",
+        help="health service name, e.g. partsim.v1.PartsimService (default '': the whole server)",
+    )
     p.add_argument("--timeout", type=number, default=5.0, metavar="SECONDS", help="deadline of the check (default 5)")
     p.set_defaults(handler=_cmd_health)
 

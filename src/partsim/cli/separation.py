@@ -18,11 +18,16 @@ def register(sub) -> None:
     p = sub.add_parser("separate", help="split audio into the stems of a Demucs model: DIR/<stem>.flac (24-bit)")
     p.add_argument("audio", type=Path, help="an audio file (any format libsndfile reads)")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder (created; stem files replaced)")
-    p.add_argument("--separator", default="", metavar="HOST:PORT",
-                   help="separate through a running separator service instead of locally")
+    p.add_argument(
+        "--separator",
+        default="",
+        metavar="HOST:PORT",
+        help="separate through a running separator service instead of locally",
+    )
     local = p.add_argument_group("local separation (without --separator)")
-    local.add_argument("--repo", type=Path, default=None,
-                       help="model repository folder (default: the shipped models/separator)")
+    local.add_argument(
+        "--repo", type=Path, default=None, help="model repository folder (default: the shipped models/separator)"
+    )
     local.add_argument("--model", default=None, help="model name in the repository (default partsim-sep-v1)")
     local.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default cpu")
     local.add_argument("--parts", default=None, metavar="SRC=PART,...", help="source -> catalog part overrides")
@@ -35,8 +40,10 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=_cmd_separate)
 
-    c = sub.add_parser("compare-paths", help="feature-level vs signal-level embeddings: track-ID accuracy and "
-                                             "ingest cost on a corpus's test split")
+    c = sub.add_parser(
+        "compare-paths",
+        help="feature-level vs signal-level embeddings: track-ID accuracy and ingest cost on a corpus's test split",
+    )
     c.add_argument("--corpus", required=True, type=Path)
     c.add_argument("--repo", type=Path, default=None, help="separator model repository (default: the shipped one)")
     c.add_argument("--model", default="partsim-sep-v1", help="separator model name (default partsim-sep-v1)")
@@ -53,19 +60,21 @@ def register(sub) -> None:
     tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     tr.add_argument("--threads", type=integer, default=None, help="torch threads (default: torch's)")
     tr.add_argument("--arch", choices=["htdemucs", "hdemucs"], help="demucs class (default htdemucs)")
-    for flag, typ, helptext in (("channels", integer, "first-layer channels (default 16)"),
-                                ("depth", integer, "layers (default 4)"),
-                                ("nfft", integer, "STFT size (default 1024)"),
-                                ("t-layers", integer, "HTDemucs transformer layers (default 2)"),
-                                ("segment", number, "training window in seconds (default 3)"),
-                                ("batch-size", integer, "windows per step (default 4)"),
-                                ("lr", number, "Adam learning rate (default 1e-3)"),
-                                ("epoch-steps", integer, "steps per epoch (default 60)"),
-                                ("epochs", integer, "at most this many epochs (default 1000)"),
-                                ("remix-prob", number, "probability of a random remix (default 0.5)"),
-                                ("val-songs", integer, "validation songs (default 12)"),
-                                ("val-seconds", number, "validation chunk seconds (default 10)"),
-                                ("seed", integer, "random seed (default 0)")):
+    for flag, typ, helptext in (
+        ("channels", integer, "first-layer channels (default 16)"),
+        ("depth", integer, "layers (default 4)"),
+        ("nfft", integer, "STFT size (default 1024)"),
+        ("t-layers", integer, "HTDemucs transformer layers (default 2)"),
+        ("segment", number, "training window in seconds (default 3)"),
+        ("batch-size", integer, "windows per step (default 4)"),
+        ("lr", number, "Adam learning rate (default 1e-3)"),
+        ("epoch-steps", integer, "steps per epoch (default 60)"),
+        ("epochs", integer, "at most this many epochs (default 1000)"),
+        ("remix-prob", number, "probability of a random remix (default 0.5)"),
+        ("val-songs", integer, "validation songs (default 12)"),
+        ("val-seconds", number, "validation chunk seconds (default 10)"),
+        ("seed", integer, "random seed (default 0)"),
+    ):
         tr.add_argument(f"--{flag}", dest=flag.replace("-", "_"), type=typ, help=helptext)
     tr.set_defaults(handler=_cmd_train_separator)
 
@@ -100,13 +109,22 @@ def _cmd_separate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.separator:
         if _local_options(args):
-            raise InvalidArgument(f"{', '.join(_local_options(args))} apply to local separation; the service at "
-                                  f"{args.separator} uses its own configuration")
+            raise InvalidArgument(
+                f"{', '.join(_local_options(args))} apply to local separation; the service at "
+                f"{args.separator} uses its own configuration"
+            )
         from ..services.separator.client import separate
         from ..v1 import separator_pb2, types_pb2
 
-        header, stems = separate(args.separator, types_pb2.Audio(encoded=data), separator_pb2.STEM_ENCODING_FLAC,
-                                 args.start, args.end, args.shifts, timeout=args.timeout)
+        header, stems = separate(
+            args.separator,
+            types_pb2.Audio(encoded=data),
+            separator_pb2.STEM_ENCODING_FLAC,
+            args.start,
+            args.end,
+            args.shifts,
+            timeout=args.timeout,
+        )
         names = [(s.name, s.part) for s in header.stems]
         sr, frames = header.sample_rate, header.total_frames
     else:
@@ -115,11 +133,16 @@ def _cmd_separate(args: argparse.Namespace) -> int:
         from ..services.separator.engine import Engine, flac_bytes
         from ..v1 import types_pb2
 
-        engine = Engine(args.repo or shipped_separator_repo(), args.model or DEFAULT_SEPARATION_MODEL,
-                        device=args.device or "cpu", segment_seconds=args.segment_seconds or 0.0,
-                        overlap=0.25 if args.overlap is None else args.overlap,
-                        max_shifts=max(20, args.shifts or 0), max_audio_seconds=86400.0,
-                        parts=parse_parts(args.parts or "", "--parts"))
+        engine = Engine(
+            args.repo or shipped_separator_repo(),
+            args.model or DEFAULT_SEPARATION_MODEL,
+            device=args.device or "cpu",
+            segment_seconds=args.segment_seconds or 0.0,
+            overlap=0.25 if args.overlap is None else args.overlap,
+            max_shifts=max(20, args.shifts or 0),
+            max_audio_seconds=86400.0,
+            parts=parse_parts(args.parts or "", "--parts"),
+        )
         audio = engine.decode(types_pb2.Audio(encoded=data))
         a, b = engine.span(len(audio), args.start, args.end)
         separated = engine.separate(audio, a, b, shifts=args.shifts)
@@ -133,8 +156,9 @@ def _cmd_separate(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"{path}  (part {part or '-'})")
     if not args.quiet:
-        print(f"{len(stems)} stems of {frames / sr:.2f} s at {sr} Hz in {time.perf_counter() - t0:.1f} s",
-              file=sys.stderr)
+        print(
+            f"{len(stems)} stems of {frames / sr:.2f} s at {sr} Hz in {time.perf_counter() - t0:.1f} s", file=sys.stderr
+        )
     return 0
 
 
@@ -142,8 +166,14 @@ def _cmd_compare_paths(args: argparse.Namespace) -> int:
     from ..assets import default_manifest, shipped_separator_repo
     from ..separation.compare import compare_paths, format_comparison
 
-    result = compare_paths(args.manifest or default_manifest(), args.repo or shipped_separator_repo(), args.model,
-                           args.corpus, args.split, args.limit)
+    result = compare_paths(
+        args.manifest or default_manifest(),
+        args.repo or shipped_separator_repo(),
+        args.model,
+        args.corpus,
+        args.split,
+        args.limit,
+    )
     print(format_comparison(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -153,8 +183,14 @@ def _cmd_compare_paths(args: argparse.Namespace) -> int:
 def _cmd_train_separator(args: argparse.Namespace) -> int:
     from ..separation.train import config_from_args, train
 
-    run = train(args.corpus, args.out, config_from_args(args), device=args.device, threads=args.threads,
-                log=lambda m: print(m, flush=True))
+    run = train(
+        args.corpus,
+        args.out,
+        config_from_args(args),
+        device=args.device,
+        threads=args.threads,
+        log=lambda m: print(m, flush=True),
+    )
     print(json.dumps({"run": str(args.out), "epochs": len(run["epochs"]), "best": run["best"]}))
     return 0
 
@@ -178,6 +214,5 @@ def _cmd_export_separator(args: argparse.Namespace) -> int:
     from ..separation import export_run
 
     path = export_run(args.run, args.repo, args.name)
-    print(json.dumps({"file": str(path), "bag": str(args.repo / f"{args.name}.yaml"),
-                      "bytes": path.stat().st_size}))
+    print(json.dumps({"file": str(path), "bag": str(args.repo / f"{args.name}.yaml"), "bytes": path.stat().st_size}))
     return 0

@@ -32,8 +32,11 @@ from partsim.v1 import gateway_pb2, gateway_pb2_grpc, searcher_pb2, types_pb2
 CHUNK = 1 << 20  # IndexTrack upload chunk size
 MAX_MESSAGE = 256 << 20
 
-MODES = {"exact": searcher_pb2.SEARCH_MODE_EXACT, "approximate": searcher_pb2.SEARCH_MODE_APPROXIMATE,
-         None: searcher_pb2.SEARCH_MODE_UNSPECIFIED}
+MODES = {
+    "exact": searcher_pb2.SEARCH_MODE_EXACT,
+    "approximate": searcher_pb2.SEARCH_MODE_APPROXIMATE,
+    None: searcher_pb2.SEARCH_MODE_UNSPECIFIED,
+}
 
 
 @dataclass
@@ -69,11 +72,11 @@ class Stem:
 class QueryWarning:
     """A caveat about one stem query of an answered search (gateway.proto QueryWarning)."""
 
-    code: str            # e.g. "PART_JUDGED_ABSENT" (WarningCode without its prefix)
+    code: str  # e.g. "PART_JUDGED_ABSENT" (WarningCode without its prefix)
     message: str
     query_index: int
     part: str
-    track_id: str        # empty for an uploaded clip
+    track_id: str  # empty for an uploaded clip
     segment_index: int
     start: float
     end: float
@@ -83,13 +86,32 @@ class QueryWarning:
     @classmethod
     def from_proto(cls, w: gateway_pb2.QueryWarning) -> QueryWarning:
         name = gateway_pb2.WarningCode.Name(w.code) if w.code in gateway_pb2.WarningCode.values() else str(w.code)
-        return cls(name.removeprefix("WARNING_CODE_"), w.message, w.query_index, w.part, w.track_id,
-                   w.segment_index, w.start_seconds, w.end_seconds, w.norm, w.power)
+        return cls(
+            name.removeprefix("WARNING_CODE_"),
+            w.message,
+            w.query_index,
+            w.part,
+            w.track_id,
+            w.segment_index,
+            w.start_seconds,
+            w.end_seconds,
+            w.norm,
+            w.power,
+        )
 
     def to_json(self) -> dict:
-        return {"code": self.code, "message": self.message, "query_index": self.query_index, "part": self.part,
-                "track_id": self.track_id, "segment_index": self.segment_index, "start": self.start,
-                "end": self.end, "norm": self.norm, "power": self.power}
+        return {
+            "code": self.code,
+            "message": self.message,
+            "query_index": self.query_index,
+            "part": self.part,
+            "track_id": self.track_id,
+            "segment_index": self.segment_index,
+            "start": self.start,
+            "end": self.end,
+            "norm": self.norm,
+            "power": self.power,
+        }
 
 
 class SearchResult(list):
@@ -112,9 +134,15 @@ class MixHit:
     metadata: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"track_id": self.track_id, "distance": self.distance, "best_segment": self.best_segment,
-                "best_start": self.best_start, "best_end": self.best_end, "per_part": self.per_part,
-                "metadata": self.metadata}
+        return {
+            "track_id": self.track_id,
+            "distance": self.distance,
+            "best_segment": self.best_segment,
+            "best_start": self.best_start,
+            "best_end": self.best_end,
+            "per_part": self.per_part,
+            "metadata": self.metadata,
+        }
 
 
 def _metadata(m: types_pb2.TrackMetadata) -> dict:
@@ -131,8 +159,10 @@ class PartsimClient:
     def __init__(self, address: str = "localhost:50051", timeout: float = 300.0):
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)])
+        self.channel = grpc.insecure_channel(
+            address,
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)],
+        )
         self.stub = gateway_pb2_grpc.PartsimServiceStub(self.channel)
 
     def __enter__(self) -> PartsimClient:
@@ -170,16 +200,24 @@ class PartsimClient:
 
     # -- embedding and indexing ----------------------------------------------------------------
     def embed_parts(self, audio: bytes, segment_seconds: float = 0.0, hop_seconds: float = 0.0):
-        return self._call(self.stub.EmbedParts, gateway_pb2.EmbedPartsRequest(
-            audio=types_pb2.Audio(encoded=audio), segment_seconds=segment_seconds, hop_seconds=hop_seconds))
+        return self._call(
+            self.stub.EmbedParts,
+            gateway_pb2.EmbedPartsRequest(
+                audio=types_pb2.Audio(encoded=audio), segment_seconds=segment_seconds, hop_seconds=hop_seconds
+            ),
+        )
 
-    def index_bytes(self, data: bytes, track_id: str, title: str = "", artist: str = "",
-                    tags: dict[str, str] | None = None):
+    def index_bytes(
+        self, data: bytes, track_id: str, title: str = "", artist: str = "", tags: dict[str, str] | None = None
+    ):
         def messages() -> Iterator[gateway_pb2.IndexTrackRequest]:
-            yield gateway_pb2.IndexTrackRequest(header=gateway_pb2.IndexTrackHeader(
-                track_id=track_id, metadata=types_pb2.TrackMetadata(title=title, artist=artist, tags=tags or {})))
+            yield gateway_pb2.IndexTrackRequest(
+                header=gateway_pb2.IndexTrackHeader(
+                    track_id=track_id, metadata=types_pb2.TrackMetadata(title=title, artist=artist, tags=tags or {})
+                )
+            )
             for i in range(0, len(data), CHUNK):
-                yield gateway_pb2.IndexTrackRequest(chunk=data[i:i + CHUNK])
+                yield gateway_pb2.IndexTrackRequest(chunk=data[i : i + CHUNK])
 
         try:
             return self.stub.IndexTrack(messages(), timeout=self.timeout)
@@ -194,8 +232,12 @@ class PartsimClient:
         """items: dicts with track_id, uri or audio (bytes), and optional title/artist/tags."""
         req = gateway_pb2.SubmitIngestJobRequest()
         for it in items:
-            m = req.items.add(track_id=it["track_id"], metadata=types_pb2.TrackMetadata(
-                title=it.get("title", ""), artist=it.get("artist", ""), tags=it.get("tags", {})))
+            m = req.items.add(
+                track_id=it["track_id"],
+                metadata=types_pb2.TrackMetadata(
+                    title=it.get("title", ""), artist=it.get("artist", ""), tags=it.get("tags", {})
+                ),
+            )
             if "uri" in it:
                 m.uri = str(it["uri"])
             else:
@@ -206,29 +248,57 @@ class PartsimClient:
         return self._call(self.stub.GetIngestJob, gateway_pb2.GetIngestJobRequest(job_id=job_id))
 
     # -- search --------------------------------------------------------------------------------
-    def search_mix(self, stems: list[Stem], top_k: int | None = None, weights: dict[str, float] | None = None,
-                   exclude: list[str] | None = None, mode: str | None = None) -> SearchResult:
+    def search_mix(
+        self,
+        stems: list[Stem],
+        top_k: int | None = None,
+        weights: dict[str, float] | None = None,
+        exclude: list[str] | None = None,
+        mode: str | None = None,
+    ) -> SearchResult:
         """Songs ranked by eq. 6.2: a list of :class:`MixHit` with ``.warnings``."""
-        req = gateway_pb2.SearchMixRequest(queries=[s.to_proto() for s in stems], part_weights=weights or {},
-                                           exclude_track_ids=exclude or [], mode=MODES[mode])
+        req = gateway_pb2.SearchMixRequest(
+            queries=[s.to_proto() for s in stems],
+            part_weights=weights or {},
+            exclude_track_ids=exclude or [],
+            mode=MODES[mode],
+        )
         if top_k is not None:
             req.top_k = top_k
         resp = self._call(self.stub.SearchMix, req)
-        return SearchResult((MixHit(h.track.track_id, h.distance, h.best_segment.index, h.best_segment.start_seconds,
-                                    h.best_segment.end_seconds, {p.part: p.distance for p in h.part_distances},
-                                    _metadata(h.track.metadata)) for h in resp.hits),
-                            map(QueryWarning.from_proto, resp.warnings), resp.model_version)
+        return SearchResult(
+            (
+                MixHit(
+                    h.track.track_id,
+                    h.distance,
+                    h.best_segment.index,
+                    h.best_segment.start_seconds,
+                    h.best_segment.end_seconds,
+                    {p.part: p.distance for p in h.part_distances},
+                    _metadata(h.track.metadata),
+                )
+                for h in resp.hits
+            ),
+            map(QueryWarning.from_proto, resp.warnings),
+            resp.model_version,
+        )
 
-    def search_stems(self, stem: Stem, top_k: int | None = None, exclude: list[str] | None = None,
-                     mode: str | None = None) -> SearchResult:
+    def search_stems(
+        self, stem: Stem, top_k: int | None = None, exclude: list[str] | None = None, mode: str | None = None
+    ) -> SearchResult:
         """Segments of one part ranked by cosine distance: a list of :class:`StemHit` with ``.warnings``."""
         req = gateway_pb2.SearchStemsRequest(query=stem.to_proto(), exclude_track_ids=exclude or [], mode=MODES[mode])
         if top_k is not None:
             req.top_k = top_k
         resp = self._call(self.stub.SearchStems, req)
-        return SearchResult((StemHit(h.track.track_id, h.segment.index, h.segment.start_seconds,
-                                     h.segment.end_seconds, h.distance) for h in resp.hits),
-                            map(QueryWarning.from_proto, resp.warnings), resp.model_version)
+        return SearchResult(
+            (
+                StemHit(h.track.track_id, h.segment.index, h.segment.start_seconds, h.segment.end_seconds, h.distance)
+                for h in resp.hits
+            ),
+            map(QueryWarning.from_proto, resp.warnings),
+            resp.model_version,
+        )
 
     # -- catalog -------------------------------------------------------------------------------
     def get_track(self, track_id: str):
@@ -237,8 +307,9 @@ class PartsimClient:
     def list_tracks(self, page_size: int = 100) -> Iterator:
         token = ""
         while True:
-            resp = self._call(self.stub.ListTracks, searcher_pb2.ListTracksRequest(page_size=page_size,
-                                                                                  page_token=token))
+            resp = self._call(
+                self.stub.ListTracks, searcher_pb2.ListTracksRequest(page_size=page_size, page_token=token)
+            )
             yield from resp.tracks
             token = resp.next_page_token
             if not token:

@@ -52,14 +52,17 @@ def run_bench(songs: int = 24, seconds: float = 30.0, seed: int = 0, soundfonts:
     wall = {}
     with tempfile.TemporaryDirectory(prefix="partsim-bench-") as tmp:
         for w in sorted({1, workers}):
-            cfg = CorpusConfig(out=Path(tmp) / f"w{w}", songs=songs, seconds=seconds, seed=seed,
-                               soundfonts=list(sfs), workers=w)
+            cfg = CorpusConfig(
+                out=Path(tmp) / f"w{w}", songs=songs, seconds=seconds, seed=seed, soundfonts=list(sfs), workers=w
+            )
             t0 = time.perf_counter()
             make_corpus(cfg, progress=False)
             wall[w] = time.perf_counter() - t0
     audio_s = songs * seconds
     result = {
-        "songs": songs, "seconds": seconds, "soundfonts": [sf.name for sf in sfs],
+        "songs": songs,
+        "seconds": seconds,
+        "soundfonts": [sf.name for sf in sfs],
         "soundfont_load_s": load_s,
         "stem_render_rtf": len(stem_rtf) * seconds / render_s,
         "stem_render_rtf_median": statistics.median(stem_rtf),
@@ -68,17 +71,24 @@ def run_bench(songs: int = 24, seconds: float = 30.0, seed: int = 0, soundfonts:
         "pipeline_rtf": {w: audio_s / t for w, t in wall.items()},
         "cpu_count": workers,
     }
-    print(f"corpus bench: {songs} songs x {seconds:g} s, SoundFonts {', '.join(result['soundfonts'])}, "
-          f"{workers} CPU(s)")
+    print(
+        f"corpus bench: {songs} songs x {seconds:g} s, SoundFonts {', '.join(result['soundfonts'])}, {workers} CPU(s)"
+    )
     print(f"  SoundFont load (once per process)    {load_s:8.2f} s")
-    print(f"  render stems, real-time factor       {result['stem_render_rtf']:8.0f}x overall "
-          f"(stem audio / render time, one process; {len(stem_rtf)} stems)")
-    print(f"    per stem                           {result['stem_render_rtf_median']:8.0f}x median, "
-          f"{result['stem_render_rtf_min']:.0f}x slowest")
+    print(
+        f"  render stems, real-time factor       {result['stem_render_rtf']:8.0f}x overall "
+        f"(stem audio / render time, one process; {len(stem_rtf)} stems)"
+    )
+    print(
+        f"    per stem                           {result['stem_render_rtf_median']:8.0f}x median, "
+        f"{result['stem_render_rtf_min']:.0f}x slowest"
+    )
     print(f"  compose one song, real-time factor   {result['compose_rtf_median']:8.0f}x median")
     for w, rtf in result["pipeline_rtf"].items():
-        print(f"  whole pipeline, {w} worker(s)          {rtf:8.1f}x real time (song seconds per wall second, "
-              f"incl. SoundFont loading)")
+        print(
+            f"  whole pipeline, {w} worker(s)          {rtf:8.1f}x real time (song seconds per wall second, "
+            f"incl. SoundFont loading)"
+        )
     if len(wall) > 1:
         print(f"  speed-up {workers} workers vs 1          {wall[1] / wall[workers]:8.2f}x")
     return result

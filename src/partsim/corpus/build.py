@@ -79,7 +79,7 @@ def _active_ranges(song: Song, part: str, seconds: float) -> list[list[float]]:
 def _mask(ranges: list[list[float]], n: int, sr: int) -> np.ndarray:
     m = np.zeros(n, dtype=bool)
     for start, end in ranges:
-        m[int(start * sr):int(end * sr)] = True
+        m[int(start * sr) : int(end * sr)] = True
     return m
 
 
@@ -102,8 +102,16 @@ def _compose(index: int, cfg: CorpusConfig, rng: np.random.Generator) -> tuple[S
         made = compose_mma(rng, cfg.seconds, tclass, cfg.grooves)
         return made.song, made.source, {"song.mma": made.chart}
     song = compose(rng, cfg.seconds, tclass)
-    return song, {"composer": "partsim", "program": f"partsim {__version__} procedural composer",
-                  "generator": GENERATOR, "license": PARTSIM_LICENSE}, {}
+    return (
+        song,
+        {
+            "composer": "partsim",
+            "program": f"partsim {__version__} procedural composer",
+            "generator": GENERATOR,
+            "license": PARTSIM_LICENSE,
+        },
+        {},
+    )
 
 
 def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> BuiltSong:
@@ -116,7 +124,7 @@ def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> BuiltSong:
     n = int(round(cfg.seconds * sr))
     fade = np.ones(n, dtype=np.float64)
     k = min(n, int(FADE_OUT_SECONDS * sr))
-    fade[n - k:] = np.linspace(1.0, 0.0, k)
+    fade[n - k :] = np.linspace(1.0, 0.0, k)
 
     stems: dict[str, np.ndarray] = {}
     gains_db: dict[str, float] = {}
@@ -127,7 +135,7 @@ def build_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> BuiltSong:
         audio *= fade
         actives[part] = _active_ranges(song, part, cfg.seconds) if part_voices else []
         region = audio[_mask(actives[part], n, sr)]
-        rms = float(np.sqrt(np.mean(region ** 2))) if region.size else 0.0
+        rms = float(np.sqrt(np.mean(region**2))) if region.size else 0.0
         if part_voices and rms < 1e-7:
             raise PartsimError(f"song {song_id(index)}: part {part} rendered silent; SoundFont presets missing?")
         if rms > 0:
@@ -228,8 +236,11 @@ def write_song(index: int, cfg: CorpusConfig, renderer: Renderer) -> dict:
         for part, audio in stems.items():
             write_flac_pcm16(tmp / "stems" / f"{part}.flac", audio)
         write_flac_pcm16(tmp / "mix.flac", mix)
-        names = {v["channel"]: f"{p}: {v['preset']} ({v['style']})"
-                 for p, info in metadata["parts"].items() for v in info["instruments"]}
+        names = {
+            v["channel"]: f"{p}: {v['preset']} ({v['style']})"
+            for p, info in metadata["parts"].items()
+            for v in info["instruments"]
+        }
         write_midi(song, tmp / "song.mid", names)
         for name, text in built.files.items():
             (tmp / name).write_text(text)
@@ -254,14 +265,18 @@ def _summary(metadata: dict) -> dict:
         "composer": metadata.get("composer", "partsim"),
         "license": metadata.get("license", PARTSIM_LICENSE),
         "stems": {
-            part: {"soundfonts": sorted({i["soundfont"] for i in info["instruments"]}),
-                   "programs": [i["program"] for i in info["instruments"]],
-                   "augmentation": info.get("augmentation")}
+            part: {
+                "soundfonts": sorted({i["soundfont"] for i in info["instruments"]}),
+                "programs": [i["program"] for i in info["instruments"]],
+                "augmentation": info.get("augmentation"),
+            }
             for part, info in metadata["parts"].items()
         },
     }
     if summary["composer"] == "mma":
-        summary["source"] = {"families": source.get("families", []),
-                             "grooves": list(dict.fromkeys(g["groove"] for g in source.get("grooves", []))),
-                             "mma_version": source.get("mma_version")}
+        summary["source"] = {
+            "families": source.get("families", []),
+            "grooves": list(dict.fromkeys(g["groove"] for g in source.get("grooves", []))),
+            "mma_version": source.get("mma_version"),
+        }
     return summary

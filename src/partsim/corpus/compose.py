@@ -30,7 +30,6 @@ def min_seconds_for_one_bar() -> float:
     return 4 * 60.0 / low
 
 
-
 def compose(rng: np.random.Generator, seconds: float, tempo_class: int) -> Song:
     """Compose a song of at least ``seconds`` seconds whose tempo lies in ``tempo_class``."""
     low, high = tempo_class_range(tempo_class)
@@ -92,7 +91,11 @@ def _plan_sections(rng, key: Key, num_bars: int, beats: int, present: dict[str, 
         i = 0
         while bars_left > 0:
             name = template[i % len(template)] if i < len(template) else ("verse", "chorus")[i % 2]
-            n = 2 if name in ("intro", "outro") and section_bars == 4 else (4 if name in ("intro", "outro") else section_bars)
+            n = (
+                2
+                if name in ("intro", "outro") and section_bars == 4
+                else (4 if name in ("intro", "outro") else section_bars)
+            )
             n = min(n, bars_left)
             names.append((name, n))
             bars_left -= n

@@ -26,8 +26,10 @@ SPLITS = ("train", "validation", "test")
 STATE_FILE = ".partsim-corpus.json"
 COMPOSERS = ("partsim", "mma", "mixed")
 PARTSIM_LICENSE = "Apache-2.0"  # partsim's own procedural songs: the project's licence
-AUGMENTATION_NOTE = ("stems are written unaugmented (augmentation: null); the trainer augments each stem "
-                     "at training time, deterministically under its seed")
+AUGMENTATION_NOTE = (
+    "stems are written unaugmented (augmentation: null); the trainer augments each stem "
+    "at training time, deterministically under its seed"
+)
 
 
 @dataclass
@@ -48,7 +50,9 @@ class CorpusConfig:
         if self.grooves not in GROOVE_SETS:
             raise InvalidArgument(f"unknown --grooves {self.grooves!r}; choose one of {', '.join(GROOVE_SETS)}")
         if self.grooves != "train" and self.composer == "partsim":
-            raise InvalidArgument(f"--grooves {self.grooves} selects MMA groove families; it needs --composer mma or mixed")
+            raise InvalidArgument(
+                f"--grooves {self.grooves} selects MMA groove families; it needs --composer mma or mixed"
+            )
         if self.songs <= 0:
             raise InvalidArgument(f"--songs must be at least 1, got {self.songs}")
         if not math.isfinite(self.seconds) or self.seconds <= 0:
@@ -80,8 +84,11 @@ class CorpusConfig:
             "soundfonts": [sf.name for sf in self.soundfonts],
             "composer": self.composer,
             # the groove set and the MMA library decide MMA songs too
-            **({"grooves": self.grooves, "mma_composer": MMA_COMPOSER, "mma_version": mma_version()}
-               if self.composer != "partsim" else {}),
+            **(
+                {"grooves": self.grooves, "mma_composer": MMA_COMPOSER, "mma_version": mma_version()}
+                if self.composer != "partsim"
+                else {}
+            ),
         }
 
 
@@ -116,6 +123,6 @@ def assign_splits(ids: list[str], seed: int, fractions: tuple[float, float, floa
     shuffled = [ids[i] for i in order]
     return {
         "train": sorted(shuffled[:n_train]),
-        "validation": sorted(shuffled[n_train:n_train + n_val]),
-        "test": sorted(shuffled[n_train + n_val:]),
+        "validation": sorted(shuffled[n_train : n_train + n_val]),
+        "test": sorted(shuffled[n_train + n_val :]),
     }

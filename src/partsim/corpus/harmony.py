@@ -17,8 +17,11 @@ GUITAR_STYLES = ("strum", "picking", "power", "funk", "sustained")
 
 PIANO_PROGRAMS = tuple(range(0, 8))
 GUITAR_PROGRAMS_BY_STYLE = {
-    "strum": (24, 25, 26, 27), "picking": (24, 25, 26, 27), "power": (29, 30),
-    "funk": (27, 28, 26), "sustained": (26, 27, 24, 29),
+    "strum": (24, 25, 26, 27),
+    "picking": (24, 25, 26, 27),
+    "power": (29, 30),
+    "funk": (27, 28, 26),
+    "sustained": (26, 27, 24, 29),
 }
 LEAD_PROGRAMS = (11, 12, 13, 40, 56, 57, 65, 66, 68, 71, 73, 74, 80, 81, 82, 84, 87, 16, 17, 22, 105)
 PAD_PROGRAMS = (48, 49, 50, 52, 61, 19, 20, 89, 90, 91, 92, 94, 95, 44)
@@ -68,7 +71,9 @@ def piano(ctx: PartContext) -> Instrument:
             else:  # alberti: low, high, middle, high in sixteenths or eighths
                 low_, mid, high_ = voicing[0], voicing[len(voicing) // 2], voicing[-1]
                 for i, s in enumerate(range(start, start + length, 2)):
-                    add_note(inst, ctx.tick(bar, s), int(STEP * 2), (low_, high_, mid, high_)[i % 4], ctx.vel(base_vel - 8))
+                    add_note(
+                        inst, ctx.tick(bar, s), int(STEP * 2), (low_, high_, mid, high_)[i % 4], ctx.vel(base_vel - 8)
+                    )
                 add_note(inst, ctx.tick(bar, start), int(STEP * length * 0.95), bass_note, ctx.vel(base_vel - 10))
     return inst
 

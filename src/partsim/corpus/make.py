@@ -77,11 +77,19 @@ def prepare_output(cfg: CorpusConfig) -> None:
         if isinstance(previous, dict):
             previous.setdefault("composer", "partsim")
         if previous != identity:
-            diff = ", ".join(f"{k} {previous.get(k)!r} vs {v!r}" for k, v in identity.items()
-                             if isinstance(previous, dict) and previous.get(k) != v) or "unreadable state file"
+            diff = (
+                ", ".join(
+                    f"{k} {previous.get(k)!r} vs {v!r}"
+                    for k, v in identity.items()
+                    if isinstance(previous, dict) and previous.get(k) != v
+                )
+                or "unreadable state file"
+            )
             raise InvalidArgument(f"{out} holds a corpus made with other settings ({diff}); choose another folder")
     elif any(p.name != STATE_FILE for p in out.iterdir()):
-        raise InvalidArgument(f"output folder {out} is not empty and holds no partsim corpus; choose an empty or new folder")
+        raise InvalidArgument(
+            f"output folder {out} is not empty and holds no partsim corpus; choose an empty or new folder"
+        )
     for leftover in out.glob(".tmp-*"):  # from an interrupted run
         shutil.rmtree(leftover, ignore_errors=True)
     state.write_text(json.dumps(identity, indent=1) + "\n")
@@ -122,8 +130,12 @@ def make_corpus(cfg: CorpusConfig, progress: bool = True) -> dict:
                 renderer.close()
         else:
             # spawn, not fork: a forked child inherits FluidSynth/GLib locks held by other threads.
-            with ProcessPoolExecutor(max_workers=min(cfg.workers, cfg.songs), initializer=_init_worker,
-                                     initargs=(cfg,), mp_context=multiprocessing.get_context("spawn")) as pool:
+            with ProcessPoolExecutor(
+                max_workers=min(cfg.workers, cfg.songs),
+                initializer=_init_worker,
+                initargs=(cfg,),
+                mp_context=multiprocessing.get_context("spawn"),
+            ) as pool:
                 try:
                     for i, summary in pool.map(_work, range(cfg.songs), chunksize=1):
                         summaries[i] = summary

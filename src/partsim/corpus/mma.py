@@ -47,8 +47,17 @@ PART_PROGRAMS: dict[str, tuple[int, ...]] = {
 KEEP_PROGRAM = 0.25  # chance to keep the groove's own program
 KEEP_KIT = 0.5
 PART_ABSENT = {"drums": 0.08, "bass": 0.08, "piano": 0.2, "guitar": 0.2, "others": 0.2}
-MMA_SUFFIX = {"maj": "", "min": "m", "dim": "dim", "aug": "aug", "sus4": "sus4", "maj7": "maj7",
-              "min7": "m7", "7": "7", "m7b5": "m7b5"}
+MMA_SUFFIX = {
+    "maj": "",
+    "min": "m",
+    "dim": "dim",
+    "aug": "aug",
+    "sus4": "sus4",
+    "maj7": "maj7",
+    "min7": "m7",
+    "7": "7",
+    "m7b5": "m7b5",
+}
 TEMPLATE = ("intro", "verse", "chorus", "verse", "chorus", "bridge", "chorus", "outro")
 MAX_MELODIC = 15  # MIDI channels left beside drums
 ATTEMPTS = 12
@@ -115,8 +124,9 @@ def _pick(rng: np.random.Generator, items) -> object:
     return items[int(rng.integers(len(items)))]
 
 
-def _choose_grooves(rng: np.random.Generator, fams: dict[str, tuple[Groove, ...]], home: str,
-                    plan: list[tuple[str, int]]) -> list[list[Groove]]:
+def _choose_grooves(
+    rng: np.random.Generator, fams: dict[str, tuple[Groove, ...]], home: str, plan: list[tuple[str, int]]
+) -> list[list[Groove]]:
     """One groove per bar, per section."""
     by_kind = lambda fam, kind: [g for g in fams[fam] if g.kind == kind]  # noqa: E731
     beats = fams[home][0].beats
@@ -145,8 +155,7 @@ def _choose_grooves(rng: np.random.Generator, fams: dict[str, tuple[Groove, ...]
     return out
 
 
-def write_chart(tempo: float, beats: int, mma_seed: int, sections: list[Section],
-                grooves: list[list[Groove]]) -> str:
+def write_chart(tempo: float, beats: int, mma_seed: int, sections: list[Section], grooves: list[list[Groove]]) -> str:
     lines = ["// partsim mma composer: chord chart (MMA syntax)", f"RndSeed {mma_seed}", f"Tempo {tempo:g}"]
     used: set[str] = set()
     current = None
@@ -269,7 +278,9 @@ def _drop_parts(song: Song, rng: np.random.Generator) -> None:
     playing = {i.part for i in song.instruments}
     for sec in song.sections:  # a section lists a part only if it has notes there
         lo, hi = sec.start_bar * bar, (sec.start_bar + sec.bars) * bar
-        sec.parts = {i.part for i in song.instruments if i.part in sec.parts and any(lo <= n.start < hi for n in i.notes)}
+        sec.parts = {
+            i.part for i in song.instruments if i.part in sec.parts and any(lo <= n.start < hi for n in i.notes)
+        }
     song.present = {p: p in playing for p in PARTS}
 
 
@@ -304,7 +315,9 @@ def compose_mma(rng: np.random.Generator, seconds: float, tempo_class: int, groo
         for name, n in plan:
             prog = prog_for[name]
             if two_per_bar:
-                chords = [[(0, prog[(2 * b) % len(prog)]), (beats * 2, prog[(2 * b + 1) % len(prog)])] for b in range(n)]
+                chords = [
+                    [(0, prog[(2 * b) % len(prog)]), (beats * 2, prog[(2 * b + 1) % len(prog)])] for b in range(n)
+                ]
             else:
                 chords = [[(0, prog[b % len(prog)])] for b in range(n)]
             sections.append(Section(name, bar, n, chords, set()))
@@ -328,7 +341,8 @@ def compose_mma(rng: np.random.Generator, seconds: float, tempo_class: int, groo
                 "style_files": [f"stdlib/{f}.mma" for f in dict.fromkeys(g.family for g in used)],
                 "grooves": [
                     {"section": s.name, "bar": s.start_bar + b, "groove": g.name, "family": g.family}
-                    for s, row in zip(sections, rows) for b, g in enumerate(row)
+                    for s, row in zip(sections, rows)
+                    for b, g in enumerate(row)
                     if b == 0 or g != row[b - 1]
                 ],
                 "chart": "song.mma",

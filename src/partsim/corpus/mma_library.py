@@ -46,17 +46,23 @@ EXCLUDED_FAMILIES = frozenset({"metronome", "metronome3", "metronome6", "metrono
 
 # Never used for training: the composer-shift evaluation set (`--grooves heldout`).
 HELDOUT_FAMILIES: tuple[str, ...] = (
-    "samba", "mambo", "tango",              # latin
-    "bebop", "jazzwaltz", "gypsyjazz",      # jazz (4/4 and 3/4)
-    "60srock", "softrock",                  # rock / pop
-    "bluegrass", "countrywaltz",            # country / folk (4/4 and 3/4)
-    "slowblues",                            # blues
-    "dsoul",                                # soul / funk
-    "popballad",                            # ballad
-    "bigband",                              # swing
-    "dixiemarch",                           # march / dixieland
-    "trance",                               # electronic
-    "ska",                                  # ska
+    "samba",
+    "mambo",
+    "tango",  # latin
+    "bebop",
+    "jazzwaltz",
+    "gypsyjazz",  # jazz (4/4 and 3/4)
+    "60srock",
+    "softrock",  # rock / pop
+    "bluegrass",
+    "countrywaltz",  # country / folk (4/4 and 3/4)
+    "slowblues",  # blues
+    "dsoul",  # soul / funk
+    "popballad",  # ballad
+    "bigband",  # swing
+    "dixiemarch",  # march / dixieland
+    "trance",  # electronic
+    "ska",  # ska
 )
 GROOVE_SETS = ("train", "heldout")
 
@@ -151,8 +157,10 @@ def mma_path() -> str:
         return os.path.abspath(override)  # mma runs in a temporary folder
     path = shutil.which("mma")
     if path is None:
-        raise MmaError("the mma program (Musical MIDI Accompaniment) is not installed; "
-                       "install Debian's mma package (apt-get install mma) or use --composer partsim")
+        raise MmaError(
+            "the mma program (Musical MIDI Accompaniment) is not installed; "
+            "install Debian's mma package (apt-get install mma) or use --composer partsim"
+        )
     return path
 
 
@@ -175,8 +183,14 @@ def run_mma(chart: str, timeout: float = MMA_TIMEOUT_S) -> bytes:
         src = Path(tmp) / "song.mma"
         src.write_text(chart)
         try:
-            r = subprocess.run([exe, "-f", "song.mid", "song.mma"], cwd=tmp, capture_output=True, text=True,
-                               timeout=timeout, env={**os.environ, "HOME": tmp, "PYTHONHASHSEED": "0"})
+            r = subprocess.run(
+                [exe, "-f", "song.mid", "song.mma"],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, "HOME": tmp, "PYTHONHASHSEED": "0"},
+            )
         except subprocess.TimeoutExpired:
             raise MmaError(f"mma did not finish within {timeout:g} s") from None
         except OSError as exc:

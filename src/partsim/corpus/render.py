@@ -30,8 +30,16 @@ from .soundfonts import SoundFont
 
 _BLOCK = 64  # FluidSynth renders in blocks of this many samples
 _write_float = fluidsynth._fl.fluid_synth_write_float
-_write_float.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                         ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+_write_float.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_int,
+    ctypes.c_int,
+]
 _write_float.restype = ctypes.c_int
 
 
@@ -51,7 +59,8 @@ class Renderer:
     def __init__(self, soundfonts: list[SoundFont], sample_rate: int = 44100):
         self.sample_rate = sample_rate
         self.synth = fluidsynth.Synth(
-            gain=0.2, samplerate=float(sample_rate),
+            gain=0.2,
+            samplerate=float(sample_rate),
             **{"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.polyphony": 512},
         )
         self.sfids: dict[str, int] = {}

@@ -22,14 +22,21 @@ GROOVES: dict[str, dict[int, str]] = {
     "rock": {KICK: "x.......x.x.....", SNARE: "....x.......x...", CLOSED_HAT: "x.x.x.x.x.x.x.x."},
     "pop": {KICK: "x.....x...x.....", SNARE: "....x.......x...", CLOSED_HAT: "xoxoxoxoxoxoxoxo"},
     "funk": {KICK: "x..x..x...x..x..", SNARE: "....x..o.o..x..o", CLOSED_HAT: "xoxoxoxoxoxoxoxo"},
-    "disco": {KICK: "x...x...x...x...", SNARE: "....x.......x...", OPEN_HAT: "..x...x...x...x.",
-              CLOSED_HAT: "x.o.x.o.x.o.x.o."},
+    "disco": {
+        KICK: "x...x...x...x...",
+        SNARE: "....x.......x...",
+        OPEN_HAT: "..x...x...x...x.",
+        CLOSED_HAT: "x.o.x.o.x.o.x.o.",
+    },
     "halftime": {KICK: "x.........x.....", SNARE: "........x.......", CLOSED_HAT: "x.x.x.x.x.x.x.x."},
     "breakbeat": {KICK: "x.........x.x...", SNARE: "....x..o.o..x...", CLOSED_HAT: "x.xxx.x.x.xxx.x."},
-    "electronic": {KICK: "x...x...x...x...", CLAP: "....x.......x...", OPEN_HAT: "..x...x...x...x.",
-                   SHAKER: "oxoxoxoxoxoxoxox"},
-    "bossa": {KICK: "x..xx..xx..xx..x", RIM: "x..x..x...x..x..",
-              SHAKER: "xoxoxoxoxoxoxoxo"},
+    "electronic": {
+        KICK: "x...x...x...x...",
+        CLAP: "....x.......x...",
+        OPEN_HAT: "..x...x...x...x.",
+        SHAKER: "oxoxoxoxoxoxoxox",
+    },
+    "bossa": {KICK: "x..xx..xx..xx..x", RIM: "x..x..x...x..x..", SHAKER: "xoxoxoxoxoxoxoxo"},
     "jazz": {RIDE: "x...x.xox...x.xo", PEDAL_HAT: "....x.......x...", KICK: "x.........o....."},
     "shuffle": {KICK: "x.....x.x.....x.", SNARE: "....x.......x...", CLOSED_HAT: "x.xox.xox.xox.xo"},
 }
@@ -79,7 +86,9 @@ def drums(ctx: PartContext) -> Instrument:
         if rng.random() < 0.25:
             step = int(rng.integers(steps))
             if step < fill_from:
-                add_note(inst, ctx.tick(bar, step), STEP, SNARE if rng.random() < 0.5 else KICK, ctx.vel(base_vel * 0.5))
+                add_note(
+                    inst, ctx.tick(bar, step), STEP, SNARE if rng.random() < 0.5 else KICK, ctx.vel(base_vel * 0.5)
+                )
         if fill_from < steps:
             toms = [HIGH_TOM, MID_TOM, LOW_TOM, FLOOR_TOM, SNARE]
             kind = rng.integers(3)
@@ -90,7 +99,9 @@ def drums(ctx: PartContext) -> Instrument:
                     note = toms[min(i * len(toms) // (steps - fill_from), len(toms) - 1)]
                 else:
                     note = SNARE if i % 2 == 0 else toms[int(rng.integers(4))]
-                add_note(inst, ctx.tick(bar, step), STEP, note, ctx.vel(base_vel * (0.7 + 0.3 * i / (steps - fill_from))))
+                add_note(
+                    inst, ctx.tick(bar, step), STEP, note, ctx.vel(base_vel * (0.7 + 0.3 * i / (steps - fill_from)))
+                )
             add_note(inst, ctx.tick(bar, fill_from), STEP, KICK, ctx.vel(base_vel))
     return inst
 
@@ -115,25 +126,39 @@ def bass(ctx: PartContext) -> Instrument:
             third = root + chord.intervals[1]
             if style == "root8":
                 for half in (0, 2):
-                    add_note(inst, ctx.tick(bar, step + half), int(STEP * 1.8), root, ctx.vel(base_vel - 6 * (half > 0)))
+                    add_note(
+                        inst, ctx.tick(bar, step + half), int(STEP * 1.8), root, ctx.vel(base_vel - 6 * (half > 0))
+                    )
             elif style == "root_fifth":
                 pitch = root if beat % 2 == 0 else (fifth if fifth <= high else fifth - 12)
                 add_note(inst, ctx.tick(bar, step), int(STEP * 3.6), pitch, ctx.vel(base_vel))
             elif style == "walking":
                 tones = [root, third, fifth, root + 12 if root + 12 <= high else third]
-                pitch = tones[beat % 4] if beat == 0 or rng.random() < 0.7 else int(np.clip(prev + rng.choice([-2, -1, 1, 2]), low, high))
+                pitch = (
+                    tones[beat % 4]
+                    if beat == 0 or rng.random() < 0.7
+                    else int(np.clip(prev + rng.choice([-2, -1, 1, 2]), low, high))
+                )
                 add_note(inst, ctx.tick(bar, step), int(STEP * 3.7), pitch, ctx.vel(base_vel))
                 prev = pitch
             elif style == "octave":
                 for half, pitch in ((0, root), (2, root + 12)):
-                    add_note(inst, ctx.tick(bar, step + half), int(STEP * 1.5), pitch, ctx.vel(base_vel - 10 * (half > 0)))
+                    add_note(
+                        inst, ctx.tick(bar, step + half), int(STEP * 1.5), pitch, ctx.vel(base_vel - 10 * (half > 0))
+                    )
             elif style == "locked":
                 kicks = ctx.kick_steps.get(bar) or {0, 6, 10}
                 for s in range(step, step + 4):
                     if s in kicks or (s == step and beat == 0):
                         add_note(inst, ctx.tick(bar, s), int(STEP * 1.8), root, ctx.vel(base_vel))
                     elif s % 4 == 3 and rng.random() < 0.15:
-                        add_note(inst, ctx.tick(bar, s), STEP, root + 12 if root + 12 <= high else fifth, ctx.vel(base_vel - 15))
+                        add_note(
+                            inst,
+                            ctx.tick(bar, s),
+                            STEP,
+                            root + 12 if root + 12 <= high else fifth,
+                            ctx.vel(base_vel - 15),
+                        )
             elif style == "sustained":
                 if beat == 0 or (step in [s for s, _ in sec.chords[bar - sec.start_bar]]):
                     span = next((s for s, _ in sec.chords[bar - sec.start_bar] if s > step), steps) - step
@@ -141,6 +166,11 @@ def bass(ctx: PartContext) -> Instrument:
             elif style == "arpeggio":
                 tones = [root, third, fifth, third]
                 for half in (0, 2):
-                    add_note(inst, ctx.tick(bar, step + half), int(STEP * 1.8), tones[(beat * 2 + half // 2) % 4], ctx.vel(base_vel))
+                    add_note(
+                        inst,
+                        ctx.tick(bar, step + half),
+                        int(STEP * 1.8),
+                        tones[(beat * 2 + half // 2) % 4],
+                        ctx.vel(base_vel),
+                    )
     return inst
-

@@ -91,7 +91,6 @@ class Song:
         return self.bar_ticks * self.seconds_per_tick()
 
 
-
 class PartContext:
     """Shared state the part generators read: song, rng, timing helpers."""
 

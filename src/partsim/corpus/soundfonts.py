@@ -21,8 +21,10 @@ DEBIAN_SOUNDFONTS = (
     "/usr/share/sounds/sf2/sf_GMbank.sf2",
     "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2",
 )
-DEBIAN_PACKAGES = ("fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont fluidr3mono-gm-soundfont "
-                   "csound-soundfont opl3-soundfont")
+DEBIAN_PACKAGES = (
+    "fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont fluidr3mono-gm-soundfont "
+    "csound-soundfont opl3-soundfont"
+)
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,26 @@ QUALITIES: dict[str, tuple[int, ...]] = {
 # Progressions as 0-based scale degrees, per mode family.
 PROGRESSIONS: dict[str, list[tuple[int, ...]]] = {
     "major": [
-        (0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 4, 3), (5, 3, 0, 4), (0, 3, 0, 4),
-        (1, 4, 0, 0), (0, 0, 3, 4), (0, 2, 3, 4), (3, 4, 2, 5), (0, 5, 1, 4),
+        (0, 4, 5, 3),
+        (0, 5, 3, 4),
+        (0, 3, 4, 3),
+        (5, 3, 0, 4),
+        (0, 3, 0, 4),
+        (1, 4, 0, 0),
+        (0, 0, 3, 4),
+        (0, 2, 3, 4),
+        (3, 4, 2, 5),
+        (0, 5, 1, 4),
     ],
     "minor": [
-        (0, 5, 2, 6), (0, 3, 4, 0), (0, 6, 5, 6), (0, 5, 3, 4), (0, 3, 6, 2),
-        (0, 0, 5, 4), (5, 6, 0, 0), (0, 2, 6, 3),
+        (0, 5, 2, 6),
+        (0, 3, 4, 0),
+        (0, 6, 5, 6),
+        (0, 5, 3, 4),
+        (0, 3, 6, 2),
+        (0, 0, 5, 4),
+        (5, 6, 0, 0),
+        (0, 2, 6, 3),
     ],
 }
 
@@ -92,7 +106,10 @@ class Key:
         quality = triad
         if sevenths:
             quality = {
-                ("maj", 11): "maj7", ("maj", 10): "7", ("min", 10): "min7", ("dim", 10): "m7b5",
+                ("maj", 11): "maj7",
+                ("maj", 10): "7",
+                ("min", 10): "min7",
+                ("dim", 10): "m7b5",
             }.get((triad, seventh), triad)
         return Chord((self.tonic + root) % 12, quality, d)
 
@@ -116,8 +133,9 @@ def pitch_in_range(pc: int, low: int, high: int, near: int | None = None) -> int
     return min(candidates, key=lambda p: (abs(p - near), p))
 
 
-def voice_chord(chord: Chord, low: int, high: int, n_voices: int, previous: list[int] | None,
-                rng: np.random.Generator) -> list[int]:
+def voice_chord(
+    chord: Chord, low: int, high: int, n_voices: int, previous: list[int] | None, rng: np.random.Generator
+) -> list[int]:
     """A close voicing of ``chord`` with ``n_voices`` notes in [low, high].
 
     Picks the inversion whose centre is nearest the previous voicing (smooth voice leading).

@@ -156,8 +156,9 @@ class MultitrackDataset:
                 if decode:
                     decoded[path] = _load(path, info.samplerate)
                     if len(decoded[path]) != info.frames:
-                        raise DatasetError(f"audio file {path} decodes to {len(decoded[path])} frames, "
-                                           f"its header says {info.frames}")
+                        raise DatasetError(
+                            f"audio file {path} decodes to {len(decoded[path])} frames, its header says {info.frames}"
+                        )
                 longest = max(longest, info.frames / info.samplerate)
                 files += 1
             if decode:
@@ -218,8 +219,8 @@ def open_dataset(root: str | Path) -> MultitrackDataset:
     folders = slakh.find_track_folders(root)
     if not folders:
         raise DatasetError(
-            f"{root} is neither a partsim corpus (no index.json) "
-            "nor a Slakh2100 folder (no TrackNNNNN/metadata.yaml)")
+            f"{root} is neither a partsim corpus (no index.json) nor a Slakh2100 folder (no TrackNNNNN/metadata.yaml)"
+        )
     return MultitrackDataset(root, "slakh", PARTS, [Track(**slakh.read_track(d, s)) for d, s in folders])
 
 
@@ -238,8 +239,7 @@ def _read_partsim(root: Path) -> tuple[tuple[str, ...], list[Track]]:
         ids = sorted(sid for sid in set(songs) | set(split_of) if not sid.startswith("."))
     except (AttributeError, TypeError) as exc:
         raise DatasetError(f"{index_path} is malformed: {_one_line(exc)}") from None
-    return parts, [_read_partsim_song(root, sid, songs.get(sid) or {}, split_of.get(sid), parts)
-                   for sid in ids]
+    return parts, [_read_partsim_song(root, sid, songs.get(sid) or {}, split_of.get(sid), parts) for sid in ids]
 
 
 def _read_partsim_song(root: Path, sid: str, entry: dict, split: str | None, parts) -> Track:
@@ -264,10 +264,17 @@ def _read_partsim_song(root: Path, sid: str, entry: dict, split: str | None, par
         tempo = meta.get("tempo", entry.get("tempo"))
         tclass = meta.get("tempo_class", entry.get("tempo_class"))
         track = Track(
-            id=sid, split=split or entry.get("split"), present=present, stem_files=stem_files,
-            mix_file=mix, metadata=meta, midi_file=midi if midi.is_file() else None, silent_files=silent,
+            id=sid,
+            split=split or entry.get("split"),
+            present=present,
+            stem_files=stem_files,
+            mix_file=mix,
+            metadata=meta,
+            midi_file=midi if midi.is_file() else None,
+            silent_files=silent,
             _tempo=None if tempo is None else float(tempo),
-            _tempo_class=None if tclass is None else int(tclass))
+            _tempo_class=None if tclass is None else int(tclass),
+        )
     except (AttributeError, TypeError, ValueError) as exc:
         raise DatasetError(f"{meta_path} is malformed: {_one_line(exc)}") from None
     if not mix.is_file():

@@ -57,7 +57,6 @@ class AugmentConfig:
         return asdict(self)
 
 
-
 def _uniform(gen: torch.Generator, n: int, lo: float, hi: float, device) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=device) * (hi - lo) + lo
 
@@ -69,8 +68,9 @@ def _chance(gen: torch.Generator, n: int, p: float, device) -> torch.Tensor:
 class Augmenter:
     """Per-stem and per-mix augmentation; see the module docstring for the chain."""
 
-    def __init__(self, cfg: AugmentConfig | None = None, parts: list[str] | None = None,
-                 sample_rate: int = SAMPLE_RATE):
+    def __init__(
+        self, cfg: AugmentConfig | None = None, parts: list[str] | None = None, sample_rate: int = SAMPLE_RATE
+    ):
         self.cfg = cfg or AugmentConfig()
         self.parts = list(parts or PARTS)
         self.sr = sample_rate
@@ -105,14 +105,16 @@ class Augmenter:
         rt60 = _uniform(gen, n, 0.1, c.reverb_max_seconds, dev)
         wet = _uniform(gen, n, 0.05, 0.35, dev)
         g = _uniform(gen, n, -c.gain_db, c.gain_db, dev)
-        ir_seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen, device=dev).item())
+        ir_seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=dev).item())
         out = x[:, :segment].clone()
         rows = torch.nonzero(on & (x.abs().amax(dim=1) > 0)).flatten()
         if len(rows) == 0:
             return out
         y = self._resample(x[rows], r[rows], segment)
-        for mask, fn in ((drive, lambda v, i: self._saturate(v, d[i])),
-                         (comp, lambda v, i: self._compress(v, thr_db[i], ratio[i]))):
+        for mask, fn in (
+            (drive, lambda v, i: self._saturate(v, d[i])),
+            (comp, lambda v, i: self._compress(v, thr_db[i], ratio[i])),
+        ):
             sel = torch.nonzero(mask[rows]).flatten()
             if len(sel):
                 y[sel] = fn(y[sel], rows[sel])
@@ -132,7 +134,7 @@ class Augmenter:
         add = _chance(gen, n, self.cfg.noise_p, dev)
         level_db = _uniform(gen, n, -70.0, -45.0, dev)
         pink = _chance(gen, n, 0.5, dev)
-        noise_seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen, device=dev).item())
+        noise_seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=dev).item())
         rows = torch.nonzero(add).flatten()
         if len(rows) == 0:
             return audio
@@ -177,8 +179,9 @@ class Augmenter:
         over = (env_db - thr).clamp_min(0.0)
         gain_db = -over * (1.0 - 1.0 / ratio[:, None])
         gain = 10.0 ** (gain_db / 20.0)
-        gain = torch.nn.functional.interpolate(gain[:, None, :], size=length + pad, mode="linear",
-                                               align_corners=False)[:, 0, :length]
+        gain = torch.nn.functional.interpolate(gain[:, None, :], size=length + pad, mode="linear", align_corners=False)[
+            :, 0, :length
+        ]
         # make-up gain brings the loudest frame back to where it was
         return y * gain / gain.amax(dim=1, keepdim=True).clamp_min(1e-6)
 
@@ -189,11 +192,13 @@ class Augmenter:
         coarse = torch.linspace(0.0, self.sr / 2, 1024, device=y.device)
         octaves = torch.log2(coarse.clamp(20.0, 20000.0) / 632.0)  # 632 Hz: log centre of 20 Hz..20 kHz
         gain_db = tilt[:, None] * octaves[None, :] / 5.0  # ±tilt at the ends of the ~10-octave range
-        bell = torch.exp(-0.5 * ((torch.log2(coarse.clamp_min(1.0))[None, :] - torch.log2(fc)[:, None])
-                                 / width[:, None]) ** 2)
+        bell = torch.exp(
+            -0.5 * ((torch.log2(coarse.clamp_min(1.0))[None, :] - torch.log2(fc)[:, None]) / width[:, None]) ** 2
+        )
         gain = 10.0 ** ((gain_db + bgain[:, None] * bell) / 20.0)
-        gain = torch.nn.functional.interpolate(gain[:, None, :], size=spec.shape[1], mode="linear",
-                                               align_corners=True)[:, 0]
+        gain = torch.nn.functional.interpolate(gain[:, None, :], size=spec.shape[1], mode="linear", align_corners=True)[
+            :, 0
+        ]
         return torch.fft.irfft(spec * gain, n=length, dim=1)
 
     def _reverb(self, y, rt60, wet, gen) -> torch.Tensor:
@@ -204,6 +209,7 @@ class Augmenter:
         ir = torch.randn(n, ir_len, generator=gen, device=y.device) * torch.exp(-6.9078 * t[None, :] / rt60[:, None])
         ir = ir / ir.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(1e-12)
         n_fft = length + ir_len
-        wet_part = torch.fft.irfft(torch.fft.rfft(y, n=n_fft, dim=1) * torch.fft.rfft(ir, n=n_fft, dim=1),
-                                   n=n_fft, dim=1)[:, :length]
+        wet_part = torch.fft.irfft(
+            torch.fft.rfft(y, n=n_fft, dim=1) * torch.fft.rfft(ir, n=n_fft, dim=1), n=n_fft, dim=1
+        )[:, :length]
         return y + wet[:, None] * wet_part

@@ -31,12 +31,20 @@ class LogSpectrumBaseline(Embedder):
     """Mean and std over time of the log-mel, fixed projection to ``subspace_dim``, one vector per part."""
 
     name = LOGSPEC
-    description = ("untrained log-spectrum baseline: mean and std over time of each log-mel bin, "
-                   "fixed orthonormal projection, the same vector in every part's subspace")
+    description = (
+        "untrained log-spectrum baseline: mean and std over time of each log-mel bin, "
+        "fixed orthonormal projection, the same vector in every part's subspace"
+    )
     identifies_parts = False
 
-    def __init__(self, subspace_dim: int = 128, parts: list[str] | tuple[str, ...] = PARTS,
-                 features: FeatureConfig | None = None, segment_seconds: float = 3.0, seed: int = 0):
+    def __init__(
+        self,
+        subspace_dim: int = 128,
+        parts: list[str] | tuple[str, ...] = PARTS,
+        features: FeatureConfig | None = None,
+        segment_seconds: float = 3.0,
+        seed: int = 0,
+    ):
         if subspace_dim < 1:
             raise InvalidArgument(f"baseline subspace dimension must be at least 1, got {subspace_dim}")
         self.parts = list(parts)

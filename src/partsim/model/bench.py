@@ -30,14 +30,17 @@ def _best_of(fn: Callable[[], object], repeats: int) -> float:
 
 def _in_batches(run: Callable[[int, int], object], total: int, batch: int) -> Callable[[], None]:
     """A call that runs ``run(start, stop)`` over ``range(total)`` in slices of ``batch``."""
+
     def all_batches() -> None:
         for i in range(0, total, batch):
             run(i, i + batch)
+
     return all_batches
 
 
-def run_bench(model_pt: str, manifest: str, segments: int = 64, batches=(1, 16, 64), repeats: int = 3,
-              seed: int = 0) -> dict:
+def run_bench(
+    model_pt: str, manifest: str, segments: int = 64, batches=(1, 16, 64), repeats: int = 3, seed: int = 0
+) -> dict:
     torch_model = TorchEmbedder(model_pt)
     onnx_model = OnnxEmbedder(manifest)
     seg_s = torch_model.segment_seconds
@@ -50,23 +53,46 @@ def run_bench(model_pt: str, manifest: str, segments: int = 64, batches=(1, 16, 
     rows = []
     for b in batches:
         run_torch = _in_batches(lambda i, j: torch_model.embed_mel(mel[i:j]), segments, b)
-        run_onnx = _in_batches(lambda i, j: onnx_model.session.run(None, {onnx_model.input_name: onnx_input[i:j]}),
-                               segments, b)
+        run_onnx = _in_batches(
+            lambda i, j: onnx_model.session.run(None, {onnx_model.input_name: onnx_input[i:j]}), segments, b
+        )
         t_torch = _best_of(run_torch, repeats)
         t_onnx = _best_of(run_onnx, repeats)
         e2e = t_onnx if pcm else t_onnx + features_s
-        rows.append({"batch": b, "torch_seg_per_s": segments / t_torch, "onnx_seg_per_s": segments / t_onnx,
-                     "torch_rtf": segments * seg_s / t_torch, "onnx_rtf": segments * seg_s / t_onnx,
-                     "onnx_over_torch": t_torch / t_onnx, "end_to_end_onnx_rtf": segments * seg_s / e2e})
-    result = {"segments": segments, "segment_seconds": seg_s, "torch_threads": torch.get_num_threads(),
-              "onnx_input": onnx_model.input, "features_seg_per_s": segments / features_s, "rows": rows}
-    print(f"embedding bench: {segments} segments of {seg_s:g} s, model {manifest} (input {onnx_model.input}), "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"  features (NumPy log-mel): {segments / features_s:8.1f} segments/s"
-          + ("   (the ONNX graph computes its own: its columns include them)" if pcm else ""))
-    print(f"  {'batch':>5} {'torch seg/s':>12} {'onnx seg/s':>11} {'torch RTF':>10} {'onnx RTF':>9} "
-          f"{'onnx/torch':>10} {'e2e onnx RTF':>13}")
+        rows.append(
+            {
+                "batch": b,
+                "torch_seg_per_s": segments / t_torch,
+                "onnx_seg_per_s": segments / t_onnx,
+                "torch_rtf": segments * seg_s / t_torch,
+                "onnx_rtf": segments * seg_s / t_onnx,
+                "onnx_over_torch": t_torch / t_onnx,
+                "end_to_end_onnx_rtf": segments * seg_s / e2e,
+            }
+        )
+    result = {
+        "segments": segments,
+        "segment_seconds": seg_s,
+        "torch_threads": torch.get_num_threads(),
+        "onnx_input": onnx_model.input,
+        "features_seg_per_s": segments / features_s,
+        "rows": rows,
+    }
+    print(
+        f"embedding bench: {segments} segments of {seg_s:g} s, model {manifest} (input {onnx_model.input}), "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"  features (NumPy log-mel): {segments / features_s:8.1f} segments/s"
+        + ("   (the ONNX graph computes its own: its columns include them)" if pcm else "")
+    )
+    print(
+        f"  {'batch':>5} {'torch seg/s':>12} {'onnx seg/s':>11} {'torch RTF':>10} {'onnx RTF':>9} "
+        f"{'onnx/torch':>10} {'e2e onnx RTF':>13}"
+    )
     for r in rows:
-        print(f"  {r['batch']:>5} {r['torch_seg_per_s']:>12.1f} {r['onnx_seg_per_s']:>11.1f} {r['torch_rtf']:>9.0f}x "
-              f"{r['onnx_rtf']:>8.0f}x {r['onnx_over_torch']:>9.2f}x {r['end_to_end_onnx_rtf']:>12.0f}x")
+        print(
+            f"  {r['batch']:>5} {r['torch_seg_per_s']:>12.1f} {r['onnx_seg_per_s']:>11.1f} {r['torch_rtf']:>9.0f}x "
+            f"{r['onnx_rtf']:>8.0f}x {r['onnx_over_torch']:>9.2f}x {r['end_to_end_onnx_rtf']:>12.0f}x"
+        )
     return result

@@ -41,8 +41,16 @@ class StemBank:
         segment: window length in samples; hop: window hop in samples (50 % overlap in training).
     """
 
-    def __init__(self, tracks: list[Track], parts: list[str], segment: int, hop: int, progress=None,
-                 workers: int = 1, extra: int = 0):
+    def __init__(
+        self,
+        tracks: list[Track],
+        parts: list[str],
+        segment: int,
+        hop: int,
+        progress=None,
+        workers: int = 1,
+        extra: int = 0,
+    ):
         self.parts = list(parts)
         self.segment, self.hop = segment, hop
         self.extra = extra  # samples readable past a window (augmentation's speed changes)
@@ -53,7 +61,7 @@ class StemBank:
         self.mix_windows: list[np.ndarray] = []  # windows where the mix is non-silent
         with ThreadPoolExecutor(max(1, workers)) as pool:  # decoding releases the GIL
             loaded = pool.map(self._load, tracks)
-            for item in (progress(loaded, total=len(tracks)) if progress else loaded):
+            for item in progress(loaded, total=len(tracks)) if progress else loaded:
                 if item is None:
                     continue
                 track, q, windows, mix_windows = item
@@ -67,8 +75,8 @@ class StemBank:
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self.flat = np.zeros((len(self.parts), int(self.offsets[-1]) + extra), dtype=np.int16)
         for t, q in enumerate(self.stems):
-            self.flat[:, self.offsets[t]:self.offsets[t + 1]] = q
-            self.stems[t] = self.flat[:, self.offsets[t]:self.offsets[t + 1]]
+            self.flat[:, self.offsets[t] : self.offsets[t + 1]] = q
+            self.stems[t] = self.flat[:, self.offsets[t] : self.offsets[t + 1]]
         self._device_flat: dict[str, torch.Tensor] = {}
         # Pseudo pieces mix tracks of one tempo class. A small set (a validation split, a test
         # corpus) has too few tracks per class, so adjacent classes are merged (2, 4, ... at a
@@ -92,8 +100,12 @@ class StemBank:
         starts = np.arange(0, arr.shape[1] - self.segment + 1, self.hop)
         power = _window_power(arr, starts, self.segment)  # (P, W)
         mix_power = _window_power(arr.sum(axis=0, keepdims=True), starts, self.segment)[0]
-        return (track, q, [starts[power[j] >= SILENCE_POWER] for j in range(len(self.parts))],
-                starts[mix_power >= SILENCE_POWER])
+        return (
+            track,
+            q,
+            [starts[power[j] >= SILENCE_POWER] for j in range(len(self.parts))],
+            starts[mix_power >= SILENCE_POWER],
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -102,7 +114,7 @@ class StemBank:
         return len(self.windows[t][j]) > 0
 
     def window(self, t: int, j: int, start: int) -> np.ndarray:
-        return self.stems[t][j, start:start + self.segment].astype(np.float32) / INT16
+        return self.stems[t][j, start : start + self.segment].astype(np.float32) / INT16
 
     def render(self, piece: Piece) -> tuple[np.ndarray, np.ndarray]:
         """Mix a piece: ``(segment,)`` float32 audio and ``(P,)`` presence targets (eq. 4.5)."""
@@ -126,8 +138,9 @@ class StemBank:
         P, L = flat.shape
         return flat.as_strided((P, max(0, L - length + 1), length), (L, 1, 1))
 
-    def gather(self, j: int, sources: list[tuple[int, int] | None], device: torch.device | str = "cpu",
-               extra: int = 0) -> torch.Tensor:
+    def gather(
+        self, j: int, sources: list[tuple[int, int] | None], device: torch.device | str = "cpu", extra: int = 0
+    ) -> torch.Tensor:
         """Windows of part ``j``: ``sources[i] = (track, start)`` or None (silence).
 
         Returns ``(N, segment + extra)`` float32; ``extra`` (at most the bank's) reads on past the
@@ -141,8 +154,13 @@ class StemBank:
         w = self._windows_view(device, self.segment + extra)[j][idx.to(device)].float() / INT16
         return w * keep.to(device)[:, None]
 
-    def render_batch(self, pieces: list[Piece], device: torch.device | str = "cpu", augment: Augmenter | None = None,
-                     gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def render_batch(
+        self,
+        pieces: list[Piece],
+        device: torch.device | str = "cpu",
+        augment: Augmenter | None = None,
+        gen: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix many pieces at once: ``(N, segment)`` float32 audio and ``(N, P)`` presence targets.
 
         With ``augment`` (an :class:`~partsim.model.augment.Augmenter`) and ``gen``, each stem
@@ -222,7 +240,9 @@ class StemBank:
         P = len(self.parts)
         usable = [t for t in range(len(self)) if len(self.mix_windows[t]) >= 2]
         a, d = (int(v) for v in rng.choice(usable, size=2, replace=False))
-        return (self.dataset_piece(rng, a), self.dataset_piece(rng, a), self.dataset_piece(rng, d)), int(rng.integers(P))
+        return (self.dataset_piece(rng, a), self.dataset_piece(rng, a), self.dataset_piece(rng, d)), int(
+            rng.integers(P)
+        )
 
     def stem_triplet(self, rng: np.random.Generator, j: int) -> list[tuple[int, int]]:
         """Chapter 3 triplet for part j on ideal stems: two windows of one track, one of another.

@@ -26,8 +26,9 @@ def file_segments(audio: np.ndarray, sr: int, segment_s: float, hop_s: float) ->
     return audio[idx], starts / sr
 
 
-def embed_files(embedder: Embedder, paths: list[str | os.PathLike], segment_s: float | None = None,
-                hop_s: float | None = None) -> dict[str, np.ndarray]:
+def embed_files(
+    embedder: Embedder, paths: list[str | os.PathLike], segment_s: float | None = None, hop_s: float | None = None
+) -> dict[str, np.ndarray]:
     segment_s = float(segment_s if segment_s is not None else embedder.segment_seconds)
     hop_s = float(hop_s if hop_s is not None else segment_s)
     sr = embedder.features.cfg.sample_rate
@@ -47,8 +48,9 @@ def embed_files(embedder: Embedder, paths: list[str | os.PathLike], segment_s: f
             raise InvalidArgument(f"audio file {path} contains NaN or infinite samples")
         segs, t = file_segments(audio, sr, segment_s, hop_s)
         if len(segs) == 0:
-            raise InvalidArgument(f"audio file {path} lasts {len(audio) / sr:.2f} s, shorter than one "
-                                  f"{segment_s:g}-s segment")
+            raise InvalidArgument(
+                f"audio file {path} lasts {len(audio) / sr:.2f} s, shorter than one {segment_s:g}-s segment"
+            )
         vectors.append(embedder.embed(segs))
         file_index.append(np.full(len(segs), i, dtype=np.int64))
         starts.append(t.astype(np.float64))

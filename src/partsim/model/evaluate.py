@@ -33,14 +33,29 @@ from .tables import (
     track_id_table,
 )
 
-__all__ = ["EvalSet", "corpus_summary", "evaluate", "evaluate_sets", "evaluate_tracks", "format_sets",
-           "format_tables", "parse_set", "resolve_sets", "save_results"]
+__all__ = [
+    "EvalSet",
+    "corpus_summary",
+    "evaluate",
+    "evaluate_sets",
+    "evaluate_tracks",
+    "format_sets",
+    "format_tables",
+    "parse_set",
+    "resolve_sets",
+    "save_results",
+]
 
 MIN_FIGURE_TRACKS = 3  # fewer tracks: no figures (t-SNE needs more points than its perplexity)
 
 
-def evaluate_tracks(model: Embedder, tracks: list[TestTrack], quick: bool = False, correlations: bool | None = None,
-                    figures: Path | None = None) -> dict:
+def evaluate_tracks(
+    model: Embedder,
+    tracks: list[TestTrack],
+    quick: bool = False,
+    correlations: bool | None = None,
+    figures: Path | None = None,
+) -> dict:
     """The tables on loaded tracks: 4.2 and 4.3 always, 4.1 unless ``quick``, 4.4/4.5 when
     ``correlations`` (default: unless ``quick``), the figures when ``figures`` names a folder and
     the correlations are computed.
@@ -55,8 +70,9 @@ def evaluate_tracks(model: Embedder, tracks: list[TestTrack], quick: bool = Fals
         return _evaluate_tracks(model, tracks, quick, correlations, figures)
 
 
-def _evaluate_tracks(model: Embedder, tracks: list[TestTrack], quick: bool, correlations: bool,
-                     figures: Path | None) -> dict:
+def _evaluate_tracks(
+    model: Embedder, tracks: list[TestTrack], quick: bool, correlations: bool, figures: Path | None
+) -> dict:
     results: dict = {}
     t42, fig42 = pseudo_piece_table(model, tracks, return_embeddings=True)
     results["table_4_2_part_label_accuracy"] = t42
@@ -78,8 +94,9 @@ def _evaluate_tracks(model: Embedder, tracks: list[TestTrack], quick: bool, corr
     return results
 
 
-def evaluate(model: Embedder, corpus: str | Path, split: str = "test", figures: Path | None = None,
-             quick: bool = False) -> dict:
+def evaluate(
+    model: Embedder, corpus: str | Path, split: str = "test", figures: Path | None = None, quick: bool = False
+) -> dict:
     """One corpus split: ``partsim evaluate MODEL --corpus DIR``."""
     tracks = load_test_tracks(corpus, model.parts, split)
     results: dict = {"corpus": str(corpus), "split": split, "tracks": len(tracks)}
@@ -93,8 +110,7 @@ def evaluate(model: Embedder, corpus: str | Path, split: str = "test", figures: 
 # same tables on several sets (issue 11: the training corpus's test split, held-out composer,
 # held-out SoundFont, both), printed side by side and written as one JSON.
 
-SET_LABELS = {"test": "test split", "composer": "held-out composer", "synth": "held-out SoundFont",
-              "both": "both"}
+SET_LABELS = {"test": "test split", "composer": "held-out composer", "synth": "held-out SoundFont", "both": "both"}
 SET_SYNTAX = "NAME=DIR[:SPLIT]"
 _SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
@@ -114,8 +130,13 @@ class EvalSet:
         return SET_LABELS.get(self.name, self.name)
 
     def definition(self) -> dict:
-        return {"label": self.label, "corpus": str(self.corpus), "split": self.split, "tracks": self.tracks,
-                "corpus_summary": self.summary}
+        return {
+            "label": self.label,
+            "corpus": str(self.corpus),
+            "split": self.split,
+            "tracks": self.tracks,
+            "corpus_summary": self.summary,
+        }
 
 
 def parse_set(text: str, default_split: str = "test") -> EvalSet:
@@ -158,8 +179,9 @@ def resolve_sets(specs: list[str | EvalSet], default_split: str = "test") -> lis
             raise type(exc)(f"--set {s.name}: {exc}") from None
         if not tracks:
             have = ", ".join(f"{k} {len(v)}" for k, v in ds.splits().items()) or "none"
-            raise InvalidArgument(f"--set {s.name}: corpus {s.corpus} has no tracks in split {s.split!r} "
-                                  f"(splits: {have})")
+            raise InvalidArgument(
+                f"--set {s.name}: corpus {s.corpus} has no tracks in split {s.split!r} (splits: {have})"
+            )
         s.tracks = len(tracks)
         s.summary = corpus_summary(ds, tracks)
     return sets
@@ -194,8 +216,13 @@ def corpus_summary(ds, tracks) -> dict:
         source = meta.get("source")
         if isinstance(source, dict) and isinstance(source.get("families"), list):
             families.update({str(f) for f in source["families"]})  # MMA groove families (held-out composer)
-        fonts = {str(inst["soundfont"]) for info in (meta.get("parts") or {}).values() if isinstance(info, dict)
-                 for inst in info.get("instruments") or () if isinstance(inst, dict) and inst.get("soundfont")}
+        fonts = {
+            str(inst["soundfont"])
+            for info in (meta.get("parts") or {}).values()
+            if isinstance(info, dict)
+            for inst in info.get("instruments") or ()
+            if isinstance(inst, dict) and inst.get("soundfont")
+        }
         soundfonts.update(fonts)
     if composers:
         out["composers"] = dict(sorted(composers.items()))
@@ -206,13 +233,21 @@ def corpus_summary(ds, tracks) -> dict:
     return out
 
 
-def evaluate_sets(model: Embedder, sets: list[EvalSet], model_name: str = "", baseline: Embedder | None = None,
-                  figures: Path | None = None, quick: bool = False, progress=None) -> dict:
+def evaluate_sets(
+    model: Embedder,
+    sets: list[EvalSet],
+    model_name: str = "",
+    baseline: Embedder | None = None,
+    figures: Path | None = None,
+    quick: bool = False,
+    progress=None,
+) -> dict:
     """Tables 4.1 (unless ``quick``), 4.2 and 4.3 on every set; 4.4/4.5 and the figures on the first
     set only (unless ``quick``). With ``baseline``, the same tables (4.3 excepted) for it on every
     set, from the same loaded audio. Sets are loaded one at a time."""
     report: dict = {
-        "format": "partsim-evaluation-sets", "version": 1,
+        "format": "partsim-evaluation-sets",
+        "version": 1,
         "model": {"name": model_name, "parts": list(model.parts), "subspace_dim": model.subspace_dim},
         "quick": quick,
         "sets": {s.name: s.definition() for s in sets},
@@ -220,18 +255,25 @@ def evaluate_sets(model: Embedder, sets: list[EvalSet], model_name: str = "", ba
         "thesis": THESIS,
     }
     if baseline is not None:
-        report["baseline"] = {"name": getattr(baseline, "name", "baseline"),
-                              "description": getattr(baseline, "description", ""), "results": {}}
+        report["baseline"] = {
+            "name": getattr(baseline, "name", "baseline"),
+            "description": getattr(baseline, "description", ""),
+            "results": {},
+        }
     for i, s in enumerate(sets):
         if progress:
             progress(f"evaluating set {s.name} ({s.label}): {s.corpus}, {s.split} split, {s.tracks} tracks")
         tracks = load_test_tracks(s.corpus, model.parts, s.split)
         head = {"corpus": str(s.corpus), "split": s.split, "tracks": len(tracks)}
         first = i == 0 and not quick
-        report["results"][s.name] = {**head, **evaluate_tracks(model, tracks, quick=quick, correlations=first,
-                                                              figures=figures if first else None)}
+        report["results"][s.name] = {
+            **head,
+            **evaluate_tracks(model, tracks, quick=quick, correlations=first, figures=figures if first else None),
+        }
         if baseline is not None:
             report["baseline"]["results"][s.name] = {
-                **head, **evaluate_tracks(baseline, tracks, quick=quick, correlations=False)}
+                **head,
+                **evaluate_tracks(baseline, tracks, quick=quick, correlations=False),
+            }
         del tracks
     return report

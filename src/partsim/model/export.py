@@ -55,10 +55,18 @@ class _Export(torch.nn.Module):
 
 def pcm_input_fields(cfg, radix: int, min_frames: int = MIN_FRAMES) -> dict:
     """The manifest's ``onnx`` fields of a PCM-input graph (besides file, sha256, output...)."""
-    return {"input": "pcm", "input_shape": ["batch", "samples"], "sample_rate": cfg.sample_rate,
-            "min_samples": (min_frames - 1) * cfg.hop_length,
-            "frontend": {"features": "log-mel of partsim.model.features (GraphLogMel)",
-                         "stft": "strided Conv1d, windowed DFT basis", "radix": radix, "dtype": "float32"}}
+    return {
+        "input": "pcm",
+        "input_shape": ["batch", "samples"],
+        "sample_rate": cfg.sample_rate,
+        "min_samples": (min_frames - 1) * cfg.hop_length,
+        "frontend": {
+            "features": "log-mel of partsim.model.features (GraphLogMel)",
+            "stft": "strided Conv1d, windowed DFT basis",
+            "radix": radix,
+            "dtype": "float32",
+        },
+    }
 
 
 def check_signals(sample_rate: int, seconds: float, seed: int = 0) -> np.ndarray:
@@ -68,12 +76,19 @@ def check_signals(sample_rate: int, seconds: float, seed: int = 0) -> np.ndarray
     rng = np.random.default_rng(seed)
     chord = sum(np.sin(2 * np.pi * f * h * t) / h for f in (220.0, 277.2, 329.6) for h in range(1, 6))
     late = np.where(t > seconds / 3, 0.3 * np.sin(2 * np.pi * 3000.0 * t), 0.0)
-    return np.stack([rng.uniform(-0.5, 0.5, n), 0.5 * chord / np.abs(chord).max(),
-                     1e-3 * np.sin(2 * np.pi * 1000.0 * t), late]).astype(np.float32)
+    return np.stack(
+        [rng.uniform(-0.5, 0.5, n), 0.5 * chord / np.abs(chord).max(), 1e-3 * np.sin(2 * np.pi * 1000.0 * t), late]
+    ).astype(np.float32)
 
 
-def export(model_path: str | Path, out_dir: str | Path, evaluation: str | Path | None = None,
-           name: str = "csn", input: str = "pcm", radix: int = DEFAULT_RADIX) -> dict:
+def export(
+    model_path: str | Path,
+    out_dir: str | Path,
+    evaluation: str | Path | None = None,
+    name: str = "csn",
+    input: str = "pcm",
+    radix: int = DEFAULT_RADIX,
+) -> dict:
     """Write ``csn.onnx`` and ``manifest.json`` into ``out_dir``; returns the manifest.
 
     ``input``: ``"pcm"`` (the features inside the graph, the default) or ``"mel"`` (the graph
@@ -103,15 +118,31 @@ def export(model_path: str | Path, out_dir: str | Path, evaluation: str | Path |
     tmp = out / (ONNX_FILE + ".tmp")
     with warnings.catch_warnings():  # the tracer's notes on shape arithmetic and the frozen BatchNorm
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Export(embedder, frontend).eval(), (example,), str(tmp), input_names=[input],
-                          output_names=["embedding"], opset_version=OPSET, dynamo=False, dynamic_axes=axes)
+        torch.onnx.export(
+            _Export(embedder, frontend).eval(),
+            (example,),
+            str(tmp),
+            input_names=[input],
+            output_names=["embedding"],
+            opset_version=OPSET,
+            dynamo=False,
+            dynamic_axes=axes,
+        )
     os.replace(tmp, out / ONNX_FILE)
     digest = sha256_file(out / ONNX_FILE)
-    onnx_info = {"file": ONNX_FILE, "sha256": digest, "opset": OPSET,
-                 **(pcm_input_fields(cfg, radix) if input == "pcm" else
-                    {"input": "mel", "input_shape": ["batch", cfg.n_mels, "frames"]}),
-                 "output": "embedding", "output_shape": ["batch", len(embedder.parts), embedder.subspace_dim],
-                 "min_frames": MIN_FRAMES}
+    onnx_info = {
+        "file": ONNX_FILE,
+        "sha256": digest,
+        "opset": OPSET,
+        **(
+            pcm_input_fields(cfg, radix)
+            if input == "pcm"
+            else {"input": "mel", "input_shape": ["batch", cfg.n_mels, "frames"]}
+        ),
+        "output": "embedding",
+        "output_shape": ["batch", len(embedder.parts), embedder.subspace_dim],
+        "min_frames": MIN_FRAMES,
+    }
     log = embedder.log or {}
     evaluation_data = None
     if evaluation is not None:
@@ -133,12 +164,18 @@ def export(model_path: str | Path, out_dir: str | Path, evaluation: str | Path |
         "onnx": onnx_info,
         # Part presence from a subspace's norm (eq. 4.4): present when sigmoid(log ||v_j|| + b_j) > 0.5,
         # i.e. when ||v_j|| > exp(-b_j).
-        "presence": {"norm_bias": [float(b) for b in embedder.csn.norm_bias.detach().cpu()],
-                     "rule": "present when log(norm) + norm_bias > 0"},
-        "network": {**embedder.net_cfg.to_dict(),
-                    "parameters": int(sum(p.numel() for p in embedder.csn.parameters()))},
-        "training": {"corpus": log.get("corpus"), "config": log.get("config"), "git_commit": log.get("git_commit"),
-                     "wall_seconds": log.get("wall_seconds"), "final_epoch": last},
+        "presence": {
+            "norm_bias": [float(b) for b in embedder.csn.norm_bias.detach().cpu()],
+            "rule": "present when log(norm) + norm_bias > 0",
+        },
+        "network": {**embedder.net_cfg.to_dict(), "parameters": int(sum(p.numel() for p in embedder.csn.parameters()))},
+        "training": {
+            "corpus": log.get("corpus"),
+            "config": log.get("config"),
+            "git_commit": log.get("git_commit"),
+            "wall_seconds": log.get("wall_seconds"),
+            "final_epoch": last,
+        },
         "evaluation": evaluation_data,
     }
     # the exported graph against PyTorch on the NumPy features, on audio, whatever the input
@@ -157,8 +194,7 @@ def _write_checked(out: Path, manifest: dict, reference: Embedder, field: str, d
     manifest["onnx"]["export_check"] = {"signals": "noise, chord, quiet tone, tone after silence", field: err}
     path.write_text(json.dumps(manifest, indent=1, default=float) + "\n")
     if not err <= EXPORT_CHECK_LIMIT:
-        raise InvalidArgument(f"{differs} by {err:.3g} (limit {EXPORT_CHECK_LIMIT:g}) on the check signals; "
-                              f"see {path}")
+        raise InvalidArgument(f"{differs} by {err:.3g} (limit {EXPORT_CHECK_LIMIT:g}) on the check signals; see {path}")
 
 
 def parity(manifest_path: str | Path, model_path: str | Path, inputs: np.ndarray) -> float:
@@ -199,8 +235,16 @@ def add_frontend(manifest_path: str | Path, out_dir: str | Path, radix: int = DE
     example = torch.from_numpy(check_signals(cfg.sample_rate, src.segment_seconds)[:2])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(frontend, (example,), str(tmp), input_names=["pcm"], output_names=["features"],
-                          opset_version=OPSET, dynamo=False, dynamic_axes={"pcm": {0: "batch", 1: "samples"}})
+        torch.onnx.export(
+            frontend,
+            (example,),
+            str(tmp),
+            input_names=["pcm"],
+            output_names=["features"],
+            opset_version=OPSET,
+            dynamo=False,
+            dynamic_axes={"pcm": {0: "batch", 1: "samples"}},
+        )
     front = onnx.load(str(tmp))
     model = onnx.load(str(Path(manifest_path).parent / src.manifest["onnx"]["file"]))
     front.ir_version = model.ir_version
@@ -216,7 +260,12 @@ def add_frontend(manifest_path: str | Path, out_dir: str | Path, radix: int = DE
     base = old[:-13] if old.endswith("-" + manifest["onnx"]["sha256"][:12]) else old
     manifest["converted_from"] = {"model_version": old, "onnx_sha256": manifest["onnx"]["sha256"]}
     manifest["model_version"] = f"{base}-{digest[:12]}"
-    manifest["onnx"].update({"file": ONNX_FILE, "sha256": digest,
-                             **pcm_input_fields(cfg, radix, int(manifest["onnx"].get("min_frames", MIN_FRAMES)))})
+    manifest["onnx"].update(
+        {
+            "file": ONNX_FILE,
+            "sha256": digest,
+            **pcm_input_fields(cfg, radix, int(manifest["onnx"].get("min_frames", MIN_FRAMES))),
+        }
+    )
     _write_checked(out, manifest, src, "max_abs_vs_mel_graph", "the PCM graph differs from the mel graph")
     return manifest

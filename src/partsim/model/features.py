@@ -106,7 +106,7 @@ class LogMel:
         # sparse product is one single-threaded pass: no BLAS call, whose threads stall for whole
         # scheduler slices when the cores are busy with decoding and the model (measured: 0.2 ms
         # per 10-s segment against 2.4 ms dense with one BLAS thread and 24-32 ms with two).
-        self._mel = scipy.sparse.csr_matrix(self.filters * np.float32(self.scale ** 2))
+        self._mel = scipy.sparse.csr_matrix(self.filters * np.float32(self.scale**2))
 
     def _spectrum(self, audio: np.ndarray) -> np.ndarray:
         """``(..., n)`` -> ``(..., n_fft // 2 + 1, frames)`` complex STFT (unscaled), centred frames,
@@ -117,14 +117,14 @@ class LogMel:
         if audio.shape[-1] <= pad:
             raise ValueError(f"audio of {audio.shape[-1]} samples is too short for an STFT of {c.n_fft}")
         padded = np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(pad, pad)], mode="reflect")
-        frames = sliding_window_view(padded, c.n_fft, axis=-1)[..., ::c.hop_length, :]  # (..., T, n_fft), a view
+        frames = sliding_window_view(padded, c.n_fft, axis=-1)[..., :: c.hop_length, :]  # (..., T, n_fft), a view
         windowed = np.swapaxes(frames, -1, -2) * self.window[:, None]  # (..., n_fft, T)
         return scipy.fft.rfft(windowed, axis=-2, workers=-1)
 
     def power_spectrum(self, audio: np.ndarray) -> np.ndarray:
         """``(..., n)`` -> ``(..., n_fft // 2 + 1, frames)`` power spectrogram."""
         spec = self._spectrum(audio)
-        return (np.square(spec.real) + np.square(spec.imag)) * np.float32(self.scale ** 2)
+        return (np.square(spec.real) + np.square(spec.imag)) * np.float32(self.scale**2)
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         spec = self._spectrum(audio)  # (..., F, T)
@@ -158,4 +158,3 @@ def mean_power(audio: np.ndarray) -> np.ndarray:
 
 
 SILENCE_POWER = 1e-4
-

@@ -37,9 +37,16 @@ class TorchLogMel(torch.nn.Module):
         c = self.cfg
         if audio.shape[-1] <= c.n_fft // 2:
             raise ValueError(f"audio of {audio.shape[-1]} samples is too short for an STFT of {c.n_fft}")
-        spec = torch.stft(audio.float(), c.n_fft, c.hop_length, window=self.window, center=True,
-                          pad_mode="reflect", return_complex=True)  # (B, F, T)
-        power = (spec.real ** 2 + spec.imag ** 2) * (self.scale ** 2)
+        spec = torch.stft(
+            audio.float(),
+            c.n_fft,
+            c.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )  # (B, F, T)
+        power = (spec.real**2 + spec.imag**2) * (self.scale**2)
         mel = torch.matmul(self.filters, power)  # (B, n_mels, T)
         db = 10.0 * torch.log10(mel.clamp_min(1e-30))
         return ((db + c.top_db) / c.top_db).clamp(0.0, 1.0)
@@ -97,8 +104,9 @@ class GraphLogMel(torch.nn.Module):
         self.taps, self.bins1 = taps, len(k1)
         self.bands = [(a, b, lo, hi) for a, b, lo, hi in mel_band_groups(ref.filters)]
         for i, (a, b, lo, hi) in enumerate(self.bands):
-            self.register_buffer(f"mel_{i}", torch.from_numpy(np.ascontiguousarray(ref.filters[a:b, lo:hi])),
-                                 persistent=False)
+            self.register_buffer(
+                f"mel_{i}", torch.from_numpy(np.ascontiguousarray(ref.filters[a:b, lo:hi])), persistent=False
+            )
 
     def forward(self, pcm: torch.Tensor) -> torch.Tensor:
         c, r = self.cfg, self.radix
@@ -106,7 +114,7 @@ class GraphLogMel(torch.nn.Module):
         batch = pcm.shape[0]
         frames = pcm.shape[1] // hop + 1
         x = torch.nn.functional.pad(pcm.float(), (n_fft // 2, n_fft // 2), mode="reflect")
-        x = x[:, :(frames - 1) * hop + n_fft]  # exactly the samples the frames cover
+        x = x[:, : (frames - 1) * hop + n_fft]  # exactly the samples the frames cover
         x = x.reshape(batch, -1, r).transpose(1, 2)  # (B, r phases, samples / r)
         z = torch.nn.functional.conv1d(x, self.stft_kernel, stride=hop // r, groups=r)  # (B, r*2*k1, T)
         if r > 1:
@@ -115,9 +123,11 @@ class GraphLogMel(torch.nn.Module):
             power = (z[:, 0::2] + z[:, 1::2]).reshape(batch, -1, frames)  # (B, k2*k1 bins, T), bin k1 + taps*k2
         else:
             z = z * z
-            power = z[:, :self.bins1] + z[:, self.bins1:]  # (B, bins, T)
-        mel = torch.cat([torch.matmul(getattr(self, f"mel_{i}"), power[:, lo:hi])
-                         for i, (_, _, lo, hi) in enumerate(self.bands)], dim=1)  # (B, n_mels, T)
+            power = z[:, : self.bins1] + z[:, self.bins1 :]  # (B, bins, T)
+        mel = torch.cat(
+            [torch.matmul(getattr(self, f"mel_{i}"), power[:, lo:hi]) for i, (_, _, lo, hi) in enumerate(self.bands)],
+            dim=1,
+        )  # (B, n_mels, T)
         db = torch.log10(mel.clamp_min(1e-30))
         return (db * (10.0 / c.top_db) + 1.0).clamp(0.0, 1.0)
 

@@ -19,8 +19,9 @@ def _plt():
 def _tsne(x: np.ndarray, seed: int = 0) -> np.ndarray:
     from sklearn.manifold import TSNE
 
-    return TSNE(n_components=2, perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), random_state=seed,
-                init="pca").fit_transform(x)
+    return TSNE(
+        n_components=2, perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), random_state=seed, init="pca"
+    ).fit_transform(x)
 
 
 def draw_all(folder: Path, model, tracks, pseudo, stacks, matrices, n_tracks: int = 10) -> list[str]:
@@ -36,7 +37,7 @@ def draw_all(folder: Path, model, tracks, pseudo, stacks, matrices, n_tracks: in
     mix, labels = [], []
     for i, t in enumerate(chosen):
         k = t.stems.shape[1] // seg
-        mix.append(t.mix[:k * seg].reshape(k, seg))
+        mix.append(t.mix[: k * seg].reshape(k, seg))
         labels += [i] * k
     if mix:
         emb = model.embed(np.concatenate(mix))
@@ -79,7 +80,9 @@ def draw_all(folder: Path, model, tracks, pseudo, stacks, matrices, n_tracks: in
         part, (d_stem, d_mix) = next(iter(matrices.items()))
         n = min(len(d_stem), 40)
         fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-        for ax, d, title in zip(axes, (d_stem, d_mix), (f"{part} subspace, {part} stem in", f"{part} subspace, mix in")):
+        for ax, d, title in zip(
+            axes, (d_stem, d_mix), (f"{part} subspace, {part} stem in", f"{part} subspace, mix in")
+        ):
             im = ax.imshow(d[:n, :n], cmap="magma")
             ax.set_title(title)
             fig.colorbar(im, ax=ax)

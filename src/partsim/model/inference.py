@@ -33,8 +33,8 @@ class Embedder:
         segments = np.asarray(segments, dtype=np.float32)
         out = np.zeros((len(segments), len(self.parts), self.subspace_dim), dtype=np.float32)
         for i in range(0, len(segments), batch):
-            mel = self.features(segments[i:i + batch])
-            out[i:i + batch] = self.embed_mel(mel).reshape(-1, len(self.parts), self.subspace_dim)
+            mel = self.features(segments[i : i + batch])
+            out[i : i + batch] = self.embed_mel(mel).reshape(-1, len(self.parts), self.subspace_dim)
         return out
 
 
@@ -78,7 +78,7 @@ class TorchEmbedder(Embedder):
         out = []
         with self._torch.no_grad():
             for i in range(0, len(segments), batch):
-                mel = self._torch.from_numpy(self.features(segments[i:i + batch]))
+                mel = self._torch.from_numpy(self.features(segments[i : i + batch]))
                 out.append(self.partnets[part](mel).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.subspace_dim), np.float32)
 
@@ -141,13 +141,19 @@ class OnnxEmbedder(Embedder):
             raise NotFound(f"ONNX model named by {manifest_path} not found: {onnx_path}")
         actual = sha256_file(onnx_path)
         if actual != expected:
-            raise InvalidArgument(f"ONNX file {onnx_path} has sha256 {actual[:12]}..., its manifest says "
-                                  f"{expected[:12]}...; the model and manifest do not belong together")
+            raise InvalidArgument(
+                f"ONNX file {onnx_path} has sha256 {actual[:12]}..., its manifest says "
+                f"{expected[:12]}...; the model and manifest do not belong together"
+            )
         providers = providers or ["CPUExecutionProvider"]
         # CUDA: no TF32 (the in-graph STFT needs float32's precision), as the embedder service
         options = [{"use_tf32": "0"} if p == "CUDAExecutionProvider" else {} for p in providers]
-        self.session = ort.InferenceSession(str(onnx_path), sess_options=session_options(intra_op_threads),
-                                            providers=providers, provider_options=options)
+        self.session = ort.InferenceSession(
+            str(onnx_path),
+            sess_options=session_options(intra_op_threads),
+            providers=providers,
+            provider_options=options,
+        )
         self.input_name = self.session.get_inputs()[0].name
 
     def embed_mel(self, mel: np.ndarray) -> np.ndarray:
@@ -161,11 +167,15 @@ class OnnxEmbedder(Embedder):
         segments = np.asarray(segments, dtype=np.float32)
         least = int(self.manifest["onnx"].get("min_samples", 0))
         if segments.shape[-1] < least:
-            raise InvalidArgument(f"segments of {segments.shape[-1]} samples are shorter than the model's minimum "
-                                  f"of {least} ({least / self.features.cfg.sample_rate:.3f} s)")
+            raise InvalidArgument(
+                f"segments of {segments.shape[-1]} samples are shorter than the model's minimum "
+                f"of {least} ({least / self.features.cfg.sample_rate:.3f} s)"
+            )
         out = np.zeros((len(segments), len(self.parts), self.subspace_dim), dtype=np.float32)
         for i in range(0, len(segments), batch):
-            out[i:i + batch] = self.session.run(None, {self.input_name: np.ascontiguousarray(segments[i:i + batch])})[0]
+            out[i : i + batch] = self.session.run(
+                None, {self.input_name: np.ascontiguousarray(segments[i : i + batch])}
+            )[0]
         return out
 
 

@@ -93,7 +93,7 @@ class PartNet(nn.Module):
 def mask(parts: int, dim: int, c: int, device=None) -> torch.Tensor:
     """Binary mask m_c of eq. 4.3: ones on subspace c of a ``parts * dim`` vector."""
     m = torch.zeros(parts * dim, device=device)
-    m[c * dim:(c + 1) * dim] = 1.0
+    m[c * dim : (c + 1) * dim] = 1.0
     return m
 
 
@@ -116,8 +116,12 @@ def norm_logits(emb: torch.Tensor, bias: torch.Tensor, parts: int, dim: int) -> 
     return torch.log(norms + 1e-8) + bias
 
 
-def norm_loss(embs: list[torch.Tensor], targets: list[torch.Tensor], bias: torch.Tensor, parts: int, dim: int) -> torch.Tensor:
+def norm_loss(
+    embs: list[torch.Tensor], targets: list[torch.Tensor], bias: torch.Tensor, parts: int, dim: int
+) -> torch.Tensor:
     """Eq. 4.6: mean BCE between subspace presence and the stems' presence, over a, p, n."""
-    losses = [nn.functional.binary_cross_entropy_with_logits(norm_logits(e, bias, parts, dim), t)
-              for e, t in zip(embs, targets)]
+    losses = [
+        nn.functional.binary_cross_entropy_with_logits(norm_logits(e, bias, parts, dim), t)
+        for e, t in zip(embs, targets)
+    ]
     return torch.stack(losses).mean()

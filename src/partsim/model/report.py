@@ -27,10 +27,14 @@ def _header(parts: list[str], width: int = 34) -> str:
 
 
 def _correlation_lines(corr: dict, parts: list[str], width: int = 34) -> list[str]:
-    lines = ["Table 4.4  distance-matrix correlation, stem in vs mix in, same subspace", _header(parts, width),
-             _row("partsim", corr["same_subspace"], parts, width, fmt="{:7.3f}"),
-             _row("thesis w/ psd", THESIS["table_4_4"], parts, width, fmt="{:7.3f}"),
-             "", "Table 4.5  distance-matrix correlation across subspaces (mix in; ideal-stem reference)"]
+    lines = [
+        "Table 4.4  distance-matrix correlation, stem in vs mix in, same subspace",
+        _header(parts, width),
+        _row("partsim", corr["same_subspace"], parts, width, fmt="{:7.3f}"),
+        _row("thesis w/ psd", THESIS["table_4_4"], parts, width, fmt="{:7.3f}"),
+        "",
+        "Table 4.5  distance-matrix correlation across subspaces (mix in; ideal-stem reference)",
+    ]
     for pair, v in corr["across_subspaces"].items():
         ref = corr["across_reference_ideal"].get(pair)
         lines.append(f"  {pair:<16} {_num(v)}" + (f"   reference {_num(ref)}" if ref is not None else ""))
@@ -50,9 +54,13 @@ def format_tables(results: dict) -> str:
         return _row(name, values, parts, fmt=fmt)
 
     header = _header(parts)
-    lines += ["", "Table 4.2  part-level label accuracy on test pseudo pieces (%, 5-s segments)", header,
-              row("partsim", results["table_4_2_part_label_accuracy"]),
-              row("thesis (i) norm+psd+basic+add+pre", THESIS["table_4_2"])]
+    lines += [
+        "",
+        "Table 4.2  part-level label accuracy on test pseudo pieces (%, 5-s segments)",
+        header,
+        row("partsim", results["table_4_2_part_label_accuracy"]),
+        row("thesis (i) norm+psd+basic+add+pre", THESIS["table_4_2"]),
+    ]
     if "table_4_1_track_id_accuracy" in results:
         t41 = results["table_4_1_track_id_accuracy"]
         lines += ["", "Table 4.1  track-ID accuracy, kNN k=5 (%)", header]
@@ -62,9 +70,13 @@ def format_tables(results: dict) -> str:
                 if t41["baseline_ideal_stems"].get(s):
                     lines.append(row(f"{s} s per-part nets, ideal stems", t41["baseline_ideal_stems"][s]))
                 lines.append(row(f"{s} s thesis proposed", THESIS["table_4_1"][s]))
-    lines += ["", "Table 4.3  instrument identification from subspace norms, isolated stems in (%)", header,
-              row("partsim", results["table_4_3_identification_accuracy"]),
-              row("thesis w/pre, w/norm", THESIS["table_4_3"])]
+    lines += [
+        "",
+        "Table 4.3  instrument identification from subspace norms, isolated stems in (%)",
+        header,
+        row("partsim", results["table_4_3_identification_accuracy"]),
+        row("thesis w/pre, w/norm", THESIS["table_4_3"]),
+    ]
     if "table_4_4_4_5_correlations" in results:
         lines += [""] + _correlation_lines(results["table_4_4_4_5_correlations"], parts)
     return "\n".join(lines)
@@ -85,9 +97,15 @@ def format_sets(report: dict) -> str:
     wl = max(len(v) for v in labels.values())
     for name, d in sets.items():
         summary = d.get("corpus_summary") or {}
-        extra = "".join(f"; {title}: " + ", ".join(f"{k} {v}" for k, v in summary[key].items())
-                        for key, title in (("composers", "composers"), ("groove_families", "groove families"),
-                                           ("soundfonts", "SoundFonts")) if summary.get(key))
+        extra = "".join(
+            f"; {title}: " + ", ".join(f"{k} {v}" for k, v in summary[key].items())
+            for key, title in (
+                ("composers", "composers"),
+                ("groove_families", "groove families"),
+                ("soundfonts", "SoundFonts"),
+            )
+            if summary.get(key)
+        )
         lines.append(f"  {labels[name]:<{wl}}  {d['corpus']} ({d['split']} split, {d['tracks']} tracks{extra})")
 
     base_label = {name: f"baseline, {lab}" for name, lab in labels.items()}
@@ -110,10 +128,16 @@ def format_sets(report: dict) -> str:
                 continue
             lines += [f"  {s}-s segments", header]
             lines += [row(labels[n], t["proposed"].get(s)) for n, t in t41.items()]
-            lines += [row(f"{labels[n]}, ideal stems", t["baseline_ideal_stems"][s])
-                      for n, t in t41.items() if t["baseline_ideal_stems"].get(s)]
-            lines += [row(base_label[n], r["table_4_1_track_id_accuracy"]["proposed"].get(s))
-                      for n, r in base_results.items() if "table_4_1_track_id_accuracy" in r]
+            lines += [
+                row(f"{labels[n]}, ideal stems", t["baseline_ideal_stems"][s])
+                for n, t in t41.items()
+                if t["baseline_ideal_stems"].get(s)
+            ]
+            lines += [
+                row(base_label[n], r["table_4_1_track_id_accuracy"]["proposed"].get(s))
+                for n, r in base_results.items()
+                if "table_4_1_track_id_accuracy" in r
+            ]
             lines.append(row("thesis proposed", THESIS["table_4_1"][s]))
 
     lines += ["", "Table 4.3  instrument identification from subspace norms, isolated stems in (%)", header]

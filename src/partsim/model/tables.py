@@ -31,9 +31,11 @@ from .inference import Embedder, TorchEmbedder
 SR = 44100
 
 THESIS: dict[str, Any] = {
-    "table_4_1": {"3": {"drums": 84.73, "bass": 51.01, "piano": 77.21, "guitar": 76.50, "others": 82.84},
-                  "5": {"drums": 86.84, "bass": 59.20, "piano": 82.00, "guitar": 80.18, "others": 83.34},
-                  "10": {"drums": 88.91, "bass": 64.87, "piano": 84.30, "guitar": 82.70, "others": 82.20}},
+    "table_4_1": {
+        "3": {"drums": 84.73, "bass": 51.01, "piano": 77.21, "guitar": 76.50, "others": 82.84},
+        "5": {"drums": 86.84, "bass": 59.20, "piano": 82.00, "guitar": 80.18, "others": 83.34},
+        "10": {"drums": 88.91, "bass": 64.87, "piano": 84.30, "guitar": 82.70, "others": 82.20},
+    },
     "table_4_2": {"drums": 95.80, "bass": 61.91, "piano": 67.37, "guitar": 57.32, "others": 80.69},
     "table_4_3": {"drums": 84.48, "bass": 96.04, "piano": 90.27, "guitar": 76.85, "others": 92.24},
     "table_4_4": {"drums": 0.6159, "bass": 0.4782, "piano": 0.3608, "guitar": 0.4115, "others": 0.3243},
@@ -51,7 +53,9 @@ class TestTrack:
         return self.stems.sum(axis=0)
 
 
-def load_test_tracks(corpus: str | Path, parts: list[str], split: str = "test", limit: int | None = None) -> list[TestTrack]:
+def load_test_tracks(
+    corpus: str | Path, parts: list[str], split: str = "test", limit: int | None = None
+) -> list[TestTrack]:
     ds = open_dataset(corpus)
     tracks = ds.tracks(split)
     if not tracks:
@@ -66,7 +70,7 @@ def load_test_tracks(corpus: str | Path, parts: list[str], split: str = "test", 
 def segments(x: np.ndarray, seg: int) -> np.ndarray:
     """Non-overlapping full segments of the last axis: ``(..., n)`` -> ``(..., k, seg)``."""
     k = x.shape[-1] // seg
-    return x[..., :k * seg].reshape(*x.shape[:-1], k, seg)
+    return x[..., : k * seg].reshape(*x.shape[:-1], k, seg)
 
 
 def knn_accuracy(x: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None, k: int = 5) -> float:
@@ -147,15 +151,23 @@ def track_id_table(model: Embedder, tracks: list[TestTrack], seconds=(3, 5, 10))
     return out
 
 
-def pseudo_piece_table(model: Embedder, tracks: list[TestTrack], labels_per_part: int = 10,
-                       pieces_per_label: int = 4, seconds: int = 5, seed: int = 0, return_embeddings=False):
+def pseudo_piece_table(
+    model: Embedder,
+    tracks: list[TestTrack],
+    labels_per_part: int = 10,
+    pieces_per_label: int = 4,
+    seconds: int = 5,
+    seed: int = 0,
+    return_embeddings=False,
+):
     """Table 4.2 protocol. Returns accuracy per part (and, optionally, what the figures need)."""
     rng = np.random.default_rng(seed)
     seg = seconds * SR
     result, figure_data = {}, {}
     for c, part in enumerate(model.parts):
-        with_c = [i for i, t in enumerate(tracks)
-                  if (mean_power(segments(t.stems[c], seg)) >= SILENCE_POWER).sum() >= 1]
+        with_c = [
+            i for i, t in enumerate(tracks) if (mean_power(segments(t.stems[c], seg)) >= SILENCE_POWER).sum() >= 1
+        ]
         if len(with_c) < 2 or len(tracks) < 3:
             result[part] = float("nan")
             continue
@@ -233,4 +245,3 @@ def correlation_tables(model: Embedder, tracks: list[TestTrack], seconds: int = 
                 gk = model.embed_stems(k, stem_segs[k][both])
                 reference[f"{parts[j]}-{parts[k]}"] = _pearson_upper(_pdist(gj), _pdist(gk))
     return {"same_subspace": same, "across_subspaces": across, "across_reference_ideal": reference}, matrices
-

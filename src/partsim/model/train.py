@@ -58,11 +58,23 @@ class Trainer(TrainingSteps):
         tmp = path.with_suffix(".tmp")
         # Weights only (no optimizer moments): a few MB, so a run moves between machines.
         # The per-part networks travel only while they are being trained (then in partnets.pt).
-        partnets = (_cpu(self.partnets.state_dict()) if self.partnets is not None
-                    and self.state["phase"] in ("partnets", "pretrain") else None)
-        torch.save({"state": self.state, "csn": _cpu(self.csn.state_dict()), "partnets": partnets,
-                    "rng": self.rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(), "log": self.log, "net": asdict(self.cfg.net)}, tmp)
+        partnets = (
+            _cpu(self.partnets.state_dict())
+            if self.partnets is not None and self.state["phase"] in ("partnets", "pretrain")
+            else None
+        )
+        torch.save(
+            {
+                "state": self.state,
+                "csn": _cpu(self.csn.state_dict()),
+                "partnets": partnets,
+                "rng": self.rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "log": self.log,
+                "net": asdict(self.cfg.net),
+            },
+            tmp,
+        )
         os.replace(tmp, path)
         (self.out / "run.json").write_text(json.dumps(self.log, indent=1) + "\n")
 
@@ -85,7 +97,8 @@ class Trainer(TrainingSteps):
         self.log = ck["log"]
         if self.log.get("config") != self.cfg.to_record():
             self.log.setdefault("resumed_with", []).append(
-                {"after_epochs": len(self.log["epochs"]), "config": self.cfg.to_record()})
+                {"after_epochs": len(self.log["epochs"]), "config": self.cfg.to_record()}
+            )
             self.log["config"] = self.cfg.to_record()
         if self.state["phase"] == "done":  # asked for more main epochs than were trained: go on
             done_main = sum(1 for e in self.log["epochs"] if e["phase"] == "main")
@@ -109,12 +122,19 @@ class Trainer(TrainingSteps):
                 self.opt = self._optimizer()
                 continue
             if phase == "main" and self._out_of_time(started):
-                self.log["stopped_early"] = {"after_main_epochs": self.state["epoch"],
-                                             "time_limit_minutes": self.cfg.time_limit}
+                self.log["stopped_early"] = {
+                    "after_main_epochs": self.state["epoch"],
+                    "time_limit_minutes": self.cfg.time_limit,
+                }
                 break
             totals: dict[str, float] = {}
-            bar = tqdm(range(steps), desc=f"{phase} {self.state['epoch'] + 1}/{epochs}", disable=not self.progress,
-                       dynamic_ncols=True, leave=False)
+            bar = tqdm(
+                range(steps),
+                desc=f"{phase} {self.state['epoch'] + 1}/{epochs}",
+                disable=not self.progress,
+                dynamic_ncols=True,
+                leave=False,
+            )
             t0 = time.monotonic()
             for _ in bar:
                 if phase == "main":
@@ -131,16 +151,25 @@ class Trainer(TrainingSteps):
             record["wall_seconds"] = round(time.monotonic() - started, 1)
             self.log["epochs"].append(record)
             self.log["wall_seconds"] = record["wall_seconds"]
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                  flush=True)
+            print(
+                " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True
+            )
             self.state["epoch"] += 1
             if phase == "pretrain" and self.state["epoch"] >= epochs and self.partnets is not None:
                 torch.save(_cpu(self.partnets.state_dict()), self.out / "partnets.pt")
             self.save()
         self.state = {"phase": "done", "epoch": 0}
-        torch.save({"csn": _cpu(self.csn.state_dict()), "partnets": self._trained_partnets(),
-                    "net": asdict(self.cfg.net), "features": FeatureConfig().to_dict(),
-                    "segment_seconds": self.cfg.segment_seconds, "log": self.log}, self.out / "model.pt")
+        torch.save(
+            {
+                "csn": _cpu(self.csn.state_dict()),
+                "partnets": self._trained_partnets(),
+                "net": asdict(self.cfg.net),
+                "features": FeatureConfig().to_dict(),
+                "segment_seconds": self.cfg.segment_seconds,
+                "log": self.log,
+            },
+            self.out / "model.pt",
+        )
         self.save()
         return self.log
 

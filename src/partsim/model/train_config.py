@@ -64,8 +64,11 @@ class TrainConfig:
             raise InvalidArgument(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise InvalidArgument(f"--device {self.device}: PyTorch sees no CUDA device here")
-        for name, allowed in (("precision", ("auto", "fp32", "bf16")), ("features", ("torch", "numpy")),
-                              ("schedule", ("constant", "cosine"))):
+        for name, allowed in (
+            ("precision", ("auto", "fp32", "bf16")),
+            ("features", ("torch", "numpy")),
+            ("schedule", ("constant", "cosine")),
+        ):
             if getattr(self, name) not in allowed:
                 raise InvalidArgument(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 

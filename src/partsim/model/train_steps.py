@@ -51,7 +51,9 @@ class TrainingSteps:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(
+            cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self.features = LogMel(FeatureConfig())
         # The features are computed on the training device (same filters as the NumPy ones; tested).
         self.torch_features = TorchLogMel(FeatureConfig()).to(self.device) if cfg.features == "torch" else None
@@ -61,8 +63,12 @@ class TrainingSteps:
         sr = self.features.cfg.sample_rate
         self.segment = int(round(cfg.segment_seconds * sr))
         ds = open_dataset(cfg.corpus)
-        self.corpus_description = {"root": str(ds.root), "layout": ds.layout, "tracks": len(ds),
-                                   "splits": {k: len(v) for k, v in ds.splits().items()}}
+        self.corpus_description = {
+            "root": str(ds.root),
+            "layout": ds.layout,
+            "tracks": len(ds),
+            "splits": {k: len(v) for k, v in ds.splits().items()},
+        }
         if ds.layout == "partsim":
             self.corpus_description["config"] = json.loads((ds.root / "index.json").read_text()).get("config")
         wrap = (lambda it, **kw: tqdm(it, desc="loading stems", unit="track", **kw)) if progress else None
@@ -73,16 +79,25 @@ class TrainingSteps:
         self.train = StemBank(train_tracks, cfg.net.parts, self.segment, self.segment // 2, wrap, workers, extra)
         self.val = StemBank(val_tracks, cfg.net.parts, self.segment, self.segment, None, workers)
         if len(self.train) < 4:
-            raise InvalidArgument(f"corpus {cfg.corpus} has {len(self.train)} usable training tracks; at least 4 are needed")
+            raise InvalidArgument(
+                f"corpus {cfg.corpus} has {len(self.train)} usable training tracks; at least 4 are needed"
+            )
         if len(self.val) < 4:  # too small to draw validation pseudo pieces from: monitor on training tracks
             self.corpus_description["validation_note"] = (
-                f"validation split has {len(self.val)} usable tracks; validation draws come from training tracks")
+                f"validation split has {len(self.val)} usable tracks; validation draws come from training tracks"
+            )
             self.val = self.train
         self.csn = CSN(cfg.net)
-        self.log: dict = {"config": cfg.to_record(), "corpus": self.corpus_description,
-                          "git_commit": git_commit(), "epochs": [], "wall_seconds": 0.0,
-                          "device": _device_name(self.device), "bf16": self.bf16,
-                          "augmentation": self.augmenter.cfg.to_dict() if self.augmenter else None}
+        self.log: dict = {
+            "config": cfg.to_record(),
+            "corpus": self.corpus_description,
+            "git_commit": git_commit(),
+            "epochs": [],
+            "wall_seconds": 0.0,
+            "device": _device_name(self.device),
+            "bf16": self.bf16,
+            "augmentation": self.augmenter.cfg.to_dict() if self.augmenter else None,
+        }
         if cfg.init:
             from .warmstart import load_init
 
@@ -93,8 +108,11 @@ class TrainingSteps:
             self.csn = self.csn.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.forward = torch.compile(self.csn) if cfg.compile else self.csn
         # per-part networks exist only for the thesis's pre-training (not with --init)
-        self.partnets = (torch.nn.ModuleList([PartNet(cfg.net) for _ in cfg.net.parts]).to(self.device)
-                         if "partnets" in cfg.phases() else None)
+        self.partnets = (
+            torch.nn.ModuleList([PartNet(cfg.net) for _ in cfg.net.parts]).to(self.device)
+            if "partnets" in cfg.phases()
+            else None
+        )
         self.state: RunState = {"phase": cfg.phases()[0], "epoch": 0}
         self.opt = self._optimizer()
         self.rng = np.random.default_rng(cfg.seed)
@@ -111,8 +129,10 @@ class TrainingSteps:
     def _partnets(self) -> torch.nn.ModuleList:
         """The per-part networks, which only the phases ``partnets`` and ``pretrain`` use."""
         if self.partnets is None:
-            raise RuntimeError(f"phase {self.state['phase']!r} needs the per-part networks, which exist only when "
-                               f"the run's phases include 'partnets' (these are {self.cfg.phases()})")
+            raise RuntimeError(
+                f"phase {self.state['phase']!r} needs the per-part networks, which exist only when "
+                f"the run's phases include 'partnets' (these are {self.cfg.phases()})"
+            )
         return self.partnets
 
     def _calibration_mel(self) -> torch.Tensor:
@@ -137,7 +157,7 @@ class TrainingSteps:
     def _render(self, bank: StemBank, pieces, augment: bool):
         """Mix pieces on the device; augmented (seeded from the run's RNG) in training draws."""
         if augment and self.augmenter is not None:
-            self.aug_gen.manual_seed(int(self.rng.integers(2 ** 62)))
+            self.aug_gen.manual_seed(int(self.rng.integers(2**62)))
             return bank.render_batch(pieces, self.device, self.augmenter, self.aug_gen)
         return bank.render_batch(pieces, self.device)
 
@@ -165,12 +185,14 @@ class TrainingSteps:
                 silent = (stems.double() ** 2).mean(dim=1) < SILENCE_POWER
                 emb = net(self._mel(stems))
                 emb[silent] = 0.0
-                targets[:, j * D:(j + 1) * D] = emb
+                targets[:, j * D : (j + 1) * D] = emb
         return targets / targets.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
     def step_pretrain(self) -> dict:
-        pieces = [self.train.dataset_piece(self.rng, int(self.rng.integers(len(self.train))))
-                  for _ in range(self.cfg.batch * 2)]
+        pieces = [
+            self.train.dataset_piece(self.rng, int(self.rng.integers(len(self.train))))
+            for _ in range(self.cfg.batch * 2)
+        ]
         target = self._pretrain_targets(pieces)
         self._train_mode()
         out = self._embed(self._mel(self.train.render_batch(pieces, self.device)[0]))

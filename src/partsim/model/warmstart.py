@@ -68,23 +68,28 @@ def _copy_onnx_weights(csn: CSN, manifest_path: Path) -> list[torch.Tensor]:
     manifest = json.loads(manifest_path.read_text())
     net = manifest.get("network", {})
     if net.get("widths") != list(csn.cfg.widths) or manifest.get("subspace_dim") != csn.cfg.subspace_dim:
-        raise InvalidArgument(f"--init {manifest_path}: the model has widths {net.get('widths')} and subspace "
-                              f"{manifest.get('subspace_dim')}; training asks for {csn.cfg.widths} and "
-                              f"{csn.cfg.subspace_dim}")
+        raise InvalidArgument(
+            f"--init {manifest_path}: the model has widths {net.get('widths')} and subspace "
+            f"{manifest.get('subspace_dim')}; training asks for {csn.cfg.widths} and "
+            f"{csn.cfg.subspace_dim}"
+        )
     onnx_file = manifest_path.parent / manifest["onnx"]["file"]
     convs, inits = _onnx_tensors(onnx_file)
     fc_w = next((v for k, v in inits.items() if k.endswith("encoder.fc.weight")), None)
     fc_b = next((v for k, v in inits.items() if k.endswith("encoder.fc.bias")), None)
     pairs = _conv_bn_pairs(csn)
     if len(convs) != len(pairs) or fc_w is None or fc_b is None:
-        raise InvalidArgument(f"--init {onnx_file}: {len(convs)} convolutions and "
-                              f"{'a' if fc_w is not None else 'no'} projection; the CSN has {len(pairs)}")
+        raise InvalidArgument(
+            f"--init {onnx_file}: {len(convs)} convolutions and "
+            f"{'a' if fc_w is not None else 'no'} projection; the CSN has {len(pairs)}"
+        )
     biases = []
     with torch.no_grad():
         for (conv, _), (w, b) in zip(pairs, convs):
             if tuple(conv.weight.shape) != w.shape:
-                raise InvalidArgument(f"--init {onnx_file}: convolution shapes differ ({w.shape} vs "
-                                      f"{tuple(conv.weight.shape)})")
+                raise InvalidArgument(
+                    f"--init {onnx_file}: convolution shapes differ ({w.shape} vs {tuple(conv.weight.shape)})"
+                )
             conv.weight.copy_(torch.from_numpy(np.array(w)))
             biases.append(torch.from_numpy(np.array(b)))
         csn.encoder.fc.weight.copy_(torch.from_numpy(np.array(fc_w)))
@@ -180,8 +185,10 @@ def interpolate(finetuned: str | Path, manifest_path: str | Path, alpha: float, 
     ck = _load_run_file(Path(finetuned), str(finetuned))
     log = ck.get("log", {})
     if not (log.get("config", {}).get("freeze_bn") and str(log.get("init", "")).startswith("onnx:")):
-        raise InvalidArgument(f"{finetuned}: interpolation needs a run started with --init from a shipped model "
-                              "and trained with --freeze-bn")
+        raise InvalidArgument(
+            f"{finetuned}: interpolation needs a run started with --init from a shipped model "
+            "and trained with --freeze-bn"
+        )
     csn = CSN(NetConfig(**ck["net"]))
     csn.load_state_dict(ck["csn"])
     start = CSN(NetConfig(**ck["net"]))
@@ -194,9 +201,13 @@ def interpolate(finetuned: str | Path, manifest_path: str | Path, alpha: float, 
             bn.bias.copy_(running_mean + b)
         a, b0 = csn.state_dict(), start.state_dict()
         mixed = {k: ((1 - alpha) * b0[k] + alpha * a[k]) if a[k].is_floating_point() else a[k] for k in a}
-    model = {"csn": mixed, "partnets": None, "net": ck["net"],
-             "features": ck.get("features") or FeatureConfig().to_dict(),  # checkpoints carry none
-             "segment_seconds": ck.get("segment_seconds", 3.0),
-             "log": {**log, "interpolation": {"alpha": alpha, "init": str(manifest_path), "finetuned": str(finetuned)}}}
+    model = {
+        "csn": mixed,
+        "partnets": None,
+        "net": ck["net"],
+        "features": ck.get("features") or FeatureConfig().to_dict(),  # checkpoints carry none
+        "segment_seconds": ck.get("segment_seconds", 3.0),
+        "log": {**log, "interpolation": {"alpha": alpha, "init": str(manifest_path), "finetuned": str(finetuned)}},
+    }
     torch.save(model, out)
     return model

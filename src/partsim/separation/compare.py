@@ -25,13 +25,21 @@ SR = 44100
 SEG = 3 * SR
 
 # Table 3.2 (track-ID accuracy %, kNN k=5) and Table 4.1 at 3 s, for reference.
-THESIS_3_2 = {"proposed (separated)": {"drums": 94.00, "bass": 51.78, "piano": 39.40},
-              "proposed (ideal)": {"drums": 95.14, "bass": 81.47, "piano": 93.11}}
+THESIS_3_2 = {
+    "proposed (separated)": {"drums": 94.00, "bass": 51.78, "piano": 39.40},
+    "proposed (ideal)": {"drums": 95.14, "bass": 81.47, "piano": 93.11},
+}
 THESIS_4_1_3S = {"drums": 84.73, "bass": 51.01, "piano": 77.21, "guitar": 76.50, "others": 82.84}
 
 
-def compare_paths(manifest: str | Path, repo: str | Path, model: str, corpus: str | Path, split: str = "test",
-                  limit: int | None = None) -> dict:
+def compare_paths(
+    manifest: str | Path,
+    repo: str | Path,
+    model: str,
+    corpus: str | Path,
+    split: str = "test",
+    limit: int | None = None,
+) -> dict:
     from partsim.model.inference import OnnxEmbedder
     from partsim.services.separator.engine import Engine
 
@@ -71,6 +79,7 @@ def compare_paths(manifest: str | Path, repo: str | Path, model: str, corpus: st
     feature_a, signal_a, ideal_a = (np.concatenate(x) for x in (feature, signal, ideal))
     labels_a, keep_a = np.array(labels), np.concatenate(keep)
     table = {"feature_level_csn_on_mix": {}, "signal_level_csn_on_separated": {}, "csn_on_ideal_stems": {}}
+
     def acc(x: np.ndarray, y: np.ndarray) -> float | None:  # None: too few segments with this part
         v = knn_accuracy(x, y) if len(x) >= 2 else float("nan")
         return None if v != v else float(v)
@@ -81,14 +90,22 @@ def compare_paths(manifest: str | Path, repo: str | Path, model: str, corpus: st
         table["signal_level_csn_on_separated"][part] = acc(signal_a[k, j], labels_a[k])
         table["csn_on_ideal_stems"][part] = acc(ideal_a[k, j], labels_a[k])
     return {
-        "corpus": str(corpus), "split": split, "tracks": len(tracks), "segments": int(len(labels_a)),
-        "embedding_model": str(manifest), "separator": model, "parts_without_separated_stem": missing,
+        "corpus": str(corpus),
+        "split": split,
+        "tracks": len(tracks),
+        "segments": int(len(labels_a)),
+        "embedding_model": str(manifest),
+        "separator": model,
+        "parts_without_separated_stem": missing,
         "track_id_accuracy_3s": table,
-        "ingest_cost": {"audio_seconds": audio_seconds, "feature_level_seconds": t_feature,
-                        "signal_level_seconds": t_signal,
-                        "feature_level_rtf": audio_seconds / t_feature if t_feature else None,
-                        "signal_level_rtf": audio_seconds / t_signal if t_signal else None,
-                        "signal_over_feature_cost": t_signal / t_feature if t_feature else None},
+        "ingest_cost": {
+            "audio_seconds": audio_seconds,
+            "feature_level_seconds": t_feature,
+            "signal_level_seconds": t_signal,
+            "feature_level_rtf": audio_seconds / t_feature if t_feature else None,
+            "signal_level_rtf": audio_seconds / t_signal if t_signal else None,
+            "signal_over_feature_cost": t_signal / t_feature if t_feature else None,
+        },
         "thesis": {"table_3_2": THESIS_3_2, "table_4_1_3s_proposed": THESIS_4_1_3S},
     }
 
@@ -96,12 +113,17 @@ def compare_paths(manifest: str | Path, repo: str | Path, model: str, corpus: st
 def format_comparison(r: dict) -> str:
     parts = list(r["track_id_accuracy_3s"]["feature_level_csn_on_mix"])
     head = "".join(f"{p:>8s}" for p in parts)
-    lines = [f"corpus {r['corpus']} ({r['split']} split, {r['tracks']} tracks, {r['segments']} 3-s segments)", "",
-             "Track-ID accuracy, kNN k=5, 3-s segments (%)", f"{'':44s}{head}"]
+    lines = [
+        f"corpus {r['corpus']} ({r['split']} split, {r['tracks']} tracks, {r['segments']} 3-s segments)",
+        "",
+        "Track-ID accuracy, kNN k=5, 3-s segments (%)",
+        f"{'':44s}{head}",
+    ]
 
     def row(name, values):
-        lines.append(f"  {name:42s}" + "".join(f"{values[p]:8.2f}" if values.get(p) is not None else f"{'-':>8s}"
-                                               for p in parts))
+        lines.append(
+            f"  {name:42s}" + "".join(f"{values[p]:8.2f}" if values.get(p) is not None else f"{'-':>8s}" for p in parts)
+        )
 
     t = r["track_id_accuracy_3s"]
     row("partsim feature level (CSN on the mix)", t["feature_level_csn_on_mix"])
@@ -111,8 +133,11 @@ def format_comparison(r: dict) -> str:
     row("thesis 3.2 proposed (ideal stems)", THESIS_3_2["proposed (ideal)"])
     row("thesis 4.1 proposed (CSN on the mix)", THESIS_4_1_3S)
     c = r["ingest_cost"]
-    lines += ["", f"Ingest cost on the same {c['audio_seconds']:.0f} s of audio (one run):",
-              f"  feature level: {c['feature_level_seconds']:.1f} s ({c['feature_level_rtf']:.0f}x real time)",
-              f"  signal level:  {c['signal_level_seconds']:.1f} s ({c['signal_level_rtf']:.1f}x real time)",
-              f"  signal level costs {c['signal_over_feature_cost']:.1f}x the feature level"]
+    lines += [
+        "",
+        f"Ingest cost on the same {c['audio_seconds']:.0f} s of audio (one run):",
+        f"  feature level: {c['feature_level_seconds']:.1f} s ({c['feature_level_rtf']:.0f}x real time)",
+        f"  signal level:  {c['signal_level_seconds']:.1f} s ({c['signal_level_rtf']:.1f}x real time)",
+        f"  signal level costs {c['signal_over_feature_cost']:.1f}x the feature level",
+    ]
     return "\n".join(lines)

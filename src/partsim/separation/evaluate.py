@@ -33,8 +33,9 @@ SPLEETER_TABLE_3_1 = {"drums": 2.73, "bass": -4.79, "piano": -9.66}
 METRICS = ("sdr", "sir", "sar")
 
 
-def chunk_metrics(stems: np.ndarray, est: np.ndarray, mix: np.ndarray, chunk: int,
-                  cg_iter: int | None = 10) -> list[dict]:
+def chunk_metrics(
+    stems: np.ndarray, est: np.ndarray, mix: np.ndarray, chunk: int, cg_iter: int | None = 10
+) -> list[dict]:
     """bss_eval metrics of one song, per chunk.
 
     Args:
@@ -60,14 +61,24 @@ def chunk_metrics(stems: np.ndarray, est: np.ndarray, mix: np.ndarray, chunk: in
         if not active:
             continue
         r = torch.from_numpy(ref[active].astype(np.float64))
-        e = torch.stack([torch.from_numpy(est[active, start:stop].astype(np.float64)),
-                         torch.from_numpy(np.repeat(mix[None, start:stop], len(active), 0).astype(np.float64))])
-        sdr, sir, sar = fast_bss_eval.bss_eval_sources(torch.stack([r, r]), e, compute_permutation=False,
-                                                       use_cg_iter=cg_iter)  # each (2, len(active))
+        e = torch.stack(
+            [
+                torch.from_numpy(est[active, start:stop].astype(np.float64)),
+                torch.from_numpy(np.repeat(mix[None, start:stop], len(active), 0).astype(np.float64)),
+            ]
+        )
+        sdr, sir, sar = fast_bss_eval.bss_eval_sources(
+            torch.stack([r, r]), e, compute_permutation=False, use_cg_iter=cg_iter
+        )  # each (2, len(active))
         for j, s in enumerate(active):
-            rows.append({"part": SOURCES[s], "chunk": c,
-                         **{m: float(v[0, j]) for m, v in zip(METRICS, (sdr, sir, sar))},
-                         **{f"mix_{m}": float(v[1, j]) for m, v in zip(METRICS, (sdr, sir, sar))}})
+            rows.append(
+                {
+                    "part": SOURCES[s],
+                    "chunk": c,
+                    **{m: float(v[0, j]) for m, v in zip(METRICS, (sdr, sir, sar))},
+                    **{f"mix_{m}": float(v[1, j]) for m, v in zip(METRICS, (sdr, sir, sar))},
+                }
+            )
     return rows
 
 
@@ -81,15 +92,25 @@ def summarize(rows: list[dict]) -> dict:
     out = {"model": {}, "mix": {}}
     for part in SOURCES:
         mine = [r for r in rows if r["part"] == part]
-        out["model"][part] = {**{m: _mean(r[m] for r in mine) for m in METRICS},
-                              "sdr_median": float(np.median([r["sdr"] for r in mine])) if mine else None,
-                              "chunks": len(mine)}
+        out["model"][part] = {
+            **{m: _mean(r[m] for r in mine) for m in METRICS},
+            "sdr_median": float(np.median([r["sdr"] for r in mine])) if mine else None,
+            "chunks": len(mine),
+        }
         out["mix"][part] = {m: _mean(r[f"mix_{m}"] for r in mine) for m in METRICS}
     return out
 
 
-def evaluate(model, corpus: Path, split: str = "test", chunk_seconds: float = 10.0, songs: int | None = None,
-             device: str = "cpu", cg_iter: int | None = 10, log=None) -> dict:
+def evaluate(
+    model,
+    corpus: Path,
+    split: str = "test",
+    chunk_seconds: float = 10.0,
+    songs: int | None = None,
+    device: str = "cpu",
+    cg_iter: int | None = 10,
+    log=None,
+) -> dict:
     """Evaluate a demucs model (or bag) on a corpus split; returns the JSON-ready result.
 
     Raises:
@@ -103,8 +124,10 @@ def evaluate(model, corpus: Path, split: str = "test", chunk_seconds: float = 10
         raise InvalidArgument(f"chunk length {chunk_seconds} s: expected at least 1 s")
     missing = [p for p in SOURCES if p not in model.sources]
     if missing or model.samplerate != SAMPLE_RATE or model.audio_channels != 1:
-        raise InvalidArgument(f"model sources {model.sources} at {model.samplerate} Hz x{model.audio_channels}: "
-                              f"expected mono {SAMPLE_RATE} Hz {SOURCES}")
+        raise InvalidArgument(
+            f"model sources {model.sources} at {model.samplerate} Hz x{model.audio_channels}: "
+            f"expected mono {SAMPLE_RATE} Hz {SOURCES}"
+        )
     tracks = open_dataset(corpus).tracks(split)[:songs]
     if not tracks:
         raise InvalidArgument(f"split {split!r} of {corpus} has no songs")
@@ -115,28 +138,42 @@ def evaluate(model, corpus: Path, split: str = "test", chunk_seconds: float = 10
         truth = np.stack([stems[p] for p in SOURCES])  # (S, T)
         mix = track.load_mix()  # (T,)
         est = separate(model, mix, device)[order]  # (S, T)
-        rows += [{"song": track.id, **r} for r in chunk_metrics(truth, est, mix, int(chunk_seconds * SAMPLE_RATE),
-                                                                cg_iter)]
+        rows += [
+            {"song": track.id, **r} for r in chunk_metrics(truth, est, mix, int(chunk_seconds * SAMPLE_RATE), cg_iter)
+        ]
         if log:
             log(f"{i + 1}/{len(tracks)} {track.id}")
-    return {"protocol": {"split": split, "songs": len(tracks), "chunk_seconds": chunk_seconds,
-                         "silence_power": SILENCE_POWER, "metric": "bss_eval v3 (fast_bss_eval, 512 taps, "
-                         f"cg_iter={cg_iter})", "apply_model": {"split": True, "overlap": 0.25, "shifts": 0},
-                         "aggregate": "mean over (song, 10-s chunk) where the part sounds"},
-            "corpus": str(Path(corpus).resolve()), **summarize(rows),
-            "spleeter_table_3_1": SPLEETER_TABLE_3_1, "seconds": time.time() - t0, "chunks": rows}
+    return {
+        "protocol": {
+            "split": split,
+            "songs": len(tracks),
+            "chunk_seconds": chunk_seconds,
+            "silence_power": SILENCE_POWER,
+            "metric": f"bss_eval v3 (fast_bss_eval, 512 taps, cg_iter={cg_iter})",
+            "apply_model": {"split": True, "overlap": 0.25, "shifts": 0},
+            "aggregate": "mean over (song, 10-s chunk) where the part sounds",
+        },
+        "corpus": str(Path(corpus).resolve()),
+        **summarize(rows),
+        "spleeter_table_3_1": SPLEETER_TABLE_3_1,
+        "seconds": time.time() - t0,
+        "chunks": rows,
+    }
 
 
 def format_table(result: dict) -> str:
     """The per-part table, beside Table 3.1 (Spleeter on Slakh2100) and the mix-as-estimate row."""
+
     def f(x):
         return "   n/a" if x is None else f"{x:6.2f}"
 
     lines = [f"{'part':8} {'SDR':>6} {'SIR':>6} {'SAR':>6} {'chunks':>6} | {'mix SDR':>7} | {'Spleeter (T3.1)':>15}"]
     for p in SOURCES:
         m, x = result["model"][p], result["mix"][p]
-        lines.append(f"{p:8} {f(m['sdr'])} {f(m['sir'])} {f(m['sar'])} {m['chunks']:6d} | {f(x['sdr']):>7} | "
-                     f"{f(SPLEETER_TABLE_3_1.get(p)):>15}")
+        lines.append(
+            f"{p:8} {f(m['sdr'])} {f(m['sir'])} {f(m['sar'])} {m['chunks']:6d} | {f(x['sdr']):>7} | "
+            f"{f(SPLEETER_TABLE_3_1.get(p)):>15}"
+        )
     return "\n".join(lines)
 
 

@@ -29,8 +29,13 @@ def package_model(model: torch.nn.Module, training_args: dict, half: bool = True
     from demucs.states import get_state
 
     args, kwargs = model._init_args_kwargs
-    return {"klass": model.__class__, "args": args, "kwargs": kwargs,
-            "state": get_state(model, None, half=half), "training_args": training_args}
+    return {
+        "klass": model.__class__,
+        "args": args,
+        "kwargs": kwargs,
+        "state": get_state(model, None, half=half),
+        "training_args": training_args,
+    }
 
 
 def save_package(package: dict, repo: Path, name: str) -> Path:
@@ -72,9 +77,13 @@ def export_run(run: Path, repo: Path, name: str = DEFAULT_NAME) -> Path:
     model = build_model(cfg)
     model.load_state_dict(ckpt["best_state"] or ckpt["model"])
     best = ckpt["run"].get("best") or {}
-    training_args = {"config": ckpt["config"], "corpus": ckpt["run"].get("corpus"),
-                     "git_commit": ckpt["run"].get("git_commit"), "best_epoch": best.get("epoch"),
-                     "val_sdr": best.get("val_sdr")}
+    training_args = {
+        "config": ckpt["config"],
+        "corpus": ckpt["run"].get("corpus"),
+        "git_commit": ckpt["run"].get("git_commit"),
+        "best_epoch": best.get("epoch"),
+        "val_sdr": best.get("val_sdr"),
+    }
     return save_package(package_model(model, training_args), Path(repo), name)
 
 
@@ -99,7 +108,9 @@ def load_separator(name: str = DEFAULT_NAME, repo: Path | None = None):
     except ModelLoadingError as exc:
         raise FailedPrecondition(f"cannot load separator model {name!r} from {repo}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files: pickle/torch/yaml errors
-        raise FailedPrecondition(f"cannot load separator model {name!r} from {repo}: "
-                                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise FailedPrecondition(
+            f"cannot load separator model {name!r} from {repo}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     model.eval()
     return model

@@ -44,16 +44,16 @@ ARCHS = ("htdemucs", "hdemucs")
 class SepConfig:
     """Everything that defines a training run (recorded in ``run.json`` and the package)."""
 
-    arch: str = "htdemucs"      # demucs class: htdemucs (HTDemucs) or hdemucs (HDemucs)
-    channels: int = 16          # first-layer channels (x2 per layer)
-    depth: int = 4              # encoder/decoder layers; with nfft=1024 the freq axis collapses at 4
-    nfft: int = 1024            # STFT size of the spectral branch (hop nfft/4)
-    t_layers: int = 2           # HTDemucs cross-domain transformer layers
-    segment: float = 3.0        # training window, seconds (also the model's inference segment)
+    arch: str = "htdemucs"  # demucs class: htdemucs (HTDemucs) or hdemucs (HDemucs)
+    channels: int = 16  # first-layer channels (x2 per layer)
+    depth: int = 4  # encoder/decoder layers; with nfft=1024 the freq axis collapses at 4
+    nfft: int = 1024  # STFT size of the spectral branch (hop nfft/4)
+    t_layers: int = 2  # HTDemucs cross-domain transformer layers
+    segment: float = 3.0  # training window, seconds (also the model's inference segment)
     batch_size: int = 4
-    lr: float = 1e-3             # the shipped run; 5e-4 learned too slowly in a 36-min CPU budget
-    epoch_steps: int = 60       # optimiser steps per epoch
-    epochs: int = 1000          # upper bound; --time-limit usually stops first
+    lr: float = 1e-3  # the shipped run; 5e-4 learned too slowly in a 36-min CPU budget
+    epoch_steps: int = 60  # optimiser steps per epoch
+    epochs: int = 1000  # upper bound; --time-limit usually stops first
     remix_prob: float = 0.5
     gain_min: float = 0.25
     gain_max: float = 1.25
@@ -76,14 +76,14 @@ class SepConfig:
 
 def build_model(cfg: SepConfig) -> torch.nn.Module:
     """A fresh demucs model for ``cfg``: mono in, five mono sources out, 44.1 kHz."""
-    common = dict(audio_channels=1, channels=cfg.channels, depth=cfg.depth, nfft=cfg.nfft,
-                  samplerate=SAMPLE_RATE)
+    common = dict(audio_channels=1, channels=cfg.channels, depth=cfg.depth, nfft=cfg.nfft, samplerate=SAMPLE_RATE)
     if cfg.arch == "htdemucs":
         from demucs.htdemucs import HTDemucs
 
         heads = 4 if (cfg.channels * 2 ** (cfg.depth - 1)) % 4 == 0 else 1
-        return HTDemucs(list(SOURCES), t_layers=cfg.t_layers, t_heads=heads, bottom_channels=0,
-                        segment=cfg.segment, **common)
+        return HTDemucs(
+            list(SOURCES), t_layers=cfg.t_layers, t_heads=heads, bottom_channels=0, segment=cfg.segment, **common
+        )
     from demucs.hdemucs import HDemucs
 
     return HDemucs(list(SOURCES), segment=cfg.segment, **common)
@@ -113,13 +113,14 @@ class WindowSampler:
                 key = (track.id, part)
                 if key not in self._cache:
                     self._cache[key] = track.load_stem(part)
-                return self._cache[key][start:start + n].astype(np.float32)
+                return self._cache[key][start : start + n].astype(np.float32)
             x = sf.read(str(f), start=start, frames=n, dtype="float32", always_2d=True)[0].mean(axis=1)
-            out[:len(x)] += x
+            out[: len(x)] += x
         return out
 
-    def sample(self, rng: np.random.Generator, batch: int, remix_prob: float = 0.0,
-               gains: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+    def sample(
+        self, rng: np.random.Generator, batch: int, remix_prob: float = 0.0, gains: tuple[float, float] = (1.0, 1.0)
+    ) -> torch.Tensor:
         """``(batch, sources, 1, length)`` stems; the mix is their sum over ``sources``."""
         out = np.zeros((batch, len(SOURCES), 1, self.length), np.float32)
         for b in range(batch):
@@ -175,7 +176,7 @@ def validation_chunks(tracks, songs: int, seconds: float) -> list[np.ndarray]:
         n = len(stems[SOURCES[0]])
         length = min(n, int(seconds * SAMPLE_RATE))
         start = (n - length) // 2
-        chunks.append(np.stack([stems[p][start:start + length] for p in SOURCES]))
+        chunks.append(np.stack([stems[p][start : start + length] for p in SOURCES]))
     return chunks
 
 
@@ -215,8 +216,7 @@ def _write_json(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(corpus: Path, out: Path, cfg: SepConfig, device: str = "auto", threads: int | None = None,
-          log=print) -> dict:
+def train(corpus: Path, out: Path, cfg: SepConfig, device: str = "auto", threads: int | None = None, log=print) -> dict:
     """Train (or resume) a separator in run folder ``out``; returns the run log (``run.json``).
 
     A run folder that already holds ``checkpoint.th`` is resumed with its recorded config
@@ -247,15 +247,31 @@ def train(corpus: Path, out: Path, cfg: SepConfig, device: str = "auto", threads
         run = ckpt["run"]
         log(f"resuming {out} after epoch {len(run['epochs'])}")
     else:
-        run = {"config": asdict(cfg), "model": {"class": type(model).__name__,
-                                                  "parameters": sum(p.numel() for p in model.parameters())},
-               "corpus": {"root": str(Path(corpus).resolve()), "layout": ds.layout,
-                          "splits": {k: len(v) for k, v in ds.splits().items()}},
-               "git_commit": git_commit(), "epochs": [], "best": None, "wall_seconds": 0.0, "invocations": []}
-    run["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": device,
-                               "threads": torch.get_num_threads(), "machine": platform.machine(),
-                               "cpus": os.cpu_count(), "torch": torch.__version__,
-                               "time_limit_min": cfg.time_limit})
+        run = {
+            "config": asdict(cfg),
+            "model": {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters())},
+            "corpus": {
+                "root": str(Path(corpus).resolve()),
+                "layout": ds.layout,
+                "splits": {k: len(v) for k, v in ds.splits().items()},
+            },
+            "git_commit": git_commit(),
+            "epochs": [],
+            "best": None,
+            "wall_seconds": 0.0,
+            "invocations": [],
+        }
+    run["invocations"].append(
+        {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "device": device,
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "time_limit_min": cfg.time_limit,
+        }
+    )
     best_state = ckpt["best_state"] if ckpt is not None else None
 
     length = int(round(cfg.segment * SAMPLE_RATE))
@@ -263,8 +279,10 @@ def train(corpus: Path, out: Path, cfg: SepConfig, device: str = "auto", threads
     val = validation_chunks(ds.tracks("validation") or ds.tracks("test"), cfg.val_songs, cfg.val_seconds)
     deadline = t_start + 60 * cfg.time_limit if cfg.time_limit else None
     wall0 = run["wall_seconds"]
-    log(f"{run['model']['class']} {run['model']['parameters'] / 1e6:.2f}M params, {len(sampler.tracks)} train "
-        f"songs, {len(val)} validation chunks, device {device}, {torch.get_num_threads()} threads")
+    log(
+        f"{run['model']['class']} {run['model']['parameters'] / 1e6:.2f}M params, {len(sampler.tracks)} train "
+        f"songs, {len(val)} validation chunks, device {device}, {torch.get_num_threads()} threads"
+    )
 
     stop = False
     while len(run["epochs"]) < cfg.epochs and not stop:
@@ -283,17 +301,36 @@ def train(corpus: Path, out: Path, cfg: SepConfig, device: str = "auto", threads
         model.eval()
         scores = validate(model, val, device)
         t2 = time.time()
-        run["epochs"].append({"epoch": epoch, "steps": len(losses), "train_loss": float(np.mean(losses)),
-                              "val_sdr": scores, "train_seconds": t1 - t0, "val_seconds": t2 - t1})
+        run["epochs"].append(
+            {
+                "epoch": epoch,
+                "steps": len(losses),
+                "train_loss": float(np.mean(losses)),
+                "val_sdr": scores,
+                "train_seconds": t1 - t0,
+                "val_seconds": t2 - t1,
+            }
+        )
         run["wall_seconds"] = wall0 + (t2 - t_start)
         if run["best"] is None or scores["mean"] > run["best"]["val_sdr"]["mean"]:
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             run["best"] = {"epoch": epoch, "val_sdr": scores}
-        _save_atomic({"config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "best_state": best_state, "run": run}, ckpt_path)
+        _save_atomic(
+            {
+                "config": asdict(cfg),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best_state": best_state,
+                "run": run,
+            },
+            ckpt_path,
+        )
         _write_json(run, log_path)
-        log(f"epoch {epoch}: loss {np.mean(losses):.4f} ({len(losses)} steps, {t1 - t0:.0f}s) val SDR "
-            + " ".join(f"{p} {scores[p]:.2f}" for p in (*SOURCES, "mean")) + f" ({t2 - t1:.0f}s)")
+        log(
+            f"epoch {epoch}: loss {np.mean(losses):.4f} ({len(losses)} steps, {t1 - t0:.0f}s) val SDR "
+            + " ".join(f"{p} {scores[p]:.2f}" for p in (*SOURCES, "mean"))
+            + f" ({t2 - t1:.0f}s)"
+        )
     return run
 
 

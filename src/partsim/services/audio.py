@@ -24,9 +24,13 @@ def decode_audio_message(audio: types_pb2.Audio, sr: int, mono: bool, max_second
         pcm = audio.pcm
         fmt = PCM_FORMAT_NAMES.get(pcm.format)
         if fmt is None:
-            got = (types_pb2.SampleFormat.Name(pcm.format) if pcm.format in types_pb2.SampleFormat.values()
-                   else str(pcm.format))
-            raise InvalidArgument(f"audio.pcm.format must be SAMPLE_FORMAT_FLOAT32LE or SAMPLE_FORMAT_INT16LE, "
-                                  f"got {got}")
+            got = (
+                types_pb2.SampleFormat.Name(pcm.format)
+                if pcm.format in types_pb2.SampleFormat.values()
+                else str(pcm.format)
+            )
+            raise InvalidArgument(
+                f"audio.pcm.format must be SAMPLE_FORMAT_FLOAT32LE or SAMPLE_FORMAT_INT16LE, got {got}"
+            )
         return pcm_to_audio(pcm.data, pcm.sample_rate, pcm.channels, fmt, sr=sr, mono=mono, max_seconds=max_seconds)
     raise InvalidArgument("audio is empty: set audio.encoded or audio.pcm")

@@ -62,13 +62,21 @@ def env_name(prefix: str, field: str) -> str:
     return f"{prefix}_{field.upper()}"
 
 
-def parse(cls: type[T], prefix: str, argv: list[str] | None = None, environ: Mapping[str, str] | None = None,
-          prog: str | None = None) -> T:
+def parse(
+    cls: type[T],
+    prefix: str,
+    argv: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    prog: str | None = None,
+) -> T:
     """Build ``cls`` from ``environ`` then ``argv``; raises InvalidArgument on a bad value."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__,
-                                     epilog=f"Every option can also be set as an environment variable {prefix}_<NAME>.")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=cls.__doc__,
+        epilog=f"Every option can also be set as an environment variable {prefix}_<NAME>.",
+    )
     for f in dataclasses.fields(cls):
         kind = _kind(f)
         name = env_name(prefix, f.name)
@@ -120,9 +128,13 @@ class ServerConfig:
     metrics_port: int = field(default=-1, metadata={"help": "Prometheus /metrics port (0: any, -1: none)"})
     metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
     grace_seconds: float = field(default=10.0, metadata={"help": "graceful-stop grace period"})
-    max_connection_age_seconds: float = field(default=0.0, metadata={
-        "help": "close client connections after this long (0: never), so clients re-resolve DNS and spread "
-                "over new replicas"})
+    max_connection_age_seconds: float = field(
+        default=0.0,
+        metadata={
+            "help": "close client connections after this long (0: never), so clients re-resolve DNS and spread "
+            "over new replicas"
+        },
+    )
     workers: int = field(default=16, metadata={"help": "RPC handler threads"})
 
     def validate(self) -> None:

@@ -45,12 +45,22 @@ class GrpcMetrics:
     def __init__(self, registry: CollectorRegistry):
         labels = ["grpc_type", "grpc_service", "grpc_method"]
         self.started = Counter("grpc_server_started_total", "RPCs started on the server.", labels, registry=registry)
-        self.handled = Counter("grpc_server_handled_total", "RPCs completed on the server, by status code.",
-                               labels + ["grpc_code"], registry=registry)
-        self.latency = Histogram("grpc_server_handling_seconds", "Time to handle an RPC to completion.",
-                                 labels, buckets=LATENCY_BUCKETS, registry=registry)
-        self.received = Counter("grpc_server_msg_received_total", "Messages received from clients.", labels,
-                                registry=registry)
+        self.handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, by status code.",
+            labels + ["grpc_code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "grpc_server_handling_seconds",
+            "Time to handle an RPC to completion.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.received = Counter(
+            "grpc_server_msg_received_total", "Messages received from clients.", labels, registry=registry
+        )
         self.sent = Counter("grpc_server_msg_sent_total", "Messages sent to clients.", labels, registry=registry)
 
     def initialize(self, services: list[str]) -> None:
@@ -62,8 +72,12 @@ class GrpcMetrics:
         pool = descriptor_pool.Default()
         for service in services:
             for m in pool.FindServiceByName(service).methods:
-                kind = {(False, False): "unary", (True, False): "client_stream", (False, True): "server_stream",
-                        (True, True): "bidi_stream"}[(m.client_streaming, m.server_streaming)]
+                kind = {
+                    (False, False): "unary",
+                    (True, False): "client_stream",
+                    (False, True): "server_stream",
+                    (True, True): "bidi_stream",
+                }[(m.client_streaming, m.server_streaming)]
                 lab = {"grpc_type": kind, "grpc_service": service, "grpc_method": m.name}
                 for metric in (self.started, self.latency, self.received, self.sent):
                     metric.labels(**lab)
@@ -123,6 +137,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                     resp = behavior(counted(req, kind) if streaming_in else req, context)
                     m.sent.labels(**labels(kind)).inc()
                     return resp
+
             return h
 
         def stream(behavior, kind, streaming_in):
@@ -131,6 +146,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                     for resp in behavior(counted(req, kind) if streaming_in else req, context):
                         m.sent.labels(**labels(kind)).inc()
                         yield resp
+
             return h
 
         if handler.unary_unary:
@@ -162,9 +178,18 @@ class ServiceRuntime:
     ``python_info`` and ``partsim_health_serving`` (1 while grpc.health.v1 reports SERVING).
     """
 
-    def __init__(self, name: str, address: str, max_message_bytes: int, metrics_port: int | None = 0,
-                 metrics_host: str = "127.0.0.1", registry: CollectorRegistry | None = None, workers: int = 16,
-                 max_connection_age: float = 0.0, connection_age_grace: float = 30.0):
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        max_message_bytes: int,
+        metrics_port: int | None = 0,
+        metrics_host: str = "127.0.0.1",
+        registry: CollectorRegistry | None = None,
+        workers: int = 16,
+        max_connection_age: float = 0.0,
+        connection_age_grace: float = 30.0,
+    ):
         self.name = name
         self.registry = registry or CollectorRegistry()
         self.metrics = GrpcMetrics(self.registry)
@@ -173,14 +198,19 @@ class ServiceRuntime:
                 collector(registry=self.registry)
             except ValueError:  # a registry shared by two runtimes in one process has them already
                 pass
-        self._serving = Gauge("partsim_health_serving", "1 while grpc.health.v1 reports SERVING for this service.",
-                              registry=self.registry)
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.so_reuseport", 0)]
+        self._serving = Gauge(
+            "partsim_health_serving", "1 while grpc.health.v1 reports SERVING for this service.", registry=self.registry
+        )
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
         if max_connection_age > 0:
-            options += [("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
-                        ("grpc.max_connection_age_grace_ms", int(connection_age_grace * 1000))]
+            options += [
+                ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(connection_age_grace * 1000)),
+            ]
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-rpc"),
             interceptors=[MetricsInterceptor(self.metrics), StatusInterceptor()],
@@ -209,8 +239,9 @@ class ServiceRuntime:
     def start(self, service_names: list[str]) -> None:
         self._services = list(service_names)
         self.metrics.initialize(self._services)
-        reflection.enable_server_reflection([*self._services, reflection.SERVICE_NAME, health.SERVICE_NAME],
-                                            self.server)
+        reflection.enable_server_reflection(
+            [*self._services, reflection.SERVICE_NAME, health.SERVICE_NAME], self.server
+        )
         self.set_serving(False)
         self.server.start()
         # partsim up (partsim/cluster.py) reads this line to learn the addresses.
@@ -237,4 +268,3 @@ class ServiceRuntime:
 
     def wait(self) -> None:
         self.server.wait_for_termination()
-

@@ -82,10 +82,16 @@ class Service(abc.ABC, Generic[C]):
         """
         cfg = self.cfg
         cfg.validate()
-        rt = ServiceRuntime(self.name, cfg.address, cfg.max_message_bytes,
-                            metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
-                            metrics_host=cfg.metrics_host, registry=self.registry, workers=cfg.workers,
-                            max_connection_age=cfg.max_connection_age_seconds)
+        rt = ServiceRuntime(
+            self.name,
+            cfg.address,
+            cfg.max_message_bytes,
+            metrics_port=None if cfg.metrics_port < 0 else cfg.metrics_port,
+            metrics_host=cfg.metrics_host,
+            registry=self.registry,
+            workers=cfg.workers,
+            max_connection_age=cfg.max_connection_age_seconds,
+        )
         try:
             self.servicer = self.add_servicer(rt)
             rt.start([self.grpc_service])

@@ -37,15 +37,22 @@ MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 
 class BatcherMetrics:
     def __init__(self, registry: CollectorRegistry):
-        self.segments = Counter("partsim_embedder_segments_total", "Segments embedded by the model.",
-                                registry=registry)
-        self.batch_size = Histogram("partsim_embedder_batch_size", "Segments per model call.",
-                                    buckets=BATCH_BUCKETS, registry=registry)
-        self.queue_wait = Histogram("partsim_embedder_queue_wait_seconds",
-                                    "Time a segment waited from submit to the start of its batch.",
-                                    buckets=WAIT_BUCKETS, registry=registry)
-        self.model_seconds = Histogram("partsim_embedder_model_seconds", "Latency of one model call (a batch).",
-                                       buckets=MODEL_BUCKETS, registry=registry)
+        self.segments = Counter("partsim_embedder_segments_total", "Segments embedded by the model.", registry=registry)
+        self.batch_size = Histogram(
+            "partsim_embedder_batch_size", "Segments per model call.", buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.queue_wait = Histogram(
+            "partsim_embedder_queue_wait_seconds",
+            "Time a segment waited from submit to the start of its batch.",
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.model_seconds = Histogram(
+            "partsim_embedder_model_seconds",
+            "Latency of one model call (a batch).",
+            buckets=MODEL_BUCKETS,
+            registry=registry,
+        )
         self.queued = Gauge("partsim_embedder_queue_segments", "Segments waiting for a batch.", registry=registry)
 
 
@@ -85,8 +92,14 @@ class Batcher:
         registry: where the metrics go (a new registry by default).
     """
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], max_batch: int = 32, max_wait_ms: float = 5.0,
-                 max_batch_length: int | None = None, registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        max_batch_length: int | None = None,
+        registry: CollectorRegistry | None = None,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.run = run
@@ -216,7 +229,7 @@ class Batcher:
         for job, a, b in picked:
             if job.out is None:
                 job.out = np.empty((len(job.mels), *out.shape[1:]), dtype=out.dtype)
-            job.out[a:b] = out[row:row + b - a]
+            job.out[a:b] = out[row : row + b - a]
             row += b - a
             job.done += b - a
             if job.done == len(job.mels) and not job.future.done():

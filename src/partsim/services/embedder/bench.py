@@ -50,8 +50,9 @@ def make_request(seconds: float, seed: int, fmt: str, segment: float, sr: int = 
         sf.write(buf, x, sr, format="FLAC", subtype="PCM_16")
         audio = types_pb2.Audio(encoded=buf.getvalue())
     else:
-        audio = types_pb2.Audio(pcm=types_pb2.RawPcm(data=x.tobytes(), sample_rate=sr, channels=1,
-                                                     format=types_pb2.SAMPLE_FORMAT_FLOAT32LE))
+        audio = types_pb2.Audio(
+            pcm=types_pb2.RawPcm(data=x.tobytes(), sample_rate=sr, channels=1, format=types_pb2.SAMPLE_FORMAT_FLOAT32LE)
+        )
     return embedder_pb2.EmbedRequest(audio=audio, segment_seconds=segment, hop_seconds=segment)
 
 
@@ -63,10 +64,10 @@ def pipeline_bench(args, stub, engine, registry) -> dict:
     songs = [make_request(args.song_seconds, 1000 + i, "flac", seg_s) for i in range(args.songs)]
     seg = int(round(seg_s * engine.sample_rate))
     segments: list[np.ndarray] = []
-    for req in songs[:max(1, (2 * args.max_batch) // max(1, int(args.song_seconds // seg_s)) + 1)]:
+    for req in songs[: max(1, (2 * args.max_batch) // max(1, int(args.song_seconds // seg_s)) + 1)]:
         audio = engine.decode(req.audio)
-        segments.extend(audio[i:i + seg] for i in range(0, len(audio) - seg + 1, seg))
-    rows = engine.model_rows(np.stack(segments[:2 * args.max_batch]))  # ready-made input rows, 2 full batches
+        segments.extend(audio[i : i + seg] for i in range(0, len(audio) - seg + 1, seg))
+    rows = engine.model_rows(np.stack(segments[: 2 * args.max_batch]))  # ready-made input rows, 2 full batches
     per_song = int(args.song_seconds // seg_s)
     total = per_song * len(songs)
     session, name, mb = engine.session, engine.input_name, args.max_batch
@@ -76,7 +77,7 @@ def pipeline_bench(args, stub, engine, registry) -> dict:
         """Segments/s and CPU-s per segment of the session alone, in batches of ``batch``."""
         t, c = time.perf_counter(), time.process_time()
         for i in range(0, len(rows), batch):
-            session.run(None, {name: rows[i:i + batch]})
+            session.run(None, {name: rows[i : i + batch]})
         return len(rows) / (time.perf_counter() - t), (time.process_time() - c) / len(rows)
 
     def pipeline() -> tuple[float, float]:
@@ -93,7 +94,7 @@ def pipeline_bench(args, stub, engine, registry) -> dict:
         decode_cpu = (time.process_time() - c) / (per_song * len(decoded))
         c = time.process_time()
         for audio in decoded:
-            engine.model_rows(np.stack([audio[i:i + seg] for i in range(0, len(audio) - seg + 1, seg)]))
+            engine.model_rows(np.stack([audio[i : i + seg] for i in range(0, len(audio) - seg + 1, seg)]))
         return decode_cpu, (time.process_time() - c) / (per_song * len(decoded))
 
     step_runs = []
@@ -114,27 +115,52 @@ def pipeline_bench(args, stub, engine, registry) -> dict:
     p_cpu = min(c for _, c in pipe_runs)
     decode_cpu, rows_cpu = min(d for d, _ in step_runs), min(r for _, r in step_runs)
     threads = engine.session.get_session_options().intra_op_num_threads or os.cpu_count()
-    print(f"pipeline bench: model {engine.model_version} (input {engine.input}), {os.cpu_count()} CPU cores, "
-          f"onnxruntime intra-op threads {threads}{' (spinning)' if args.spinning else ''}, device {args.device}")
-    print(f"  songs: {len(songs)} x {args.song_seconds:g} s FLAC, {seg_s:g}-s segments ({total} per round), "
-          f"concurrency {args.pipeline_concurrency}, max_batch {mb}, {args.rounds} rounds (best of each)")
-    print(f"  model only (onnxruntime on ready {'PCM' if engine.input == 'pcm' else 'mel'} rows), by batch size: "
-          + ", ".join(f"{b}: {max(r for r, _ in model_runs[b]):.1f} ({1000 * min(c for _, c in model_runs[b]):.0f} CPU-ms)"
-                      for b in batches) + " segments/s")
+    print(
+        f"pipeline bench: model {engine.model_version} (input {engine.input}), {os.cpu_count()} CPU cores, "
+        f"onnxruntime intra-op threads {threads}{' (spinning)' if args.spinning else ''}, device {args.device}"
+    )
+    print(
+        f"  songs: {len(songs)} x {args.song_seconds:g} s FLAC, {seg_s:g}-s segments ({total} per round), "
+        f"concurrency {args.pipeline_concurrency}, max_batch {mb}, {args.rounds} rounds (best of each)"
+    )
+    print(
+        f"  model only (onnxruntime on ready {'PCM' if engine.input == 'pcm' else 'mel'} rows), by batch size: "
+        + ", ".join(
+            f"{b}: {max(r for r, _ in model_runs[b]):.1f} ({1000 * min(c for _, c in model_runs[b]):.0f} CPU-ms)"
+            for b in batches
+        )
+        + " segments/s"
+    )
     print(f"  model only, best (batch {best_b}): {m:7.1f} segments/s = {m * seg_s:5.0f}x real time")
-    print(f"  pipeline (decode, segment, {'' if engine.input == 'pcm' else 'features, '}model via Embed): "
-          f"{p:7.1f} segments/s = {p * seg_s:5.0f}x real time, mean batch {(s1 - s0) / max(1, n1 - n0):.1f}   rounds: "
-          + " ".join(f"{r:.1f}" for r, _ in pipe_runs))
+    print(
+        f"  pipeline (decode, segment, {'' if engine.input == 'pcm' else 'features, '}model via Embed): "
+        f"{p:7.1f} segments/s = {p * seg_s:5.0f}x real time, mean batch {(s1 - s0) / max(1, n1 - n0):.1f}   rounds: "
+        + " ".join(f"{r:.1f}" for r, _ in pipe_runs)
+    )
     print(f"  pipeline / model only: {p / m:.2f}")
     other = p_cpu - m_cpu - decode_cpu - rows_cpu
-    print(f"  CPU-ms per segment: pipeline {1000 * p_cpu:.1f} = model {1000 * m_cpu:.1f} + decode "
-          f"{1000 * decode_cpu:.1f} + {'features' if engine.input == 'mel' else 'input rows'} {1000 * rows_cpu:.1f}"
-          f" + other {1000 * other:.1f}")
-    print(f"  the model's share of the pipeline's CPU time: {m_cpu / p_cpu:.2f} (the wall ratio when both runs "
-          f"keep the cores busy; it does not move with other processes' load, the wall ratio does)")
-    return {"model_only": m, "pipeline": p, "ratio": p / m, "cpu_ms": {"pipeline": 1000 * p_cpu, "model": 1000 * m_cpu,
-            "decode": 1000 * decode_cpu, "rows": 1000 * rows_cpu, "other": 1000 * other},
-            "model_cpu_share": m_cpu / p_cpu}
+    print(
+        f"  CPU-ms per segment: pipeline {1000 * p_cpu:.1f} = model {1000 * m_cpu:.1f} + decode "
+        f"{1000 * decode_cpu:.1f} + {'features' if engine.input == 'mel' else 'input rows'} {1000 * rows_cpu:.1f}"
+        f" + other {1000 * other:.1f}"
+    )
+    print(
+        f"  the model's share of the pipeline's CPU time: {m_cpu / p_cpu:.2f} (the wall ratio when both runs "
+        f"keep the cores busy; it does not move with other processes' load, the wall ratio does)"
+    )
+    return {
+        "model_only": m,
+        "pipeline": p,
+        "ratio": p / m,
+        "cpu_ms": {
+            "pipeline": 1000 * p_cpu,
+            "model": 1000 * m_cpu,
+            "decode": 1000 * decode_cpu,
+            "rows": 1000 * rows_cpu,
+            "other": 1000 * other,
+        },
+        "model_cpu_share": m_cpu / p_cpu,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,14 +185,24 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     if args.pipeline:
         levels = [args.pipeline_concurrency]
-    cfg = EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, model=args.model, device=args.device,
-                         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                         intra_op_threads=args.intra_op_threads, workers=max(levels) + 2, spinning=args.spinning)
+    cfg = EmbedderConfig(
+        address="127.0.0.1:0",
+        metrics_port=-1,
+        model=args.model,
+        device=args.device,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        intra_op_threads=args.intra_op_threads,
+        workers=max(levels) + 2,
+        spinning=args.spinning,
+    )
     cfg.validate()
     registry = CollectorRegistry()
     server = EmbedderServer(cfg, registry).start()
-    channel = grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 256 << 20),
-                                                             ("grpc.max_receive_message_length", 256 << 20)])
+    channel = grpc.insecure_channel(
+        server.address,
+        options=[("grpc.max_send_message_length", 256 << 20), ("grpc.max_receive_message_length", 256 << 20)],
+    )
     stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
     if args.pipeline:
         try:
@@ -179,17 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     stub.Embed(requests[0], timeout=120)  # warm the path once
 
     def batches() -> tuple[float, float]:
-        return (registry.get_sample_value("partsim_embedder_batch_size_sum") or 0.0,
-                registry.get_sample_value("partsim_embedder_batch_size_count") or 0.0)
+        return (
+            registry.get_sample_value("partsim_embedder_batch_size_sum") or 0.0,
+            registry.get_sample_value("partsim_embedder_batch_size_count") or 0.0,
+        )
 
     def one(req):
         t = time.perf_counter()
         resp = stub.Embed(req, timeout=600)
         return len(resp.segments), time.perf_counter() - t
 
-    print(f"embedder bench: {args.requests} requests x {args.seconds:g} s ({args.format}), "
-          f"{args.segment_seconds:g}-s segments, max_batch {args.max_batch}, max_wait {args.max_wait_ms:g} ms, "
-          f"device {args.device}")
+    print(
+        f"embedder bench: {args.requests} requests x {args.seconds:g} s ({args.format}), "
+        f"{args.segment_seconds:g}-s segments, max_batch {args.max_batch}, max_wait {args.max_wait_ms:g} ms, "
+        f"device {args.device}"
+    )
     print(f"{'conc':>5} {'segments/s':>11} {'x realtime':>11} {'p50 ms':>8} {'p95 ms':>8} {'mean batch':>11}")
     rates = {}
     try:
@@ -203,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             segments = sum(n for n, _ in out)
             lat = np.array([t for _, t in out]) * 1000
             rates[c] = segments / wall
-            print(f"{c:>5} {segments / wall:>11.1f} {args.requests * args.seconds / wall:>11.1f} "
-                  f"{np.percentile(lat, 50):>8.0f} {np.percentile(lat, 95):>8.0f} {(s1 - s0) / max(n1 - n0, 1):>11.2f}")
+            print(
+                f"{c:>5} {segments / wall:>11.1f} {args.requests * args.seconds / wall:>11.1f} "
+                f"{np.percentile(lat, 50):>8.0f} {np.percentile(lat, 95):>8.0f} {(s1 - s0) / max(n1 - n0, 1):>11.2f}"
+            )
         if len(levels) > 1:
             lo, hi = levels[0], levels[-1]
             print(f"batching gain (concurrency {hi} vs {lo}): {rates[hi] / rates[lo]:.2f}x")

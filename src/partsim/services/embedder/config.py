@@ -19,14 +19,20 @@ class EmbedderConfig(InternalServerConfig):
     address: str = server_field("address", "0.0.0.0:50052")
     metrics_port: int = server_field("metrics_port", 9092)
     workers: int = server_field("workers", 16, "RPC handler threads (they decode and compute features)")
-    model: str = field(default="", metadata={"help": "model manifest.json (empty: the shipped model, or $PARTSIM_MODEL)"})
+    model: str = field(
+        default="", metadata={"help": "model manifest.json (empty: the shipped model, or $PARTSIM_MODEL)"}
+    )
     device: str = field(default="cpu", metadata={"help": "cpu or cuda (cuda fails at start-up if unavailable)"})
     max_batch: int = field(default=32, metadata={"help": "most segments per model call"})
     max_wait_ms: float = field(default=5.0, metadata={"help": "longest a segment waits for its batch to fill"})
     intra_op_threads: int = field(default=0, metadata={"help": "onnxruntime intra-op threads (0: its default)"})
-    spinning: bool = field(default=False, metadata={
-        "help": "let onnxruntime's idle pool threads busy-wait between calls (off: they leave the cores to decoding "
-                "and features)"})
+    spinning: bool = field(
+        default=False,
+        metadata={
+            "help": "let onnxruntime's idle pool threads busy-wait between calls (off: they leave the cores to decoding "
+            "and features)"
+        },
+    )
     max_audio_seconds: float = field(default=1200.0, metadata={"help": "longest audio per request"})
     max_segments: int = field(default=2000, metadata={"help": "most segments per request"})
 

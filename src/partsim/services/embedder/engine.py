@@ -67,9 +67,11 @@ def make_session(onnx_path: Path, device: str = "cpu", intra_op_threads: int = 0
     if device == "cuda":
         available = ort.get_available_providers()
         if "CUDAExecutionProvider" not in available:
-            raise FailedPrecondition(f"device=cuda, but this onnxruntime {ort.__version__} has no "
-                                     f"CUDAExecutionProvider (it has {', '.join(available)}); install "
-                                     f"onnxruntime-gpu (pip install 'partsim[gpu]') or use device=cpu")
+            raise FailedPrecondition(
+                f"device=cuda, but this onnxruntime {ort.__version__} has no "
+                f"CUDAExecutionProvider (it has {', '.join(available)}); install "
+                f"onnxruntime-gpu (pip install 'partsim[gpu]') or use device=cpu"
+            )
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         provider_options = [{"use_tf32": "0"}, {}]
     elif device == "cpu":
@@ -77,25 +79,37 @@ def make_session(onnx_path: Path, device: str = "cpu", intra_op_threads: int = 0
     else:
         raise InvalidArgument(f"device must be cpu or cuda, got {device!r}")
     try:
-        session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers,
-                                       provider_options=provider_options)
+        session = ort.InferenceSession(
+            str(onnx_path), sess_options=opts, providers=providers, provider_options=provider_options
+        )
     except Exception as exc:
         if provider_options is None or "use_tf32" not in str(exc):
             raise
         log.warning("this onnxruntime's CUDA provider has no use_tf32 option; running with its default")
         session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
     if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-        raise FailedPrecondition("device=cuda, but onnxruntime could not start its CUDA provider (see its log "
-                                 "above: CUDA/cuDNN libraries missing or no GPU visible); use device=cpu")
+        raise FailedPrecondition(
+            "device=cuda, but onnxruntime could not start its CUDA provider (see its log "
+            "above: CUDA/cuDNN libraries missing or no GPU visible); use device=cpu"
+        )
     return session
 
 
 class Engine:
     """The model (manifest + ONNX, sha256-checked), its features, and a :class:`Batcher` in front of it."""
 
-    def __init__(self, manifest_path: str | Path, device: str = "cpu", intra_op_threads: int = 0,
-                 max_batch: int = 32, max_wait_ms: float = 5.0, max_audio_seconds: float = 1200.0,
-                 max_segments: int = 2000, registry: CollectorRegistry | None = None, spinning: bool = False):
+    def __init__(
+        self,
+        manifest_path: str | Path,
+        device: str = "cpu",
+        intra_op_threads: int = 0,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        max_audio_seconds: float = 1200.0,
+        max_segments: int = 2000,
+        registry: CollectorRegistry | None = None,
+        spinning: bool = False,
+    ):
         manifest_path = Path(manifest_path)
         # OnnxEmbedder validates the manifest and the ONNX file's sha256 and builds the features;
         # the serving session is then rebuilt with the configured device and threads.
@@ -110,18 +124,24 @@ class Engine:
         self.min_frames = int(self.manifest["onnx"].get("min_frames", 32))
         bias = (self.manifest.get("presence") or {}).get("norm_bias")
         if bias is not None and len(bias) != len(self.parts):
-            raise InvalidArgument(f"{manifest_path}: presence.norm_bias has {len(bias)} values for "
-                                  f"{len(self.parts)} parts")
+            raise InvalidArgument(
+                f"{manifest_path}: presence.norm_bias has {len(bias)} values for {len(self.parts)} parts"
+            )
         self.norm_bias = None if bias is None else np.asarray(bias, dtype=np.float64)
-        self.session = make_session(manifest_path.parent / self.manifest["onnx"]["file"], device, intra_op_threads,
-                                    spinning)
+        self.session = make_session(
+            manifest_path.parent / self.manifest["onnx"]["file"], device, intra_op_threads, spinning
+        )
         self.device = device
         self.input_name = self.session.get_inputs()[0].name
         self.max_audio_seconds = float(max_audio_seconds)
         self.max_segments = int(max_segments)
-        self.batcher = Batcher(self._run, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                               max_batch_length=max_batch * self._row_length(self._default_samples()),
-                               registry=registry)
+        self.batcher = Batcher(
+            self._run,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_batch_length=max_batch * self._row_length(self._default_samples()),
+            registry=registry,
+        )
         del ref
 
     @property
@@ -129,9 +149,13 @@ class Engine:
         return str(self.manifest["model_version"])
 
     def model_info(self) -> types_pb2.ModelInfo:
-        return types_pb2.ModelInfo(model_version=self.model_version, parts=self.parts,
-                                   subspace_dim=self.subspace_dim, model_segment_seconds=self.model_segment_seconds,
-                                   sample_rate=self.sample_rate)
+        return types_pb2.ModelInfo(
+            model_version=self.model_version,
+            parts=self.parts,
+            subspace_dim=self.subspace_dim,
+            model_segment_seconds=self.model_segment_seconds,
+            sample_rate=self.sample_rate,
+        )
 
     def _default_samples(self) -> int:
         return int(round(DEFAULT_SEGMENT_SECONDS * self.sample_rate))
@@ -165,8 +189,10 @@ class Engine:
     def segment_lengths(self, segment_seconds: float, hop_seconds: float) -> tuple[float, float, int, int]:
         """Request seconds (0 = defaults) -> ``(segment_s, hop_s, segment_samples, hop_samples)``."""
         if not math.isfinite(segment_seconds) or segment_seconds < 0:
-            raise InvalidArgument(f"segment_seconds must be 0 (default {DEFAULT_SEGMENT_SECONDS:g} s) or positive, "
-                                  f"got {segment_seconds:g}")
+            raise InvalidArgument(
+                f"segment_seconds must be 0 (default {DEFAULT_SEGMENT_SECONDS:g} s) or positive, "
+                f"got {segment_seconds:g}"
+            )
         if not math.isfinite(hop_seconds) or hop_seconds < 0:
             raise InvalidArgument(f"hop_seconds must be 0 (= segment_seconds) or positive, got {hop_seconds:g}")
         seg_s = segment_seconds or DEFAULT_SEGMENT_SECONDS
@@ -177,14 +203,21 @@ class Engine:
         seg, hop = int(round(seg_s * sr)), int(round(hop_s * sr))
         if cfg.frames(seg) < self.min_frames:
             min_s = (self.min_frames - 1) * cfg.hop_length / sr
-            raise InvalidArgument(f"segment_seconds {seg_s:g} gives {cfg.frames(seg)} feature frames; the model "
-                                  f"needs at least {self.min_frames} (segment_seconds >= {min_s:.3f})")
+            raise InvalidArgument(
+                f"segment_seconds {seg_s:g} gives {cfg.frames(seg)} feature frames; the model "
+                f"needs at least {self.min_frames} (segment_seconds >= {min_s:.3f})"
+            )
         if hop < 1:
             raise InvalidArgument(f"hop_seconds {hop_s:g} is shorter than one sample at {sr} Hz")
         return seg_s, hop_s, seg, hop
 
-    def embed(self, audio: np.ndarray, segment_seconds: float = 0.0, hop_seconds: float = 0.0,
-              token: CancelToken | None = None) -> Embedding:
+    def embed(
+        self,
+        audio: np.ndarray,
+        segment_seconds: float = 0.0,
+        hop_seconds: float = 0.0,
+        token: CancelToken | None = None,
+    ) -> Embedding:
         """``(n,)`` mono audio at :attr:`sample_rate` -> per-segment per-part vectors."""
         seg_s, hop_s, seg, hop = self.segment_lengths(segment_seconds, hop_seconds)
         sr, n = self.sample_rate, len(audio)
@@ -192,9 +225,11 @@ class Engine:
             raise InvalidArgument(f"audio lasts {n / sr:.2f} s, shorter than one {seg_s:g}-s segment")
         count = (n - seg) // hop + 1
         if count > self.max_segments:
-            raise ResourceExhausted(f"{n / sr:.1f} s of audio in {seg_s:g}-s segments every {hop_s:g} s gives "
-                                    f"{count} segments, more than the limit of {self.max_segments} per request; "
-                                    f"use a longer hop or send less audio")
+            raise ResourceExhausted(
+                f"{n / sr:.1f} s of audio in {seg_s:g}-s segments every {hop_s:g} s gives "
+                f"{count} segments, more than the limit of {self.max_segments} per request; "
+                f"use a longer hop or send less audio"
+            )
         windows = sliding_window_view(audio, seg)[::hop]  # (count, seg), a view
         assert len(windows) == count
         # features: bounded chunks (the STFT's temporary memory); PCM rows are views of the audio,
@@ -208,19 +243,25 @@ class Engine:
                     results.append(futures[len(results)].result())
                 if token is not None and token.cancelled:
                     raise CancelledError()
-                fut = self.batcher.submit(self.model_rows(windows[i:i + chunk]))
+                fut = self.batcher.submit(self.model_rows(windows[i : i + chunk]))
                 if token is not None:
                     token.add(fut)
                 futures.append(fut)
-            results.extend(f.result() for f in futures[len(results):])
+            results.extend(f.result() for f in futures[len(results) :])
         except CancelledError:
             for f in futures:
                 f.cancel()
             raise Unavailable("the request was cancelled") from None
         vectors = np.concatenate(results).astype(np.float32, copy=False)  # (N, P, D)
         norms = np.linalg.norm(vectors, axis=-1)  # (N, P)
-        return Embedding(starts=np.arange(count, dtype=np.int64) * hop, segment_samples=seg, vectors=vectors,
-                         norms=norms, present=self.presence(norms), duration_seconds=n / sr)
+        return Embedding(
+            starts=np.arange(count, dtype=np.int64) * hop,
+            segment_samples=seg,
+            vectors=vectors,
+            norms=norms,
+            present=self.presence(norms),
+            duration_seconds=n / sr,
+        )
 
     def presence(self, norms: np.ndarray) -> np.ndarray:
         """``(..., P)`` norms -> bool: ``log(norm) + norm_bias > 0``, or ``norm > 1e-3`` without a bias."""

@@ -32,8 +32,10 @@ def response(engine: Engine, emb: Embedding) -> embedder_pb2.EmbedResponse:
     vectors, norms, present = emb.vectors.tolist(), emb.norms.tolist(), emb.present.tolist()
     for i, start in enumerate(emb.starts.tolist()):
         seg = resp.segments.add(index=i, start_seconds=start / sr, end_seconds=(start + emb.segment_samples) / sr)
-        seg.parts.extend(types_pb2.PartVector(part=part, vector=vectors[i][j], norm=norms[i][j], present=present[i][j])
-                         for j, part in enumerate(engine.parts))
+        seg.parts.extend(
+            types_pb2.PartVector(part=part, vector=vectors[i][j], norm=norms[i][j], present=present[i][j])
+            for j, part in enumerate(engine.parts)
+        )
     return resp
 
 
@@ -77,17 +79,30 @@ class EmbedderServer(Service[EmbedderConfig]):
         """Load the model, run a warm-up batch, turn SERVING."""
         cfg = self.cfg
         manifest = Path(cfg.model) if cfg.model else default_manifest()
-        engine = Engine(manifest, device=cfg.device, intra_op_threads=cfg.intra_op_threads, max_batch=cfg.max_batch,
-                        max_wait_ms=cfg.max_wait_ms, max_audio_seconds=cfg.max_audio_seconds,
-                        max_segments=cfg.max_segments, registry=self.registry, spinning=cfg.spinning)
+        engine = Engine(
+            manifest,
+            device=cfg.device,
+            intra_op_threads=cfg.intra_op_threads,
+            max_batch=cfg.max_batch,
+            max_wait_ms=cfg.max_wait_ms,
+            max_audio_seconds=cfg.max_audio_seconds,
+            max_segments=cfg.max_segments,
+            registry=self.registry,
+            spinning=cfg.spinning,
+        )
         try:
             engine.warm_up()
         except BaseException:
             engine.close()
             raise
         self.servicer.engine = engine
-        log.info("model %s loaded from %s on %s (providers %s); serving", engine.model_version, manifest, cfg.device,
-                 ", ".join(engine.session.get_providers()))
+        log.info(
+            "model %s loaded from %s on %s (providers %s); serving",
+            engine.model_version,
+            manifest,
+            cfg.device,
+            ", ".join(engine.session.get_providers()),
+        )
         self._runtime().set_serving(True)
 
     def close(self) -> None:

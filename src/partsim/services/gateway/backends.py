@@ -40,22 +40,35 @@ def service_config(services: list[str], lb_policy: str = "round_robin") -> str:
     """gRPC service config: balance over every address the target resolves to (``round_robin``
     spreads calls over the pods behind a headless Service), and retry UNAVAILABLE (all these calls
     are idempotent) with backoff."""
-    return json.dumps({
-        "loadBalancingConfig": [{lb_policy: {}}],
-        "methodConfig": [{
-            "name": [{"service": s} for s in services],
-            "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2s",
-                            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-        }]})
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{lb_policy: {}}],
+            "methodConfig": [
+                {
+                    "name": [{"service": s} for s in services],
+                    "retryPolicy": {
+                        "maxAttempts": 4,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ],
+        }
+    )
 
 
 def channel(address: str, max_message_bytes: int, services: list[str], lb_policy: str = "round_robin") -> grpc.Channel:
-    return grpc.insecure_channel(address, options=[
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", service_config(services, lb_policy)),
-    ])
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", service_config(services, lb_policy)),
+        ],
+    )
 
 
 class Backends:
@@ -68,8 +81,10 @@ class Backends:
     def __init__(self, cfg: GatewayConfig):
         self.deadline = cfg.deadline_seconds
         msg = cfg.max_upload_bytes + (4 << 20)
-        self._channels = [channel(cfg.embedder, msg, [EMBEDDER], cfg.lb_policy),
-                          channel(cfg.searcher, msg, [SEARCHER], cfg.lb_policy)]
+        self._channels = [
+            channel(cfg.embedder, msg, [EMBEDDER], cfg.lb_policy),
+            channel(cfg.searcher, msg, [SEARCHER], cfg.lb_policy),
+        ]
         self.embedder = embedder_pb2_grpc.EmbedderServiceStub(self._channels[0])
         self.searcher = searcher_pb2_grpc.SearcherServiceStub(self._channels[1])
         self.separator: separator_pb2_grpc.SeparatorServiceStub | None = None
@@ -89,7 +104,8 @@ class Backends:
                 self.searcher.GetStats(searcher_pb2.GetStatsRequest(), timeout=5)
                 if self.separator is not None:
                     self.separator_model = self.separator.GetModel(
-                        separator_pb2.GetSeparatorModelRequest(), timeout=5).model.name
+                        separator_pb2.GetSeparatorModelRequest(), timeout=5
+                    ).model.name
                 return True
             except grpc.RpcError as exc:
                 log.info("waiting for backends: %s", exc.details() if hasattr(exc, "details") else exc)
@@ -109,14 +125,14 @@ class Backends:
 
     def require_separator(self, what: str) -> separator_pb2_grpc.SeparatorServiceStub:
         if self.separator is None:
-            raise FailedPrecondition(f"{what} needs a separator; none is configured "
-                                     f"({PREFIX}_SEPARATOR=host:port)")
+            raise FailedPrecondition(f"{what} needs a separator; none is configured ({PREFIX}_SEPARATOR=host:port)")
         return self.separator
 
     def embed(self, audio: types_pb2.Audio, segment: float, hop: float) -> embedder_pb2.EmbedResponse:
         """One Embed call (no cache, no power: see :mod:`.embedding`)."""
-        return self.embedder.Embed(embedder_pb2.EmbedRequest(audio=audio, segment_seconds=segment, hop_seconds=hop),
-                                   timeout=self.deadline)
+        return self.embedder.Embed(
+            embedder_pb2.EmbedRequest(audio=audio, segment_seconds=segment, hop_seconds=hop), timeout=self.deadline
+        )
 
     def separate(self, request: separator_pb2.SeparateRequest) -> tuple[separator_pb2.SeparationHeader, list[bytes]]:
         """The separator's stream, collected: (header, [bytes of each stem])."""
@@ -132,5 +148,6 @@ class Backends:
         return self.searcher.GetTrack(searcher_pb2.GetTrackRequest(track_id=track_id), timeout=self.deadline).track
 
     def segment(self, track_id: str, index: int) -> types_pb2.SegmentEmbedding:
-        return self.searcher.GetSegment(searcher_pb2.GetSegmentRequest(track_id=track_id, segment_index=index),
-                                        timeout=self.deadline).segment
+        return self.searcher.GetSegment(
+            searcher_pb2.GetSegmentRequest(track_id=track_id, segment_index=index), timeout=self.deadline
+        ).segment

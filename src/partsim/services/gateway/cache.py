@@ -45,8 +45,9 @@ class EmbeddingCache(ABC):
     for back-end trouble either."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
-        self.requests = Counter("partsim_cache_requests", "Embedding cache lookups by result.", ["result"],
-                                registry=registry)
+        self.requests = Counter(
+            "partsim_cache_requests", "Embedding cache lookups by result.", ["result"], registry=registry
+        )
         for result in ("hit", "miss", "error"):
             self.requests.labels(result)  # export zeros from the start
 
@@ -69,8 +70,9 @@ class MemoryCache(EmbeddingCache):
     A value larger than ``max_bytes`` is not stored; ``max_bytes=0`` disables caching.
     """
 
-    def __init__(self, max_bytes: int = 256 << 20, ttl_seconds: int = 7 * 86400,
-                 registry: CollectorRegistry | None = None):
+    def __init__(
+        self, max_bytes: int = 256 << 20, ttl_seconds: int = 7 * 86400, registry: CollectorRegistry | None = None
+    ):
         if max_bytes < 0 or ttl_seconds <= 0:
             raise InvalidArgument(f"cache: max_bytes must be >= 0 and ttl_seconds > 0, got {max_bytes}, {ttl_seconds}")
         super().__init__(registry)
@@ -120,8 +122,14 @@ class MemoryCache(EmbeddingCache):
 class RedisCache(EmbeddingCache):
     """Redis-backed cache: ``SET EX ttl_seconds``; outages degrade to misses (see the module docstring)."""
 
-    def __init__(self, redis_url: str, ttl_seconds: int = 7 * 86400, registry: CollectorRegistry | None = None,
-                 timeout_seconds: float = 0.5, retry_after: float = 5.0):
+    def __init__(
+        self,
+        redis_url: str,
+        ttl_seconds: int = 7 * 86400,
+        registry: CollectorRegistry | None = None,
+        timeout_seconds: float = 0.5,
+        retry_after: float = 5.0,
+    ):
         if ttl_seconds <= 0:
             raise InvalidArgument(f"cache: ttl_seconds must be > 0, got {ttl_seconds}")
         super().__init__(registry)
@@ -136,8 +144,12 @@ class RedisCache(EmbeddingCache):
         # Any: redis-py annotates replies for both decode_responses settings; this client's replies are bytes
         self._r: Any
         try:  # no client-side retries: a slow cache is worse than a miss
-            self._r = redis.Redis.from_url(redis_url, socket_connect_timeout=timeout_seconds,
-                                           socket_timeout=timeout_seconds, retry=Retry(NoBackoff(), 0))
+            self._r = redis.Redis.from_url(
+                redis_url,
+                socket_connect_timeout=timeout_seconds,
+                socket_timeout=timeout_seconds,
+                retry=Retry(NoBackoff(), 0),
+            )
         except ValueError as exc:
             raise InvalidArgument(f"bad Redis URL {redis_url!r}: {exc}") from None
         self._down_until = 0.0
@@ -152,8 +164,14 @@ class RedisCache(EmbeddingCache):
             self._down_until = time.monotonic() + self.retry_after
             if not self._down:
                 self._down = True
-                log.warning("embedding cache: Redis at %s unavailable during %s (%s); treating lookups as "
-                            "misses, retrying every %g s", self.url, what, exc, self.retry_after)
+                log.warning(
+                    "embedding cache: Redis at %s unavailable during %s (%s); treating lookups as "
+                    "misses, retrying every %g s",
+                    self.url,
+                    what,
+                    exc,
+                    self.retry_after,
+                )
 
     def _succeeded(self) -> None:
         if self._down:
@@ -190,8 +208,12 @@ class RedisCache(EmbeddingCache):
         self._r.close()
 
 
-def make_cache(redis_url: str | None, max_bytes: int = 256 << 20, ttl_seconds: int = 7 * 86400,
-               registry: CollectorRegistry | None = None) -> EmbeddingCache:
+def make_cache(
+    redis_url: str | None,
+    max_bytes: int = 256 << 20,
+    ttl_seconds: int = 7 * 86400,
+    registry: CollectorRegistry | None = None,
+) -> EmbeddingCache:
     """A :class:`RedisCache` when ``redis_url`` is set, else a :class:`MemoryCache` of ``max_bytes``."""
     if redis_url:
         return RedisCache(redis_url, ttl_seconds=ttl_seconds, registry=registry)

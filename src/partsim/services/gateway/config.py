@@ -24,27 +24,48 @@ class GatewayConfig(ServerConfig):
     address: str = server_field("address", "0.0.0.0:50051")
     metrics_port: int = server_field("metrics_port", 9091)
     workers: int = server_field("workers", 32)
-    embedder: str = field(default="127.0.0.1:50052", metadata={
-        "help": "embedder service address (a gRPC target: host:port, or dns:///name:port of a headless Service "
-                "to balance over its pods)"})
-    lb_policy: str = field(default="round_robin", metadata={
-        "help": "gRPC load balancing over the addresses a target resolves to: round_robin or pick_first"})
+    embedder: str = field(
+        default="127.0.0.1:50052",
+        metadata={
+            "help": "embedder service address (a gRPC target: host:port, or dns:///name:port of a headless Service "
+            "to balance over its pods)"
+        },
+    )
+    lb_policy: str = field(
+        default="round_robin",
+        metadata={"help": "gRPC load balancing over the addresses a target resolves to: round_robin or pick_first"},
+    )
     searcher: str = field(default="127.0.0.1:50053", metadata={"help": "searcher service address"})
-    separator: str = field(default="", metadata={"help": "separator service address (empty: none; GetStems "
-                                                          "and the signal-level mode then fail with a clear error)"})
-    store_audio: bool = field(default=True, metadata={"help": "keep indexed tracks' audio (for GetStems) under "
-                                                               "AUDIO_DIR"})
+    separator: str = field(
+        default="",
+        metadata={
+            "help": "separator service address (empty: none; GetStems "
+            "and the signal-level mode then fail with a clear error)"
+        },
+    )
+    store_audio: bool = field(
+        default=True, metadata={"help": "keep indexed tracks' audio (for GetStems) under AUDIO_DIR"}
+    )
     audio_dir: str = field(default="", metadata={"help": "folder of the kept audio (default DATA_DIR/audio)"})
-    redis_url: str = field(default="", metadata={"help": "redis://host:port/db for cache and ingest queue; "
-                                                         "empty: in-process cache, jobs in DATA_DIR"})
+    redis_url: str = field(
+        default="",
+        metadata={"help": "redis://host:port/db for cache and ingest queue; empty: in-process cache, jobs in DATA_DIR"},
+    )
     data_dir: str = field(default="", metadata={"help": "folder for local job state (needed without Redis)"})
     allowed_roots: str = field(default="", metadata={"help": "colon-separated folders ingest URIs may point into"})
     segment_seconds: float = field(default=10.0, metadata={"help": "catalog segment length (thesis MixQuery: 10)"})
-    max_upload_mb: float = field(default=60.0, metadata={"help": "largest audio upload (IndexTrack, EmbedParts); "
-                                                             "keep it under the embedder's max_message_mb"})
+    max_upload_mb: float = field(
+        default=60.0,
+        metadata={"help": "largest audio upload (IndexTrack, EmbedParts); keep it under the embedder's max_message_mb"},
+    )
     max_query_segments: int = field(default=64, metadata={"help": "most query embeddings in one SearchMix"})
-    consumer: str = field(default="", metadata={"help": "ingest consumer name: stable across restarts of one "
-                                                         "replica, unique per replica (default: the host name)"})
+    consumer: str = field(
+        default="",
+        metadata={
+            "help": "ingest consumer name: stable across restarts of one "
+            "replica, unique per replica (default: the host name)"
+        },
+    )
     ingest_workers: int = field(default=2, metadata={"help": "threads indexing ingest jobs (0: API only)"})
     deadline_seconds: float = field(default=120.0, metadata={"help": "deadline of calls to the other services"})
     cache_mb: float = field(default=256.0, metadata={"help": "in-process embedding cache size (without Redis)"})
@@ -53,21 +74,46 @@ class GatewayConfig(ServerConfig):
         super().validate()
         p = PREFIX
         require(":" in self.embedder, p, "embedder", f"expected host:port, got {self.embedder!r}")
-        require(self.lb_policy in LB_POLICIES, p, "lb_policy",
-                f"expected one of {', '.join(LB_POLICIES)}, got {self.lb_policy!r}")
+        require(
+            self.lb_policy in LB_POLICIES,
+            p,
+            "lb_policy",
+            f"expected one of {', '.join(LB_POLICIES)}, got {self.lb_policy!r}",
+        )
         require(":" in self.searcher, p, "searcher", f"expected host:port, got {self.searcher!r}")
-        require(self.separator == "" or ":" in self.separator, p, "separator",
-                f"expected host:port or empty, got {self.separator!r}")
-        require(not self.store_audio or bool(self.audio_dir or self.data_dir), p, "audio_dir",
-                "needed (or DATA_DIR) when STORE_AUDIO is on")
-        require(self.redis_url == "" or self.redis_url.startswith(("redis://", "rediss://", "unix://")), p,
-                "redis_url", f"expected redis://host:port/db, got {self.redis_url!r}")
-        require(bool(self.redis_url) or bool(self.data_dir), p, "data_dir",
-                "needed when no Redis is configured (ingest jobs must survive a restart)")
+        require(
+            self.separator == "" or ":" in self.separator,
+            p,
+            "separator",
+            f"expected host:port or empty, got {self.separator!r}",
+        )
+        require(
+            not self.store_audio or bool(self.audio_dir or self.data_dir),
+            p,
+            "audio_dir",
+            "needed (or DATA_DIR) when STORE_AUDIO is on",
+        )
+        require(
+            self.redis_url == "" or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            p,
+            "redis_url",
+            f"expected redis://host:port/db, got {self.redis_url!r}",
+        )
+        require(
+            bool(self.redis_url) or bool(self.data_dir),
+            p,
+            "data_dir",
+            "needed when no Redis is configured (ingest jobs must survive a restart)",
+        )
         require(1.0 <= self.segment_seconds <= 60.0, p, "segment_seconds", "must be within 1..60")
         require(0 < self.max_upload_mb <= 2000, p, "max_upload_mb", "must be within (0, 2000]")
         require(1 <= self.max_query_segments <= 10000, p, "max_query_segments", "must be within 1..10000")
-        require(0 <= self.ingest_workers <= 64, p, "ingest_workers", "must be within 0..64 (0: this replica serves the API only)")
+        require(
+            0 <= self.ingest_workers <= 64,
+            p,
+            "ingest_workers",
+            "must be within 0..64 (0: this replica serves the API only)",
+        )
         require(self.deadline_seconds > 0, p, "deadline_seconds", "must be positive")
         require(self.cache_mb >= 0, p, "cache_mb", "must be 0 or more")
         for root in self.roots():

@@ -39,16 +39,18 @@ class Embeddings:
         self.segment_seconds = segment_seconds
         self.max_upload_bytes = max_upload_bytes
 
-    def embed(self, audio: types_pb2.Audio, segment: float, hop: float,
-              mode: int = gateway_pb2.EMBED_MODE_FEATURE) -> embedder_pb2.EmbedResponse:
+    def embed(
+        self, audio: types_pb2.Audio, segment: float, hop: float, mode: int = gateway_pb2.EMBED_MODE_FEATURE
+    ) -> embedder_pb2.EmbedResponse:
         """Segments of ``segment`` seconds every ``hop`` seconds (0: the catalog's segment length)."""
         model = self.backends.require_model()
         signal_level = mode == gateway_pb2.EMBED_MODE_SIGNAL
         if signal_level:
             self.backends.require_separator("the signal-level mode")
         if not (math.isfinite(segment) and math.isfinite(hop)) or segment < 0 or hop < 0:
-            raise InvalidArgument(f"segment_seconds and hop_seconds must be positive (or 0: the defaults), "
-                                  f"got {segment} and {hop}")
+            raise InvalidArgument(
+                f"segment_seconds and hop_seconds must be positive (or 0: the defaults), got {segment} and {hop}"
+            )
         segment = segment or self.segment_seconds
         hop = hop or segment
         if mode not in MODES:
@@ -62,8 +64,9 @@ class Embeddings:
         if size > self.max_upload_bytes:
             raise ResourceExhausted(f"audio of {size} bytes exceeds the limit of {self.max_upload_bytes} bytes")
         digest = hashlib.sha256(audio.SerializeToString(deterministic=True)).hexdigest()
-        key = cache_key(f"{model.model_version}{'+signal' if signal_level else ''}+{CACHE_FORMAT}", digest,
-                        segment, hop)
+        key = cache_key(
+            f"{model.model_version}{'+signal' if signal_level else ''}+{CACHE_FORMAT}", digest, segment, hop
+        )
         hit = self.cache.get(key)
         if hit is not None:
             return embedder_pb2.EmbedResponse.FromString(hit)
@@ -73,13 +76,16 @@ class Embeddings:
             resp = self.backends.embed(audio, segment, hop)
             self._add_power(resp, audio)
         if resp.model.model_version != model.model_version:
-            raise FailedPrecondition(f"the embedder now serves model {resp.model.model_version}, the gateway "
-                                     f"started with {model.model_version}; restart the gateway")
+            raise FailedPrecondition(
+                f"the embedder now serves model {resp.model.model_version}, the gateway "
+                f"started with {model.model_version}; restart the gateway"
+            )
         self.cache.put(key, resp.SerializeToString())
         return resp
 
-    def _add_power(self, resp: embedder_pb2.EmbedResponse, audio: types_pb2.Audio,
-                   parts: set[str] | None = None) -> None:
+    def _add_power(
+        self, resp: embedder_pb2.EmbedResponse, audio: types_pb2.Audio, parts: set[str] | None = None
+    ) -> None:
         """Set PartVector.power of ``parts`` (default all) in every segment, from the audio embedded."""
         samples, rate = self._decode(audio, resp)
         for seg, pw in zip(resp.segments, segment_powers(samples, rate, resp.segments)):
@@ -100,21 +106,27 @@ class Embeddings:
         samples = decode_audio_message(audio, rate, mono=True, max_seconds=resp.duration_seconds + 1.0)
         return samples, rate
 
-    def _embed_signal(self, model: types_pb2.ModelInfo, audio: types_pb2.Audio, segment: float,
-                      hop: float) -> embedder_pb2.EmbedResponse:
+    def _embed_signal(
+        self, model: types_pb2.ModelInfo, audio: types_pb2.Audio, segment: float, hop: float
+    ) -> embedder_pb2.EmbedResponse:
         """Separate, embed each part's own stem, keep that stem's own subspace (thesis Ch. 3 path).
 
         Parts the separator does not produce keep the subspace (and the power) computed from the mix.
         """
-        header, stems = self.backends.separate(separator_pb2.SeparateRequest(
-            audio=audio, encoding=separator_pb2.STEM_ENCODING_FLOAT32LE))
+        header, stems = self.backends.separate(
+            separator_pb2.SeparateRequest(audio=audio, encoding=separator_pb2.STEM_ENCODING_FLOAT32LE)
+        )
         mix = self.backends.embed(audio, segment, hop)
         self._add_power(mix, audio)
         per_part = {}
         for info, data in zip(header.stems, stems):
             if info.part in model.parts:
-                pcm = types_pb2.RawPcm(data=data, sample_rate=header.sample_rate, channels=header.channels,
-                                       format=types_pb2.SAMPLE_FORMAT_FLOAT32LE)
+                pcm = types_pb2.RawPcm(
+                    data=data,
+                    sample_rate=header.sample_rate,
+                    channels=header.channels,
+                    format=types_pb2.SAMPLE_FORMAT_FLOAT32LE,
+                )
                 stem = types_pb2.Audio(pcm=pcm)
                 per_part[info.part] = self.backends.embed(stem, segment, hop)
                 self._add_power(per_part[info.part], stem, {info.part})

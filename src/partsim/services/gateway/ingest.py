@@ -118,28 +118,47 @@ class Indexer:
         self.audio = audio
         self.segment_seconds = segment_seconds
 
-    def index(self, track_id: str, metadata: types_pb2.TrackMetadata, audio: types_pb2.Audio,
-              mode: int = gateway_pb2.EMBED_MODE_FEATURE) -> tuple[searcher_pb2.Track, bool]:
+    def index(
+        self,
+        track_id: str,
+        metadata: types_pb2.TrackMetadata,
+        audio: types_pb2.Audio,
+        mode: int = gateway_pb2.EMBED_MODE_FEATURE,
+    ) -> tuple[searcher_pb2.Track, bool]:
         """The catalog's new record of the track, and whether it replaced one."""
         model = self.backends.require_model()
         check_track_id(track_id)
         seg = self.segment_seconds
         resp = self.embeddings.embed(audio, seg, seg, mode)
-        track = searcher_pb2.Track(track_id=track_id, metadata=metadata, num_segments=len(resp.segments),
-                                   duration_seconds=resp.duration_seconds, segment_seconds=seg,
-                                   model_version=model.model_version, indexed_at=time.time())
+        track = searcher_pb2.Track(
+            track_id=track_id,
+            metadata=metadata,
+            num_segments=len(resp.segments),
+            duration_seconds=resp.duration_seconds,
+            segment_seconds=seg,
+            model_version=model.model_version,
+            indexed_at=time.time(),
+        )
         if self.audio is not None:  # before the catalog knows the track: GetStems never misses it
             self.audio.put(track_id, audio)
-        up = self.backends.searcher.UpsertTrack(searcher_pb2.UpsertTrackRequest(track=track, segments=resp.segments),
-                                                timeout=self.backends.deadline)
+        up = self.backends.searcher.UpsertTrack(
+            searcher_pb2.UpsertTrackRequest(track=track, segments=resp.segments), timeout=self.backends.deadline
+        )
         return track, up.replaced
 
 
 class IngestWorkers:
     """Threads consuming the job queue, each item indexed by :meth:`process`; ``roots()``: the allowed roots."""
 
-    def __init__(self, jobs: JobQueue, indexer: Indexer, roots: Callable[[], Sequence[Path]], max_upload_bytes: int,
-                 metrics: GatewayMetrics, stopping: threading.Event):
+    def __init__(
+        self,
+        jobs: JobQueue,
+        indexer: Indexer,
+        roots: Callable[[], Sequence[Path]],
+        max_upload_bytes: int,
+        metrics: GatewayMetrics,
+        stopping: threading.Event,
+    ):
         self.jobs = jobs
         self.indexer = indexer
         self.roots = roots
@@ -150,8 +169,9 @@ class IngestWorkers:
 
     def start(self, n: int) -> None:
         for i in range(n):
-            t = threading.Thread(target=self.jobs.work, args=(self.process, self.stopping), name=f"ingest-{i}",
-                                 daemon=True)
+            t = threading.Thread(
+                target=self.jobs.work, args=(self.process, self.stopping), name=f"ingest-{i}", daemon=True
+            )
             t.start()
             self.threads.append(t)
 
@@ -182,8 +202,9 @@ class IngestWorkers:
                 return self.once(item)
             except (Unavailable, grpc.RpcError) as exc:
                 transient = isinstance(exc, Unavailable) or (
-                    isinstance(exc, grpc.RpcError) and exc.code() in (grpc.StatusCode.UNAVAILABLE,
-                                                                      grpc.StatusCode.DEADLINE_EXCEEDED))
+                    isinstance(exc, grpc.RpcError)
+                    and exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                )
                 if not transient or attempt == MAX_ATTEMPTS - 1 or self.stopping.wait(delay):
                     if isinstance(exc, grpc.RpcError):  # the backend's own status and message
                         raise error_for(exc.code(), exc.details() or exc.code().name) from None
@@ -201,6 +222,9 @@ class IngestWorkers:
             data = path.read_bytes()
         else:
             data = item.audio or b""
-        meta = types_pb2.TrackMetadata(title=item.metadata.get("title", ""), artist=item.metadata.get("artist", ""),
-                                       tags=item.metadata.get("tags", {}))
+        meta = types_pb2.TrackMetadata(
+            title=item.metadata.get("title", ""),
+            artist=item.metadata.get("artist", ""),
+            tags=item.metadata.get("tags", {}),
+        )
         self.indexer.index(item.track_id, meta, types_pb2.Audio(encoded=data))

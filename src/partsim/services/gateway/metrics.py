@@ -20,24 +20,45 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None):
         r = registry
-        self.search_seconds = Histogram("partsim_gateway_search_seconds", "SearchMix/SearchStems latency.",
-                                        ["rpc", "mode"], registry=r,
-                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.query_embeddings = Histogram("partsim_gateway_query_embeddings", "Query embeddings per search.",
-                                          buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
-        self.query_warnings = Counter("partsim_gateway_query_warnings", "Warnings in search responses, by code "
-                                      "(one per query segment concerned).", ["code"], registry=r)
+        self.search_seconds = Histogram(
+            "partsim_gateway_search_seconds",
+            "SearchMix/SearchStems latency.",
+            ["rpc", "mode"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.query_embeddings = Histogram(
+            "partsim_gateway_query_embeddings",
+            "Query embeddings per search.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.query_warnings = Counter(
+            "partsim_gateway_query_warnings",
+            "Warnings in search responses, by code (one per query segment concerned).",
+            ["code"],
+            registry=r,
+        )
         for code in gateway_pb2.WarningCode.keys()[1:]:
             self.query_warnings.labels(code)
         for rpc in ("SearchMix", "SearchStems"):  # export zeros from the start
             for mode in searcher_pb2.SearchMode.keys():
                 self.search_seconds.labels(rpc, mode)
-        self.ingested = Counter("partsim_ingest_items", "Ingest job items this replica finished, by result "
-                                "(indexed or failed).", ["result"], registry=r)
-        self.ingest_retries = Counter("partsim_ingest_retries", "Ingest attempts retried after a backend outage.",
-                                      registry=r)
-        self.ingest_seconds = Histogram("partsim_ingest_item_seconds", "Time to index one ingest item (retries "
-                                        "included).", registry=r, buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+        self.ingested = Counter(
+            "partsim_ingest_items",
+            "Ingest job items this replica finished, by result (indexed or failed).",
+            ["result"],
+            registry=r,
+        )
+        self.ingest_retries = Counter(
+            "partsim_ingest_retries", "Ingest attempts retried after a backend outage.", registry=r
+        )
+        self.ingest_seconds = Histogram(
+            "partsim_ingest_item_seconds",
+            "Time to index one ingest item (retries included).",
+            registry=r,
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
         for result in ("indexed", "failed"):
             self.ingested.labels(result)
         self._depth = Gauge("partsim_ingest_queue_depth", "Ingest items waiting.", registry=r)

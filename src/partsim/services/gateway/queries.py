@@ -58,13 +58,23 @@ def span(track_id: str, index: int, start: float, end: float) -> str:
 def absent_warning(query_index: int, part: str, track_id: str, seg, pv) -> gateway_pb2.QueryWarning:
     """WARNING_CODE_PART_JUDGED_ABSENT for one query segment (``seg``: SegmentEmbedding, ``pv``: its part)."""
     where = span(track_id, seg.index, seg.start_seconds, seg.end_seconds)
-    msg = (f"query {query_index}: the model judges the {part} part absent in {where} (subspace norm {pv.norm:.3g}), "
-           f"but the audio there is not silent (mean power {pv.power:.2e} >= {SILENCE_POWER:g}); the query uses "
-           f"the {part} subspace vector as it is, normalised, so the results may be weak")
+    msg = (
+        f"query {query_index}: the model judges the {part} part absent in {where} (subspace norm {pv.norm:.3g}), "
+        f"but the audio there is not silent (mean power {pv.power:.2e} >= {SILENCE_POWER:g}); the query uses "
+        f"the {part} subspace vector as it is, normalised, so the results may be weak"
+    )
     return gateway_pb2.QueryWarning(
-        code=gateway_pb2.WARNING_CODE_PART_JUDGED_ABSENT, message=msg, query_index=query_index, part=part,
-        track_id=track_id, segment_index=seg.index, start_seconds=seg.start_seconds, end_seconds=seg.end_seconds,
-        norm=pv.norm, power=pv.power)
+        code=gateway_pb2.WARNING_CODE_PART_JUDGED_ABSENT,
+        message=msg,
+        query_index=query_index,
+        part=part,
+        track_id=track_id,
+        segment_index=seg.index,
+        start_seconds=seg.start_seconds,
+        end_seconds=seg.end_seconds,
+        norm=pv.norm,
+        power=pv.power,
+    )
 
 
 def top_k(request) -> int:
@@ -102,41 +112,51 @@ def segment_index(track: searcher_pb2.Track, ref: gateway_pb2.IndexedSegment, wh
     if ref.WhichOneof("at") == "segment_index":
         idx = ref.segment_index
         if not 0 <= idx < track.num_segments:
-            raise NotFound(f"{where}: track {ref.track_id} has segments 0..{track.num_segments - 1}; "
-                           f"there is no segment {idx}")
+            raise NotFound(
+                f"{where}: track {ref.track_id} has segments 0..{track.num_segments - 1}; there is no segment {idx}"
+            )
         return idx
     sec = ref.seconds
     end = track.num_segments * track.segment_seconds
     if not (math.isfinite(sec) and 0 <= sec < end):
-        raise NotFound(f"{where}: {sec:g} s is outside track {ref.track_id}, whose "
-                       f"{track.num_segments} segments cover 0..{end:g} s")
+        raise NotFound(
+            f"{where}: {sec:g} s is outside track {ref.track_id}, whose "
+            f"{track.num_segments} segments cover 0..{end:g} s"
+        )
     return int(sec // track.segment_seconds)
 
 
-def indexed_query(seg: types_pb2.SegmentEmbedding, j: int, part: str, track_id: str, where: str,
-                  query_index: int) -> tuple[Vectors, Warnings]:
+def indexed_query(
+    seg: types_pb2.SegmentEmbedding, j: int, part: str, track_id: str, where: str, query_index: int
+) -> tuple[Vectors, Warnings]:
     """One catalog segment's part ``j`` as a query: used when present; with a warning when judged absent
     but audible; refused when silent, or when the catalog row predates kept raw vectors and power."""
     pv = seg.parts[j]
     at = span(track_id, seg.index, seg.start_seconds, seg.end_seconds)
     if pv.HasField("power") and pv.power < SILENCE_POWER:
-        raise InvalidArgument(f"{where}: the audio of {at} is silent (mean power {pv.power:.2e} < "
-                              f"{SILENCE_POWER:g}), so the {part} part is silent there; pick a time where it plays")
+        raise InvalidArgument(
+            f"{where}: the audio of {at} is silent (mean power {pv.power:.2e} < "
+            f"{SILENCE_POWER:g}), so the {part} part is silent there; pick a time where it plays"
+        )
     u = unit(np.asarray(pv.vector, dtype=np.float32)) if len(pv.vector) else None
     if pv.present and u is not None:
         return [u], []
     if u is not None and pv.HasField("power"):  # judged absent, audible: answer with a warning
         return [u], [absent_warning(query_index, part, track_id, seg, pv)]
     if u is None and len(pv.vector):
-        raise InvalidArgument(f"{where}: the {part} part is silent in {at} (its subspace vector is zero); "
-                              "pick a time where it plays")
-    raise InvalidArgument(f"{where}: the {part} part is judged absent in {at}, which was indexed before the "
-                          "catalog kept raw vectors and audio power, so whether it plays there is unknown; "
-                          f"re-index track {track_id} to query it, or pick a time where it plays")
+        raise InvalidArgument(
+            f"{where}: the {part} part is silent in {at} (its subspace vector is zero); pick a time where it plays"
+        )
+    raise InvalidArgument(
+        f"{where}: the {part} part is judged absent in {at}, which was indexed before the "
+        "catalog kept raw vectors and audio power, so whether it plays there is unknown; "
+        f"re-index track {track_id} to query it, or pick a time where it plays"
+    )
 
 
-def clip_query(resp: embedder_pb2.EmbedResponse, j: int, part: str, where: str, query_index: int,
-               segment_seconds: float) -> tuple[Vectors, Warnings]:
+def clip_query(
+    resp: embedder_pb2.EmbedResponse, j: int, part: str, where: str, query_index: int, segment_seconds: float
+) -> tuple[Vectors, Warnings]:
     """A clip's segments as queries of part ``j``: those where it is judged present; only when there
     is none, every audible one, with a warning each. Silent segments never count."""
     present, absent = [], []
@@ -153,12 +173,15 @@ def clip_query(resp: embedder_pb2.EmbedResponse, j: int, part: str, where: str, 
         return present, []
     if absent:
         return [u for u, _, _ in absent], [absent_warning(query_index, part, "", s, pv) for _, s, pv in absent]
-    raise InvalidArgument(f"{where}: the clip is silent in every {segment_seconds:g}-s segment (mean power < "
-                          f"{SILENCE_POWER:g}), so the {part} part is not present in any segment of it")
+    raise InvalidArgument(
+        f"{where}: the clip is silent in every {segment_seconds:g}-s segment (mean power < "
+        f"{SILENCE_POWER:g}), so the {part} part is not present in any segment of it"
+    )
 
 
-def part_queries(per_part: dict[str, Vectors], weights: dict[str, float], parts: Sequence[str],
-                 max_query_segments: int) -> tuple[list[searcher_pb2.PartQuery], int]:
+def part_queries(
+    per_part: dict[str, Vectors], weights: dict[str, float], parts: Sequence[str], max_query_segments: int
+) -> tuple[list[searcher_pb2.PartQuery], int]:
     """Eq. 6.1: per part, the mean of its unit query embeddings, with its weight (default 1), in the
     model's part order; and the number of query embeddings in all.
 
@@ -168,8 +191,9 @@ def part_queries(per_part: dict[str, Vectors], weights: dict[str, float], parts:
     """
     total = sum(len(v) for v in per_part.values())
     if total > max_query_segments:
-        raise ResourceExhausted(f"the query set has {total} query embeddings; at most "
-                                f"{max_query_segments} (shorter clips or fewer stems)")
+        raise ResourceExhausted(
+            f"the query set has {total} query embeddings; at most {max_query_segments} (shorter clips or fewer stems)"
+        )
     for part, w in weights.items():
         if part not in parts:
             raise InvalidArgument(f"part_weights: unknown part {part!r}; the model's parts are {list(parts)}")
@@ -188,8 +212,13 @@ def part_queries(per_part: dict[str, Vectors], weights: dict[str, float], parts:
 class Queries:
     """Stem queries to the searcher's part queries, fetching catalog segments and embedding clips."""
 
-    def __init__(self, backends: Backends, embed: Callable[[types_pb2.Audio, float, float], embedder_pb2.EmbedResponse],
-                 segment_seconds: float, max_query_segments: int):
+    def __init__(
+        self,
+        backends: Backends,
+        embed: Callable[[types_pb2.Audio, float, float], embedder_pb2.EmbedResponse],
+        segment_seconds: float,
+        max_query_segments: int,
+    ):
         self.backends = backends
         self.embed = embed
         self.segment_seconds = segment_seconds
@@ -216,8 +245,9 @@ class Queries:
             return clip_query(self.embed(q.audio, seg_s, seg_s), j, q.part, where, query_index, seg_s)
         raise InvalidArgument(f"{where}: set one of indexed, audio or vector")
 
-    def part_queries(self, queries: Sequence[gateway_pb2.StemQuery],
-                     weights: dict[str, float]) -> tuple[list[searcher_pb2.PartQuery], int, Warnings]:
+    def part_queries(
+        self, queries: Sequence[gateway_pb2.StemQuery], weights: dict[str, float]
+    ) -> tuple[list[searcher_pb2.PartQuery], int, Warnings]:
         """The searcher's part queries (eq. 6.1), the number of query embeddings, and the warnings."""
         model = self.backends.require_model()
         per_part: dict[str, Vectors] = {}

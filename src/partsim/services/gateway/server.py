@@ -46,8 +46,11 @@ log = logging.getLogger("partsim.gateway")
 
 SERVICE = "partsim.v1.PartsimService"
 
-JOB_STATES = {"queued": gateway_pb2.JOB_STATE_QUEUED, "running": gateway_pb2.JOB_STATE_RUNNING,
-              "done": gateway_pb2.JOB_STATE_DONE}
+JOB_STATES = {
+    "queued": gateway_pb2.JOB_STATE_QUEUED,
+    "running": gateway_pb2.JOB_STATE_RUNNING,
+    "done": gateway_pb2.JOB_STATE_DONE,
+}
 
 
 class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
@@ -62,17 +65,22 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         self.ready = self.backends.ready
         folder = cfg.audio_folder()
         self.audio = AudioStore(folder) if folder is not None else None
-        self.cache = make_cache(cfg.redis_url or None, max_bytes=int(cfg.cache_mb * (1 << 20)),
-                                registry=runtime.registry)
-        self.jobs = make_job_queue(cfg.redis_url or None, Path(cfg.data_dir) if cfg.data_dir else None,
-                                   consumer=cfg.consumer or socket.gethostname())
+        self.cache = make_cache(
+            cfg.redis_url or None, max_bytes=int(cfg.cache_mb * (1 << 20)), registry=runtime.registry
+        )
+        self.jobs = make_job_queue(
+            cfg.redis_url or None,
+            Path(cfg.data_dir) if cfg.data_dir else None,
+            consumer=cfg.consumer or socket.gethostname(),
+        )
         self.metrics = GatewayMetrics(runtime.registry)
         self.metrics.watch(self.jobs)
         self.embeddings = Embeddings(self.backends, self.cache, cfg.segment_seconds, cfg.max_upload_bytes)
         self.queries = Queries(self.backends, self.embeddings.embed, cfg.segment_seconds, cfg.max_query_segments)
         self.indexer = Indexer(self.backends, self.embeddings, self.audio, cfg.segment_seconds)
-        self.ingest = IngestWorkers(self.jobs, self.indexer, cfg.roots, cfg.max_upload_bytes, self.metrics,
-                                    self.stopping)
+        self.ingest = IngestWorkers(
+            self.jobs, self.indexer, cfg.roots, cfg.max_upload_bytes, self.metrics, self.stopping
+        )
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -100,8 +108,9 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
     # embedding and indexing
     def EmbedParts(self, request, context):
         resp = self.embeddings.embed(request.audio, request.segment_seconds, request.hop_seconds, request.mode)
-        return gateway_pb2.EmbedPartsResponse(model=resp.model, segments=resp.segments,
-                                              duration_seconds=resp.duration_seconds)
+        return gateway_pb2.EmbedPartsResponse(
+            model=resp.model, segments=resp.segments, duration_seconds=resp.duration_seconds
+        )
 
     def IndexTrack(self, request_iterator, context):
         header, chunks = header_and_chunks(request_iterator, "the IndexTrack stream (header, then chunks)")
@@ -120,9 +129,15 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             raise InvalidArgument("job_id is empty")
         st = self.jobs.get(request.job_id)
         return gateway_pb2.GetIngestJobResponse(
-            job_id=st.job_id, state=JOB_STATES[st.state], total=st.total, succeeded=st.succeeded, failed=st.failed,
+            job_id=st.job_id,
+            state=JOB_STATES[st.state],
+            total=st.total,
+            succeeded=st.succeeded,
+            failed=st.failed,
             failures=[gateway_pb2.ItemFailure(track_id=t, error=e) for t, e in st.failures],
-            created_at=st.created_at, updated_at=st.updated_at)
+            created_at=st.created_at,
+            updated_at=st.updated_at,
+        )
 
     # ------------------------------------------------------------------------------------------
     # search and listening
@@ -134,12 +149,16 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         k = top_k(request)
         parts, total, warnings = self.queries.part_queries(request.queries, dict(request.part_weights))
         self.metrics.query_embeddings.observe(total)
-        resp = self.backends.searcher.SearchMix(searcher_pb2.SearchMixVectorsRequest(
-            parts=parts, top_k=k, exclude_track_ids=request.exclude_track_ids, mode=request.mode),
-            timeout=self.backends.deadline)
+        resp = self.backends.searcher.SearchMix(
+            searcher_pb2.SearchMixVectorsRequest(
+                parts=parts, top_k=k, exclude_track_ids=request.exclude_track_ids, mode=request.mode
+            ),
+            timeout=self.backends.deadline,
+        )
         self.metrics.searched("SearchMix", request.mode, started, warnings)
-        return gateway_pb2.SearchMixResponse(hits=resp.hits, model_version=model.model_version,
-                                             candidates=resp.candidates, warnings=warnings)
+        return gateway_pb2.SearchMixResponse(
+            hits=resp.hits, model_version=model.model_version, candidates=resp.candidates, warnings=warnings
+        )
 
     def SearchStems(self, request, context):
         model = self.backends.require_model()
@@ -148,12 +167,14 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             raise InvalidArgument("query is missing: give one stem query (part + source)")
         k = top_k(request)
         parts, _, warnings = self.queries.part_queries([request.query], {})
-        resp = self.backends.searcher.SearchStems(searcher_pb2.SearchStemsVectorsRequest(
-            query=parts[0], top_k=k, exclude_track_ids=request.exclude_track_ids, mode=request.mode),
-            timeout=self.backends.deadline)
+        resp = self.backends.searcher.SearchStems(
+            searcher_pb2.SearchStemsVectorsRequest(
+                query=parts[0], top_k=k, exclude_track_ids=request.exclude_track_ids, mode=request.mode
+            ),
+            timeout=self.backends.deadline,
+        )
         self.metrics.searched("SearchStems", request.mode, started, warnings)
-        return gateway_pb2.SearchStemsResponse(hits=resp.hits, model_version=model.model_version,
-                                               warnings=warnings)
+        return gateway_pb2.SearchStemsResponse(hits=resp.hits, model_version=model.model_version, warnings=warnings)
 
     def GetStems(self, request, context):
         self.backends.require_model()

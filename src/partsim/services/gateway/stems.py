@@ -27,22 +27,29 @@ def pack(msgs: list[gateway_pb2.GetStemsResponse]) -> bytes:
 def unpack(data: bytes) -> list[gateway_pb2.GetStemsResponse]:
     out, i = [], 0
     while i < len(data):
-        n = int.from_bytes(data[i:i + 4], "little")
-        out.append(gateway_pb2.GetStemsResponse.FromString(data[i + 4:i + 4 + n]))
+        n = int.from_bytes(data[i : i + 4], "little")
+        out.append(gateway_pb2.GetStemsResponse.FromString(data[i + 4 : i + 4 + n]))
         i += 4 + n
     return out
 
 
-def stem_stream(backends: Backends, audio_store: AudioStore | None, cache: EmbeddingCache,
-                track: searcher_pb2.Track, idx: int,
-                encoding: separator_pb2.StemEncoding) -> list[gateway_pb2.GetStemsResponse]:
+def stem_stream(
+    backends: Backends,
+    audio_store: AudioStore | None,
+    cache: EmbeddingCache,
+    track: searcher_pb2.Track,
+    idx: int,
+    encoding: separator_pb2.StemEncoding,
+) -> list[gateway_pb2.GetStemsResponse]:
     """The header (naming the segment) and then the stems in chunks of at most ``CHUNK_BYTES``."""
     if audio_store is None:
         raise FailedPrecondition(f"this gateway keeps no audio ({PREFIX}_STORE_AUDIO is off)")
     audio = audio_store.get(track.track_id)
     if audio is None:
-        raise FailedPrecondition(f"the audio of track {track.track_id} was not kept when it was indexed; "
-                                 "index it again to listen to its stems")
+        raise FailedPrecondition(
+            f"the audio of track {track.track_id} was not kept when it was indexed; "
+            "index it again to listen to its stems"
+        )
     start = idx * track.segment_seconds
     end = min(start + track.segment_seconds, track.duration_seconds)
     digest = hashlib.sha256(audio.SerializeToString()).hexdigest()
@@ -50,13 +57,22 @@ def stem_stream(backends: Backends, audio_store: AudioStore | None, cache: Embed
     cached = cache.get(key)
     if cached is not None:
         return unpack(cached)
-    header, stems = backends.separate(separator_pb2.SeparateRequest(
-        audio=audio, start_seconds=start, end_seconds=end, encoding=encoding))
-    msgs = [gateway_pb2.GetStemsResponse(header=gateway_pb2.GetStemsHeader(
-        track_id=track.track_id, segment_index=idx, start_seconds=start, end_seconds=end, separation=header))]
+    header, stems = backends.separate(
+        separator_pb2.SeparateRequest(audio=audio, start_seconds=start, end_seconds=end, encoding=encoding)
+    )
+    msgs = [
+        gateway_pb2.GetStemsResponse(
+            header=gateway_pb2.GetStemsHeader(
+                track_id=track.track_id, segment_index=idx, start_seconds=start, end_seconds=end, separation=header
+            )
+        )
+    ]
     for i, data in enumerate(stems):
         for off in range(0, len(data), CHUNK_BYTES):
-            msgs.append(gateway_pb2.GetStemsResponse(chunk=separator_pb2.StemChunk(
-                stem=i, offset=off, data=data[off:off + CHUNK_BYTES])))
+            msgs.append(
+                gateway_pb2.GetStemsResponse(
+                    chunk=separator_pb2.StemChunk(stem=i, offset=off, data=data[off : off + CHUNK_BYTES])
+                )
+            )
     cache.put(key, pack(msgs))
     return msgs

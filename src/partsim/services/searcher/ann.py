@@ -64,8 +64,11 @@ class ApproximateSearch:
             return MixResult([], 0)
         # 2. the union's vectors of the other query parts, by primary key
         keys = list(cand)
-        missing = list(self._pool.map(lambda qg: self._fetch(qg[0].part, [c for c in keys if c not in qg[1]]),
-                                      zip(queries, vectors)))
+        missing = list(
+            self._pool.map(
+                lambda qg: self._fetch(qg[0].part, [c for c in keys if c not in qg[1]]), zip(queries, vectors)
+            )
+        )
         zero = np.zeros(self.milvus.dim, dtype=np.float32)
         mats = [np.stack([got.get(c, extra.get(c, zero)) for c in keys]) for got, extra in zip(vectors, missing)]
         # 3. exact re-rank (eq. 6.2) and min per song
@@ -77,8 +80,9 @@ class ApproximateSearch:
         hits = []
         for r in rows:
             tid, seg, start, end = cand[keys[r]]
-            hits.append(MixHit(tid, float(total[r]), seg, start, end,
-                               {q.part: float(per[i, r]) for i, q in enumerate(queries)}))
+            hits.append(
+                MixHit(tid, float(total[r]), seg, start, end, {q.part: float(per[i, r]) for i, q in enumerate(queries)})
+            )
         bound = retrieval.candidate_bound(kth, [q.weight for q in queries])
         return MixResult(hits, len(keys), bound)
 
@@ -86,8 +90,15 @@ class ApproximateSearch:
         hits = self._nearest(query.part, query.vector, top_k, exclude)
         if not hits:
             return []
-        info = [(h["entity"]["track_id"], int(h["entity"]["segment"]), float(h["entity"]["start"]),
-                 float(h["entity"]["end"])) for h in hits]
+        info = [
+            (
+                h["entity"]["track_id"],
+                int(h["entity"]["segment"]),
+                float(h["entity"]["start"]),
+                float(h["entity"]["end"]),
+            )
+            for h in hits
+        ]
         mat = np.stack([np.asarray(h["entity"]["vector"], dtype=np.float32) for h in hits])
         total, _ = retrieval.segment_distances([query], [mat])
         ordinal: dict[str, int] = {}

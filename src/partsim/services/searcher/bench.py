@@ -29,11 +29,12 @@ from .retrieval import Query
 from .store import SearchStore, Segments
 
 PARTS = list(taxonomy.PARTS)
-ABSENT = {"drums": 0.1, "bass": 0.1, "piano": 0.4, "guitar": 0.4, "others": 0.2}   # per song
+ABSENT = {"drums": 0.1, "bass": 0.1, "piano": 0.4, "guitar": 0.4, "others": 0.2}  # per song
 
 
-def make_catalog(songs: int, segments: int = 4, parts: list[str] = PARTS, dim: int = 128, styles: int = 300,
-                 seed: int = 0) -> list[tuple[TrackInfo, Segments]]:
+def make_catalog(
+    songs: int, segments: int = 4, parts: list[str] = PARTS, dim: int = 128, styles: int = 300, seed: int = 0
+) -> list[tuple[TrackInfo, Segments]]:
     """A synthetic clustered catalog: ``songs`` tracks of ``segments`` 10-s segments."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((styles, len(parts), dim)).astype(np.float32)
@@ -51,15 +52,27 @@ def make_catalog(songs: int, segments: int = 4, parts: list[str] = PARTS, dim: i
             present[i] &= rng.random(segments) > 0.1
         vec = np.where(present[:, :, None], vec, rng.standard_normal(vec.shape) * 1e-3).astype(np.float32)
         idx = np.arange(segments)
-        out.append((TrackInfo(f"song-{s:06d}", title=f"Song {s}", artist=f"Artist {style[s]}",
-                              num_segments=segments, duration_seconds=10.0 * segments, segment_seconds=10.0,
-                              model_version="synthetic", indexed_at=time.time()),
-                    Segments(idx, idx * 10.0, idx * 10.0 + 10.0, vec, present)))
+        out.append(
+            (
+                TrackInfo(
+                    f"song-{s:06d}",
+                    title=f"Song {s}",
+                    artist=f"Artist {style[s]}",
+                    num_segments=segments,
+                    duration_seconds=10.0 * segments,
+                    segment_seconds=10.0,
+                    model_version="synthetic",
+                    indexed_at=time.time(),
+                ),
+                Segments(idx, idx * 10.0, idx * 10.0 + 10.0, vec, present),
+            )
+        )
     return out
 
 
-def make_queries(catalog: list[tuple[TrackInfo, Segments]], n: int, parts: list[str] = PARTS, seed: int = 1,
-                 max_parts: int = 3) -> list[list[Query]]:
+def make_queries(
+    catalog: list[tuple[TrackInfo, Segments]], n: int, parts: list[str] = PARTS, seed: int = 1, max_parts: int = 3
+) -> list[list[Query]]:
     """Random 1..max_parts-part queries: each part is a present segment of a random song, perturbed."""
     rng = np.random.default_rng(seed)
     queries: list[list[Query]] = []
@@ -73,8 +86,16 @@ def make_queries(catalog: list[tuple[TrackInfo, Segments]], n: int, parts: list[
                 j = int(rng.integers(len(seg)))
                 if seg.present[pi, j]:
                     v = seg.vectors[pi, j]
-                    q.append(Query(parts[pi], v + rng.standard_normal(v.shape).astype(np.float32) * 0.3 *
-                                   float(np.linalg.norm(v)) / np.sqrt(v.size)))
+                    q.append(
+                        Query(
+                            parts[pi],
+                            v
+                            + rng.standard_normal(v.shape).astype(np.float32)
+                            * 0.3
+                            * float(np.linalg.norm(v))
+                            / np.sqrt(v.size),
+                        )
+                    )
                     break
         if len(q) == k:
             queries.append(q)
@@ -90,7 +111,7 @@ def build(store: SearchStore, catalog: list[tuple[TrackInfo, Segments]], batch: 
     """Insert in large batches, then wait for Milvus's index; returns the seconds it took."""
     t0 = time.perf_counter()
     for i in range(0, len(catalog), batch):
-        store.upsert_many(catalog[i:i + batch])
+        store.upsert_many(catalog[i : i + batch])
     store.wait_for_index()
     return time.perf_counter() - t0
 
@@ -108,13 +129,19 @@ def measure(store: SearchStore, queries: list[list[Query]], top_k: int = 100) ->
         lat["approx"].append(time.perf_counter() - t)
         recalls.append(recall([h.track_id for h in ex.hits], [h.track_id for h in ap.hits]))
         candidates.append(ap.candidates)
-    return {"latency": {k: np.asarray(v) for k, v in lat.items()}, "recall": np.asarray(recalls),
-            "candidates": np.asarray(candidates)}
+    return {
+        "latency": {k: np.asarray(v) for k, v in lat.items()},
+        "recall": np.asarray(recalls),
+        "candidates": np.asarray(candidates),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m partsim.services.searcher.bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m partsim.services.searcher.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--songs", type=int, default=10000)
     ap.add_argument("--segments", type=int, default=4, help="segments per song")
     ap.add_argument("--dim", type=int, default=128, help="subspace dimension")
@@ -126,30 +153,51 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     tmp = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="partsim-bench-"))
-    store = SearchStore(str(tmp / "milvus.db"), tmp / "tracks.sqlite", PARTS, args.dim, index_type=args.index_type,
-                        ann_candidates=args.ann_candidates, flush_rows=1 << 30).open()
+    store = SearchStore(
+        str(tmp / "milvus.db"),
+        tmp / "tracks.sqlite",
+        PARTS,
+        args.dim,
+        index_type=args.index_type,
+        ann_candidates=args.ann_candidates,
+        flush_rows=1 << 30,
+    ).open()
     try:
         t = time.perf_counter()
         catalog = make_catalog(args.songs, args.segments, dim=args.dim)
-        print(f"catalog: {args.songs} songs x {args.segments} segments x {len(PARTS)} parts, dim {args.dim} "
-              f"(generated in {time.perf_counter() - t:.1f} s)")
+        print(
+            f"catalog: {args.songs} songs x {args.segments} segments x {len(PARTS)} parts, dim {args.dim} "
+            f"(generated in {time.perf_counter() - t:.1f} s)"
+        )
         print(f"indexed into Milvus Lite ({args.index_type}, IP) in {build(store, catalog):.1f} s")
         queries = make_queries(catalog, args.queries)
         measure(store, queries[:2], args.top_k)  # warm-up
         r = measure(store, queries, args.top_k)
         for mode, v in r["latency"].items():
-            print(f"SearchMix {mode:6s}: p50 {1e3 * np.percentile(v, 50):7.1f} ms  "
-                  f"p99 {1e3 * np.percentile(v, 99):7.1f} ms  ({len(v)} queries, top_k {args.top_k})")
-        print(f"approximate recall@{args.top_k}: mean {r['recall'].mean():.4f}  min {r['recall'].min():.4f}  "
-              f"(K'={args.ann_candidates}, candidates re-ranked: median {int(np.median(r['candidates']))})")
+            print(
+                f"SearchMix {mode:6s}: p50 {1e3 * np.percentile(v, 50):7.1f} ms  "
+                f"p99 {1e3 * np.percentile(v, 99):7.1f} ms  ({len(v)} queries, top_k {args.top_k})"
+            )
+        print(
+            f"approximate recall@{args.top_k}: mean {r['recall'].mean():.4f}  min {r['recall'].min():.4f}  "
+            f"(K'={args.ann_candidates}, candidates re-ranked: median {int(np.median(r['candidates']))})"
+        )
         before = [[(h.track_id, h.segment) for h in store.search_mix(q, args.top_k).hits] for q in queries[:5]]
         store.close()
         t = time.perf_counter()
-        store = SearchStore(str(tmp / "milvus.db"), tmp / "tracks.sqlite", PARTS, args.dim,
-                            index_type=args.index_type, ann_candidates=args.ann_candidates).open()
+        store = SearchStore(
+            str(tmp / "milvus.db"),
+            tmp / "tracks.sqlite",
+            PARTS,
+            args.dim,
+            index_type=args.index_type,
+            ann_candidates=args.ann_candidates,
+        ).open()
         after = [[(h.track_id, h.segment) for h in store.search_mix(q, args.top_k).hits] for q in queries[:5]]
-        print(f"reopened (mirror loaded from Milvus) in {time.perf_counter() - t:.1f} s; "
-              f"same exact results: {before == after}")
+        print(
+            f"reopened (mirror loaded from Milvus) in {time.perf_counter() - t:.1f} s; "
+            f"same exact results: {before == after}"
+        )
     finally:
         store.close()
         if not args.data:

@@ -14,8 +14,8 @@ from .store import INDEX_TYPES, MILVUS_MAX_LIMIT, REMOTE_SCHEMES
 
 PREFIX = "PARTSIM_SEARCHER"
 
-MAX_TOP_K = 1000          # documented in protos/partsim/v1/searcher.proto
-MAX_EXCLUDE = 10000       # exclude_track_ids per search
+MAX_TOP_K = 1000  # documented in protos/partsim/v1/searcher.proto
+MAX_EXCLUDE = 10000  # exclude_track_ids per search
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
@@ -27,12 +27,27 @@ class SearcherConfig(InternalServerConfig):
     prefix: ClassVar[str] = PREFIX
     address: str = server_field("address", "0.0.0.0:50053")
     metrics_port: int = server_field("metrics_port", 9093)
-    data_dir: str = field(default="", metadata={"help": "folder for track metadata (tracks.sqlite) and, without "
-                                                        "--milvus-uri, the Milvus Lite database (milvus.db)"})
-    milvus_uri: str = field(default="", metadata={"help": "Milvus server URI (http://host:19530) or a Milvus Lite "
-                                                          "path ending in .db; empty: DATA_DIR/milvus.db"})
-    model: str = field(default="", metadata={"help": "model manifest.json giving the parts and subspace_dim "
-                                                     "(empty: the shipped model, or $PARTSIM_MODEL)"})
+    data_dir: str = field(
+        default="",
+        metadata={
+            "help": "folder for track metadata (tracks.sqlite) and, without "
+            "--milvus-uri, the Milvus Lite database (milvus.db)"
+        },
+    )
+    milvus_uri: str = field(
+        default="",
+        metadata={
+            "help": "Milvus server URI (http://host:19530) or a Milvus Lite "
+            "path ending in .db; empty: DATA_DIR/milvus.db"
+        },
+    )
+    model: str = field(
+        default="",
+        metadata={
+            "help": "model manifest.json giving the parts and subspace_dim "
+            "(empty: the shipped model, or $PARTSIM_MODEL)"
+        },
+    )
     parts: str = field(default="", metadata={"help": "comma-separated part names (empty: the manifest's)"})
     subspace_dim: int = field(default=0, metadata={"help": "vector size per part (0: the manifest's)"})
     index_type: str = field(default="HNSW", metadata={"help": "Milvus index: FLAT, IVF_FLAT or HNSW"})
@@ -43,33 +58,49 @@ class SearcherConfig(InternalServerConfig):
     ivf_nlist: int = field(default=256, metadata={"help": "IVF_FLAT nlist"})
     ivf_nprobe: int = field(default=32, metadata={"help": "IVF_FLAT search nprobe"})
     flush_rows: int = field(default=4096, metadata={"help": "seal Milvus segments after this many written rows"})
-    default_mode: str = field(default="exact", metadata={"help": "mode of searches that leave it unset: "
-                                                                       "exact or approximate"})
+    default_mode: str = field(
+        default="exact", metadata={"help": "mode of searches that leave it unset: exact or approximate"}
+    )
 
     def validate(self) -> None:
         super().validate()
         p = PREFIX
         require(bool(self.data_dir), p, "data_dir", "needed: the track metadata (and Milvus Lite) live there")
-        require(self.milvus_uri == "" or self.milvus_uri.startswith(REMOTE_SCHEMES) or self.milvus_uri.endswith(".db"),
-                p, "milvus_uri", f"expected http://host:19530 (a Milvus server) or a Milvus Lite path ending in .db, "
-                f"got {self.milvus_uri!r}")
+        require(
+            self.milvus_uri == "" or self.milvus_uri.startswith(REMOTE_SCHEMES) or self.milvus_uri.endswith(".db"),
+            p,
+            "milvus_uri",
+            f"expected http://host:19530 (a Milvus server) or a Milvus Lite path ending in .db, "
+            f"got {self.milvus_uri!r}",
+        )
         require(self.model == "" or Path(self.model).is_file(), p, "model", f"no such manifest: {self.model}")
         require(self.subspace_dim >= 0, p, "subspace_dim", "must be positive (or 0: the manifest's)")
-        require(self.index_type in INDEX_TYPES, p, "index_type",
-                f"must be one of {', '.join(INDEX_TYPES)}, got {self.index_type!r}")
-        require(1 <= self.ann_candidates <= MILVUS_MAX_LIMIT, p, "ann_candidates",
-                f"must be within 1..{MILVUS_MAX_LIMIT} (Milvus's largest search limit)")
+        require(
+            self.index_type in INDEX_TYPES,
+            p,
+            "index_type",
+            f"must be one of {', '.join(INDEX_TYPES)}, got {self.index_type!r}",
+        )
+        require(
+            1 <= self.ann_candidates <= MILVUS_MAX_LIMIT,
+            p,
+            "ann_candidates",
+            f"must be within 1..{MILVUS_MAX_LIMIT} (Milvus's largest search limit)",
+        )
         require(2 <= self.hnsw_m <= 2048, p, "hnsw_m", "must be within 2..2048")
         require(1 <= self.hnsw_ef_construction <= 10000, p, "hnsw_ef_construction", "must be within 1..10000")
         require(0 <= self.hnsw_ef <= 32768, p, "hnsw_ef", "must be within 0..32768")
         require(1 <= self.ivf_nlist <= 65536, p, "ivf_nlist", "must be within 1..65536")
         require(1 <= self.ivf_nprobe <= 65536, p, "ivf_nprobe", "must be within 1..65536")
         require(self.flush_rows >= 1, p, "flush_rows", "must be 1 or more")
-        require(self.default_mode in ("exact", "approximate"), p, "default_mode",
-                f"must be exact or approximate, got {self.default_mode!r}")
+        require(
+            self.default_mode in ("exact", "approximate"),
+            p,
+            "default_mode",
+            f"must be exact or approximate, got {self.default_mode!r}",
+        )
         parts, dim = self.model_parts()
-        require(len(parts) == len(set(parts)) and all(parts), p, "parts",
-                f"need distinct non-empty names, got {parts}")
+        require(len(parts) == len(set(parts)) and all(parts), p, "parts", f"need distinct non-empty names, got {parts}")
         require(dim > 0, p, "subspace_dim", f"must be positive, got {dim}")
 
     def model_parts(self) -> tuple[list[str], int]:
@@ -85,8 +116,10 @@ class SearcherConfig(InternalServerConfig):
                 parts = parts or [str(x) for x in manifest["parts"]]
                 dim = dim or int(manifest["subspace_dim"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise InvalidArgument(f"{PREFIX}_PARTS / {PREFIX}_SUBSPACE_DIM unset and the model manifest "
-                                      f"{path} cannot give them: {exc}") from None
+                raise InvalidArgument(
+                    f"{PREFIX}_PARTS / {PREFIX}_SUBSPACE_DIM unset and the model manifest "
+                    f"{path} cannot give them: {exc}"
+                ) from None
         return parts, int(dim)
 
     @property

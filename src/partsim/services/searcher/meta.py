@@ -30,13 +30,31 @@ class TrackInfo:
     indexed_at: float = 0.0
 
 
-_COLUMNS = ("track_id", "title", "artist", "tags", "num_segments", "duration_seconds", "segment_seconds",
-            "model_version", "indexed_at")
+_COLUMNS = (
+    "track_id",
+    "title",
+    "artist",
+    "tags",
+    "num_segments",
+    "duration_seconds",
+    "segment_seconds",
+    "model_version",
+    "indexed_at",
+)
 
 
 def _row(info: TrackInfo) -> tuple:
-    return (info.track_id, info.title, info.artist, json.dumps(info.tags, sort_keys=True), info.num_segments,
-            info.duration_seconds, info.segment_seconds, info.model_version, info.indexed_at)
+    return (
+        info.track_id,
+        info.title,
+        info.artist,
+        json.dumps(info.tags, sort_keys=True),
+        info.num_segments,
+        info.duration_seconds,
+        info.segment_seconds,
+        info.model_version,
+        info.indexed_at,
+    )
 
 
 def _info(row: tuple) -> TrackInfo:
@@ -57,15 +75,18 @@ class MetaDB:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS tracks (track_id TEXT PRIMARY KEY, title TEXT, artist TEXT, tags TEXT, "
             "num_segments INTEGER, duration_seconds REAL, segment_seconds REAL, model_version TEXT, "
-            "indexed_at REAL)")
+            "indexed_at REAL)"
+        )
 
     def put_many(self, infos: list[TrackInfo]) -> None:
         """Insert or replace, in one transaction."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.executemany(f"INSERT OR REPLACE INTO tracks ({', '.join(_COLUMNS)}) VALUES "
-                                     f"({', '.join('?' * len(_COLUMNS))})", [_row(i) for i in infos])
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO tracks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                    [_row(i) for i in infos],
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -78,15 +99,17 @@ class MetaDB:
 
     def get(self, track_id: str) -> TrackInfo | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE track_id = ?",
-                                   (track_id,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE track_id = ?", (track_id,)
+            ).fetchone()
         return _info(row) if row else None
 
     def page(self, after: str, limit: int) -> list[TrackInfo]:
         """Up to ``limit`` tracks with id > ``after``, by id."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE track_id > ? "
-                                    "ORDER BY track_id LIMIT ?", (after, limit)).fetchall()
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE track_id > ? ORDER BY track_id LIMIT ?", (after, limit)
+            ).fetchall()
         return [_info(r) for r in rows]
 
     def ids(self) -> set[str]:

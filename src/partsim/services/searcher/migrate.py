@@ -35,19 +35,25 @@ def is_legacy(milvus: Milvus, name: str) -> bool:
     vec = next((f for f in desc["fields"] if f["name"] == "vector"), None)
     dim = int(vec["params"]["dim"]) if vec else None
     if dim != milvus.dim:
-        raise FailedPrecondition(f"collection {name} at {milvus.uri} holds {dim}-d vectors but the model's "
-                                 f"subspace_dim is {milvus.dim}: use another data dir / Milvus URI or drop it")
+        raise FailedPrecondition(
+            f"collection {name} at {milvus.uri} holds {dim}-d vectors but the model's "
+            f"subspace_dim is {milvus.dim}: use another data dir / Milvus URI or drop it"
+        )
     have = {f["name"] for f in desc["fields"]}
     missing = sorted(LEGACY_FIELDS - have)
     if missing:
-        raise FailedPrecondition(f"collection {name} at {milvus.uri} lacks the fields {missing}: it was not "
-                                 "written by partsim's searcher; use another data dir / Milvus URI or drop it")
+        raise FailedPrecondition(
+            f"collection {name} at {milvus.uri} lacks the fields {missing}: it was not "
+            "written by partsim's searcher; use another data dir / Milvus URI or drop it"
+        )
     new = have & {"raw", "power"}
     if new == {"raw", "power"}:
         return False
     if new:
-        raise FailedPrecondition(f"collection {name} at {milvus.uri} has {sorted(new)} but not "
-                                 f"{sorted({'raw', 'power'} - new)}: a schema partsim never wrote; drop it")
+        raise FailedPrecondition(
+            f"collection {name} at {milvus.uri} has {sorted(new)} but not "
+            f"{sorted({'raw', 'power'} - new)}: a schema partsim never wrote; drop it"
+        )
     return True
 
 
@@ -72,8 +78,11 @@ def migrate(milvus: Milvus, name: str) -> None:
     kept); power unknown."""
     tmp = name + MIGRATING
     t0 = time.perf_counter()
-    log.warning("%s predates raw vectors and audio power: migrating it (rows keep their search fields; "
-                "re-index tracks to query their absent parts)", name)
+    log.warning(
+        "%s predates raw vectors and audio power: migrating it (rows keep their search fields; "
+        "re-index tracks to query their absent parts)",
+        name,
+    )
     milvus.load(name)
     milvus.create(tmp)
     milvus.load(tmp)
@@ -81,9 +90,20 @@ def migrate(milvus: Milvus, name: str) -> None:
     for r in milvus.scan(name, ["track_id", "segment", "start", "end", "present", "norm", "vector"]):
         vec = np.asarray(r["vector"], dtype=np.float32)
         raw = (vec * np.float32(r["norm"])).tolist() if r["present"] else []
-        batch.append({"pk": r["pk"], "track_id": r["track_id"], "segment": int(r["segment"]),
-                      "start": float(r["start"]), "end": float(r["end"]), "present": bool(r["present"]),
-                      "norm": float(r["norm"]), "power": POWER_UNKNOWN, "raw": raw, "vector": vec})
+        batch.append(
+            {
+                "pk": r["pk"],
+                "track_id": r["track_id"],
+                "segment": int(r["segment"]),
+                "start": float(r["start"]),
+                "end": float(r["end"]),
+                "present": bool(r["present"]),
+                "norm": float(r["norm"]),
+                "power": POWER_UNKNOWN,
+                "raw": raw,
+                "vector": vec,
+            }
+        )
         if len(batch) >= BATCH:
             milvus.insert(tmp, batch)
             copied += len(batch)

@@ -35,10 +35,10 @@ from ..tracks import MAX_TRACK_ID
 log = logging.getLogger("partsim.searcher")
 
 INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
-POWER_UNKNOWN = -1.0       # the power field of a row whose audio power was not recorded
+POWER_UNKNOWN = -1.0  # the power field of a row whose audio power was not recorded
 REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
-MILVUS_MAX_LIMIT = 16384   # Milvus's largest search limit (topk)
-BATCH = 4096               # rows per insert / get / delete call
+MILVUS_MAX_LIMIT = 16384  # Milvus's largest search limit (topk)
+BATCH = 4096  # rows per insert / get / delete call
 
 T = TypeVar("T")
 
@@ -80,8 +80,9 @@ class Milvus:
         self.uri = uri
         self.lite = not uri.startswith(REMOTE_SCHEMES)
         if self.lite and not uri.endswith(".db"):
-            raise InvalidArgument(f"Milvus URI {uri!r}: expected http://host:port (a Milvus server) or a Milvus Lite "
-                                  "path ending in .db")
+            raise InvalidArgument(
+                f"Milvus URI {uri!r}: expected http://host:port (a Milvus server) or a Milvus Lite path ending in .db"
+            )
         if self.lite:
             self.uri = os.path.abspath(uri)
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,7 @@ class Milvus:
         self.index_type = index_type
         self.hnsw = hnsw
         self.ivf = ivf
-        self.client: Any = None   # a pymilvus MilvusClient once connected
+        self.client: Any = None  # a pymilvus MilvusClient once connected
 
     @property
     def backend(self) -> str:
@@ -129,8 +130,13 @@ class Milvus:
 
     def _index_params(self):
         params = self.client.prepare_index_params()
-        build = ({"M": self.hnsw["M"], "efConstruction": self.hnsw["efConstruction"]} if self.index_type == "HNSW"
-                 else {"nlist": self.ivf["nlist"]} if self.index_type == "IVF_FLAT" else {})
+        build = (
+            {"M": self.hnsw["M"], "efConstruction": self.hnsw["efConstruction"]}
+            if self.index_type == "HNSW"
+            else {"nlist": self.ivf["nlist"]}
+            if self.index_type == "IVF_FLAT"
+            else {}
+        )
         params.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", params=build)
         if self.lite and build:
             # pymilvus 3 sends build parameters as flat key/value pairs (what a Milvus server reads);
@@ -162,30 +168,37 @@ class Milvus:
 
     def insert(self, name: str, rows: list[dict]) -> None:
         for i in range(0, len(rows), BATCH):
-            self.call(f"insert into {name}", self.client.insert, name, rows[i:i + BATCH])
+            self.call(f"insert into {name}", self.client.insert, name, rows[i : i + BATCH])
 
     def delete_keys(self, name: str, keys: Sequence[str]) -> None:
         for i in range(0, len(keys), BATCH):
-            self.call(f"delete from {name}", self.client.delete, name, filter=by_keys(keys[i:i + BATCH]))
+            self.call(f"delete from {name}", self.client.delete, name, filter=by_keys(keys[i : i + BATCH]))
 
     def delete_tracks(self, name: str, track_ids: Sequence[str]) -> None:
         """Delete every row of the given tracks (a sweep by track id, whatever their keys)."""
         for i in range(0, len(track_ids), 256):
-            expr = f"track_id in [{', '.join(quote(t) for t in track_ids[i:i + 256])}]"
+            expr = f"track_id in [{', '.join(quote(t) for t in track_ids[i : i + 256])}]"
             self.call(f"delete from {name}", self.client.delete, name, filter=expr)
 
     def get(self, name: str, keys: Sequence[str], fields: list[str]) -> list[dict]:
         """The rows with these primary keys (missing keys are left out), with ``pk`` and ``fields``."""
         out: list[dict] = []
         for i in range(0, len(keys), BATCH):
-            out += self.call(f"read {name}", self.client.query, name, filter=by_keys(keys[i:i + BATCH]),
-                             output_fields=fields)
+            out += self.call(
+                f"read {name}", self.client.query, name, filter=by_keys(keys[i : i + BATCH]), output_fields=fields
+            )
         return out
 
     def scan(self, name: str, fields: list[str]) -> Iterable[dict]:
         """Every row of a collection, with ``pk`` and ``fields``, in batches under Milvus's limit."""
-        it = self.call(f"read {name}", self.client.query_iterator, name, batch_size=MILVUS_MAX_LIMIT // 2,
-                       filter="", output_fields=fields)
+        it = self.call(
+            f"read {name}",
+            self.client.query_iterator,
+            name,
+            batch_size=MILVUS_MAX_LIMIT // 2,
+            filter="",
+            output_fields=fields,
+        )
         try:
             while True:
                 batch = self.call(f"read {name}", it.next)
@@ -201,9 +214,17 @@ class Milvus:
         Each hit: ``pk``, ``distance`` (the IP) and ``entity`` (track_id, segment, start, end, vector).
         """
         expr = f"track_id not in [{', '.join(quote(t) for t in exclude)}]" if exclude else ""
-        res = self.call(f"search {name}", self.client.search, name, data=[vector.tolist()], anns_field="vector",
-                        limit=limit, filter=expr, search_params=self._search_params(limit),
-                        output_fields=["track_id", "segment", "start", "end", "vector"])
+        res = self.call(
+            f"search {name}",
+            self.client.search,
+            name,
+            data=[vector.tolist()],
+            anns_field="vector",
+            limit=limit,
+            filter=expr,
+            search_params=self._search_params(limit),
+            output_fields=["track_id", "segment", "start", "end", "vector"],
+        )
         return list(res[0]) if res else []
 
     def _search_params(self, limit: int) -> dict:

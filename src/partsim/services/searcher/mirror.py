@@ -16,9 +16,9 @@ class Mirror:
     def __init__(self, parts: list[str], dim: int, capacity: int = 1024):
         self.parts = list(parts)
         self.dim = dim
-        self.n = 0          # rows used (alive or dead)
+        self.n = 0  # rows used (alive or dead)
         self.dead = 0
-        self.names: list[str] = []            # track ordinal -> track id
+        self.names: list[str] = []  # track ordinal -> track id
         self._ordinal: dict[str, int] = {}
         self.rows: dict[str, np.ndarray] = {}  # track id -> its alive rows
         # per part (parts, capacity, dim) unit vectors and (parts, capacity) presence; per row its track
@@ -52,7 +52,7 @@ class Mirror:
 
     def matrix(self, part: str) -> np.ndarray:
         """(n, dim) unit vectors of ``part`` (dead rows included: mask them with :attr:`alive`)."""
-        return self.vectors[self.parts.index(part), :self.n]
+        return self.vectors[self.parts.index(part), : self.n]
 
     def ordinal(self, track_id: str) -> int:
         o = self._ordinal.get(track_id)
@@ -61,8 +61,15 @@ class Mirror:
             self.names.append(track_id)
         return o
 
-    def add(self, track_id: str, index: np.ndarray, start: np.ndarray, end: np.ndarray, units: np.ndarray,
-            present: np.ndarray) -> None:
+    def add(
+        self,
+        track_id: str,
+        index: np.ndarray,
+        start: np.ndarray,
+        end: np.ndarray,
+        units: np.ndarray,
+        present: np.ndarray,
+    ) -> None:
         """Append one track's rows (replacing any it had). ``units``: (parts, S, dim); ``present``: (parts, S)."""
         self.remove(track_id)
         s = len(index)
@@ -91,15 +98,15 @@ class Mirror:
 
     def compact(self) -> None:
         """Move alive rows to the front (order kept) and forget dead ones."""
-        keep = np.flatnonzero(self.alive[:self.n])
+        keep = np.flatnonzero(self.alive[: self.n])
         m = keep.size
         self.vectors[:, :m] = self.vectors[:, keep]
         self.present[:, :m] = self.present[:, keep]
         for k in ("track", "segment", "start", "end", "alive"):
             a = getattr(self, k)
             a[:m] = a[keep]
-        self.alive[m:self.n] = False
-        self.present[:, m:self.n] = False
+        self.alive[m : self.n] = False
+        self.present[:, m : self.n] = False
         new_index = np.full(self.n, -1, dtype=np.int64)
         new_index[keep] = np.arange(m)
         self.rows = {t: new_index[r] for t, r in self.rows.items()}
@@ -110,4 +117,4 @@ class Mirror:
         return self.n - self.dead
 
     def present_counts(self) -> dict[str, int]:
-        return {p: int(self.present[i, :self.n].sum()) for i, p in enumerate(self.parts)}
+        return {p: int(self.present[i, : self.n].sum()) for i, p in enumerate(self.parts)}

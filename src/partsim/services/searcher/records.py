@@ -52,7 +52,7 @@ class SegmentRecord:
     index: int
     start: float
     end: float
-    vectors: dict[str, np.ndarray | None]   # the raw vector; None: not kept (an absent part of a migrated row)
+    vectors: dict[str, np.ndarray | None]  # the raw vector; None: not kept (an absent part of a migrated row)
     norms: dict[str, float]
     present: dict[str, bool]
-    power: dict[str, float | None] = field(default_factory=dict)   # None: unknown
+    power: dict[str, float | None] = field(default_factory=dict)  # None: unknown

@@ -66,13 +66,16 @@ def segment_distances(queries: Sequence[Query], matrices: Sequence[np.ndarray]) 
     if np.any(weights <= 0):
         raise ValueError("weights must be positive")
     for i, (q, m) in enumerate(zip(queries, matrices)):
-        per_part[i] = np.clip(1.0 - (m @ unit(q.vector)), 0.0, 2.0)  # 1 - cos of unit vectors: rounding can leave [0, 2]
+        per_part[i] = np.clip(
+            1.0 - (m @ unit(q.vector)), 0.0, 2.0
+        )  # 1 - cos of unit vectors: rounding can leave [0, 2]
     total = weights @ per_part / weights.sum()
     return total, per_part
 
 
-def _order_rows(rows: np.ndarray, dist: np.ndarray, track_names: Sequence[str], segment: np.ndarray,
-                track: np.ndarray) -> np.ndarray:
+def _order_rows(
+    rows: np.ndarray, dist: np.ndarray, track_names: Sequence[str], segment: np.ndarray, track: np.ndarray
+) -> np.ndarray:
     """``rows`` sorted by (distance, track id, segment index)."""
     keyed = sorted(rows.tolist(), key=lambda r: (float(dist[r]), track_names[int(track[r])], int(segment[r])))
     return np.asarray(keyed, dtype=np.int64)
@@ -86,8 +89,14 @@ def _smallest(values: np.ndarray, k: int) -> np.ndarray:
     return np.flatnonzero(values <= kth)
 
 
-def rank_songs(dist: np.ndarray, track: np.ndarray, segment: np.ndarray, track_names: Sequence[str],
-               top_k: int, valid: np.ndarray | None = None) -> np.ndarray:
+def rank_songs(
+    dist: np.ndarray,
+    track: np.ndarray,
+    segment: np.ndarray,
+    track_names: Sequence[str],
+    top_k: int,
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
     """Min over each song's segments, songs ascending; the best row of each of the top_k songs.
 
     Args:
@@ -120,8 +129,14 @@ def rank_songs(dist: np.ndarray, track: np.ndarray, segment: np.ndarray, track_n
     return _order_rows(chosen[first], dist, track_names, segment, track)[:top_k]
 
 
-def rank_segments(dist: np.ndarray, track: np.ndarray, segment: np.ndarray, track_names: Sequence[str],
-                  top_k: int, valid: np.ndarray | None = None) -> np.ndarray:
+def rank_segments(
+    dist: np.ndarray,
+    track: np.ndarray,
+    segment: np.ndarray,
+    track_names: Sequence[str],
+    top_k: int,
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
     """The top_k rows by (distance, track id, segment index), no grouping (similar-stem search)."""
     rows = np.arange(dist.shape[0]) if valid is None else np.flatnonzero(valid)
     if rows.size == 0 or top_k <= 0:

@@ -36,9 +36,14 @@ CANDIDATE_BUCKETS = (1, 10, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 
 
 def track_proto(info: TrackInfo) -> searcher_pb2.Track:
     return searcher_pb2.Track(
-        track_id=info.track_id, metadata=types_pb2.TrackMetadata(title=info.title, artist=info.artist, tags=info.tags),
-        num_segments=info.num_segments, duration_seconds=info.duration_seconds,
-        segment_seconds=info.segment_seconds, model_version=info.model_version, indexed_at=info.indexed_at)
+        track_id=info.track_id,
+        metadata=types_pb2.TrackMetadata(title=info.title, artist=info.artist, tags=info.tags),
+        num_segments=info.num_segments,
+        duration_seconds=info.duration_seconds,
+        segment_seconds=info.segment_seconds,
+        model_version=info.model_version,
+        indexed_at=info.indexed_at,
+    )
 
 
 def _token(after: str) -> str:
@@ -54,13 +59,15 @@ def _after(token: str) -> str:
             return after
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
         pass
-    raise InvalidArgument("page_token is not one this service issued; pass the next_page_token of the previous "
-                          "ListTracks response, or none for the first page")
-
+    raise InvalidArgument(
+        "page_token is not one this service issued; pass the next_page_token of the previous "
+        "ListTracks response, or none for the first page"
+    )
 
 
 def _listed(vector: np.ndarray | None) -> list[float]:
     return [] if vector is None else vector.tolist()
+
 
 class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
     """The servicer. ``store`` is None until :meth:`open` has loaded the index."""
@@ -70,14 +77,25 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         self.parts, self.dim = cfg.model_parts()
         self.store: SearchStore | None = None
         r = rt.registry
-        self.search_seconds = Histogram("partsim_search_seconds", "Search latency in the searcher.", ["mode", "kind"],
-                                        buckets=LATENCY_BUCKETS, registry=r)
-        self.candidates = Histogram("partsim_search_candidates", "Catalog segments whose distance was computed "
-                                    "exactly per SearchMix.", ["mode"], buckets=CANDIDATE_BUCKETS, registry=r)
+        self.search_seconds = Histogram(
+            "partsim_search_seconds",
+            "Search latency in the searcher.",
+            ["mode", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.candidates = Histogram(
+            "partsim_search_candidates",
+            "Catalog segments whose distance was computed exactly per SearchMix.",
+            ["mode"],
+            buckets=CANDIDATE_BUCKETS,
+            registry=r,
+        )
         self.tracks = Gauge("partsim_index_tracks", "Tracks in the index.", registry=r)
         self.segments = Gauge("partsim_index_segments", "Segments (rows per part) in the index.", registry=r)
-        self.present = Gauge("partsim_index_present_segments", "Segments where the part is present.", ["part"],
-                             registry=r)
+        self.present = Gauge(
+            "partsim_index_present_segments", "Segments where the part is present.", ["part"], registry=r
+        )
         for mode in ("exact", "approximate"):  # export zeros from the start, so rates see the first search
             self.candidates.labels(mode)
             for kind in ("mix", "stems"):
@@ -86,9 +104,19 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
     def open(self) -> None:
         cfg = self.cfg
         self.store = SearchStore(
-            cfg.uri, f"{cfg.data_dir}/tracks.sqlite", self.parts, self.dim, index_type=cfg.index_type,
-            ann_candidates=cfg.ann_candidates, hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
-            hnsw_ef=cfg.hnsw_ef, ivf_nlist=cfg.ivf_nlist, ivf_nprobe=cfg.ivf_nprobe, flush_rows=cfg.flush_rows).open()
+            cfg.uri,
+            f"{cfg.data_dir}/tracks.sqlite",
+            self.parts,
+            self.dim,
+            index_type=cfg.index_type,
+            ann_candidates=cfg.ann_candidates,
+            hnsw_m=cfg.hnsw_m,
+            hnsw_ef_construction=cfg.hnsw_ef_construction,
+            hnsw_ef=cfg.hnsw_ef,
+            ivf_nlist=cfg.ivf_nlist,
+            ivf_nprobe=cfg.ivf_nprobe,
+            flush_rows=cfg.flush_rows,
+        ).open()
         self._update_gauges()
 
     def close(self) -> None:
@@ -124,12 +152,15 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             raise InvalidArgument(f"{what}: unknown part {pq.part!r}; the parts are {self.parts}")
         v = self._vector(pq.vector, f"{what} (part {pq.part})")
         if float(np.linalg.norm(v)) <= 1e-12:
-            raise InvalidArgument(f"{what} (part {pq.part}): the vector is all zeros, so its cosine is undefined; "
-                                  "leave a silent part out of the query")
+            raise InvalidArgument(
+                f"{what} (part {pq.part}): the vector is all zeros, so its cosine is undefined; "
+                "leave a silent part out of the query"
+            )
         w = float(pq.weight)
         if math.isnan(w) or w < 0 or math.isinf(w):
-            raise InvalidArgument(f"{what} (part {pq.part}): weight {w} must be a finite number >= 0 "
-                                  "(0 or unset means 1)")
+            raise InvalidArgument(
+                f"{what} (part {pq.part}): weight {w} must be a finite number >= 0 (0 or unset means 1)"
+            )
         return Query(pq.part, v, w if w > 0 else 1.0)
 
     def _search_args(self, top_k: int, exclude, mode: int) -> tuple[list[str], bool]:
@@ -137,8 +168,11 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             raise InvalidArgument(f"top_k {top_k}: must be within 1..{MAX_TOP_K}")
         if len(exclude) > MAX_EXCLUDE:
             raise InvalidArgument(f"exclude_track_ids has {len(exclude)} ids; the limit is {MAX_EXCLUDE}")
-        if mode not in (searcher_pb2.SEARCH_MODE_UNSPECIFIED, searcher_pb2.SEARCH_MODE_EXACT,
-                        searcher_pb2.SEARCH_MODE_APPROXIMATE):
+        if mode not in (
+            searcher_pb2.SEARCH_MODE_UNSPECIFIED,
+            searcher_pb2.SEARCH_MODE_EXACT,
+            searcher_pb2.SEARCH_MODE_APPROXIMATE,
+        ):
             raise InvalidArgument(f"mode {mode}: unknown SearchMode")
         if mode == searcher_pb2.SEARCH_MODE_UNSPECIFIED:
             return list(exclude), self.cfg.default_mode == "exact"
@@ -160,24 +194,29 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
                 raise InvalidArgument(f"{what}: segment indices must be distinct and >= 0")
             seen.add(s.index)
             if not (math.isfinite(s.start_seconds) and math.isfinite(s.end_seconds)) or s.end_seconds < s.start_seconds:
-                raise InvalidArgument(f"{what}: start_seconds {s.start_seconds} / end_seconds {s.end_seconds} "
-                                      "must be finite with end >= start")
+                raise InvalidArgument(
+                    f"{what}: start_seconds {s.start_seconds} / end_seconds {s.end_seconds} "
+                    "must be finite with end >= start"
+                )
             names = [pv.part for pv in s.parts]
             if sorted(names) != sorted(self.parts):
                 unknown = sorted(set(names) - set(self.parts))
                 missing = [p for p in self.parts if p not in names]
                 dup = sorted({p for p in names if names.count(p) > 1})
-                raise InvalidArgument(f"{what}: parts must be exactly {self.parts} once each"
-                                      + (f"; unknown {unknown}" if unknown else "")
-                                      + (f"; missing {missing}" if missing else "")
-                                      + (f"; repeated {dup}" if dup else ""))
+                raise InvalidArgument(
+                    f"{what}: parts must be exactly {self.parts} once each"
+                    + (f"; unknown {unknown}" if unknown else "")
+                    + (f"; missing {missing}" if missing else "")
+                    + (f"; repeated {dup}" if dup else "")
+                )
             for pv in s.parts:
                 vectors[pos[pv.part], j] = self._vector(pv.vector, f"{what} part {pv.part}")
                 present[pos[pv.part], j] = pv.present
                 if pv.HasField("power"):
                     if not (math.isfinite(pv.power) and pv.power >= 0):
-                        raise InvalidArgument(f"{what} part {pv.part}: power {pv.power} must be a finite number >= 0 "
-                                              "(or unset: unknown)")
+                        raise InvalidArgument(
+                            f"{what} part {pv.part}: power {pv.power} must be a finite number >= 0 (or unset: unknown)"
+                        )
                     power[pos[pv.part], j] = pv.power
             index[j], start[j], end[j] = s.index, s.start_seconds, s.end_seconds
         return Segments(index, start, end, vectors, present, power)
@@ -190,11 +229,21 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         check_track_id(t.track_id)
         segs = self._segments(request)
         if t.num_segments and t.num_segments != len(segs):
-            raise InvalidArgument(f"track {t.track_id!r}: num_segments is {t.num_segments} but {len(segs)} "
-                                  "segments were sent (leave it 0 to have it counted)")
-        info = TrackInfo(t.track_id, t.metadata.title, t.metadata.artist, dict(t.metadata.tags), len(segs),
-                         t.duration_seconds or float(segs.end.max()), t.segment_seconds, t.model_version,
-                         t.indexed_at or time.time())
+            raise InvalidArgument(
+                f"track {t.track_id!r}: num_segments is {t.num_segments} but {len(segs)} "
+                "segments were sent (leave it 0 to have it counted)"
+            )
+        info = TrackInfo(
+            t.track_id,
+            t.metadata.title,
+            t.metadata.artist,
+            dict(t.metadata.tags),
+            len(segs),
+            t.duration_seconds or float(segs.end.max()),
+            t.segment_seconds,
+            t.model_version,
+            t.indexed_at or time.time(),
+        )
         replaced = store.upsert(info, segs)
         self._update_gauges()
         return searcher_pb2.UpsertTrackResponse(replaced=replaced)
@@ -217,8 +266,9 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         infos = store.list_tracks(_after(request.page_token), size + 1)
         more = len(infos) > size
         infos = infos[:size]
-        return searcher_pb2.ListTracksResponse(tracks=[track_proto(i) for i in infos],
-                                               next_page_token=_token(infos[-1].track_id) if more else "")
+        return searcher_pb2.ListTracksResponse(
+            tracks=[track_proto(i) for i in infos], next_page_token=_token(infos[-1].track_id) if more else ""
+        )
 
     def GetSegment(self, request, context):
         check_track_id(request.track_id)
@@ -227,10 +277,21 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             raise NotFound(f"track {request.track_id!r} has no segment {request.segment_index} (indices are >= 0)")
         info, rec = store.get_segment(request.track_id, request.segment_index)
         # the raw vectors as indexed (none for an absent part of a row migrated from an older catalog)
-        seg = types_pb2.SegmentEmbedding(index=rec.index, start_seconds=rec.start, end_seconds=rec.end, parts=[
-            types_pb2.PartVector(part=p, vector=_listed(rec.vectors[p]), norm=rec.norms[p], present=rec.present[p],
-                                 power=rec.power[p])
-            for p in self.parts])
+        seg = types_pb2.SegmentEmbedding(
+            index=rec.index,
+            start_seconds=rec.start,
+            end_seconds=rec.end,
+            parts=[
+                types_pb2.PartVector(
+                    part=p,
+                    vector=_listed(rec.vectors[p]),
+                    norm=rec.norms[p],
+                    present=rec.present[p],
+                    power=rec.power[p],
+                )
+                for p in self.parts
+            ],
+        )
         return searcher_pb2.GetSegmentResponse(track=track_proto(info), segment=seg)
 
     def SearchMix(self, request, context):
@@ -241,8 +302,10 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         for i, pq in enumerate(request.parts):
             q = self._query(pq, f"parts[{i}]")
             if q.part in seen:
-                raise InvalidArgument(f"parts[{i}]: part {q.part!r} is given twice; average its query embeddings "
-                                      "into one vector (eq. 6.1)")
+                raise InvalidArgument(
+                    f"parts[{i}]: part {q.part!r} is given twice; average its query embeddings "
+                    "into one vector (eq. 6.1)"
+                )
             seen.add(q.part)
             queries.append(q)
         exclude, exact = self._search_args(request.top_k, request.exclude_track_ids, request.mode)
@@ -252,12 +315,18 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         self.search_seconds.labels(mode, "mix").observe(time.perf_counter() - t0)
         self.candidates.labels(mode).observe(res.candidates)
         infos = self._infos([h.track_id for h in res.hits])
-        hits = [searcher_pb2.MixHit(
-            track=track_proto(infos[h.track_id]), distance=h.distance,
-            best_segment=searcher_pb2.SegmentRef(index=h.segment, start_seconds=h.start, end_seconds=h.end),
-            part_distances=[searcher_pb2.PartDistance(part=q.part, distance=h.part_distances[q.part])
-                            for q in queries])
-            for h in res.hits if h.track_id in infos]
+        hits = [
+            searcher_pb2.MixHit(
+                track=track_proto(infos[h.track_id]),
+                distance=h.distance,
+                best_segment=searcher_pb2.SegmentRef(index=h.segment, start_seconds=h.start, end_seconds=h.end),
+                part_distances=[
+                    searcher_pb2.PartDistance(part=q.part, distance=h.part_distances[q.part]) for q in queries
+                ],
+            )
+            for h in res.hits
+            if h.track_id in infos
+        ]
         return searcher_pb2.SearchMixVectorsResponse(hits=hits, candidates=res.candidates)
 
     def SearchStems(self, request, context):
@@ -271,10 +340,17 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         found = store.search_stems(q, request.top_k, exclude, exact=exact)
         self.search_seconds.labels(mode, "stems").observe(time.perf_counter() - t0)
         infos = self._infos([h.track_id for h in found])
-        return searcher_pb2.SearchStemsVectorsResponse(hits=[searcher_pb2.StemHit(
-            track=track_proto(infos[h.track_id]),
-            segment=searcher_pb2.SegmentRef(index=h.segment, start_seconds=h.start, end_seconds=h.end),
-            distance=h.distance) for h in found if h.track_id in infos])
+        return searcher_pb2.SearchStemsVectorsResponse(
+            hits=[
+                searcher_pb2.StemHit(
+                    track=track_proto(infos[h.track_id]),
+                    segment=searcher_pb2.SegmentRef(index=h.segment, start_seconds=h.start, end_seconds=h.end),
+                    distance=h.distance,
+                )
+                for h in found
+                if h.track_id in infos
+            ]
+        )
 
     def _infos(self, track_ids: list[str]) -> dict[str, TrackInfo]:
         """Metadata of the hits (a track deleted meanwhile is left out)."""
@@ -288,8 +364,9 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
 
     def GetStats(self, request, context):
         st = self._store().stats()
-        return searcher_pb2.GetStatsResponse(tracks=st["tracks"], segments=st["segments"],
-                                             present_segments_by_part=st["present"], backend=st["backend"])
+        return searcher_pb2.GetStatsResponse(
+            tracks=st["tracks"], segments=st["segments"], present_segments_by_part=st["present"], backend=st["backend"]
+        )
 
 
 class SearcherServer(Service[SearcherConfig]):

@@ -34,8 +34,17 @@ from .mirror import Mirror
 from .records import MixHit, MixResult, SegmentRecord, Segments, StemHit
 
 # what other modules import from here (config.py validates against the Milvus constants)
-__all__ = ["INDEX_TYPES", "MILVUS_MAX_LIMIT", "REMOTE_SCHEMES", "MixHit", "MixResult", "SearchStore",
-           "SegmentRecord", "Segments", "StemHit"]
+__all__ = [
+    "INDEX_TYPES",
+    "MILVUS_MAX_LIMIT",
+    "REMOTE_SCHEMES",
+    "MixHit",
+    "MixResult",
+    "SearchStore",
+    "SegmentRecord",
+    "Segments",
+    "StemHit",
+]
 
 log = logging.getLogger("partsim.searcher")
 
@@ -57,18 +66,35 @@ class SearchStore:
             use indexed segments rather than brute-forcing a growing one.
     """
 
-    def __init__(self, uri: str, meta_path: str | Path, parts: Sequence[str], dim: int, index_type: str = "HNSW",
-                 ann_candidates: int = 1000, hnsw_m: int = 16, hnsw_ef_construction: int = 100, hnsw_ef: int = 0,
-                 ivf_nlist: int = 256, ivf_nprobe: int = 32, flush_rows: int = 4096,
-                 collection_prefix: str = "partsim_"):
+    def __init__(
+        self,
+        uri: str,
+        meta_path: str | Path,
+        parts: Sequence[str],
+        dim: int,
+        index_type: str = "HNSW",
+        ann_candidates: int = 1000,
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 100,
+        hnsw_ef: int = 0,
+        ivf_nlist: int = 256,
+        ivf_nprobe: int = 32,
+        flush_rows: int = 4096,
+        collection_prefix: str = "partsim_",
+    ):
         if index_type not in INDEX_TYPES:
             raise InvalidArgument(f"index_type {index_type!r}: expected one of {', '.join(INDEX_TYPES)}")
         if not 1 <= ann_candidates <= MILVUS_MAX_LIMIT:
             raise InvalidArgument(f"ann_candidates {ann_candidates}: must be within 1..{MILVUS_MAX_LIMIT}")
         if len(set(parts)) != len(parts) or not parts:
             raise InvalidArgument(f"parts {list(parts)}: need at least one, without duplicates")
-        self.milvus = Milvus(uri, dim, index_type, hnsw={"M": hnsw_m, "efConstruction": hnsw_ef_construction,
-                             "ef": hnsw_ef}, ivf={"nlist": ivf_nlist, "nprobe": ivf_nprobe})
+        self.milvus = Milvus(
+            uri,
+            dim,
+            index_type,
+            hnsw={"M": hnsw_m, "efConstruction": hnsw_ef_construction, "ef": hnsw_ef},
+            ivf={"nlist": ivf_nlist, "nprobe": ivf_nprobe},
+        )
         self.parts = list(parts)
         self.dim = int(dim)
         self.flush_rows = flush_rows
@@ -76,8 +102,8 @@ class SearchStore:
         self.meta = MetaDB(meta_path)
         self.mirror = Mirror(self.parts, self.dim)
         self.ann = ApproximateSearch(self.milvus, self.collections, ann_candidates)
-        self._lock = threading.Lock()        # the mirror
-        self._write = threading.Lock()       # one writer at a time
+        self._lock = threading.Lock()  # the mirror
+        self._write = threading.Lock()  # one writer at a time
         self._pending = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -99,9 +125,16 @@ class SearchStore:
         except BaseException:
             self.close()
             raise
-        log.info("searcher index open: %s, %d tracks, %d segments, parts %s, dim %d, %s (%.1f s)",
-                 self.milvus.backend, len(self.mirror.rows), self.mirror.segments, self.parts, self.dim,
-                 self.milvus.index_type, time.perf_counter() - t0)
+        log.info(
+            "searcher index open: %s, %d tracks, %d segments, parts %s, dim %d, %s (%.1f s)",
+            self.milvus.backend,
+            len(self.mirror.rows),
+            self.mirror.segments,
+            self.parts,
+            self.dim,
+            self.milvus.index_type,
+            time.perf_counter() - t0,
+        )
         return self
 
     def _load_mirror(self) -> None:
@@ -120,8 +153,9 @@ class SearchStore:
                 rows[key] = (r["vector"], bool(r["present"]))
                 seg_info[key] = (float(r["start"]), float(r["end"]))
             if orphans:
-                log.warning("%s: deleting %d rows of tracks without metadata (an interrupted write)", name,
-                            len(orphans))
+                log.warning(
+                    "%s: deleting %d rows of tracks without metadata (an interrupted write)", name, len(orphans)
+                )
                 self.milvus.delete_keys(name, orphans)
             vecs.append(rows)
         by_track: dict[str, list[int]] = {}
@@ -139,12 +173,16 @@ class SearchStore:
                         v, pr = rows.get((tid, s), (zero, False))
                         units[p, j], present[p, j] = v, pr
                 info = [seg_info[(tid, s)] for s in segs]
-                self.mirror.add(tid, np.array(segs), np.array([a for a, _ in info]), np.array([b for _, b in info]),
-                                units, present)
+                self.mirror.add(
+                    tid, np.array(segs), np.array([a for a, _ in info]), np.array([b for _, b in info]), units, present
+                )
         missing = known - set(by_track)
         if missing:
-            log.warning("%d tracks have metadata but no vectors in Milvus (e.g. %s); they cannot be found",
-                        len(missing), sorted(missing)[:3])
+            log.warning(
+                "%d tracks have metadata but no vectors in Milvus (e.g. %s); they cannot be found",
+                len(missing),
+                sorted(missing)[:3],
+            )
 
     def flush(self) -> None:
         """Seal what was written so far (Milvus builds its index on sealed segments)."""
@@ -178,7 +216,7 @@ class SearchStore:
 
         Returns, per distinct track in order, whether it replaced an indexed version.
         """
-        last = {t.track_id: i for i, (t, _) in enumerate(items)}   # a track twice in one batch: the last wins
+        last = {t.track_id: i for i, (t, _) in enumerate(items)}  # a track twice in one batch: the last wins
         items = [it for i, it in enumerate(items) if last[it[0].track_id] == i]
         with self._write:
             replaced = [t.track_id in self.mirror.rows or self.meta.get(t.track_id) is not None for t, _ in items]
@@ -188,10 +226,12 @@ class SearchStore:
                 norms = np.linalg.norm(raw, axis=2)
                 present = np.asarray(seg.present, dtype=bool) & (norms > 1e-12)
                 units = np.where(present[:, :, None], raw / np.maximum(norms, 1e-12)[:, :, None], 0.0)
-                power = (np.full(present.shape, POWER_UNKNOWN) if seg.power is None
-                         else np.where(np.asarray(seg.power) >= 0, seg.power, POWER_UNKNOWN))
-                prepared.append((track, seg, units.astype(np.float32), present, norms.astype(np.float32),
-                                 raw, power))
+                power = (
+                    np.full(present.shape, POWER_UNKNOWN)
+                    if seg.power is None
+                    else np.where(np.asarray(seg.power) >= 0, seg.power, POWER_UNKNOWN)
+                )
+                prepared.append((track, seg, units.astype(np.float32), present, norms.astype(np.float32), raw, power))
             old_keys = [k for t, _ in items for k in self._old_keys(t.track_id)]
             again = [t.track_id for (t, _), r in zip(items, replaced) if r]
             try:
@@ -199,12 +239,25 @@ class SearchStore:
                     # the old version's rows: by key (fast), then a sweep by track id for any the mirror lacks
                     self.milvus.delete_keys(name, old_keys)
                     self.milvus.delete_tracks(name, again)
-                    self.milvus.insert(name, [
-                        {"pk": pk(track.track_id, seg.index[j]), "track_id": track.track_id,
-                         "segment": int(seg.index[j]), "start": float(seg.start[j]), "end": float(seg.end[j]),
-                         "present": bool(present[pi, j]), "norm": float(norms[pi, j]),
-                         "power": float(power[pi, j]), "raw": raw[pi, j].tolist(), "vector": units[pi, j]}
-                        for track, seg, units, present, norms, raw, power in prepared for j in range(len(seg))])
+                    self.milvus.insert(
+                        name,
+                        [
+                            {
+                                "pk": pk(track.track_id, seg.index[j]),
+                                "track_id": track.track_id,
+                                "segment": int(seg.index[j]),
+                                "start": float(seg.start[j]),
+                                "end": float(seg.end[j]),
+                                "present": bool(present[pi, j]),
+                                "norm": float(norms[pi, j]),
+                                "power": float(power[pi, j]),
+                                "raw": raw[pi, j].tolist(),
+                                "vector": units[pi, j],
+                            }
+                            for track, seg, units, present, norms, raw, power in prepared
+                            for j in range(len(seg))
+                        ],
+                    )
                 self.meta.put_many([t for t, _ in items])
             except BaseException:
                 # half-written: serve none of these tracks from the mirror until an upsert succeeds
@@ -214,8 +267,14 @@ class SearchStore:
                 raise
             with self._lock:
                 for track, seg, units, present, *_ in prepared:
-                    self.mirror.add(track.track_id, np.asarray(seg.index), np.asarray(seg.start),
-                                    np.asarray(seg.end), units, present)
+                    self.mirror.add(
+                        track.track_id,
+                        np.asarray(seg.index),
+                        np.asarray(seg.start),
+                        np.asarray(seg.end),
+                        units,
+                        present,
+                    )
             self._pending += sum(len(s) for _, s in items)
             if self._pending >= self.flush_rows:
                 self.flush()
@@ -272,22 +331,26 @@ class SearchStore:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"tracks": len(self.mirror.rows), "segments": self.mirror.segments,
-                    "present": self.mirror.present_counts(),
-                    "backend": f"{self.milvus.backend} ({self.milvus.index_type}, IP)"}
+            return {
+                "tracks": len(self.mirror.rows),
+                "segments": self.mirror.segments,
+                "present": self.mirror.present_counts(),
+                "backend": f"{self.milvus.backend} ({self.milvus.index_type}, IP)",
+            }
 
     # ---------------------------------------------------------------- search
 
     def _excluded_mask(self, exclude: Iterable[str]) -> np.ndarray:
-        valid = self.mirror.alive[:self.mirror.n].copy()
+        valid = self.mirror.alive[: self.mirror.n].copy()
         for tid in exclude:
             rows = self.mirror.rows.get(tid)
             if rows is not None:
                 valid[rows] = False
         return valid
 
-    def search_mix(self, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str] = (),
-                   exact: bool = True) -> MixResult:
+    def search_mix(
+        self, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str] = (), exact: bool = True
+    ) -> MixResult:
         """Songs by eq. 6.2 (min over segments), ascending; exact brute force or the ANN path."""
         if not exact:
             return self.ann.search_mix(queries, top_k, exclude)
@@ -297,14 +360,23 @@ class SearchStore:
                 return MixResult([], 0)
             total, per = retrieval.segment_distances(queries, [m.matrix(q.part) for q in queries])
             valid = self._excluded_mask(exclude)
-            rows = retrieval.rank_songs(total, m.track[:m.n], m.segment[:m.n], m.names, top_k, valid)
-            hits = [MixHit(m.names[m.track[r]], float(total[r]), int(m.segment[r]), float(m.start[r]),
-                           float(m.end[r]), {q.part: float(per[i, r]) for i, q in enumerate(queries)})
-                    for r in rows]
+            rows = retrieval.rank_songs(total, m.track[: m.n], m.segment[: m.n], m.names, top_k, valid)
+            hits = [
+                MixHit(
+                    m.names[m.track[r]],
+                    float(total[r]),
+                    int(m.segment[r]),
+                    float(m.start[r]),
+                    float(m.end[r]),
+                    {q.part: float(per[i, r]) for i, q in enumerate(queries)},
+                )
+                for r in rows
+            ]
             return MixResult(hits, int(valid.sum()))
 
-    def search_stems(self, query: retrieval.Query, top_k: int, exclude: Sequence[str] = (),
-                     exact: bool = True) -> list[StemHit]:
+    def search_stems(
+        self, query: retrieval.Query, top_k: int, exclude: Sequence[str] = (), exact: bool = True
+    ) -> list[StemHit]:
         """Segments by cosine distance of one part, no grouping by song."""
         if not exact:
             return self.ann.search_stems(query, top_k, exclude)
@@ -313,7 +385,10 @@ class SearchStore:
             if m.n == 0:
                 return []
             total, _ = retrieval.segment_distances([query], [m.matrix(query.part)])
-            rows = retrieval.rank_segments(total, m.track[:m.n], m.segment[:m.n], m.names, top_k,
-                                           self._excluded_mask(exclude))
-            return [StemHit(m.names[m.track[r]], int(m.segment[r]), float(m.start[r]), float(m.end[r]),
-                            float(total[r])) for r in rows]
+            rows = retrieval.rank_segments(
+                total, m.track[: m.n], m.segment[: m.n], m.names, top_k, self._excluded_mask(exclude)
+            )
+            return [
+                StemHit(m.names[m.track[r]], int(m.segment[r]), float(m.start[r]), float(m.end[r]), float(total[r]))
+                for r in rows
+            ]

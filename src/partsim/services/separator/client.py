@@ -75,16 +75,24 @@ def decode_stems(header: separator_pb2.SeparationHeader, stems: list[bytes]) -> 
         else:
             x = np.frombuffer(data, dtype="<f4").reshape(-1, header.channels)
         if x.shape != (header.total_frames, header.channels):
-            raise InvalidArgument(f"stem {i}: {x.shape[0]} frames x {x.shape[1]} channels, header says "
-                                  f"{header.total_frames} x {header.channels}")
+            raise InvalidArgument(
+                f"stem {i}: {x.shape[0]} frames x {x.shape[1]} channels, header says "
+                f"{header.total_frames} x {header.channels}"
+            )
         out[i] = x.T
     return out
 
 
-def separate(address: str, audio: types_pb2.Audio, encoding: separator_pb2.StemEncoding = separator_pb2.STEM_ENCODING_FLAC,
-             start_seconds: float | None = None, end_seconds: float | None = None, shifts: int | None = None,
-             timeout: float | None = None, max_message_bytes: int = 256 << 20
-             ) -> tuple[separator_pb2.SeparationHeader, list[bytes]]:
+def separate(
+    address: str,
+    audio: types_pb2.Audio,
+    encoding: separator_pb2.StemEncoding = separator_pb2.STEM_ENCODING_FLAC,
+    start_seconds: float | None = None,
+    end_seconds: float | None = None,
+    shifts: int | None = None,
+    timeout: float | None = None,
+    max_message_bytes: int = 256 << 20,
+) -> tuple[separator_pb2.SeparationHeader, list[bytes]]:
     """One Separate call; gRPC errors come back as :class:`partsim.errors.PartsimError` (same status)."""
     request = separator_pb2.SeparateRequest(audio=audio, encoding=encoding)
     if start_seconds is not None:
@@ -93,8 +101,10 @@ def separate(address: str, audio: types_pb2.Audio, encoding: separator_pb2.StemE
         request.end_seconds = end_seconds
     if shifts is not None:
         request.shifts = shifts
-    options = [("grpc.max_send_message_length", max_message_bytes),
-               ("grpc.max_receive_message_length", max_message_bytes)]
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
     with grpc.insecure_channel(address, options=options) as channel:
         stub = separator_pb2_grpc.SeparatorServiceStub(channel)
         try:

@@ -56,10 +56,17 @@ class SeparatorConfig(InternalServerConfig):
     grace_seconds: float = server_field("grace_seconds", 30.0)
     workers: int = server_field("workers", 8, "RPC handler threads (at least max_concurrent + max_queued + 1)")
     max_message_mb: float = server_field("max_message_mb", 128.0)
-    repo: str = field(default="", metadata={"help": "model repository folder (Demucs LocalRepo: <sig>-<sha8>.th "
-                                                    "files and bag .yaml files; empty: the shipped models/separator)"})
-    model: str = field(default=DEFAULT_SEPARATION_MODEL, metadata={"help": "model name in the repository (a bag .yaml name "
-                                                                "or a .th signature)"})
+    repo: str = field(
+        default="",
+        metadata={
+            "help": "model repository folder (Demucs LocalRepo: <sig>-<sha8>.th "
+            "files and bag .yaml files; empty: the shipped models/separator)"
+        },
+    )
+    model: str = field(
+        default=DEFAULT_SEPARATION_MODEL,
+        metadata={"help": "model name in the repository (a bag .yaml name or a .th signature)"},
+    )
     device: str = field(default="cpu", metadata={"help": "cpu or cuda (cuda fails at start-up if unavailable)"})
     threads: int = field(default=0, metadata={"help": "torch intra-op threads (0: torch's default)"})
     segment_seconds: float = field(default=0.0, metadata={"help": "apply_model split length (0: the model's own)"})
@@ -67,12 +74,16 @@ class SeparatorConfig(InternalServerConfig):
     shifts: int = field(default=0, metadata={"help": "default random-shift passes per request (0: deterministic)"})
     max_shifts: int = field(default=4, metadata={"help": "most shift passes a request may ask for"})
     max_audio_seconds: float = field(default=900.0, metadata={"help": "longest audio per request"})
-    parts: str = field(default="", metadata={"help": "source->catalog part map, e.g. 'other=others,vocals=' "
-                                                     "(empty part: a stem for listening only); sources not named "
-                                                     "map to the part of the same name"})
+    parts: str = field(
+        default="",
+        metadata={
+            "help": "source->catalog part map, e.g. 'other=others,vocals=' "
+            "(empty part: a stem for listening only); sources not named "
+            "map to the part of the same name"
+        },
+    )
     max_concurrent: int = field(default=1, metadata={"help": "separations running at once"})
-    max_queued: int = field(default=4, metadata={"help": "separations waiting for a slot; more get "
-                                                         "RESOURCE_EXHAUSTED"})
+    max_queued: int = field(default=4, metadata={"help": "separations waiting for a slot; more get RESOURCE_EXHAUSTED"})
     chunk_kb: int = field(default=1024, metadata={"help": "largest stem chunk per response message, KiB"})
 
     def validate(self) -> None:
@@ -81,8 +92,12 @@ class SeparatorConfig(InternalServerConfig):
         require(bool(NAME.match(self.model)), p, "model", f"expected a model name, got {self.model!r}")
         require(self.device in ("cpu", "cuda"), p, "device", f"must be cpu or cuda, got {self.device!r}")
         require(0 <= self.threads <= 256, p, "threads", "must be within 0..256")
-        require(self.segment_seconds == 0 or 0.1 <= self.segment_seconds <= 600, p, "segment_seconds",
-                "must be 0 (the model's) or within 0.1..600")
+        require(
+            self.segment_seconds == 0 or 0.1 <= self.segment_seconds <= 600,
+            p,
+            "segment_seconds",
+            "must be 0 (the model's) or within 0.1..600",
+        )
         require(0 <= self.overlap < 1, p, "overlap", "must be within [0, 1)")
         require(0 <= self.max_shifts <= 20, p, "max_shifts", "must be within 0..20")
         require(0 <= self.shifts <= self.max_shifts, p, "shifts", f"must be within 0..max_shifts ({self.max_shifts})")
@@ -93,11 +108,19 @@ class SeparatorConfig(InternalServerConfig):
             require(False, p, "parts", str(exc).split(": ", 1)[-1])
         require(1 <= self.max_concurrent <= 64, p, "max_concurrent", "must be within 1..64")
         require(0 <= self.max_queued <= 1024, p, "max_queued", "must be within 0..1024")
-        require(1 <= self.chunk_kb and self.chunk_kb * 1024 + 4096 <= self.max_message_bytes, p, "chunk_kb",
-                "must be at least 1 and leave room within max_message_mb")
-        require(self.workers >= self.max_concurrent + self.max_queued + 1, p, "workers",
-                f"must be at least max_concurrent + max_queued + 1 ({self.max_concurrent + self.max_queued + 1}) "
-                f"so that waiting separations never hold up GetModel and health checks")
+        require(
+            1 <= self.chunk_kb and self.chunk_kb * 1024 + 4096 <= self.max_message_bytes,
+            p,
+            "chunk_kb",
+            "must be at least 1 and leave room within max_message_mb",
+        )
+        require(
+            self.workers >= self.max_concurrent + self.max_queued + 1,
+            p,
+            "workers",
+            f"must be at least max_concurrent + max_queued + 1 ({self.max_concurrent + self.max_queued + 1}) "
+            f"so that waiting separations never hold up GetModel and health checks",
+        )
 
     @property
     def repo_path(self) -> Path:

@@ -58,8 +58,9 @@ class FlacStems:
 
     def __init__(self, stems: int, channels: int, sample_rate: int):
         self._bufs = [io.BytesIO() for _ in range(stems)]
-        self._files = [sf.SoundFile(b, "w", sample_rate, channels, format="FLAC", subtype=FLAC_SUBTYPE)
-                       for b in self._bufs]
+        self._files = [
+            sf.SoundFile(b, "w", sample_rate, channels, format="FLAC", subtype=FLAC_SUBTYPE) for b in self._bufs
+        ]
 
     def write(self, block: np.ndarray) -> None:
         """``(S, C, k)`` float32."""
@@ -82,12 +83,18 @@ class Metrics:
     def create(cls, registry: CollectorRegistry | None) -> Metrics:
         registry = registry if registry is not None else CollectorRegistry()
         return cls(
-            seconds=Counter("partsim_separator_audio_seconds", "Seconds of audio separated (the separated span).",
-                            registry=registry),
-            rtf=Histogram("partsim_separator_realtime_factor", "Separation time / audio duration, per request.",
-                          buckets=RTF_BUCKETS, registry=registry),
-            load=Gauge("partsim_separator_model_load_seconds", "Time to load the model and warm it up.",
-                       registry=registry),
+            seconds=Counter(
+                "partsim_separator_audio_seconds", "Seconds of audio separated (the separated span).", registry=registry
+            ),
+            rtf=Histogram(
+                "partsim_separator_realtime_factor",
+                "Separation time / audio duration, per request.",
+                buckets=RTF_BUCKETS,
+                registry=registry,
+            ),
+            load=Gauge(
+                "partsim_separator_model_load_seconds", "Time to load the model and warm it up.", registry=registry
+            ),
         )
 
 
@@ -104,16 +111,29 @@ class Engine:
         threads: torch intra-op threads (0: leave torch's default).
     """
 
-    def __init__(self, repo: str | Path, model: str, device: str = "cpu", segment_seconds: float = 0.0,
-                 overlap: float = 0.25, shifts: int = 0, max_shifts: int = 4, max_audio_seconds: float = 900.0,
-                 parts: dict[str, str] | None = None, threads: int = 0, registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        repo: str | Path,
+        model: str,
+        device: str = "cpu",
+        segment_seconds: float = 0.0,
+        overlap: float = 0.25,
+        shifts: int = 0,
+        max_shifts: int = 4,
+        max_audio_seconds: float = 900.0,
+        parts: dict[str, str] | None = None,
+        threads: int = 0,
+        registry: CollectorRegistry | None = None,
+    ):
         import torch
 
         t0 = time.perf_counter()
         self.metrics = Metrics.create(registry)
         if device == "cuda" and not torch.cuda.is_available():
-            raise FailedPrecondition(f"device=cuda, but torch {torch.__version__} sees no CUDA device "
-                                     f"(torch.cuda.is_available() is False); use device=cpu")
+            raise FailedPrecondition(
+                f"device=cuda, but torch {torch.__version__} sees no CUDA device "
+                f"(torch.cuda.is_available() is False); use device=cpu"
+            )
         if device not in ("cpu", "cuda"):
             raise InvalidArgument(f"device must be cpu or cuda, got {device!r}")
         if not 0 <= overlap < 1:
@@ -131,8 +151,10 @@ class Engine:
         self.segment_length = int(self.sample_rate * self.segment_seconds)
         self.stride = int((1 - self.overlap) * self.segment_length)
         if self.stride < 1:
-            raise InvalidArgument(f"segment_seconds {self.segment_seconds:g} with overlap {self.overlap:g} leaves "
-                                  f"no stride between splits")
+            raise InvalidArgument(
+                f"segment_seconds {self.segment_seconds:g} with overlap {self.overlap:g} leaves "
+                f"no stride between splits"
+            )
         self._pad_short_splits()
         self.max_shifts = int(max_shifts)
         self.shifts = self.check_shifts(shifts)
@@ -150,8 +172,10 @@ class Engine:
         own = min(s for s, _ in segments)
         limit = min((s for s, htdemucs in segments if htdemucs), default=math.inf)
         if seconds and seconds > limit:
-            raise InvalidArgument(f"segment_seconds {seconds:g} is longer than the {limit:g} s this transformer "
-                                  f"model ({self.name}) was trained on")
+            raise InvalidArgument(
+                f"segment_seconds {seconds:g} is longer than the {limit:g} s this transformer "
+                f"model ({self.name}) was trained on"
+            )
         return (float(seconds), float(seconds)) if seconds else (own, None)
 
     def _pad_short_splits(self) -> None:
@@ -179,9 +203,17 @@ class Engine:
 
     def model_info(self) -> separator_pb2.SeparatorModel:
         return separator_pb2.SeparatorModel(
-            name=self.name, sources=self.sources, sample_rate=self.sample_rate, channels=self.channels,
-            parts=self.parts, segment_seconds=self.segment_seconds, overlap=self.overlap,
-            default_shifts=self.shifts, max_shifts=self.max_shifts, max_audio_seconds=self.max_audio_seconds)
+            name=self.name,
+            sources=self.sources,
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            parts=self.parts,
+            segment_seconds=self.segment_seconds,
+            overlap=self.overlap,
+            default_shifts=self.shifts,
+            max_shifts=self.max_shifts,
+            max_audio_seconds=self.max_audio_seconds,
+        )
 
     # -- request steps -------------------------------------------------------------------------
     def to_model_channels(self, audio: np.ndarray) -> np.ndarray:
@@ -207,22 +239,30 @@ class Engine:
         if start_seconds is not None and end_seconds is not None and end_seconds <= start_seconds:
             raise InvalidArgument(f"end_seconds ({end_seconds:g}) must be after start_seconds ({start_seconds:g})")
 
-    def span(self, frames: int, start_seconds: float | None = None, end_seconds: float | None = None
-             ) -> tuple[int, int]:
+    def span(
+        self, frames: int, start_seconds: float | None = None, end_seconds: float | None = None
+    ) -> tuple[int, int]:
         """The frames ``[a, b)`` to separate of ``frames``; an end past the audio is the audio's end."""
         self.check_times(start_seconds, end_seconds)
         sr = self.sample_rate
         a = 0 if start_seconds is None else int(round(start_seconds * sr))
         b = frames if end_seconds is None else min(frames, int(round(end_seconds * sr)))
         if a >= frames:
-            raise InvalidArgument(f"start_seconds {start_seconds:g} is at or past the end of the audio "
-                                  f"({frames / sr:.3f} s)")
+            raise InvalidArgument(
+                f"start_seconds {start_seconds:g} is at or past the end of the audio ({frames / sr:.3f} s)"
+            )
         if b <= a:
             raise InvalidArgument(f"the span {start_seconds or 0:g}..{end_seconds:g} s holds no sample at {sr} Hz")
         return a, b
 
-    def blocks(self, audio: np.ndarray, start: int = 0, end: int | None = None, shifts: int | None = None,
-               token: CancelToken | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(
+        self,
+        audio: np.ndarray,
+        start: int = 0,
+        end: int | None = None,
+        shifts: int | None = None,
+        token: CancelToken | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """Separate frames ``[start, end)`` of ``audio`` ``(n, C)``; yields ``(offset, stems)`` with
         ``stems`` ``(S, C, k)`` float32 covering ``[start + offset, start + offset + k)``, in order, without
         gaps. The audio outside the span pads the splits at its edges (as apply_model pads from the track).
@@ -256,23 +296,36 @@ class Engine:
                 if token is not None and token.cancelled:
                     raise Unavailable("the request was cancelled")
                 chunk = TensorChunk(span, offset, seg)
-                out = apply_model(self.model, chunk, shifts=shifts, split=False, overlap=self.overlap,
-                                  device=self.device, segment=self._segment_arg)[0].cpu()  # (S, C, k)
+                out = apply_model(
+                    self.model,
+                    chunk,
+                    shifts=shifts,
+                    split=False,
+                    overlap=self.overlap,
+                    device=self.device,
+                    segment=self._segment_arg,
+                )[0].cpu()  # (S, C, k)
                 k = out.shape[-1]
                 grow = offset + k - base - acc.shape[-1]
                 if grow > 0:
                     acc = torch.cat([acc, torch.zeros(*acc.shape[:2], grow)], dim=-1)
                     wsum = torch.cat([wsum, torch.zeros(grow)])
-                acc[..., offset - base:offset - base + k] += weight[:k] * out
-                wsum[offset - base:offset - base + k] += weight[:k]
+                acc[..., offset - base : offset - base + k] += weight[:k] * out
+                wsum[offset - base : offset - base + k] += weight[:k]
                 done = (offsets[i + 1] if i + 1 < len(offsets) else length) - base
                 if done > 0:
                     block = acc[..., :done] / wsum[:done]
                     yield base, (block * std + mean).numpy()
                     acc, wsum, base = acc[..., done:].clone(), wsum[done:].clone(), base + done
 
-    def separate(self, audio: np.ndarray, start: int = 0, end: int | None = None, shifts: int | None = None,
-                 token: CancelToken | None = None) -> np.ndarray:
+    def separate(
+        self,
+        audio: np.ndarray,
+        start: int = 0,
+        end: int | None = None,
+        shifts: int | None = None,
+        token: CancelToken | None = None,
+    ) -> np.ndarray:
         """All of :meth:`blocks` as one ``(S, C, end - start)`` array (what :meth:`stream` sends)."""
         t0 = time.perf_counter()
         end = len(audio) if end is None else end
@@ -285,8 +338,16 @@ class Engine:
         self.metrics.seconds.inc(audio_s)
         self.metrics.rtf.observe(seconds / audio_s)
 
-    def stream(self, audio: np.ndarray, start: int, end: int, shifts: int, encoding: int, chunk_bytes: int,
-               token: CancelToken | None = None) -> Iterator[separator_pb2.StemChunk]:
+    def stream(
+        self,
+        audio: np.ndarray,
+        start: int,
+        end: int,
+        shifts: int,
+        encoding: int,
+        chunk_bytes: int,
+        token: CancelToken | None = None,
+    ) -> Iterator[separator_pb2.StemChunk]:
         """The stems of ``[start, end)`` as ``StemChunk`` messages of at most ``chunk_bytes`` bytes of data.
 
         FLOAT32LE: interleaved little-endian float32 frames, all stems' chunks in time order as each span
@@ -298,7 +359,7 @@ class Engine:
         def pieces(i: int, data: bytes) -> Iterator[separator_pb2.StemChunk]:
             view = memoryview(data)
             for j in range(0, len(data), chunk_bytes):
-                piece = bytes(view[j:j + chunk_bytes])
+                piece = bytes(view[j : j + chunk_bytes])
                 yield separator_pb2.StemChunk(stem=i, offset=offsets[i], data=piece)
                 offsets[i] += len(piece)
 
@@ -322,7 +383,9 @@ class Engine:
         silent = np.zeros((int(WARM_UP_SECONDS * self.sample_rate), self.channels), np.float32)
         out = np.concatenate([b for _, b in self.blocks(silent, shifts=0)], axis=-1)
         if out.shape != (len(self.sources), self.channels, len(silent)) or not np.all(np.isfinite(out)):
-            raise FailedPrecondition(f"separator model {self.name!r} from {self.repo}: a warm-up separation gave "
-                                     f"{'non-finite values' if out.shape[-1] == len(silent) else out.shape}")
+            raise FailedPrecondition(
+                f"separator model {self.name!r} from {self.repo}: a warm-up separation gave "
+                f"{'non-finite values' if out.shape[-1] == len(silent) else out.shape}"
+            )
         self.load_seconds += time.perf_counter() - t0
         self.metrics.load.set(self.load_seconds)

@@ -30,9 +30,11 @@ def resolve_parts(sources: list[str], mapping: dict[str, str], what: str = "part
     used = [p for p in out.values() if p]
     dup = sorted({p for p in used if used.count(p) > 1})
     if dup:
-        raise InvalidArgument(f"{what}: part {dup[0]!r} would come from more than one source "
-                              f"({', '.join(s for s, p in out.items() if p == dup[0])}); map one to another part "
-                              f"or to nothing ('SOURCE=')")
+        raise InvalidArgument(
+            f"{what}: part {dup[0]!r} would come from more than one source "
+            f"({', '.join(s for s, p in out.items() if p == dup[0])}); map one to another part "
+            f"or to nothing ('SOURCE=')"
+        )
     return out
 
 
@@ -53,15 +55,19 @@ def load_model(repo: Path, name: str):
     sigs = sorted(p.stem.rsplit("-", 1)[0] if "-" in p.stem else p.stem for p in repo.glob("*.th"))
     if name not in bags and name not in sigs:
         have = ", ".join(bags + sigs) or "nothing"
-        raise NotFound(f"separator model {name!r} is not in {repo}: expected {name}.yaml (a bag of models) or "
-                       f"{name}-<sha256[:8]>.th; the folder has {have}")
+        raise NotFound(
+            f"separator model {name!r} is not in {repo}: expected {name}.yaml (a bag of models) or "
+            f"{name}-<sha256[:8]>.th; the folder has {have}"
+        )
     try:
         model = get_model(name, repo=repo)
     except ModelLoadingError as exc:  # a checksum mismatch, a signature the bag names but the folder lacks
         raise FailedPrecondition(f"cannot load separator model {name!r} from {repo}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: torch/pickle/yaml errors
-        raise FailedPrecondition(f"cannot load separator model {name!r} from {repo}: {type(exc).__name__}: "
-                                 f"{' '.join(str(exc).split())[:300]}") from None
+        raise FailedPrecondition(
+            f"cannot load separator model {name!r} from {repo}: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:300]}"
+        ) from None
     model.eval()
     real_dc_bins(model)
     return model
@@ -76,7 +82,7 @@ def real_dc_bins(model) -> None:
     8 % (19 dB SDR between them); with it they agree to 6e-4 (scripts/gpu_check.py on an H200,
     deploy/gpu-check.json). On the CPU it changes nothing.
     """
-    for m in (list(model.models) if hasattr(model, "models") else [model]):
+    for m in list(model.models) if hasattr(model, "models") else [model]:
         if not hasattr(m, "_ispec") or getattr(m, "_partsim_real_dc", False):
             continue
         m._ispec = _RealDcIspec(m._ispec)

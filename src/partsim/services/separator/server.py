@@ -34,9 +34,11 @@ from .engine import Engine
 log = logging.getLogger("partsim.separator")
 
 SERVICE = "partsim.v1.SeparatorService"
-ENCODINGS = {separator_pb2.STEM_ENCODING_UNSPECIFIED: separator_pb2.STEM_ENCODING_FLOAT32LE,
-             separator_pb2.STEM_ENCODING_FLOAT32LE: separator_pb2.STEM_ENCODING_FLOAT32LE,
-             separator_pb2.STEM_ENCODING_FLAC: separator_pb2.STEM_ENCODING_FLAC}
+ENCODINGS = {
+    separator_pb2.STEM_ENCODING_UNSPECIFIED: separator_pb2.STEM_ENCODING_FLOAT32LE,
+    separator_pb2.STEM_ENCODING_FLOAT32LE: separator_pb2.STEM_ENCODING_FLOAT32LE,
+    separator_pb2.STEM_ENCODING_FLAC: separator_pb2.STEM_ENCODING_FLAC,
+}
 
 
 class Admission:
@@ -50,10 +52,12 @@ class Admission:
         self._admitted = 0
         self._line: deque[object] = deque()
         self.g_running = Gauge("partsim_separator_running", "Separations running.", registry=registry)
-        self.g_waiting = Gauge("partsim_separator_waiting", "Separations admitted and not yet running.",
-                               registry=registry)
-        self.rejected = Counter("partsim_separator_rejected", "Separate requests refused because the queue was full.",
-                                registry=registry)
+        self.g_waiting = Gauge(
+            "partsim_separator_waiting", "Separations admitted and not yet running.", registry=registry
+        )
+        self.rejected = Counter(
+            "partsim_separator_rejected", "Separate requests refused because the queue was full.", registry=registry
+        )
 
     def _gauges(self) -> None:
         self.g_running.set(self._running)
@@ -65,9 +69,11 @@ class Admission:
         with self._cond:
             if self._admitted >= self.max_running + self.max_queued:
                 self.rejected.inc()
-                raise ResourceExhausted(f"the separator is busy: {self._running} separations running and "
-                                        f"{self._admitted - self._running} waiting (limits {self.max_running} and "
-                                        f"{self.max_queued}); retry later")
+                raise ResourceExhausted(
+                    f"the separator is busy: {self._running} separations running and "
+                    f"{self._admitted - self._running} waiting (limits {self.max_running} and "
+                    f"{self.max_queued}); retry later"
+                )
             self._admitted += 1
             self._gauges()
         try:
@@ -134,14 +140,29 @@ class SeparatorService(separator_pb2_grpc.SeparatorServiceServicer):
             a, b = engine.span(len(audio), start, end)
             with self.admission.turn(token):
                 sr = engine.sample_rate
-                yield separator_pb2.SeparateResponse(header=separator_pb2.SeparationHeader(
-                    model=engine.name, stems=engine.stem_infos(), sample_rate=sr, channels=engine.channels,
-                    total_frames=b - a, encoding=encoding, start_seconds=a / sr, end_seconds=b / sr, shifts=shifts))
+                yield separator_pb2.SeparateResponse(
+                    header=separator_pb2.SeparationHeader(
+                        model=engine.name,
+                        stems=engine.stem_infos(),
+                        sample_rate=sr,
+                        channels=engine.channels,
+                        total_frames=b - a,
+                        encoding=encoding,
+                        start_seconds=a / sr,
+                        end_seconds=b / sr,
+                        shifts=shifts,
+                    )
+                )
                 t0 = time.perf_counter()
                 for chunk in engine.stream(audio, a, b, shifts, encoding, self.cfg.chunk_bytes, token):
                     yield separator_pb2.SeparateResponse(chunk=chunk)
-                log.info("separated %.1f s (%s, shifts %d) in %.2f s", (b - a) / sr,
-                         separator_pb2.StemEncoding.Name(encoding), shifts, time.perf_counter() - t0)
+                log.info(
+                    "separated %.1f s (%s, shifts %d) in %.2f s",
+                    (b - a) / sr,
+                    separator_pb2.StemEncoding.Name(encoding),
+                    shifts,
+                    time.perf_counter() - t0,
+                )
 
     def GetModel(self, request, context):
         return separator_pb2.GetSeparatorModelResponse(model=self._engine().model_info())
@@ -162,15 +183,31 @@ class SeparatorServer(Service[SeparatorConfig]):
     def load(self) -> None:
         """Load the model, run a warm-up separation, turn SERVING."""
         cfg = self.cfg
-        engine = Engine(cfg.repo_path, cfg.model, device=cfg.device, segment_seconds=cfg.segment_seconds,
-                        overlap=cfg.overlap, shifts=cfg.shifts, max_shifts=cfg.max_shifts,
-                        max_audio_seconds=cfg.max_audio_seconds, parts=cfg.parts_map, threads=cfg.threads,
-                        registry=self.registry)
+        engine = Engine(
+            cfg.repo_path,
+            cfg.model,
+            device=cfg.device,
+            segment_seconds=cfg.segment_seconds,
+            overlap=cfg.overlap,
+            shifts=cfg.shifts,
+            max_shifts=cfg.max_shifts,
+            max_audio_seconds=cfg.max_audio_seconds,
+            parts=cfg.parts_map,
+            threads=cfg.threads,
+            registry=self.registry,
+        )
         engine.warm_up()
         self.servicer.engine = engine
-        log.info("model %s loaded from %s on %s in %.2f s: %d Hz, %d channel(s), stems %s; serving", engine.name,
-                 engine.repo, cfg.device, engine.load_seconds, engine.sample_rate, engine.channels,
-                 ", ".join(f"{s}->{p or '-'}" for s, p in engine.parts.items()))
+        log.info(
+            "model %s loaded from %s on %s in %.2f s: %d Hz, %d channel(s), stems %s; serving",
+            engine.name,
+            engine.repo,
+            cfg.device,
+            engine.load_seconds,
+            engine.sample_rate,
+            engine.channels,
+            ", ".join(f"{s}->{p or '-'}" for s, p in engine.parts.items()),
+        )
         self._runtime().set_serving(True)
 
 

@@ -30,22 +30,37 @@ from .base import DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, IngestItem, JobQu
 from .local_queue import LocalJobQueue
 from .redis_queue import RedisJobQueue
 
-__all__ = ["DEFAULT_JOB_TTL", "DEFAULT_VISIBILITY_TIMEOUT", "IngestItem", "JobQueue", "JobStatus", "LocalJobQueue",
-           "RedisJobQueue", "make_job_queue"]
+__all__ = [
+    "DEFAULT_JOB_TTL",
+    "DEFAULT_VISIBILITY_TIMEOUT",
+    "IngestItem",
+    "JobQueue",
+    "JobStatus",
+    "LocalJobQueue",
+    "RedisJobQueue",
+    "make_job_queue",
+]
 
 
-def make_job_queue(redis_url: str | None, data_dir: Path | None, consumer: str = "gateway-0", *,
-                   visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
-                   job_ttl_seconds: int = DEFAULT_JOB_TTL) -> JobQueue:
+def make_job_queue(
+    redis_url: str | None,
+    data_dir: Path | None,
+    consumer: str = "gateway-0",
+    *,
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+    job_ttl_seconds: int = DEFAULT_JOB_TTL,
+) -> JobQueue:
     """Redis when ``redis_url`` is set, else SQLite under ``data_dir``.
 
     ``consumer`` must be stable across restarts of one gateway and unique among gateways sharing
     a Redis (e.g. the pod name): a restarted gateway immediately redelivers its own unfinished items.
     """
     if redis_url:
-        return RedisJobQueue(redis_url, consumer, visibility_timeout=visibility_timeout,
-                             job_ttl_seconds=job_ttl_seconds)
+        return RedisJobQueue(
+            redis_url, consumer, visibility_timeout=visibility_timeout, job_ttl_seconds=job_ttl_seconds
+        )
     if data_dir is None:
         raise InvalidArgument("the ingest job queue needs a Redis URL or a data directory")
-    return LocalJobQueue(Path(data_dir), consumer, visibility_timeout=visibility_timeout,
-                         job_ttl_seconds=job_ttl_seconds)
+    return LocalJobQueue(
+        Path(data_dir), consumer, visibility_timeout=visibility_timeout, job_ttl_seconds=job_ttl_seconds
+    )

@@ -78,8 +78,9 @@ def check_items(items: list[IngestItem]) -> None:
         try:
             json.dumps(it.metadata)
         except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"ingest item {i} ({it.track_id}): metadata is not JSON-serializable: "
-                                  f"{exc}") from None
+            raise InvalidArgument(
+                f"ingest item {i} ({it.track_id}): metadata is not JSON-serializable: {exc}"
+            ) from None
 
 
 class JobQueue(ABC):
@@ -208,4 +209,3 @@ class JobQueue(ABC):
         if self._backend_down:
             log.info("ingest queue back end reachable again")
             self._backend_down = False
-

@@ -52,15 +52,22 @@ class LocalJobQueue(JobQueue):
     ``accounted`` table is the per-item dedupe set.
     """
 
-    def __init__(self, data_dir: Path, consumer: str = "gateway-0", *,
-                 visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT, job_ttl_seconds: int = DEFAULT_JOB_TTL):
+    def __init__(
+        self,
+        data_dir: Path,
+        consumer: str = "gateway-0",
+        *,
+        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+        job_ttl_seconds: int = DEFAULT_JOB_TTL,
+    ):
         super().__init__(consumer, visibility_timeout, job_ttl_seconds)
         self.data_dir = Path(data_dir)
         self.spool = self.data_dir / "ingest-spool"
         try:
             self.spool.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.data_dir / "jobs.sqlite3", timeout=30, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(
+                self.data_dir / "jobs.sqlite3", timeout=30, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
@@ -127,10 +134,15 @@ class LocalJobQueue(JobQueue):
                     spool = str(path)
                 rows.append((job_id, idx, it.track_id, json.dumps(it.metadata), it.uri, spool, now))
             with self._tx() as db:
-                db.execute("INSERT INTO jobs (id, total, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                           (job_id, len(items), now, now))
-                db.executemany("INSERT INTO items (job_id, idx, track_id, metadata, uri, spool, enqueued_at) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                db.execute(
+                    "INSERT INTO jobs (id, total, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                    (job_id, len(items), now, now),
+                )
+                db.executemany(
+                    "INSERT INTO items (job_id, idx, track_id, metadata, uri, spool, enqueued_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
         except BaseException as exc:
             for p in written:
                 p.unlink(missing_ok=True)
@@ -141,16 +153,27 @@ class LocalJobQueue(JobQueue):
 
     def get(self, job_id: str) -> JobStatus:
         with self._tx(immediate=False) as db:
-            row = db.execute("SELECT total, succeeded, failed, created_at, updated_at, started_at, finished_at "
-                             "FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            failures = db.execute("SELECT track_id, message FROM failures WHERE job_id = ? ORDER BY rowid",
-                                  (job_id,)).fetchall()
+            row = db.execute(
+                "SELECT total, succeeded, failed, created_at, updated_at, started_at, finished_at "
+                "FROM jobs WHERE id = ?",
+                (job_id,),
+            ).fetchone()
+            failures = db.execute(
+                "SELECT track_id, message FROM failures WHERE job_id = ? ORDER BY rowid", (job_id,)
+            ).fetchall()
         if row is None or (row[6] is not None and row[6] < time.time() - self.job_ttl_seconds):
             raise NotFound(f"no ingest job {job_id!r} (unknown, or finished and expired)")
         total, ok, bad, created, updated, started, _ = row
-        return JobStatus(job_id=job_id, state=job_state(total, ok, bad, started is not None), total=total,
-                         succeeded=ok, failed=bad, failures=[(t, m) for t, m in failures],
-                         created_at=created, updated_at=updated)
+        return JobStatus(
+            job_id=job_id,
+            state=job_state(total, ok, bad, started is not None),
+            total=total,
+            succeeded=ok,
+            failed=bad,
+            failures=[(t, m) for t, m in failures],
+            created_at=created,
+            updated_at=updated,
+        )
 
     def depth(self) -> int:
         with self._tx(immediate=False) as db:
@@ -169,36 +192,49 @@ class LocalJobQueue(JobQueue):
     # -- primitives --
     def _recover(self) -> None:
         with self._tx() as db:
-            n = db.execute("UPDATE items SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by = ?",
-                           (self.consumer,)).rowcount
+            n = db.execute(
+                "UPDATE items SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by = ?", (self.consumer,)
+            ).rowcount
         if n:
             log.info("redelivering %d ingest item(s) left unacknowledged by %s", n, self.consumer)
 
     def _claim(self, stop: threading.Event, poll_seconds: float) -> Delivery | None:
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT seq, job_id, idx, track_id, metadata, uri, spool, claimed_by FROM items "
-                             "WHERE claimed_at IS NULL OR claimed_at < ? ORDER BY seq LIMIT 1",
-                             (now - self.visibility_timeout,)).fetchone()
+            row = db.execute(
+                "SELECT seq, job_id, idx, track_id, metadata, uri, spool, claimed_by FROM items "
+                "WHERE claimed_at IS NULL OR claimed_at < ? ORDER BY seq LIMIT 1",
+                (now - self.visibility_timeout,),
+            ).fetchone()
             if row is not None:
-                db.execute("UPDATE items SET claimed_by = ?, claimed_at = ? WHERE seq = ?",
-                           (self.consumer, now, row[0]))
+                db.execute(
+                    "UPDATE items SET claimed_by = ?, claimed_at = ? WHERE seq = ?", (self.consumer, now, row[0])
+                )
         if row is None:
             self._purge()
             stop.wait(poll_seconds)
             return None
         if row[7] is not None:
             log.info("took over ingest item %s of job %s (idle > %.0f s)", row[3], row[1], self.visibility_timeout)
-        return Delivery(token=row[0], job_id=row[1], idx=row[2], track_id=row[3], metadata=json.loads(row[4]),
-                         uri=row[5], audio_ref=row[6])
+        return Delivery(
+            token=row[0],
+            job_id=row[1],
+            idx=row[2],
+            track_id=row[3],
+            metadata=json.loads(row[4]),
+            uri=row[5],
+            audio_ref=row[6],
+        )
 
     def _begin(self, d: Delivery) -> bool:
         now = time.time()
         with self._tx() as db:
             if db.execute("SELECT 1 FROM accounted WHERE job_id = ? AND idx = ?", (d.job_id, d.idx)).fetchone():
                 return True
-            n = db.execute("UPDATE jobs SET started_at = ?, updated_at = ? WHERE id = ? AND started_at IS NULL",
-                           (now, now, d.job_id)).rowcount
+            n = db.execute(
+                "UPDATE jobs SET started_at = ?, updated_at = ? WHERE id = ? AND started_at IS NULL",
+                (now, now, d.job_id),
+            ).rowcount
             if n == 0 and db.execute("SELECT 1 FROM jobs WHERE id = ?", (d.job_id,)).fetchone() is None:
                 return True  # job record purged: nothing to account for
         return False
@@ -209,8 +245,9 @@ class LocalJobQueue(JobQueue):
             try:
                 audio = Path(d.audio_ref).read_bytes()
             except FileNotFoundError:
-                raise NotFound(f"uploaded audio of track {d.track_id!r} is gone from the spool "
-                               f"({d.audio_ref})") from None
+                raise NotFound(
+                    f"uploaded audio of track {d.track_id!r} is gone from the spool ({d.audio_ref})"
+                ) from None
         return IngestItem(track_id=d.track_id, metadata=d.metadata, uri=d.uri, audio=audio)
 
     def _account(self, d: Delivery, ok: bool, message: str) -> None:
@@ -222,8 +259,9 @@ class LocalJobQueue(JobQueue):
             col = "succeeded" if ok else "failed"
             db.execute(f"UPDATE jobs SET {col} = {col} + 1, updated_at = ? WHERE id = ?", (now, d.job_id))
             if not ok:
-                db.execute("INSERT INTO failures (job_id, track_id, message) VALUES (?, ?, ?)",
-                           (d.job_id, d.track_id, message))
+                db.execute(
+                    "INSERT INTO failures (job_id, track_id, message) VALUES (?, ?, ?)", (d.job_id, d.track_id, message)
+                )
             db.execute("UPDATE jobs SET finished_at = ? WHERE id = ? AND succeeded + failed >= total", (now, d.job_id))
 
     def _ack(self, d: Delivery) -> None:

@@ -73,9 +73,15 @@ class RedisJobQueue(JobQueue):
     stream_name = "ingest"
     group = "ingesters"
 
-    def __init__(self, redis_url: str, consumer: str = "gateway-0", *,
-                 visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT, job_ttl_seconds: int = DEFAULT_JOB_TTL,
-                 prefix: str = "partsim"):
+    def __init__(
+        self,
+        redis_url: str,
+        consumer: str = "gateway-0",
+        *,
+        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+        job_ttl_seconds: int = DEFAULT_JOB_TTL,
+        prefix: str = "partsim",
+    ):
         super().__init__(consumer, visibility_timeout, job_ttl_seconds)
         import redis  # local import: the embedded default does not need it
         from redis.backoff import ExponentialWithJitterBackoff
@@ -86,9 +92,13 @@ class RedisJobQueue(JobQueue):
         # Any: redis-py annotates replies for both decode_responses settings; this client's replies are bytes
         self._r: Any
         try:  # a few quick retries; an outage surfaces as Unavailable within about a second
-            self._r = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30,
-                                           health_check_interval=30,
-                                           retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3))
+            self._r = redis.Redis.from_url(
+                redis_url,
+                socket_connect_timeout=5,
+                socket_timeout=30,
+                health_check_interval=30,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3),
+            )
         except ValueError as exc:
             raise InvalidArgument(f"bad Redis URL {redis_url!r}: {exc}") from None
         self._prefix = prefix
@@ -135,8 +145,16 @@ class RedisJobQueue(JobQueue):
         job_id = uuid.uuid4().hex
         now = time.time()
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(self._job_key(job_id), mapping={"total": len(items), "succeeded": 0, "failed": 0,
-                                                  "created_at": repr(now), "updated_at": repr(now)})
+        pipe.hset(
+            self._job_key(job_id),
+            mapping={
+                "total": len(items),
+                "succeeded": 0,
+                "failed": 0,
+                "created_at": repr(now),
+                "updated_at": repr(now),
+            },
+        )
         for idx, it in enumerate(items):
             entry = {"job": job_id, "idx": idx, "track": it.track_id, "meta": json.dumps(it.metadata)}
             if it.audio is not None:
@@ -160,9 +178,16 @@ class RedisJobQueue(JobQueue):
             raise NotFound(f"no ingest job {job_id!r} (unknown, or finished and expired)")
         h = {k.decode(): v.decode() for k, v in h.items()}
         total, ok, bad = int(h["total"]), int(h["succeeded"]), int(h["failed"])
-        return JobStatus(job_id=job_id, state=job_state(total, ok, bad, "started_at" in h), total=total,
-                         succeeded=ok, failed=bad, failures=[tuple(json.loads(f)) for f in failures],
-                         created_at=float(h["created_at"]), updated_at=float(h["updated_at"]))
+        return JobStatus(
+            job_id=job_id,
+            state=job_state(total, ok, bad, "started_at" in h),
+            total=total,
+            succeeded=ok,
+            failed=bad,
+            failures=[tuple(json.loads(f)) for f in failures],
+            created_at=float(h["created_at"]),
+            updated_at=float(h["updated_at"]),
+        )
 
     def depth(self) -> int:
         with self._errors():
@@ -184,16 +209,24 @@ class RedisJobQueue(JobQueue):
     # -- primitives --
     def _delivery(self, entry_id: bytes, fields: dict) -> Delivery:
         f = {k.decode(): v.decode() for k, v in fields.items()}
-        return Delivery(token=entry_id, job_id=f["job"], idx=int(f["idx"]), track_id=f["track"],
-                         metadata=json.loads(f["meta"]), uri=f.get("uri"), audio_ref=f.get("audio"))
+        return Delivery(
+            token=entry_id,
+            job_id=f["job"],
+            idx=int(f["idx"]),
+            track_id=f["track"],
+            metadata=json.loads(f["meta"]),
+            uri=f.get("uri"),
+            audio_ref=f.get("audio"),
+        )
 
     def _recover(self) -> None:
         with self._errors():
-            pending = self._r.xpending_range(self._stream, self.group, min="-", max="+", count=10_000,
-                                             consumername=self.consumer)
+            pending = self._r.xpending_range(
+                self._stream, self.group, min="-", max="+", count=10_000, consumername=self.consumer
+            )
             ids = [p["message_id"] for p in pending]
             for i in range(0, len(ids), 500):
-                for entry_id, fields in self._r.xclaim(self._stream, self.group, self.consumer, 0, ids[i:i + 500]):
+                for entry_id, fields in self._r.xclaim(self._stream, self.group, self.consumer, 0, ids[i : i + 500]):
                     if fields:  # deleted entries come back empty (Redis < 7) or not at all
                         self._backlog.append(self._delivery(entry_id, fields))
         if ids:
@@ -209,9 +242,14 @@ class RedisJobQueue(JobQueue):
                 cursor = self._autoclaim_cursor
         if autoclaim:
             with self._errors():
-                res = self._r.xautoclaim(self._stream, self.group, self.consumer,
-                                         min_idle_time=int(self.visibility_timeout * 1000),
-                                         start_id=cursor, count=1)
+                res = self._r.xautoclaim(
+                    self._stream,
+                    self.group,
+                    self.consumer,
+                    min_idle_time=int(self.visibility_timeout * 1000),
+                    start_id=cursor,
+                    count=1,
+                )
             with self._lock:
                 self._autoclaim_cursor = res[0]
                 claimed = [(i, f) for i, f in res[1] if i is not None and f]
@@ -220,8 +258,9 @@ class RedisJobQueue(JobQueue):
                     log.info("took over ingest item %s (idle > %.0f s)", claimed[0][0], self.visibility_timeout)
                     return self._delivery(*claimed[0])
         with self._errors():
-            resp = self._r.xreadgroup(self.group, self.consumer, {self._stream: ">"}, count=1,
-                                      block=max(1, int(poll_seconds * 1000)))
+            resp = self._r.xreadgroup(
+                self.group, self.consumer, {self._stream: ">"}, count=1, block=max(1, int(poll_seconds * 1000))
+            )
         if not resp:
             return None
         entry_id, fields = resp[0][1][0]
@@ -244,9 +283,16 @@ class RedisJobQueue(JobQueue):
     def _account(self, d: Delivery, ok: bool, message: str) -> None:
         key = self._job_key(d.job_id)
         with self._errors():
-            self._account_script(keys=[key, key + ":done", key + ":failures"],
-                                 args=[d.idx, "1" if ok else "0", json.dumps([d.track_id, message]),
-                                       repr(time.time()), self.job_ttl_seconds])
+            self._account_script(
+                keys=[key, key + ":done", key + ":failures"],
+                args=[
+                    d.idx,
+                    "1" if ok else "0",
+                    json.dumps([d.track_id, message]),
+                    repr(time.time()),
+                    self.job_ttl_seconds,
+                ],
+            )
 
     def _ack(self, d: Delivery) -> None:
         pipe = self._r.pipeline(transaction=True)
@@ -256,4 +302,3 @@ class RedisJobQueue(JobQueue):
             pipe.delete(d.audio_ref)
         with self._errors():
             pipe.execute()
-
