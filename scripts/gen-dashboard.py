@@ -9,6 +9,9 @@ Every query may use Grafana's ``$__rate_interval``; nothing else is templated, s
 each query against a real Prometheus (tests/test_observability.py). Job label values
 (partsim-gateway, partsim-embedder, partsim-searcher, partsim-separator, partsim-ingest-worker)
 are those of deploy/prometheus/prometheus.yml and of the Kubernetes PodMonitor.
+
+It is a little over 400 lines because most of it is one table, ROWS (30 panels, one field a line as the
+formatter writes it); split, a panel's PromQL would no longer sit beside its title and description.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The embedder service with real parts: the shipped ONNX model, real gRPC on loopback, real metrics.
 
 Every Embed result is checked against :class:`partsim.model.inference.OnnxEmbedder` run on the
-same segments (the ``partsim embed`` path); also for a PCM-input model (the features inside the graph).
+same segments (the ``partsim embed`` path). A PCM-input model (the features inside the graph):
+tests/test_embedder_pcm_model.py.
 The batcher, start-up, configuration and the ONNX Runtime session: tests/test_embedder_runtime.py.
 """
 
@@ -21,9 +22,7 @@ import soxr
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from partsim import assets
 from partsim.assets import default_manifest
-from partsim.model.embed import file_segments
 from partsim.model.inference import OnnxEmbedder
 from partsim.services.embedder.config import EmbedderConfig
 from partsim.services.embedder.engine import Engine
@@ -31,28 +30,14 @@ from partsim.services.embedder.server import EmbedderServer
 from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 
 from .audio import SR, encode, make_audio, pcm
+from .embedder_answers import MAX_AUDIO, MAX_SEGMENTS, embed, expected, vectors
 
-MAX_AUDIO = 30.0
-MAX_SEGMENTS = 40
 MAX_BATCH = 8
-
-
-def vectors(resp: embedder_pb2.EmbedResponse) -> np.ndarray:
-    """``(N, P, D)`` from a response."""
-    return np.array([[list(p.vector) for p in s.parts] for s in resp.segments], dtype=np.float32).reshape(
-        len(resp.segments), len(resp.model.parts), resp.model.subspace_dim
-    )
 
 
 @pytest.fixture(scope="module")
 def ref() -> OnnxEmbedder:
     return OnnxEmbedder(default_manifest())
-
-
-def expected(ref: OnnxEmbedder, mono: np.ndarray, seg: float, hop: float) -> tuple[np.ndarray, np.ndarray]:
-    """What ``partsim embed`` computes: ``(N, P, D)`` vectors and start seconds."""
-    segs, starts = file_segments(mono, SR, seg, hop)
-    return ref.embed(segs), starts
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +62,6 @@ def stub(server):
     channel = grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 64 << 20)])
     yield embedder_pb2_grpc.EmbedderServiceStub(channel)
     channel.close()
-
-
-def embed(stub, audio: types_pb2.Audio, seg: float = 1.0, hop: float = 0.0) -> embedder_pb2.EmbedResponse:
-    return stub.Embed(embedder_pb2.EmbedRequest(audio=audio, segment_seconds=seg, hop_seconds=hop), timeout=60)
 
 
 # -- service ----------------------------------------------------------------------------------
@@ -376,86 +357,3 @@ def test_still_serving_after_bad_input_and_metrics_scrape(server, stub):
         "partsim_embedder_queue_segments",
     ):
         assert name in text, name
-
-
-# -- a PCM-input model (the features inside the ONNX graph) ------------------------------------
-CSN_V2 = assets.shipped_model("csn-v2") / "manifest.json"
-
-
-@pytest.fixture(scope="module")
-def pcm_manifest(tmp_path_factory):
-    """The shipped csn-v2 with the feature front end prepended to its graph (PCM in)."""
-    from partsim.model.export import add_frontend
-
-    out = tmp_path_factory.mktemp("pcm") / "csn-v2-pcm"
-    add_frontend(CSN_V2, out)
-    return out / "manifest.json"
-
-
-@pytest.fixture(scope="module")
-def mel_ref() -> OnnxEmbedder:
-    """csn-v2, kept in the package as the last mel-input model."""
-    return OnnxEmbedder(CSN_V2)
-
-
-class _NoFeatures:
-    """Stands in for LogMel: the feature parameters, but computing features is an error."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def __call__(self, audio):
-        raise AssertionError("a PCM-input model must not get NumPy features")
-
-
-@pytest.mark.slow
-def test_serves_a_pcm_input_model_with_the_mel_models_answers(pcm_manifest, mel_ref):
-    """The service feeds PCM segments to a PCM-input graph (no NumPy features) and answers what
-    the same network answers through the mel path."""
-    cfg = EmbedderConfig(
-        address="127.0.0.1:0",
-        metrics_port=-1,
-        model=str(pcm_manifest),
-        max_batch=4,
-        max_wait_ms=20,
-        max_audio_seconds=MAX_AUDIO,
-        max_segments=MAX_SEGMENTS,
-        grace_seconds=1,
-    )
-    srv = EmbedderServer(cfg, CollectorRegistry()).start()
-    channel = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20)])
-    try:
-        engine = srv.servicer.engine
-        assert engine.input == "pcm" and engine.session.get_inputs()[0].shape == ["batch", "samples"]
-        engine.features = _NoFeatures(engine.features.cfg)
-        pcm_stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
-        info = pcm_stub.GetModel(embedder_pb2.GetModelRequest()).model
-        assert (
-            info.model_version
-            == json.loads(pcm_manifest.read_text())["model_version"]
-            != mel_ref.manifest["model_version"]
-        )
-        audio = make_audio(5.0, seed=11)
-        data = encode(audio, "FLAC", "PCM_16")
-        resp = embed(pcm_stub, types_pb2.Audio(encoded=data), seg=1.0, hop=0.5)  # 9 segments, 3 batches of <= 4
-        decoded, _ = sf.read(io.BytesIO(data), dtype="float32")
-        want, starts = expected(mel_ref, decoded, 1.0, 0.5)
-        assert len(resp.segments) == 9
-        np.testing.assert_allclose(vectors(resp), want, atol=1e-4)
-        np.testing.assert_allclose([s.start_seconds for s in resp.segments], starts)
-        norms = np.array([[p.norm for p in s.parts] for s in resp.segments])
-        present = np.array([[p.present for p in s.parts] for s in resp.segments])
-        np.testing.assert_array_equal(
-            present, np.log(norms) + np.asarray(mel_ref.manifest["presence"]["norm_bias"]) > 0
-        )
-        resp = embed(pcm_stub, pcm(audio[: 3 * SR]), seg=3.0)  # raw PCM, one 3-s segment
-        np.testing.assert_allclose(vectors(resp), expected(mel_ref, audio[: 3 * SR], 3.0, 3.0)[0], atol=1e-4)
-        with pytest.raises(grpc.RpcError) as info_err:  # the model's minimum length holds as before
-            embed(pcm_stub, pcm(audio), seg=0.2)
-        assert (
-            info_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            and "needs at least 32" in info_err.value.details()
-        )
-    finally:
-        channel.close()
-        srv.stop(0)

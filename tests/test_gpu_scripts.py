@@ -189,3 +189,32 @@ def test_bundle_train_and_export_scripts_agree_on_the_training_soundfonts_and_pa
     for name in ("gpu-bundle.sh", "gpu-assemble.sh", "gpu-train.sh"):
         r = subprocess.run(["bash", "-n", str(scripts / name)], capture_output=True, text=True)
         assert r.returncode == 0, (name, r.stderr)
+
+
+@pytest.mark.slow
+def test_the_separator_gpu_check_dry_runs_on_cpu_and_records_every_section(tmp_path):
+    """scripts/gpu_check.py without a GPU (--cpu-only): the shipped separator on synthetic audio, a
+    record naming the machine, and no section failed."""
+    out = tmp_path / "gpu-check.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gpu_check.py"),
+            "--out",
+            str(out),
+            "--cpu-only",
+            "--lengths",
+            "2",
+            "--cpu-reps",
+            "1",
+            "--no-service",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["sections_failed"] == []
+    assert record["machine"]["cpu_only_mode"] is True and record["machine"]["cpu_count"] == os.cpu_count()
+    assert record["cpu"]["model_load_s"] > 0
