@@ -24,7 +24,7 @@
 #   Call N assembles and checks the bundle (10 s on the 2 busy cores here), renders the training
 #   corpus (the CPU took 310 s on 2 cores: expect ~1 min on 16), compares it with the CPU corpus
 #   (ref/corpus.json: song.mid must match; a share of the mixes differ ~60 dB down, see
-#   partsim/corpus/render.py), prints `partsim bench-train --device cuda --compile` once (csn-v2's
+#   src/partsim/corpus/render.py), prints `partsim bench-train --device cuda --compile` once (csn-v2's
 #   configuration vs csn-v3's at batch 256; not yet timed there, guess ~1 min), then trains from src/partsim/assets/models/csn-v2 (--init) until CALL_BUDGET_S (570 s) after the call's
 #   start, and leaves in $OUT: model.pt, run.json, checkpoint.pt (~7.4 MB each: a CSN of widths
 #   16..256 has 1.8 M parameters), train.log, bench.json, corpus.log.

@@ -57,7 +57,7 @@ def test_partsim_embed_uses_the_shipped_model_by_default(tiny_corpus, tmp_path):
 
 @pytest.mark.slow
 def test_shipped_mel_model_with_the_front_end_in_its_graph_gives_its_own_embeddings(tmp_path):
-    """csn-v2 takes mel; `partsim export models/csn-v2/manifest.json` prepends the feature front end
+    """csn-v2 takes mel; `partsim export src/partsim/assets/models/csn-v2/manifest.json` prepends the feature front end
     to the same graph: PCM in, and the embeddings of the mel path."""
     from partsim.model.export import add_frontend
 

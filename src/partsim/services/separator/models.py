@@ -77,10 +77,11 @@ def real_dc_bins(model) -> None:
     """Make each HTDemucs in ``model`` drop the imaginary part of the DC bin before its inverse STFT.
 
     The spectrum of a real signal has a real DC bin, but the network's complex-as-channels output
-    need not (1.6 % of the spectrogram's energy on the shipped model). CPU's inverse real FFT ignores
-    that imaginary part and cuFFT does not, so without this CUDA's stems differed from CPU's by up to
-    8 % (19 dB SDR between them); with it they agree to 6e-4 (scripts/gpu_check.py on an H200,
-    deploy/gpu-check.json). On the CPU it changes nothing.
+    need not (1.6 % of the spectrogram's energy on the shipped model, measured by the diagnosis that
+    scripts/gpu_check.py carried until the fix landed; it is in git history before commit 613b846).
+    CPU's inverse real FFT ignores that imaginary part and cuFFT does not, so without this CUDA's stems
+    differed from CPU's by up to 8 % (19 dB SDR between them); with it they agree to 6e-4
+    (scripts/gpu_check.py on an H200, deploy/gpu-check.json). On the CPU it changes nothing.
     """
     for m in list(model.models) if hasattr(model, "models") else [model]:
         if not hasattr(m, "_ispec") or getattr(m, "_partsim_real_dc", False):
