@@ -10,9 +10,9 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from partsim.errors import InvalidArgument, PartsimError, Unavailable
+from partsim.errors import InvalidArgument, NotFound, PartsimError, Unavailable
 
 log = logging.getLogger("partsim.gateway.jobs")
 
@@ -53,6 +53,18 @@ class Delivery:
     metadata: dict
     uri: str | None
     audio_ref: str | None  # Redis key or spool file path of uploaded bytes
+
+
+class JobRecord(NamedTuple):
+    """What a back end keeps of a job; :meth:`JobQueue.get` turns it into a :class:`JobStatus`."""
+
+    total: int
+    succeeded: int
+    failed: int
+    started: bool
+    failures: list[tuple[str, str]]
+    created_at: float
+    updated_at: float
 
 
 def job_state(total: int, succeeded: int, failed: int, started: bool) -> str:
@@ -100,13 +112,26 @@ class JobQueue(ABC):
         self._closed = False
 
     # -- public interface ------------------------------------------------------------------
-    @abstractmethod
     def submit(self, items: list[IngestItem]) -> str:
         """Store a new job and queue its items; returns the job id (uuid4 hex)."""
+        check_items(items)
+        return self._store(items)
 
-    @abstractmethod
     def get(self, job_id: str) -> JobStatus:
         """The job's status; :class:`NotFound` for an unknown (or expired) id."""
+        rec = self._job_record(job_id)
+        if rec is None:
+            raise NotFound(f"no ingest job {job_id!r} (unknown, or finished and expired)")
+        return JobStatus(
+            job_id=job_id,
+            state=job_state(rec.total, rec.succeeded, rec.failed, rec.started),
+            total=rec.total,
+            succeeded=rec.succeeded,
+            failed=rec.failed,
+            failures=rec.failures,
+            created_at=rec.created_at,
+            updated_at=rec.updated_at,
+        )
 
     @abstractmethod
     def depth(self) -> int:
@@ -175,6 +200,14 @@ class JobQueue(ABC):
                 return
             self._recover()
             self._recovered = True
+
+    @abstractmethod
+    def _store(self, items: list[IngestItem]) -> str:
+        """Store a new job of checked items and queue them; returns the job id."""
+
+    @abstractmethod
+    def _job_record(self, job_id: str) -> JobRecord | None:
+        """The job's record; None for an unknown (or expired) id."""
 
     @abstractmethod
     def _recover(self) -> None:

@@ -15,16 +15,7 @@ from pathlib import Path
 
 from partsim.errors import NotFound, Unavailable
 
-from .base import (
-    DEFAULT_JOB_TTL,
-    DEFAULT_VISIBILITY_TIMEOUT,
-    Delivery,
-    IngestItem,
-    JobQueue,
-    JobStatus,
-    check_items,
-    job_state,
-)
+from .base import DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, Delivery, IngestItem, JobQueue, JobRecord
 
 log = logging.getLogger("partsim.gateway.jobs")
 
@@ -115,8 +106,7 @@ class LocalJobQueue(JobQueue):
             except OSError:
                 pass
 
-    def submit(self, items: list[IngestItem]) -> str:
-        check_items(items)
+    def _store(self, items: list[IngestItem]) -> str:
         self._purge()
         job_id = uuid.uuid4().hex
         now = time.time()
@@ -151,7 +141,7 @@ class LocalJobQueue(JobQueue):
             raise
         return job_id
 
-    def get(self, job_id: str) -> JobStatus:
+    def _job_record(self, job_id: str) -> JobRecord | None:
         with self._tx(immediate=False) as db:
             row = db.execute(
                 "SELECT total, succeeded, failed, created_at, updated_at, started_at, finished_at "
@@ -162,18 +152,9 @@ class LocalJobQueue(JobQueue):
                 "SELECT track_id, message FROM failures WHERE job_id = ? ORDER BY rowid", (job_id,)
             ).fetchall()
         if row is None or (row[6] is not None and row[6] < time.time() - self.job_ttl_seconds):
-            raise NotFound(f"no ingest job {job_id!r} (unknown, or finished and expired)")
+            return None
         total, ok, bad, created, updated, started, _ = row
-        return JobStatus(
-            job_id=job_id,
-            state=job_state(total, ok, bad, started is not None),
-            total=total,
-            succeeded=ok,
-            failed=bad,
-            failures=[(t, m) for t, m in failures],
-            created_at=created,
-            updated_at=updated,
-        )
+        return JobRecord(total, ok, bad, started is not None, [(t, m) for t, m in failures], created, updated)
 
     def depth(self) -> int:
         with self._tx(immediate=False) as db:

@@ -17,16 +17,7 @@ from typing import Any
 
 from partsim.errors import InvalidArgument, NotFound, Unavailable
 
-from .base import (
-    DEFAULT_JOB_TTL,
-    DEFAULT_VISIBILITY_TIMEOUT,
-    Delivery,
-    IngestItem,
-    JobQueue,
-    JobStatus,
-    check_items,
-    job_state,
-)
+from .base import DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, Delivery, IngestItem, JobQueue, JobRecord
 
 log = logging.getLogger("partsim.gateway.jobs")
 
@@ -140,8 +131,7 @@ class RedisJobQueue(JobQueue):
     def _upload_key(self, job_id: str, idx: int) -> str:
         return f"{self._prefix}:upload:{{{job_id}}}:{idx}"
 
-    def submit(self, items: list[IngestItem]) -> str:
-        check_items(items)
+    def _store(self, items: list[IngestItem]) -> str:
         job_id = uuid.uuid4().hex
         now = time.time()
         pipe = self._r.pipeline(transaction=True)
@@ -167,7 +157,7 @@ class RedisJobQueue(JobQueue):
             pipe.execute()
         return job_id
 
-    def get(self, job_id: str) -> JobStatus:
+    def _job_record(self, job_id: str) -> JobRecord | None:
         key = self._job_key(job_id)
         pipe = self._r.pipeline(transaction=True)
         pipe.hgetall(key)
@@ -175,15 +165,13 @@ class RedisJobQueue(JobQueue):
         with self._errors():
             h, failures = pipe.execute()
         if not h:
-            raise NotFound(f"no ingest job {job_id!r} (unknown, or finished and expired)")
+            return None
         h = {k.decode(): v.decode() for k, v in h.items()}
-        total, ok, bad = int(h["total"]), int(h["succeeded"]), int(h["failed"])
-        return JobStatus(
-            job_id=job_id,
-            state=job_state(total, ok, bad, "started_at" in h),
-            total=total,
-            succeeded=ok,
-            failed=bad,
+        return JobRecord(
+            total=int(h["total"]),
+            succeeded=int(h["succeeded"]),
+            failed=int(h["failed"]),
+            started="started_at" in h,
             failures=[tuple(json.loads(f)) for f in failures],
             created_at=float(h["created_at"]),
             updated_at=float(h["updated_at"]),
