@@ -136,6 +136,20 @@ def measure(store: SearchStore, queries: list[list[Query]], top_k: int = 100) ->
     }
 
 
+def _open_store(folder: Path, args: argparse.Namespace) -> SearchStore:
+    """The bench's store in ``folder`` (Milvus Lite file + track metadata), opened; it never seals
+    segments on its own (``wait_for_index`` in :func:`build` does, once)."""
+    return SearchStore(
+        str(folder / "milvus.db"),
+        folder / "tracks.sqlite",
+        PARTS,
+        args.dim,
+        index_type=args.index_type,
+        ann_candidates=args.ann_candidates,
+        flush_rows=1 << 30,
+    ).open()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m partsim.services.searcher.bench",
@@ -153,15 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     tmp = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="partsim-bench-"))
-    store = SearchStore(
-        str(tmp / "milvus.db"),
-        tmp / "tracks.sqlite",
-        PARTS,
-        args.dim,
-        index_type=args.index_type,
-        ann_candidates=args.ann_candidates,
-        flush_rows=1 << 30,
-    ).open()
+    store = _open_store(tmp, args)
     try:
         t = time.perf_counter()
         catalog = make_catalog(args.songs, args.segments, dim=args.dim)
@@ -185,14 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         before = [[(h.track_id, h.segment) for h in store.search_mix(q, args.top_k).hits] for q in queries[:5]]
         store.close()
         t = time.perf_counter()
-        store = SearchStore(
-            str(tmp / "milvus.db"),
-            tmp / "tracks.sqlite",
-            PARTS,
-            args.dim,
-            index_type=args.index_type,
-            ann_candidates=args.ann_candidates,
-        ).open()
+        store = _open_store(tmp, args)
         after = [[(h.track_id, h.segment) for h in store.search_mix(q, args.top_k).hits] for q in queries[:5]]
         print(
             f"reopened (mirror loaded from Milvus) in {time.perf_counter() - t:.1f} s; "
