@@ -76,7 +76,7 @@ class ApproximateSearch:
         ordinal: dict[str, int] = {}
         track = np.array([ordinal.setdefault(cand[c][0], len(ordinal)) for c in keys])
         segment = np.array([cand[c][1] for c in keys])
-        rows = retrieval.rank_songs(total, track, segment, list(ordinal), top_k)
+        rows = retrieval.rank(total, track, segment, list(ordinal), top_k, per_song=True)
         hits = []
         for r in rows:
             tid, seg, start, end = cand[keys[r]]
@@ -103,5 +103,6 @@ class ApproximateSearch:
         total, _ = retrieval.segment_distances([query], [mat])
         ordinal: dict[str, int] = {}
         track = np.array([ordinal.setdefault(t, len(ordinal)) for t, *_ in info])
-        rows = retrieval.rank_segments(total, track, np.array([s for _, s, *_ in info]), list(ordinal), top_k)
+        segment = np.array([s for _, s, *_ in info])
+        rows = retrieval.rank(total, track, segment, list(ordinal), top_k, per_song=False)
         return [StemHit(info[r][0], info[r][1], info[r][2], info[r][3], float(total[r])) for r in rows]

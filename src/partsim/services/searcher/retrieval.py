@@ -89,33 +89,12 @@ def _smallest(values: np.ndarray, k: int) -> np.ndarray:
     return np.flatnonzero(values <= kth)
 
 
-def rank_songs(
-    dist: np.ndarray,
-    track: np.ndarray,
-    segment: np.ndarray,
-    track_names: Sequence[str],
-    top_k: int,
-    valid: np.ndarray | None = None,
+def _best_row_per_song(
+    rows: np.ndarray, dist: np.ndarray, track: np.ndarray, segment: np.ndarray, n_tracks: int, top_k: int
 ) -> np.ndarray:
-    """Min over each song's segments, songs ascending; the best row of each of the top_k songs.
-
-    Args:
-        dist: (N,) segment distances.
-        track: (N,) int track ordinal of each row (an index into ``track_names``).
-        segment: (N,) segment index of each row.
-        track_names: track id of each ordinal (ties are broken by it).
-        top_k: songs to return.
-        valid: optional (N,) bool mask of rows to consider (excluded / deleted rows False).
-
-    Returns:
-        Row indices (int64) of the best segment of each returned song, best song first. Equal
-        distances: the smaller track id first; within a song the smaller segment index.
-    """
-    rows = np.arange(dist.shape[0]) if valid is None else np.flatnonzero(valid)
-    if rows.size == 0 or top_k <= 0:
-        return np.zeros(0, dtype=np.int64)
+    """Of ``rows``, the best row of each of the top_k songs (min over a song's segments)."""
     d, t = dist[rows], track[rows]
-    best = np.full(len(track_names), np.inf)
+    best = np.full(n_tracks, np.inf)
     np.minimum.at(best, t, d)
     songs = np.flatnonzero(np.isfinite(best))
     songs = songs[_smallest(best[songs], top_k)]
@@ -126,22 +105,44 @@ def rank_songs(
     chosen = chosen[order]
     first = np.ones(chosen.size, dtype=bool)
     first[1:] = track[chosen][1:] != track[chosen][:-1]
-    return _order_rows(chosen[first], dist, track_names, segment, track)[:top_k]
+    return chosen[first]
 
 
-def rank_segments(
+def rank(
     dist: np.ndarray,
     track: np.ndarray,
     segment: np.ndarray,
     track_names: Sequence[str],
     top_k: int,
     valid: np.ndarray | None = None,
+    *,
+    per_song: bool,
 ) -> np.ndarray:
-    """The top_k rows by (distance, track id, segment index), no grouping (similar-stem search)."""
+    """The top_k rows by (distance, track id, segment index).
+
+    With ``per_song`` (mix search): min over each song's segments, songs ascending; the best row
+    of each of the top_k songs. Without (similar-stem search): the segments, no grouping.
+
+    Args:
+        dist: (N,) segment distances.
+        track: (N,) int track ordinal of each row (an index into ``track_names``).
+        segment: (N,) segment index of each row.
+        track_names: track id of each ordinal (ties are broken by it).
+        top_k: songs (or segments) to return.
+        valid: optional (N,) bool mask of rows to consider (excluded / deleted rows False).
+        per_song: group the rows by song.
+
+    Returns:
+        Row indices (int64), best first. Equal distances: the smaller track id first; within a
+        song the smaller segment index.
+    """
     rows = np.arange(dist.shape[0]) if valid is None else np.flatnonzero(valid)
     if rows.size == 0 or top_k <= 0:
         return np.zeros(0, dtype=np.int64)
-    rows = rows[_smallest(dist[rows], top_k)]
+    if per_song:
+        rows = _best_row_per_song(rows, dist, track, segment, len(track_names), top_k)
+    else:
+        rows = rows[_smallest(dist[rows], top_k)]
     return _order_rows(rows, dist, track_names, segment, track)[:top_k]
 
 

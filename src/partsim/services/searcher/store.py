@@ -360,7 +360,7 @@ class SearchStore:
                 return MixResult([], 0)
             total, per = retrieval.segment_distances(queries, [m.matrix(q.part) for q in queries])
             valid = self._excluded_mask(exclude)
-            rows = retrieval.rank_songs(total, m.track[: m.n], m.segment[: m.n], m.names, top_k, valid)
+            rows = retrieval.rank(total, m.track[: m.n], m.segment[: m.n], m.names, top_k, valid, per_song=True)
             hits = [
                 MixHit(
                     m.names[m.track[r]],
@@ -385,8 +385,8 @@ class SearchStore:
             if m.n == 0:
                 return []
             total, _ = retrieval.segment_distances([query], [m.matrix(query.part)])
-            rows = retrieval.rank_segments(
-                total, m.track[: m.n], m.segment[: m.n], m.names, top_k, self._excluded_mask(exclude)
+            rows = retrieval.rank(
+                total, m.track[: m.n], m.segment[: m.n], m.names, top_k, self._excluded_mask(exclude), per_song=False
             )
             return [
                 StemHit(m.names[m.track[r]], int(m.segment[r]), float(m.start[r]), float(m.end[r]), float(total[r]))
