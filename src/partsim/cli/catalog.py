@@ -9,8 +9,10 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidArgument, NotFound
 from .args import integer
@@ -146,25 +148,7 @@ def _cmd_search_mix(args: argparse.Namespace) -> int:
         hits = c.search_mix(
             stems, top_k=args.top_k, weights=_weights(args.weight), exclude=args.exclude, mode=_mode(args)
         )
-    print_warnings(hits, args.json)
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "track_id": h.track_id,
-                        "distance": h.distance,
-                        "best_start": h.best_start,
-                        "best_end": h.best_end,
-                        "per_part": h.per_part,
-                    }
-                    for h in hits
-                ],
-                indent=1,
-            )
-        )
-    else:
-        print_mix_hits(hits)
+    _print_result(hits, args.json, ("track_id", "distance", "best_start", "best_end", "per_part"), print_mix_hits)
     return 0
 
 
@@ -175,26 +159,18 @@ def _cmd_search_stems(args: argparse.Namespace) -> int:
         raise InvalidArgument("search-stems takes exactly one --stem")
     with PartsimClient(args.gateway) as c:
         hits = c.search_stems(parse_stem(args.stem[0]), top_k=args.top_k, exclude=args.exclude, mode=_mode(args))
-    print_warnings(hits, args.json)
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "track_id": h.track_id,
-                        "segment": h.segment,
-                        "start": h.start,
-                        "end": h.end,
-                        "distance": h.distance,
-                    }
-                    for h in hits
-                ],
-                indent=1,
-            )
-        )
-    else:
-        print_stem_hits(hits)
+    _print_result(hits, args.json, ("track_id", "segment", "start", "end", "distance"), print_stem_hits)
     return 0
+
+
+def _print_result(hits, as_json: bool, fields: tuple[str, ...], print_lines: Callable[[Any], None]) -> None:
+    """A search's warnings (:func:`print_warnings`), then its hits: with --json a list of objects
+    holding ``fields`` of each hit, else ``print_lines(hits)``."""
+    print_warnings(hits, as_json)
+    if as_json:
+        print(json.dumps([{f: getattr(h, f) for f in fields} for h in hits], indent=1))
+    else:
+        print_lines(hits)
 
 
 def print_warnings(result, as_json: bool) -> None:
