@@ -8,6 +8,20 @@ from pathlib import Path
 
 from .tables import THESIS
 
+# Tables 4.2 and 4.3, one row per model: THESIS key -> (key in the results, title, the thesis row's label)
+_ROW_TABLES = {
+    "table_4_2": (
+        "table_4_2_part_label_accuracy",
+        "Table 4.2  part-level label accuracy on test pseudo pieces (%, 5-s segments)",
+        "thesis (i) norm+psd+basic+add+pre",
+    ),
+    "table_4_3": (
+        "table_4_3_identification_accuracy",
+        "Table 4.3  instrument identification from subspace norms, isolated stems in (%)",
+        "thesis w/pre, w/norm",
+    ),
+}
+
 
 def _row(label: str, values: dict | None, parts: list[str], width: int = 34, fmt: str = "{:7.2f}") -> str:
     values = values or {}
@@ -54,13 +68,12 @@ def format_tables(results: dict) -> str:
         return _row(name, values, parts, fmt=fmt)
 
     header = _header(parts)
-    lines += [
-        "",
-        "Table 4.2  part-level label accuracy on test pseudo pieces (%, 5-s segments)",
-        header,
-        row("partsim", results["table_4_2_part_label_accuracy"]),
-        row("thesis (i) norm+psd+basic+add+pre", THESIS["table_4_2"]),
-    ]
+
+    def table(name: str) -> list[str]:  # Tables 4.2 and 4.3
+        key, title, thesis_label = _ROW_TABLES[name]
+        return ["", title, header, row("partsim", results[key]), row(thesis_label, THESIS[name])]
+
+    lines += table("table_4_2")
     if "table_4_1_track_id_accuracy" in results:
         t41 = results["table_4_1_track_id_accuracy"]
         lines += ["", "Table 4.1  track-ID accuracy, kNN k=5 (%)", header]
@@ -70,13 +83,7 @@ def format_tables(results: dict) -> str:
                 if t41["baseline_ideal_stems"].get(s):
                     lines.append(row(f"{s} s per-part nets, ideal stems", t41["baseline_ideal_stems"][s]))
                 lines.append(row(f"{s} s thesis proposed", THESIS["table_4_1"][s]))
-    lines += [
-        "",
-        "Table 4.3  instrument identification from subspace norms, isolated stems in (%)",
-        header,
-        row("partsim", results["table_4_3_identification_accuracy"]),
-        row("thesis w/pre, w/norm", THESIS["table_4_3"]),
-    ]
+    lines += table("table_4_3")
     if "table_4_4_4_5_correlations" in results:
         lines += [""] + _correlation_lines(results["table_4_4_4_5_correlations"], parts)
     return "\n".join(lines)
@@ -115,10 +122,11 @@ def format_sets(report: dict) -> str:
     def row(label, values, fmt="{:7.2f}"):
         return _row(label, values, parts, width, fmt)
 
-    lines += ["", "Table 4.2  part-level label accuracy on test pseudo pieces (%, 5-s segments)", header]
-    lines += [row(labels[n], r["table_4_2_part_label_accuracy"]) for n, r in results.items()]
-    lines += [row(base_label[n], r["table_4_2_part_label_accuracy"]) for n, r in base_results.items()]
-    lines.append(row("thesis (i) norm+psd+basic+add+pre", THESIS["table_4_2"]))
+    key, title, thesis_label = _ROW_TABLES["table_4_2"]
+    lines += ["", title, header]
+    lines += [row(labels[n], r[key]) for n, r in results.items()]
+    lines += [row(base_label[n], r[key]) for n, r in base_results.items()]
+    lines.append(row(thesis_label, THESIS["table_4_2"]))
 
     t41 = {n: r["table_4_1_track_id_accuracy"] for n, r in results.items() if "table_4_1_track_id_accuracy" in r}
     if t41:
@@ -140,9 +148,10 @@ def format_sets(report: dict) -> str:
             ]
             lines.append(row("thesis proposed", THESIS["table_4_1"][s]))
 
-    lines += ["", "Table 4.3  instrument identification from subspace norms, isolated stems in (%)", header]
-    lines += [row(labels[n], r["table_4_3_identification_accuracy"]) for n, r in results.items()]
-    lines.append(row("thesis w/pre, w/norm", THESIS["table_4_3"]))
+    key, title, thesis_label = _ROW_TABLES["table_4_3"]
+    lines += ["", title, header]
+    lines += [row(labels[n], r[key]) for n, r in results.items()]
+    lines.append(row(thesis_label, THESIS["table_4_3"]))
     if base:
         lines.append("  (the baseline has one vector in every subspace: no part identification, no row)")
 
