@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
@@ -100,18 +100,7 @@ class QueryWarning:
         )
 
     def to_json(self) -> dict:
-        return {
-            "code": self.code,
-            "message": self.message,
-            "query_index": self.query_index,
-            "part": self.part,
-            "track_id": self.track_id,
-            "segment_index": self.segment_index,
-            "start": self.start,
-            "end": self.end,
-            "norm": self.norm,
-            "power": self.power,
-        }
+        return asdict(self)
 
 
 class SearchResult(list):
@@ -134,15 +123,7 @@ class MixHit:
     metadata: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {
-            "track_id": self.track_id,
-            "distance": self.distance,
-            "best_segment": self.best_segment,
-            "best_start": self.best_start,
-            "best_end": self.best_end,
-            "per_part": self.per_part,
-            "metadata": self.metadata,
-        }
+        return asdict(self)
 
 
 def _metadata(m: types_pb2.TrackMetadata) -> dict:
