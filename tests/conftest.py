@@ -16,6 +16,18 @@ TINY_WIDTHS = [2, 4, 4, 8, 8]
 TINY_DIM = 8
 
 
+def tiny_train_config(corpus: Path, out: Path | str, **fields):
+    """A ``TrainConfig`` of the tiny network (``TINY_WIDTHS``, ``TINY_DIM``) on ``corpus`` writing to ``out``, a
+    few steps long (batch 4, one epoch of 2 steps, 2 steps of each pre-training phase, 4 validation draws);
+    ``fields`` set any other field or override these."""
+    from partsim.model.nets import NetConfig
+    from partsim.model.train import TrainConfig
+
+    short = dict(batch=4, epochs=1, steps_per_epoch=2, partnet_steps=2, pretrain_steps=2, val_draws=4)
+    net = NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS)
+    return TrainConfig(corpus=str(corpus), out=str(out), net=net, **{**short, **fields})
+
+
 @pytest.fixture(scope="session")
 def render_corpus(tmp_path_factory):
     """``render_corpus(name, songs, seconds, seed)``: a corpus in a new folder, every song rendered by
@@ -42,22 +54,10 @@ def tiny_corpus(render_corpus) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
     """A model trained through all three phases for a few steps (not a good model: a real one)."""
-    from partsim.model.nets import NetConfig
-    from partsim.model.train import TrainConfig, Trainer
+    from partsim.model.train import Trainer
 
     out = tmp_path_factory.mktemp("run") / "tiny"
-    cfg = TrainConfig(
-        corpus=str(tiny_corpus),
-        out=str(out),
-        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-        batch=4,
-        epochs=2,
-        steps_per_epoch=2,
-        partnet_steps=2,
-        pretrain_steps=2,
-        val_draws=4,
-    )
-    Trainer(cfg, progress=False).run()
+    Trainer(tiny_train_config(tiny_corpus, out, epochs=2), progress=False).run()
     return out
 
 

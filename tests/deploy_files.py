@@ -5,9 +5,9 @@ unprivileged uid) and the rule for a pinned image reference."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .util import ROOT
+
 DEPLOY = ROOT / "deploy"
 
 # The contract: service -> (gRPC port, metrics port, grpc.health.v1 service name)

@@ -8,6 +8,8 @@ rendered and indexed once for all those files, as it was once for the single fil
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +79,13 @@ def wav_clip(path: Path, start: float, seconds: float) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, audio[int(start * sr) : int((start + seconds) * sr)], sr, format="WAV")
     return buf.getvalue()
+
+
+def gateway_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
+    """``python -m partsim ARGS --gateway <the cluster's gateway>``, as other tools run it; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "partsim", *args, "--gateway", cluster.gateway],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from .util import ROOT
+
 K8S = ROOT / "k8s"
 IMAGE = "ghcr.io/partsim/partsim"
 # canonical order: ingest-worker before audio-store (audio-store patches the ingest workers)

@@ -12,9 +12,9 @@ import torch
 from partsim.model.augment import AugmentConfig, Augmenter
 from partsim.model.data import StemBank
 from partsim.model.nets import CSN, NetConfig
-from partsim.model.train import TrainConfig, Trainer
+from partsim.model.train import Trainer
 
-from .conftest import TINY_DIM, TINY_WIDTHS
+from .conftest import TINY_DIM, TINY_WIDTHS, tiny_train_config
 from .util import run_cli
 
 SEG = 44100
@@ -134,17 +134,7 @@ def test_warm_start_rejects_a_model_of_other_sizes(tmp_path):
 
 @pytest.mark.slow
 def test_init_from_a_model_skips_pretraining_and_checkpoints_hold_weights_only(tiny_run, tiny_corpus, tmp_path):
-    cfg = TrainConfig(
-        corpus=str(tiny_corpus),
-        out=str(tmp_path / "ft"),
-        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-        batch=4,
-        epochs=1,
-        steps_per_epoch=2,
-        val_draws=4,
-        init=str(tiny_run / "model.pt"),
-        schedule="cosine",
-    )
+    cfg = tiny_train_config(tiny_corpus, tmp_path / "ft", init=str(tiny_run / "model.pt"), schedule="cosine")
     tr = Trainer(cfg, progress=False)
     start = {k: v.clone() for k, v in tr.csn.state_dict().items()}
     trained = torch.load(tiny_run / "model.pt", weights_only=False)["csn"]
@@ -171,17 +161,7 @@ def test_training_speed_benchmark_prints_both_configurations_and_their_ratio(tin
 
 @pytest.mark.slow
 def test_frozen_batch_norms_keep_their_running_statistics_while_the_weights_learn(tiny_run, tiny_corpus, tmp_path):
-    cfg = TrainConfig(
-        corpus=str(tiny_corpus),
-        out=str(tmp_path / "fz"),
-        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-        batch=4,
-        epochs=1,
-        steps_per_epoch=2,
-        val_draws=4,
-        init=str(tiny_run / "model.pt"),
-        freeze_bn=True,
-    )
+    cfg = tiny_train_config(tiny_corpus, tmp_path / "fz", init=str(tiny_run / "model.pt"), freeze_bn=True)
     tr = Trainer(cfg, progress=False)
     before = {k: v.clone() for k, v in tr.csn.state_dict().items()}
     tr.run()
@@ -213,17 +193,8 @@ def test_interpolation_spans_the_shipped_start_and_the_fine_tuned_model(tiny_run
     from partsim.model.inference import OnnxEmbedder, TorchEmbedder
 
     export(tiny_run / "model.pt", tmp_path / "start", name="tiny")
-    cfg = TrainConfig(
-        corpus=str(tiny_corpus),
-        out=str(tmp_path / "ft"),
-        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-        batch=4,
-        epochs=1,
-        steps_per_epoch=3,
-        val_draws=4,
-        init=str(tmp_path / "start"),
-        freeze_bn=True,
-        lr=1e-2,
+    cfg = tiny_train_config(
+        tiny_corpus, tmp_path / "ft", steps_per_epoch=3, init=str(tmp_path / "start"), freeze_bn=True, lr=1e-2
     )
     Trainer(cfg, progress=False).run()
     audio = np.random.default_rng(1).uniform(-0.3, 0.3, (4, 3 * 44100)).astype(np.float32)

@@ -18,19 +18,10 @@ import soundfile as sf
 
 from partsim.data import PARTS, open_dataset
 
-from .test_dataset import make_slakh_track
-from .util import FAST_SOUNDFONTS, run_cli
+from .slakh_tracks import make_slakh_track
+from .util import FAST_SOUNDFONTS, assert_user_error, corpus_make_args, run_cli
 
 TIM = FAST_SOUNDFONTS[0]
-
-
-def _assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    """Exit status 2, one line on stderr naming the problem, no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("partsim: error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.mark.slow
@@ -80,53 +71,27 @@ def test_bad_numbers(tmp_path, args, fragments):
     for flag, value in zip(args[::2], args[1::2]):
         base[flag] = value
     proc = run_cli("corpus", "make", *[x for kv in base.items() for x in kv])
-    _assert_user_error(proc, *fragments)
+    assert_user_error(proc, *fragments)
     assert not (tmp_path / "c").exists()  # validated before anything is written
 
 
 def test_unparseable_number_is_a_usage_error(tmp_path):
-    proc = run_cli("corpus", "make", "--out", str(tmp_path / "c"), "--songs", "two", "--seconds", "8", "--seed", "1")
+    proc = run_cli(*corpus_make_args(tmp_path / "c", songs="two"))
     assert proc.returncode == 2 and "expected a whole number, got 'two'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_bad_soundfonts(tmp_path):
     missing = tmp_path / "nope.sf2"
-    _assert_user_error(
-        run_cli(
-            "corpus",
-            "make",
-            "--out",
-            str(tmp_path / "c"),
-            "--songs",
-            "1",
-            "--seconds",
-            "8",
-            "--seed",
-            "1",
-            "--soundfont",
-            str(missing),
-        ),
+    assert_user_error(
+        run_cli(*corpus_make_args(tmp_path / "c"), "--soundfont", str(missing)),
         "SoundFont not found",
         str(missing),
     )
     fake = tmp_path / "fake.sf2"
     fake.write_text("this is not a soundfont\n" * 10)
-    _assert_user_error(
-        run_cli(
-            "corpus",
-            "make",
-            "--out",
-            str(tmp_path / "c"),
-            "--songs",
-            "1",
-            "--seconds",
-            "8",
-            "--seed",
-            "1",
-            "--soundfont",
-            str(fake),
-        ),
+    assert_user_error(
+        run_cli(*corpus_make_args(tmp_path / "c"), "--soundfont", str(fake)),
         "not a SoundFont",
         str(fake),
     )
@@ -137,47 +102,26 @@ def test_bad_soundfonts(tmp_path):
 def test_unwritable_and_foreign_output_folders(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    common = ["--songs", "1", "--seconds", "8", "--seed", "1", "--soundfont", TIM]
-    _assert_user_error(
-        run_cli("corpus", "make", "--out", str(blocker / "sub"), *common),
-        "cannot write to output folder",
-        str(blocker / "sub"),
-    )
-    _assert_user_error(
-        run_cli("corpus", "make", "--out", str(blocker), *common), "output path exists and is not a folder"
-    )
+
+    def make(out, *more: str, seed: int = 1):
+        return run_cli(*corpus_make_args(out, seed=seed), "--soundfont", TIM, *more)
+
+    assert_user_error(make(blocker / "sub"), "cannot write to output folder", str(blocker / "sub"))
+    assert_user_error(make(blocker), "output path exists and is not a folder")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "precious.txt").write_text("keep me")
-    _assert_user_error(run_cli("corpus", "make", "--out", str(foreign), *common), "not empty", str(foreign))
+    assert_user_error(make(foreign), "not empty", str(foreign))
     assert (foreign / "precious.txt").read_text() == "keep me" and len(list(foreign.iterdir())) == 1
     ours = tmp_path / "ours"
-    assert run_cli("corpus", "make", "--out", str(ours), *common, "--quiet").returncode == 0
-    other_seed = ["--songs", "1", "--seconds", "8", "--seed", "2", "--soundfont", TIM]
-    _assert_user_error(run_cli("corpus", "make", "--out", str(ours), *other_seed), "other settings", "seed 1 vs 2")
+    assert make(ours, "--quiet").returncode == 0
+    assert_user_error(make(ours, seed=2), "other settings", "seed 1 vs 2")
 
 
 @pytest.mark.slow
 def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path):
     out = tmp_path / "c"
-    cmd = [
-        sys.executable,
-        "-m",
-        "partsim.cli",
-        "corpus",
-        "make",
-        "--out",
-        str(out),
-        "--songs",
-        "30",
-        "--seconds",
-        "8",
-        "--seed",
-        "4",
-        "--soundfont",
-        TIM,
-        "--quiet",
-    ]
+    cmd = [sys.executable, "-m", "partsim.cli", *corpus_make_args(out, songs=30, seed=4), "--soundfont", TIM, "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -214,20 +158,19 @@ def test_info_reports_slakh_problems_in_one_line(tmp_path):
 
     corrupt = next((root / "test" / "Track00002" / "stems").glob("S*.flac"))
     corrupt.write_bytes(b"\x00garbage" * 100)
-    _assert_user_error(run_cli("corpus", "info", str(root), "--check"), str(corrupt))
+    assert_user_error(run_cli("corpus", "info", str(root), "--check"), str(corrupt))
 
     missing = next((root / "train" / "Track00001" / "stems").glob("S*.flac"))
     missing.unlink()
-    _assert_user_error(run_cli("corpus", "info", str(root)), "Track00001", "missing")
+    assert_user_error(run_cli("corpus", "info", str(root)), "Track00001", "missing")
 
-    _assert_user_error(run_cli("corpus", "info", str(tmp_path / "nowhere")), "not found")
+    assert_user_error(run_cli("corpus", "info", str(tmp_path / "nowhere")), "not found")
 
 
 @pytest.mark.slow
 def test_info_check_verifies_the_corpus_promises(tmp_path):
     out = tmp_path / "c"
-    common = ["--songs", "2", "--seconds", "6", "--seed", "3", "--soundfont", TIM, "--quiet"]
-    assert run_cli("corpus", "make", "--out", str(out), *common).returncode == 0
+    assert run_cli(*corpus_make_args(out, songs=2, seconds=6, seed=3), "--soundfont", TIM, "--quiet").returncode == 0
     ok = run_cli("corpus", "info", str(out), "--check")
     assert ok.returncode == 0 and "12 audio files decoded" in ok.stdout  # 2 x (mix + 5 stems)
     meta = json.loads((out / "song00000" / "metadata.json").read_text())
@@ -237,12 +180,12 @@ def test_info_check_verifies_the_corpus_promises(tmp_path):
     stem = out / "song00000" / "stems" / f"{present[0]}.flac"
     audio, sr = sf.read(str(stem), dtype="int16")
     sf.write(str(stem), (audio // 2).astype("int16"), sr, subtype="PCM_16")
-    _assert_user_error(run_cli("corpus", "info", str(out), "--check"), "song00000", "mix differs from the sum")
+    assert_user_error(run_cli("corpus", "info", str(out), "--check"), "song00000", "mix differs from the sum")
     sf.write(str(stem), audio, sr, subtype="PCM_16")
     silent = out / "song00000" / "stems" / f"{absent[0]}.flac"
     n = sf.info(str(silent)).frames
     sf.write(str(silent), np.full(n, 3, dtype="int16"), sr, subtype="PCM_16")
-    _assert_user_error(run_cli("corpus", "info", str(out), "--check"), str(silent), "declared absent")
+    assert_user_error(run_cli("corpus", "info", str(out), "--check"), str(silent), "declared absent")
 
 
 def _leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):

@@ -20,7 +20,7 @@ from partsim.client import PartsimClient, Stem
 from partsim.errors import InvalidArgument
 from partsim.model.features import SILENCE_POWER
 
-from .e2e_cluster import SEG, songs, wav_clip
+from .e2e_cluster import SEG, gateway_cli, songs, wav_clip
 
 # every test here talks to a whole cluster (processes, Milvus, Redis): left out of make test-fast
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -226,28 +226,17 @@ def test_an_absent_part_in_a_catalog_from_before_power_was_kept_is_refused_until
 
 
 def test_cli_search_commands_print_warnings_on_stderr(cluster, judged_absent, quiet_intro):
-    import subprocess
-    import sys
-
-    def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "partsim", *args, "--gateway", cluster.gateway],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
     tid, idx, part, _ = judged_absent
     stem = f"{part}:{tid}@{idx * SEG + 4.0}"
-    proc = cli("search-mix", "--stem", stem, "--top-k", "3", "--exact", "--json")
+    proc = gateway_cli(cluster, "search-mix", "--stem", stem, "--top-k", "3", "--exact", "--json")
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)) == 3  # stdout: the hits alone, as before
     [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("{")]
     w = json.loads(line)["warning"]
     assert (w["code"], w["part"], w["track_id"], w["segment_index"]) == ("PART_JUDGED_ABSENT", part, tid, idx)
-    proc = cli("search-stems", "--stem", stem, "--top-k", "2")
+    proc = gateway_cli(cluster, "search-stems", "--stem", stem, "--top-k", "2")
     assert proc.returncode == 0, proc.stderr
     assert f"partsim: warning: PART_JUDGED_ABSENT: query 0: the model judges the {part} part absent" in proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 2
-    proc = cli("search-stems", "--stem", f"{part}:{quiet_intro}@5", "--json")
+    proc = gateway_cli(cluster, "search-stems", "--stem", f"{part}:{quiet_intro}@5", "--json")
     assert proc.returncode == 2 and "silent" in proc.stderr and "Traceback" not in proc.stderr

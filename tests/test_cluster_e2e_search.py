@@ -20,7 +20,7 @@ import soundfile as sf
 from partsim.client import Stem
 from partsim.errors import InvalidArgument, NotFound, PermissionDenied
 
-from .e2e_cluster import SEG, songs, wav_clip
+from .e2e_cluster import SEG, gateway_cli, songs, wav_clip
 
 # every test here talks to a whole cluster (processes, Milvus, Redis): left out of make test-fast
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -174,34 +174,23 @@ def test_health_reflection_and_metrics(cluster, client, indexed):
 
 def test_cli_index_and_search_commands(cluster, catalog, indexed):
     """The commands other tools call: partsim index / search-mix / search-stems --json."""
-    import subprocess
-    import sys
-
-    def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "partsim", *args, "--gateway", cluster.gateway],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
     song = songs(catalog)[5]
-    proc = cli("index", str(song), "--quiet")
+    proc = gateway_cli(cluster, "index", str(song), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "indexed 1 of 1" in proc.stderr
     vecs, present = indexed[song.name]
     part = ["drums", "bass", "piano", "guitar", "others"][int(np.argmax(present[1]))]
-    proc = cli("search-mix", "--stem", f"{part}:{song.name}@12.5", "--top-k", "3", "--exact", "--json")
+    proc = gateway_cli(cluster, "search-mix", "--stem", f"{part}:{song.name}@12.5", "--top-k", "3", "--exact", "--json")
     assert proc.returncode == 0, proc.stderr
     hits = json.loads(proc.stdout)
     assert hits[0]["track_id"] == song.name and hits[0]["best_start"] == 10.0
     assert set(hits[0]) >= {"track_id", "distance", "best_start", "per_part"} and list(hits[0]["per_part"]) == [part]
-    proc = cli("search-stems", "--stem", f"{part}:{song.name}@12.5", "--top-k", "2", "--json")
+    proc = gateway_cli(cluster, "search-stems", "--stem", f"{part}:{song.name}@12.5", "--top-k", "2", "--json")
     assert proc.returncode == 0, proc.stderr
     stems = json.loads(proc.stdout)
     assert (stems[0]["track_id"], stems[0]["segment"], stems[0]["start"]) == (song.name, 1, 10.0)
     # bad input: a precise message and exit status 2, no traceback
-    proc = cli("search-mix", "--stem", "kazoo:x@1", "--json")
+    proc = gateway_cli(cluster, "search-mix", "--stem", "kazoo:x@1", "--json")
     assert proc.returncode == 2 and "unknown part 'kazoo'" in proc.stderr and "Traceback" not in proc.stderr
-    proc = cli("search-mix", "--stem", "drums-song@1")
+    proc = gateway_cli(cluster, "search-mix", "--stem", "drums-song@1")
     assert proc.returncode == 2 and "PART:TRACK_ID@SECONDS" in proc.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from partsim.data import PARTS
 from partsim.data.taxonomy import part_for_program
 from partsim.data.tempo import tempo_class
 
-from .util import read_audio, song_metadata
+from .util import assert_user_error, corpus_make_args, read_audio, run_cli, song_metadata
 
 TIMGM = ["/usr/share/sounds/sf2/TimGM6mb.sf2"]
 SEED, SECONDS, SONGS = 5, 8.0, 3
@@ -43,12 +41,6 @@ def _config(out: Path, songs: int, composer: str = "mma", grooves: str = "train"
 def mma_corpus(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("mma") / "c"
     return out, make_corpus(_config(out, SONGS), progress=False)
-
-
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "partsim.cli", *args], capture_output=True, text=True, timeout=120, env=env
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,17 +177,8 @@ def test_metadata_and_index_record_composer_source_license_soundfonts_and_no_aug
 @pytest.mark.slow
 def test_cli_makes_a_held_out_composer_set(tmp_path):
     out = tmp_path / "held"
-    proc = _cli(
-        "corpus",
-        "make",
-        "--out",
-        str(out),
-        "--songs",
-        "1",
-        "--seconds",
-        str(SECONDS),
-        "--seed",
-        "2",
+    proc = run_cli(
+        *corpus_make_args(out, seconds=SECONDS, seed=2),
         "--composer",
         "mma",
         "--grooves",
@@ -218,30 +201,11 @@ def test_cli_makes_a_held_out_composer_set(tmp_path):
     ],
 )
 def test_bad_composer_or_groove_set_is_one_error_line_and_exit_2(tmp_path, args, fragment):
-    proc = _cli("corpus", "make", "--out", str(tmp_path / "c"), "--songs", "1", "--seconds", "8", "--seed", "1", *args)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("partsim: error: "), proc.stderr
-    assert fragment in lines[0]
+    assert_user_error(run_cli(*corpus_make_args(tmp_path / "c"), *args), fragment)
     assert not (tmp_path / "c").exists()
 
 
 def test_missing_mma_is_one_error_line_and_exit_2(tmp_path):
     env = {**os.environ, "PATH": str(tmp_path)}  # no mma on the PATH
-    proc = _cli(
-        "corpus",
-        "make",
-        "--out",
-        str(tmp_path / "c"),
-        "--songs",
-        "1",
-        "--seconds",
-        "8",
-        "--seed",
-        "1",
-        "--composer",
-        "mixed",
-        env=env,
-    )
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("partsim: error: the mma program") and "apt-get install mma" in lines[0]
+    line = assert_user_error(run_cli(*corpus_make_args(tmp_path / "c"), "--composer", "mixed", env=env))
+    assert line.startswith("partsim: error: the mma program") and "apt-get install mma" in line

@@ -22,7 +22,8 @@ import pytest
 from partsim.corpus import mma_library
 from partsim.corpus.mma_library import MMA_ENV, MmaError, catalogue, mma_path, run_mma, stdlib_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+from .util import ROOT
+
 _spec = importlib.util.spec_from_file_location("gpu_bundle", ROOT / "scripts" / "gpu_bundle.py")
 gpu_bundle = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gpu_bundle)

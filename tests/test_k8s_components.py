@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from .k8s_objects import by_kind, component, matches, pod_env, workloads
 from .k8s_render import IMAGE, K8S, RENDER_NAMES, ROOT, SERVICES, components_of, renders_with
+from .util import run_script
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -242,12 +241,7 @@ def check_ingest_worker(objs: list[dict]) -> None:
 
 
 def test_monitoring_copies_are_fresh():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen-k8s-monitoring.py"), "--check"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_script("gen-k8s-monitoring.py", "--check")
     assert proc.returncode == 0, proc.stderr + proc.stdout
 
 

@@ -14,10 +14,11 @@ from partsim.model.features import SILENCE_POWER
 from partsim.model.nets import CSN, NetConfig, mask, masked_distance, norm_logits, triplet_loss
 from partsim.model.train import TrainConfig, Trainer
 
-from .conftest import TINY_DIM, TINY_WIDTHS
+from .conftest import TINY_DIM, TINY_WIDTHS, tiny_train_config
 
 PARTS = ["drums", "bass", "piano", "guitar", "others"]
 SEG = 3 * 44100
+MAIN_PHASE_ONLY = dict(pretrain=False, batch=2, steps_per_epoch=1, val_draws=2)  # no pre-training, smallest steps
 
 
 def test_mask_and_masked_distance_select_one_subspace():
@@ -134,17 +135,7 @@ def test_render_batch_is_the_per_piece_mix(bank):
 
 
 def test_time_limit_stops_the_main_phase_and_still_writes_the_model(tiny_corpus, tmp_path):
-    cfg = TrainConfig(
-        corpus=str(tiny_corpus),
-        out=str(tmp_path / "run"),
-        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-        batch=2,
-        epochs=50,
-        steps_per_epoch=1,
-        val_draws=2,
-        pretrain=False,
-        time_limit=1e-9,
-    )
+    cfg = tiny_train_config(tiny_corpus, tmp_path / "run", **MAIN_PHASE_ONLY, epochs=50, time_limit=1e-9)
     log = Trainer(cfg, progress=False).run()
     assert log["stopped_early"]["after_main_epochs"] == 0 and log["epochs"] == []
     assert (tmp_path / "run" / "model.pt").is_file()
@@ -165,14 +156,7 @@ def test_bad_training_options(tiny_corpus, field, value, fragment):
 
 @pytest.mark.slow
 def test_training_losses_decrease_on_a_fixed_batch(tiny_corpus):
-    cfg = TrainConfig(
-        corpus=str(tiny_corpus),
-        out="/tmp/unused",
-        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-        batch=6,
-        lr=3e-3,
-        pretrain=False,
-    )
+    cfg = tiny_train_config(tiny_corpus, "/tmp/unused", batch=6, lr=3e-3, pretrain=False)
     tr = Trainer(cfg, progress=False)
     draws = [tr._draw(tr.train, np.random.default_rng(3)) for _ in range(6)]
     first = None
@@ -195,17 +179,7 @@ def test_run_writes_log_checkpoint_and_resumes(tiny_run, tiny_corpus):
     assert log["corpus"]["layout"] == "partsim" and log["config"]["net"]["widths"] == TINY_WIDTHS
     assert (tiny_run / "model.pt").is_file()
     # resume with more epochs: continues where it stopped
-    cfg = TrainConfig(
-        corpus=str(tiny_corpus),
-        out=str(tiny_run),
-        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-        batch=4,
-        epochs=3,
-        steps_per_epoch=2,
-        partnet_steps=2,
-        pretrain_steps=2,
-        val_draws=4,
-    )
+    cfg = tiny_train_config(tiny_corpus, tiny_run, epochs=3)
     tr = Trainer(cfg, progress=False)
     assert tr.resume() and tr.state == {"phase": "main", "epoch": 2}  # finished, but more epochs asked for
     log = tr.run()
@@ -218,18 +192,7 @@ def test_run_writes_log_checkpoint_and_resumes(tiny_run, tiny_corpus):
 
 @pytest.mark.slow
 def test_ablation_flags_change_what_is_trained(tiny_corpus, tmp_path):
-    cfg = TrainConfig(
-        corpus=str(tiny_corpus),
-        out=str(tmp_path / "abl"),
-        net=NetConfig(subspace_dim=TINY_DIM, widths=TINY_WIDTHS),
-        batch=2,
-        epochs=1,
-        steps_per_epoch=1,
-        val_draws=2,
-        pseudo=False,
-        norm=False,
-        pretrain=False,
-    )
+    cfg = tiny_train_config(tiny_corpus, tmp_path / "abl", **MAIN_PHASE_ONLY, pseudo=False, norm=False)
     log = Trainer(cfg, progress=False).run()
     assert [e["phase"] for e in log["epochs"]] == ["main"]
     assert "additional" not in log["epochs"][0] and "norm" not in log["epochs"][0]

@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -33,11 +32,10 @@ from partsim.corpus.soundfonts import check_soundfonts
 from partsim.errors import InvalidArgument, NotFound
 from partsim.v1 import gateway_pb2, gateway_pb2_grpc
 
-from .util import FAST_SOUNDFONTS, service_configs
+from .util import FAST_SOUNDFONTS, ROOT, run_script, service_configs
 
 pytestmark = pytest.mark.timeout(600)
 
-ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "partsim.json"
 RATE_INTERVAL = "5m"  # what Grafana's $__rate_interval stands for here
@@ -108,12 +106,7 @@ def test_the_rule_and_config_files_pass_promtool():
 
 
 def test_the_dashboard_is_generated_from_its_source():
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen-dashboard.py"), "--check"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_script("gen-dashboard.py", "--check")
     assert r.returncode == 0, r.stderr
 
 

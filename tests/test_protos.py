@@ -7,9 +7,9 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .util import ROOT
+
 ENV = {"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}
 
 

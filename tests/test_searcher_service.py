@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import grpc
 import numpy as np
@@ -22,6 +21,7 @@ from partsim.services.searcher.config import PREFIX, SearcherConfig
 from partsim.v1 import searcher_pb2, searcher_pb2_grpc
 
 from .searcher_harness import APPROX, DIM, EXACT, PARTS, Code, make_tracks, mix_request, upsert_request
+from .util import handled_calls, scrape_metrics
 
 
 def bad_requests():
@@ -111,11 +111,9 @@ def test_health_and_metrics(searcher):
     searcher.stub.SearchMix(mix_request(q, mode=APPROX))
     with pytest.raises(grpc.RpcError):
         searcher.stub.SearchMix(mix_request(q, top_k=0))
-    text = urllib.request.urlopen(f"http://127.0.0.1:{searcher.rt.metrics_port}/metrics", timeout=10).read().decode()
-    handled = re.findall(r"^grpc_server_handled_total\{([^}]*)\} (\S+)$", text, re.M)
-    labels = {lab: float(v) for lab, v in handled if 'grpc_method="SearchMix"' in lab}
-    assert any('grpc_code="OK"' in lab and v == 2 for lab, v in labels.items()), labels
-    assert any('grpc_code="INVALID_ARGUMENT"' in lab and v == 1 for lab, v in labels.items()), labels
+    text = scrape_metrics(searcher.rt.metrics_port)
+    handled = handled_calls(text, "SearchMix")
+    assert handled.get("OK") == 2 and handled.get("INVALID_ARGUMENT") == 1, handled
     assert re.search(r'^partsim_search_seconds_count\{kind="mix",mode="exact"\} 1\.0$', text, re.M)
     assert re.search(r'^partsim_search_seconds_count\{kind="mix",mode="approximate"\} 1\.0$', text, re.M)
     assert re.search(r'^partsim_search_candidates_count\{mode="approximate"\} 1\.0$', text, re.M)

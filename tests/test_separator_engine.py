@@ -63,14 +63,12 @@ def test_missing_model_or_folder_names_both(tmp_path):
     repo = make_tiny_repo(tmp_path / "r")
     with pytest.raises(
         NotFound,
-        match=rf"'nope' is not in {re.escape(str(repo))}: expected nope.yaml .* has "
-        rf"tiny-sep, ",
+        match=rf"'nope' is not in {re.escape(str(repo))}: expected nope.yaml .* has tiny-sep, ",
     ):
         Engine(repo, "nope")
     with pytest.raises(
         NotFound,
-        match=rf"'tiny-sep': the model repository folder {re.escape(str(tmp_path))}/gone "
-        rf"does not exist",
+        match=rf"'tiny-sep': the model repository folder {re.escape(str(tmp_path))}/gone does not exist",
     ):
         Engine(tmp_path / "gone", "tiny-sep")
     (repo / "tiny-sep.yaml").write_text("models: ['0badc0de']\n")  # a bag naming a model the folder lacks
@@ -81,9 +79,7 @@ def test_missing_model_or_folder_names_both(tmp_path):
 def test_parts_mapping_errors(tmp_path):
     repo = make_tiny_repo(tmp_path / "r")
     with pytest.raises(
-        InvalidArgument,
-        match=r"no source 'vocals' \(its sources: drums, bass, piano, guitar, "
-        r"others\)",
+        InvalidArgument, match=r"no source 'vocals' \(its sources: drums, bass, piano, guitar, others\)"
     ):
         Engine(repo, "tiny-sep", parts=parse_parts("vocals="))
     with pytest.raises(InvalidArgument, match="part 'drums' would come from more than one source"):

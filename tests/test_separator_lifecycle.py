@@ -19,13 +19,12 @@ from prometheus_client import CollectorRegistry
 
 from partsim.errors import ResourceExhausted, Unavailable
 from partsim.services.separator.client import collect
-from partsim.services.separator.config import SeparatorConfig
 from partsim.services.separator.engine import CancelToken
 from partsim.services.separator.server import Admission, SeparatorServer
 from partsim.v1 import separator_pb2, separator_pb2_grpc
 
 from .audio import SR, make_audio, pcm
-from .tiny_separator import MAPPING, STOCK, make_tiny_repo
+from .tiny_separator import MAPPING, STOCK, make_tiny_repo, tiny_server_config
 from .util import serves_until_sigterm
 
 
@@ -38,17 +37,7 @@ def repo(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_busy_server_answers_resource_exhausted(repo):
     """One slot, no queue: a second request while one runs is refused at once; then it is served."""
-    cfg = SeparatorConfig(
-        address="127.0.0.1:0",
-        repo=str(repo),
-        model="tiny-sep",
-        parts=MAPPING,
-        segment_seconds=1.0,
-        metrics_port=-1,
-        max_concurrent=1,
-        max_queued=0,
-        workers=4,
-    )
+    cfg = tiny_server_config(repo, metrics_port=-1, max_concurrent=1, max_queued=0, workers=4)
     srv = SeparatorServer(cfg, CollectorRegistry()).start()
     try:
         channel = grpc.insecure_channel(srv.address)
@@ -111,11 +100,7 @@ def test_admission_queues_in_order_refuses_beyond_and_drops_the_cancelled():
 
 # -- start-up and processes -------------------------------------------------------------------
 def test_not_serving_until_model_loaded(repo):
-    srv = SeparatorServer(
-        SeparatorConfig(
-            address="127.0.0.1:0", repo=str(repo), model="tiny-sep", parts=MAPPING, segment_seconds=1.0, metrics_port=-1
-        )
-    ).serve()
+    srv = SeparatorServer(tiny_server_config(repo, metrics_port=-1)).serve()
     try:
         channel = grpc.insecure_channel(srv.address)
         health = health_pb2_grpc.HealthStub(channel)

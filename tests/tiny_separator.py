@@ -54,3 +54,13 @@ def make_tiny_repo(
     save_with_checksum(package, folder / f"{sig}.th")
     (folder / f"{name}.yaml").write_text(f"models: ['{sig}']\n")
     return folder
+
+
+def tiny_server_config(repo: Path, **fields):
+    """The separator's ``SeparatorConfig`` for ``tiny-sep`` of ``repo`` (a :func:`make_tiny_repo` of the ``STOCK``
+    sources, mapped by ``MAPPING``) on a free loopback port, in 1-s segments; ``fields`` set the rest."""
+    from partsim.services.separator.config import SeparatorConfig
+
+    return SeparatorConfig(
+        address="127.0.0.1:0", repo=str(repo), model="tiny-sep", parts=MAPPING, segment_seconds=1.0, **fields
+    )

@@ -2,17 +2,62 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 # The two Debian SF2 sets load in about half a second; MuseScore's SF3 takes seconds, so only
 # the tests of the defaults use it.
 FAST_SOUNDFONTS = ["/usr/share/sounds/sf2/TimGM6mb.sf2", "/usr/share/sounds/sf2/FluidR3_GM.sf2"]
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the installed ``partsim`` command as a user would."""
-    return subprocess.run([sys.executable, "-m", "partsim.cli", *args], capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``partsim`` command as a user would (in ``env``, or this process's environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "partsim.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def corpus_make_args(out, songs=1, seconds=8, seed=1) -> list[str]:
+    """The words of ``partsim corpus make`` for a small corpus in ``out``; options such as --soundfont follow."""
+    return ["corpus", "make", "--out", str(out), "--songs", str(songs), "--seconds", str(seconds), "--seed", str(seed)]
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit status 2, one line on stderr naming the problem (each of ``fragments`` in it), no traceback; the line."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("partsim: error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def run_script(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python scripts/<name> ARGS`` of the repository (a generator's ``--check``, say), its output captured."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def scrape_metrics(port: int) -> str:
+    """The Prometheus text a service serves on ``http://127.0.0.1:<port>/metrics``."""
+    import urllib.request
+
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+
+def handled_calls(text: str, method: str) -> dict[str, float]:
+    """``grpc_server_handled_total`` of one gRPC method in a metrics text, by ``grpc_code``."""
+    calls: dict[str, float] = {}
+    for labels, value in re.findall(r"^grpc_server_handled_total\{([^}]*)\} (\S+)$", text, re.M):
+        if f'grpc_method="{method}"' in labels:
+            code = re.search(r'grpc_code="([^"]*)"', labels).group(1)
+            calls[code] = calls.get(code, 0.0) + float(value)
+    return calls
 
 
 def serves_until_sigterm(proc: subprocess.Popen, name: str, timeout: float = 60) -> None:
@@ -78,6 +123,5 @@ def read_audio(path):
 def song_metadata(root, sid: str) -> dict:
     """``root/sid/metadata.json`` of a corpus song."""
     import json
-    from pathlib import Path
 
     return json.loads((Path(root) / sid / "metadata.json").read_text())
