@@ -38,5 +38,9 @@ class Unavailable(PartsimError):
     """A backend (Milvus, Redis, another service) cannot be reached right now; retrying may help."""
 
 
+class Unauthenticated(PartsimError):
+    """The caller presented no credentials, or ones that are not valid (no detail of why is given)."""
+
+
 class PermissionDenied(PartsimError):
     """The caller asked for something outside what it may touch (e.g. a path outside the allowed roots)."""

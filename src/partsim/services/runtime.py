@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from concurrent import futures
 from contextlib import contextmanager
 
@@ -173,6 +174,9 @@ class ServiceRuntime:
         max_connection_age: seconds after which a client connection is closed (0: never), with
             ``grace`` seconds for its RPCs to finish. Clients then reconnect and re-resolve DNS, which
             is how a round_robin client behind a headless Service finds replicas added since.
+        interceptors: the service's own interceptors (authentication, rate limits), inside the metrics
+            and the status mapping: what they raise as :mod:`partsim.errors` becomes its status code.
+        credentials: TLS (or mTLS) server credentials; None: a plaintext port.
 
     Besides the ``grpc_server_*`` series the registry gets ``process_*`` (CPU, memory, open files),
     ``python_info`` and ``partsim_health_serving`` (1 while grpc.health.v1 reports SERVING).
@@ -189,6 +193,8 @@ class ServiceRuntime:
         workers: int = 16,
         max_connection_age: float = 0.0,
         connection_age_grace: float = 30.0,
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ):
         self.name = name
         self.registry = registry or CollectorRegistry()
@@ -213,10 +219,13 @@ class ServiceRuntime:
             ]
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-rpc"),
-            interceptors=[MetricsInterceptor(self.metrics), StatusInterceptor()],
+            interceptors=[MetricsInterceptor(self.metrics), StatusInterceptor(), *interceptors],
             options=options,
         )
-        self.port = self.server.add_insecure_port(address)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"{name}: cannot bind {address}")
         self.host = address.rsplit(":", 1)[0]

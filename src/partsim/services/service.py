@@ -20,6 +20,7 @@ import sys
 import threading
 from typing import Any, ClassVar, Generic, TypeVar
 
+import grpc
 from prometheus_client import CollectorRegistry
 
 from partsim.errors import PartsimError
@@ -72,6 +73,14 @@ class Service(abc.ABC, Generic[C]):
     def close(self) -> None:
         """Release what :meth:`load` opened; runs once the server has stopped."""
 
+    def interceptors(self) -> list[grpc.ServerInterceptor]:
+        """The service's own server interceptors (authentication, rate limits); none by default."""
+        return []
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        """TLS credentials for the gRPC port; None (the default): plaintext."""
+        return None
+
     # -- the lifecycle ----------------------------------------------------------------------------
     def serve(self: S) -> S:
         """Bind and start the server (health NOT_SERVING until :meth:`load` is done); returns ``self``.
@@ -91,6 +100,8 @@ class Service(abc.ABC, Generic[C]):
             registry=self.registry,
             workers=cfg.workers,
             max_connection_age=cfg.max_connection_age_seconds,
+            interceptors=self.interceptors(),
+            credentials=self.server_credentials(),
         )
         try:
             self.servicer = self.add_servicer(rt)
