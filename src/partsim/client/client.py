@@ -8,7 +8,9 @@
         for h in hits: print(h.track_id, h.distance, h.best_start)
 
 Errors arrive as :class:`partsim.errors.PartsimError` subclasses (InvalidArgument, NotFound,
-...) carrying the server's message, so callers need not know gRPC status codes.
+...) carrying the server's message, so callers need not know gRPC status codes; each also carries
+``reason`` (a stable name such as ``TRACK_NOT_FOUND`` or ``RATE_LIMITED``), ``field_violations``
+(``(field, description)`` pairs) and ``retry_after_seconds`` (None unless retrying later helps).
 
 Searches return a list of hits with ``.warnings`` (:class:`QueryWarning`): caveats about a query
 that was answered all the same, e.g. ``PART_JUDGED_ABSENT`` when the model judges the queried part
@@ -131,9 +133,11 @@ def _metadata(m: types_pb2.TrackMetadata) -> dict:
 
 
 def _raise(exc: grpc.RpcError) -> PartsimError:
-    from partsim.services.status import error_for
+    """The domain error of a failed call, with ``.reason``, ``.field_violations`` and ``.retry_after_seconds``
+    from the status details."""
+    from partsim.services.status import error_from_rpc
 
-    return error_for(exc.code(), exc.details() or str(exc))
+    return error_from_rpc(exc)
 
 
 class PartsimClient:
