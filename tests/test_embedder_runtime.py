@@ -141,7 +141,7 @@ def test_config_validation_names_the_variable():
     with pytest.raises(InvalidArgument, match="PARTSIM_EMBEDDER_MAX_BATCH"):
         parse(EmbedderConfig, PREFIX, [], environ={"PARTSIM_EMBEDDER_MAX_BATCH": "0"})
     cfg = parse(EmbedderConfig, PREFIX, ["--max-wait-ms", "2.5"], environ={"PARTSIM_EMBEDDER_MAX_BATCH": "16"})
-    assert (cfg.max_batch, cfg.max_wait_ms, cfg.address, cfg.metrics_port) == (16, 2.5, "0.0.0.0:50052", 9092)
+    assert (cfg.max_batch, cfg.max_wait_ms, cfg.address, cfg.metrics_port) == (16, 2.5, "127.0.0.1:50052", 9092)
 
 
 def test_cuda_without_provider_fails_clearly():

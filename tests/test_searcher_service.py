@@ -122,7 +122,7 @@ def test_health_and_metrics(searcher):
 
 def test_config_defaults_come_from_the_manifest(tmp_path):
     cfg = parse(SearcherConfig, PREFIX, [], environ={f"{PREFIX}_DATA_DIR": str(tmp_path)})
-    assert (cfg.address, cfg.metrics_port, cfg.index_type) == ("0.0.0.0:50053", 9093, "HNSW")
+    assert (cfg.address, cfg.metrics_port, cfg.index_type) == ("127.0.0.1:50053", 9093, "HNSW")
     assert cfg.model_parts() == (PARTS, 128)
     assert cfg.uri == str(tmp_path / "milvus.db")
     cfg = parse(

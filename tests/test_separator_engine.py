@@ -116,7 +116,7 @@ def test_config_validation_names_the_variable():
     assert (cfg.model, cfg.segment_seconds, cfg.address, cfg.metrics_port, cfg.max_audio_seconds) == (
         "m1",
         7.5,
-        "0.0.0.0:50054",
+        "127.0.0.1:50054",
         9094,
         900.0,
     )

@@ -1,10 +1,12 @@
 """``partsim up``: the whole cluster on one machine (searcher, embedder, separator, gateway as processes).
 
 Embedded defaults: Milvus Lite and job state under ``--data``, no Redis (unless ``--redis-url``).
-Each service binds a port the OS picks except the gateway (``--gateway``, default
-localhost:50051); every service prints ``serving on HOST:PORT`` (and its metrics port) once
-bound, which is how the launcher learns the addresses. SIGINT/SIGTERM stop the services in
-reverse order, each with its grace period.
+Every port is on 127.0.0.1: each service's gRPC and /metrics on ports the OS picks, except the
+gateway's gRPC (``--gateway``, default 127.0.0.1:50051). A gateway address beyond loopback starts
+only with TLS and auth configured (PARTSIM_GATEWAY_* in the environment) or ``insecure`` (the
+gateway's INSECURE: it then logs a warning). Every service prints ``serving on HOST:PORT`` (and
+its metrics port) once bound, which is how the launcher learns the addresses. SIGINT/SIGTERM stop
+the services in reverse order, each with its grace period.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from .errors import InvalidArgument, Unavailable
 
+LOOPBACK = "127.0.0.1"
 SERVING = re.compile(r"serving on (\S+:\d+)")
 METRICS = re.compile(r"metrics on (\S+:\d+)")
 
@@ -39,6 +42,7 @@ class Cluster:
 
     ``separator=False`` leaves the separator out (the gateway then gets no PARTSIM_GATEWAY_SEPARATOR);
     otherwise it loads its default model (PARTSIM_SEPARATOR_REPO/MODEL in ``extra_env`` override).
+    ``insecure=True`` lets a non-loopback ``gateway`` address serve without TLS and auth.
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class Cluster:
         quiet: bool = False,
         extra_env: dict[str, str] | None = None,
         separator: bool = True,
+        insecure: bool = False,
     ):
         self.data = Path(data)
         self.gateway_address = gateway
@@ -62,14 +67,48 @@ class Cluster:
         self.quiet = quiet
         self.extra_env = extra_env or {}
         self.separator = separator
+        self.insecure = insecure
         self.services: list[Service] = []
 
-    def _start(self, name: str, module: str, env: dict[str, str], timeout: float = 300.0) -> Service:
+    def _env(self, name: str, env: dict[str, str]) -> dict[str, str]:
+        """The environment of ``partsim.services.<name>``: gRPC and /metrics on loopback ports the OS picks
+        unless ``env`` says otherwise (only the gateway's address may); /metrics always on loopback."""
+        prefix = f"PARTSIM_{name.upper()}"
+        loopback = {f"{prefix}_ADDRESS": f"{LOOPBACK}:0", f"{prefix}_METRICS_PORT": "0"}
+        return {
+            **os.environ,
+            **self.extra_env,
+            **loopback,
+            **env,
+            f"{prefix}_METRICS_HOST": LOOPBACK,
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _gateway_env(self, embedder: str, searcher: str, separator: str) -> dict[str, str]:
+        return {
+            "PARTSIM_GATEWAY_ADDRESS": self.gateway_address,
+            "PARTSIM_GATEWAY_EMBEDDER": embedder,
+            "PARTSIM_GATEWAY_SEARCHER": searcher,
+            "PARTSIM_GATEWAY_REDIS_URL": self.redis_url,
+            "PARTSIM_GATEWAY_DATA_DIR": str(self.data / "gateway"),
+            "PARTSIM_GATEWAY_ALLOWED_ROOTS": os.pathsep.join(str(p) for p in self.allowed_roots),
+            **({"PARTSIM_GATEWAY_INSECURE": "true"} if self.insecure else {}),
+            **({"PARTSIM_GATEWAY_SEPARATOR": separator} if separator else {}),
+        }
+
+    def check(self) -> None:
+        """Raise InvalidArgument (naming the variable) before anything starts when the gateway would refuse
+        its configuration, e.g. a non-loopback address without TLS and auth nor ``insecure``."""
+        from .services.config import parse
+        from .services.gateway.config import PREFIX, GatewayConfig
+
+        parse(GatewayConfig, PREFIX, [], environ=self._env("gateway", self._gateway_env("x:1", "x:1", "")))
+
+    def _start(self, name: str, env: dict[str, str], timeout: float = 300.0) -> Service:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        full_env = {**os.environ, **self.extra_env, **env, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=full_env,
+            [sys.executable, "-m", f"partsim.services.{name}"],
+            env=self._env(name, env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -101,6 +140,9 @@ class Cluster:
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = "\n".join(svc.lines[-15:])
                 self.stop()
+                config_error = [line for line in svc.lines[-5:] if ": configuration error: " in line]
+                if proc.poll() == 2 and config_error:  # the service's one line naming the variable
+                    raise InvalidArgument(config_error[-1])
                 raise Unavailable(
                     f"{name} did not start (exit {proc.poll()}); its last lines (full log {log_path}):\n{tail}"
                 )
@@ -109,54 +151,13 @@ class Cluster:
         return svc
 
     def start(self) -> Cluster:
+        self.check()
         self.data.mkdir(parents=True, exist_ok=True)
-        common = {}
         model = {"PARTSIM_EMBEDDER_MODEL": self.model, "PARTSIM_SEARCHER_MODEL": self.model} if self.model else {}
-        searcher = self._start(
-            "searcher",
-            "partsim.services.searcher",
-            {
-                "PARTSIM_SEARCHER_ADDRESS": "127.0.0.1:0",
-                "PARTSIM_SEARCHER_DATA_DIR": str(self.data / "searcher"),
-                "PARTSIM_SEARCHER_METRICS_PORT": "0",
-                **model,
-                **common,
-            },
-        )
-        embedder = self._start(
-            "embedder",
-            "partsim.services.embedder",
-            {"PARTSIM_EMBEDDER_ADDRESS": "127.0.0.1:0", "PARTSIM_EMBEDDER_METRICS_PORT": "0", **model, **common},
-        )
-        separator = {}
-        if self.separator:
-            sep = self._start(
-                "separator",
-                "partsim.services.separator",
-                {
-                    "PARTSIM_SEPARATOR_ADDRESS": "127.0.0.1:0",
-                    "PARTSIM_SEPARATOR_METRICS_PORT": "0",
-                    "PARTSIM_SEPARATOR_METRICS_HOST": "127.0.0.1",
-                    **common,
-                },
-            )
-            separator = {"PARTSIM_GATEWAY_SEPARATOR": sep.address}
-        self._start(
-            "gateway",
-            "partsim.services.gateway",
-            {
-                "PARTSIM_GATEWAY_ADDRESS": self.gateway_address,
-                "PARTSIM_GATEWAY_EMBEDDER": embedder.address,
-                "PARTSIM_GATEWAY_SEARCHER": searcher.address,
-                "PARTSIM_GATEWAY_REDIS_URL": self.redis_url,
-                "PARTSIM_GATEWAY_DATA_DIR": str(self.data / "gateway"),
-                "PARTSIM_GATEWAY_METRICS_PORT": "0",
-                "PARTSIM_GATEWAY_METRICS_HOST": "127.0.0.1",
-                "PARTSIM_GATEWAY_ALLOWED_ROOTS": os.pathsep.join(str(p) for p in self.allowed_roots),
-                **separator,
-                **common,
-            },
-        )
+        searcher = self._start("searcher", {"PARTSIM_SEARCHER_DATA_DIR": str(self.data / "searcher"), **model})
+        embedder = self._start("embedder", model)
+        separator = self._start("separator", {}).address if self.separator else ""
+        self._start("gateway", self._gateway_env(embedder.address, searcher.address, separator))
         return self
 
     @property

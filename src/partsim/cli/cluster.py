@@ -18,7 +18,17 @@ from .catalog import index_paths, print_mix_hits, print_stem_hits, print_warning
 def register(sub) -> None:
     up = sub.add_parser("up", help="start the whole cluster on this machine (embedded Milvus Lite, no Redis)")
     up.add_argument("--data", type=Path, default=Path("partsim-data"), help="state folder (default ./partsim-data)")
-    up.add_argument("--gateway", default="127.0.0.1:50051", help="gateway HOST:PORT (default 127.0.0.1:50051)")
+    up.add_argument(
+        "--gateway",
+        default="127.0.0.1:50051",
+        help="gateway HOST:PORT (default 127.0.0.1:50051; every other port is on 127.0.0.1 too). Beyond loopback "
+        "it needs TLS and auth (PARTSIM_GATEWAY_TLS_CERT/_TLS_KEY/_AUTH in the environment) or --insecure",
+    )
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="let a non-loopback --gateway serve without TLS and auth (a trusted network only; logs a warning)",
+    )
     up.add_argument("--redis-url", default="", help="use this Redis for the cache and ingest queue")
     up.add_argument("--model", default="", help="model manifest (default: the shipped model)")
     up.add_argument(
@@ -51,6 +61,7 @@ def _wait_for_signal() -> None:
 def _cmd_up(args: argparse.Namespace) -> int:
     from ..client import PartsimClient
     from ..cluster import Cluster, parse_host_port
+    from ..services.config import is_loopback
 
     print(f"starting partsim (state in {args.data})", flush=True)
     with Cluster(
@@ -59,10 +70,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         model=args.model,
         allowed_roots=args.allow,
+        insecure=args.insecure,
     ) as cluster:
         with PartsimClient(cluster.gateway) as c:
             c.wait_ready(300)
-        print(f"partsim is serving on {cluster.gateway}; Ctrl-C stops it", flush=True)
+        bind = parse_host_port(args.gateway)  # the truth: the gateway prints 127.0.0.1 for 0.0.0.0
+        print(f"partsim is serving on {cluster.gateway if is_loopback(bind) else bind}; Ctrl-C stops it", flush=True)
         _wait_for_signal()
         print("stopping...", flush=True)
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -118,15 +119,33 @@ def require(cond: bool, prefix: str, field: str, message: str) -> None:
 MiB = 1 << 20
 
 
+def is_loopback(address: str) -> bool:
+    """True when ``address`` (``host:port``, or a ``unix:`` socket) is reachable from this machine only."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, or empty (every interface)
+        return False
+
+
 @dataclass
 class ServerConfig:
     """The settings of a service's gRPC server, shared by every service (``prefix``: its env prefix)."""
 
     prefix: ClassVar[str] = "PARTSIM"
 
-    address: str = field(default="0.0.0.0:0", metadata={"help": "host:port to serve on"})
+    address: str = field(
+        default="127.0.0.1:0",
+        metadata={"help": "host:port to serve on (beyond loopback: with TLS and caller authentication, or INSECURE)"},
+    )
     metrics_port: int = field(default=-1, metadata={"help": "Prometheus /metrics port (0: any, -1: none)"})
-    metrics_host: str = field(default="0.0.0.0", metadata={"help": "interface of the /metrics server"})
+    metrics_host: str = field(
+        default="127.0.0.1", metadata={"help": "interface of the /metrics server (0.0.0.0: every interface)"}
+    )
     grace_seconds: float = field(default=10.0, metadata={"help": "graceful-stop grace period"})
     max_connection_age_seconds: float = field(
         default=0.0,
@@ -136,6 +155,10 @@ class ServerConfig:
         },
     )
     workers: int = field(default=16, metadata={"help": "RPC handler threads"})
+    insecure: bool = field(
+        default=False,
+        metadata={"help": "serve a non-loopback ADDRESS without TLS and caller authentication (trusted networks only)"},
+    )
 
     def validate(self) -> None:
         """The server settings' checks; a service's ``validate()`` calls it first, then checks its own."""
@@ -145,6 +168,40 @@ class ServerConfig:
         require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
         require(self.max_connection_age_seconds >= 0, p, "max_connection_age_seconds", "must be 0 (never) or more")
         require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
+        missing = self.unprotected()
+        require(
+            is_loopback(self.address) or self.insecure or not missing,
+            p,
+            "address",
+            f"{self.address} is not a loopback address: serving it needs {' and '.join(missing)}, "
+            f"or {env_name(p, 'insecure')}=true (--insecure)",
+        )
+
+    def unprotected(self) -> list[str]:
+        """What serving beyond loopback lacks (empty: nothing): TLS, and authentication of the callers —
+        tokens at the gateway (its ``auth`` setting), client certificates (mTLS) at the internal services.
+        The one rule for every service; :meth:`validate` refuses a non-loopback ADDRESS while it is not
+        empty, unless INSECURE is set."""
+        p = self.prefix
+        missing = []
+        if not (getattr(self, "tls_cert", "") and getattr(self, "tls_key", "")):
+            missing.append(f"TLS ({env_name(p, 'tls_cert')}, {env_name(p, 'tls_key')})")
+        if "auth" in self.__dataclass_fields__:  # the gateway: bearer tokens
+            if getattr(self, "auth", "none") in ("", "none"):
+                missing.append(f"caller authentication ({env_name(p, 'auth')})")
+        elif not getattr(self, "tls_client_ca", ""):  # an internal service: the gateway's client certificate
+            missing.append(f"client certificates ({env_name(p, 'tls_client_ca')})")
+        return missing
+
+    def insecure_warning(self) -> str | None:
+        """One line to log at start-up when INSECURE lets a non-loopback ADDRESS serve unprotected."""
+        missing = self.unprotected()
+        if is_loopback(self.address) or not missing:
+            return None
+        return (
+            f"serving {self.address} without {' and '.join(missing)} ({env_name(self.prefix, 'insecure')} is set): "
+            "anyone who reaches it can call every method"
+        )
 
     @property
     def max_message_bytes(self) -> int:
@@ -170,6 +227,6 @@ class InternalServerConfig(ServerConfig):
 
 def server_field(name: str, default: Any, help_text: str | None = None) -> Any:
     """A :class:`ServerConfig` field with a service's own default (and help, if given), e.g.
-    ``address: str = server_field("address", "0.0.0.0:50052")``."""
+    ``address: str = server_field("address", "127.0.0.1:50052")``."""
     shared = InternalServerConfig.__dataclass_fields__[name]
     return field(default=default, metadata={"help": help_text or shared.metadata["help"]})

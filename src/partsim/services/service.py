@@ -91,6 +91,9 @@ class Service(abc.ABC, Generic[C]):
         """
         cfg = self.cfg
         cfg.validate()
+        warning = cfg.insecure_warning()
+        if warning:
+            log.warning("%s: %s", self.name, warning)
         rt = ServiceRuntime(
             self.name,
             cfg.address,

@@ -16,7 +16,7 @@ class EmbedderConfig(InternalServerConfig):
     """partsim embedder: audio in, per-segment per-part vectors out (internal; concurrent requests are batched)."""
 
     prefix: ClassVar[str] = PREFIX
-    address: str = server_field("address", "0.0.0.0:50052")
+    address: str = server_field("address", "127.0.0.1:50052")
     metrics_port: int = server_field("metrics_port", 9092)
     workers: int = server_field("workers", 16, "RPC handler threads (they decode and compute features)")
     model: str = field(

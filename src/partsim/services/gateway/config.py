@@ -21,7 +21,7 @@ class GatewayConfig(ServerConfig):
     """partsim gateway: the public gRPC API (EmbedParts, IndexTrack, SearchMix, ...)."""
 
     prefix: ClassVar[str] = PREFIX
-    address: str = server_field("address", "0.0.0.0:50051")
+    address: str = server_field("address", "127.0.0.1:50051")
     metrics_port: int = server_field("metrics_port", 9091)
     workers: int = server_field("workers", 32)
     embedder: str = field(

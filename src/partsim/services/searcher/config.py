@@ -25,7 +25,7 @@ class SearcherConfig(InternalServerConfig):
     """partsim searcher: the catalog index (Milvus, one collection per part) and MixQuery search (internal)."""
 
     prefix: ClassVar[str] = PREFIX
-    address: str = server_field("address", "0.0.0.0:50053")
+    address: str = server_field("address", "127.0.0.1:50053")
     metrics_port: int = server_field("metrics_port", 9093)
     data_dir: str = field(
         default="",

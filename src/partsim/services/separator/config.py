@@ -51,7 +51,7 @@ class SeparatorConfig(InternalServerConfig):
     """partsim separator: audio in, the stems of a Demucs model out (internal, streamed)."""
 
     prefix: ClassVar[str] = PREFIX
-    address: str = server_field("address", "0.0.0.0:50054")
+    address: str = server_field("address", "127.0.0.1:50054")
     metrics_port: int = server_field("metrics_port", 9094)
     grace_seconds: float = server_field("grace_seconds", 30.0)
     workers: int = server_field("workers", 8, "RPC handler threads (at least max_concurrent + max_queued + 1)")
