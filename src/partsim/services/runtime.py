@@ -255,13 +255,22 @@ class ServiceRuntime:
         self.server.start()
         # partsim up (partsim/cluster.py) reads this line to learn the addresses.
         metrics = f"metrics on {self._metrics_host}:{self.metrics_port}" if self.metrics_port else "no metrics"
-        print(f"{self.name} serving on {self.address} ({metrics})", flush=True)
+        try:
+            print(f"{self.name} serving on {self.address} ({metrics})", flush=True)
+        except OSError:  # a standard output on a full disk does not stop the service
+            pass
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for s in ["", *self._services]:
             self.health.set(s, status)
         self._serving.set(1 if serving else 0)
+
+    def set_health(self, name: str, serving: bool) -> None:
+        """Report ``name`` (beyond the service's own names), e.g. ``partsim.v1.PartsimService/searcher``: a
+        backend's state as this service sees it. Ignored once stopping (everything is NOT_SERVING then)."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set(name, status)
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting RPCs, let running ones finish for up to ``grace`` seconds."""

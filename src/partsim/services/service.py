@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from partsim.errors import PartsimError
 
 from .config import ServerConfig, load
+from .logs import configure as configure_logging
 from .runtime import ServiceRuntime
 
 log = logging.getLogger("partsim.services")
@@ -170,7 +171,7 @@ def run_until_signalled(prog: str, service: Service, grace: float) -> int:
 
     A service that cannot start (PartsimError, OSError) exits 1 with one line naming why.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging()  # a full disk or an unread pipe never blocks or stops the service (services/logs.py)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

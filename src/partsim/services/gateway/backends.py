@@ -2,7 +2,9 @@
 
 Every channel balances over all addresses its target resolves to (``round_robin`` over the pods
 behind a headless Service) and retries UNAVAILABLE with backoff; every call carries the configured
-deadline. :meth:`Backends.wait_ready` blocks until all of them answer.
+deadline. :meth:`Backends.wait_ready` blocks until the required ones (embedder, searcher) answer;
+:meth:`Backends.watch` then checks each backend's grpc.health.v1 status on its channel every second
+(the gateway's own health follows the required ones; the separator is optional).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from partsim.errors import FailedPrecondition, InvalidArgument, Unavailable
 from partsim.v1 import (
@@ -26,6 +30,8 @@ from partsim.v1 import (
 )
 
 from ..separator.client import collect
+from ..status import bounded_stub
+from ..tls import channel_credentials, open_channel
 from ..tracks import check_track_id
 from .config import PREFIX, GatewayConfig
 
@@ -34,6 +40,17 @@ log = logging.getLogger("partsim.gateway")
 EMBEDDER = "partsim.v1.EmbedderService"
 SEARCHER = "partsim.v1.SearcherService"
 SEPARATOR = "partsim.v1.SeparatorService"
+REQUIRED = ("embedder", "searcher")  # the gateway serves only while both do; the separator is optional
+HEALTH_INTERVAL = 1.0  # seconds between two health checks of a backend
+HEALTH_TIMEOUT = 3.0  # a check not answered in time counts as a miss; two misses in a row: NOT_SERVING
+RECONNECT_BACKOFF_MS = 2000  # a restarted backend is found within ~2 s (gRPC's default grows to 120 s)
+
+
+SERVICES = (EMBEDDER, SEARCHER, SEPARATOR)
+
+
+def _said(serving: bool) -> str:
+    return "is SERVING" if serving else "is unreachable or NOT_SERVING"
 
 
 def service_config(services: list[str], lb_policy: str = "round_robin") -> str:
@@ -59,16 +76,34 @@ def service_config(services: list[str], lb_policy: str = "round_robin") -> str:
     )
 
 
-def channel(address: str, max_message_bytes: int, services: list[str], lb_policy: str = "round_robin") -> grpc.Channel:
-    return grpc.insecure_channel(
+def channel(
+    address: str,
+    max_message_bytes: int,
+    services: list[str],
+    lb_policy: str = "round_robin",
+    credentials: grpc.ChannelCredentials | None = None,
+) -> grpc.Channel:
+    """A channel to a backend: TLS with ``credentials`` (:func:`backend_credentials`), else plaintext."""
+    return open_channel(
         address,
-        options=[
+        credentials,
+        [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.enable_retries", 1),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
             ("grpc.service_config", service_config(services, lb_policy)),
         ],
     )
+
+
+def backend_credentials(cfg: GatewayConfig) -> grpc.ChannelCredentials | None:
+    """TLS to the backends when BACKEND_TLS_CA is set, presenting BACKEND_TLS_CERT (mTLS) when that is.
+    Read once: a renewed client certificate is used after a restart of the gateway."""
+    if not cfg.backend_tls_ca:
+        return None
+    names = (f"{PREFIX}_BACKEND_TLS_CA", f"{PREFIX}_BACKEND_TLS_CERT", f"{PREFIX}_BACKEND_TLS_KEY")
+    return channel_credentials(cfg.backend_tls_ca, cfg.backend_tls_cert, cfg.backend_tls_key, names)
 
 
 class Backends:
@@ -81,31 +116,89 @@ class Backends:
     def __init__(self, cfg: GatewayConfig):
         self.deadline = cfg.deadline_seconds
         msg = cfg.max_upload_bytes + (4 << 20)
+        tls = backend_credentials(cfg)
         self._channels = [
-            channel(cfg.embedder, msg, [EMBEDDER], cfg.lb_policy),
-            channel(cfg.searcher, msg, [SEARCHER], cfg.lb_policy),
+            channel(cfg.embedder, msg, [EMBEDDER], cfg.lb_policy, tls),
+            channel(cfg.searcher, msg, [SEARCHER], cfg.lb_policy, tls),
         ]
-        self.embedder = embedder_pb2_grpc.EmbedderServiceStub(self._channels[0])
-        self.searcher = searcher_pb2_grpc.SearcherServiceStub(self._channels[1])
+        # every call bounded by the caller's deadline; a failure names the backend, not its address
+        self.embedder = bounded_stub(embedder_pb2_grpc.EmbedderServiceStub(self._channels[0]), "embedder")
+        self.searcher = bounded_stub(searcher_pb2_grpc.SearcherServiceStub(self._channels[1]), "searcher")
         self.separator: separator_pb2_grpc.SeparatorServiceStub | None = None
         if cfg.separator:
-            self._channels.append(channel(cfg.separator, msg, [SEPARATOR], cfg.lb_policy))
-            self.separator = separator_pb2_grpc.SeparatorServiceStub(self._channels[-1])
+            self._channels.append(channel(cfg.separator, msg, [SEPARATOR], cfg.lb_policy, tls))
+            self.separator = bounded_stub(separator_pb2_grpc.SeparatorServiceStub(self._channels[-1]), "separator")
         self.model: types_pb2.ModelInfo | None = None
         self.separator_model = ""
         self.ready = threading.Event()
+        names = ["embedder", "searcher", "separator"]
+        self._health = {n: (health_pb2_grpc.HealthStub(ch), s) for n, ch, s in zip(names, self._channels, SERVICES)}
+        self.serving = dict.fromkeys(self._health, False)  # each backend's last health, by name
+
+    def healthy(self) -> bool:
+        """Whether the required backends (embedder, searcher) were SERVING at their last check."""
+        return all(self.serving[n] for n in REQUIRED)
+
+    def watch(
+        self,
+        stopping: threading.Event,
+        on_change: Callable[[str, bool], None],
+        interval: float = HEALTH_INTERVAL,
+        timeout: float = HEALTH_TIMEOUT,
+    ) -> None:
+        """Check each backend's grpc.health.v1 status (its own service name) every ``interval`` s on its
+        channel, one thread each, until ``stopping``; ``on_change(name, serving)`` once at the first check
+        and on every change. Unreachable or NOT_SERVING turns it off at once; a check that times out
+        does so only the second time in a row (a busy backend is not a dead one)."""
+        for name in self._health:
+            threading.Thread(
+                target=self._watch,
+                args=(name, stopping, on_change, interval, timeout),
+                name=f"health-{name}",
+                daemon=True,
+            ).start()
+
+    def _watch(self, name: str, stopping: threading.Event, on_change, interval: float, timeout: float) -> None:
+        stub, service = self._health[name]
+        first, misses = True, 0
+        while not stopping.is_set():
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+                serving, misses = status == health_pb2.HealthCheckResponse.SERVING, 0
+            except grpc.RpcError as exc:
+                misses += 1
+                late = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and misses < 2
+                serving = self.serving[name] and late
+            except ValueError:  # the channel is closed: the gateway has stopped
+                return
+            if name == "separator" and serving and not self.serving[name]:
+                serving = self._ask_separator_model()
+            if first or serving != self.serving[name]:
+                self.serving[name], first = serving, False
+                log.log(logging.INFO if serving else logging.WARNING, "backend %s %s", name, _said(serving))
+                on_change(name, serving)
+            stopping.wait(interval)
+
+    def _ask_separator_model(self) -> bool:
+        """The separator's model name (the stems cache keys on it); False when it cannot be asked."""
+        assert self.separator is not None
+        try:
+            self.separator_model = self.separator.GetModel(
+                separator_pb2.GetSeparatorModelRequest(), timeout=5
+            ).model.name
+        except grpc.RpcError as exc:
+            log.info("separator: no model name yet: %s", exc.code().name)
+            return False
+        return True
 
     def wait_ready(self, stopping: threading.Event, timeout: float | None = None) -> bool:
-        """Ask each backend once a second until all answer; False if ``stopping`` is set or ``timeout`` passes."""
+        """Ask the embedder and searcher once a second until both answer; False if ``stopping`` is set or
+        ``timeout`` passes. The separator is optional: :meth:`watch` asks for its model once it serves."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not stopping.is_set():
             try:
                 self.model = self.embedder.GetModel(embedder_pb2.GetModelRequest(), timeout=5).model
                 self.searcher.GetStats(searcher_pb2.GetStatsRequest(), timeout=5)
-                if self.separator is not None:
-                    self.separator_model = self.separator.GetModel(
-                        separator_pb2.GetSeparatorModelRequest(), timeout=5
-                    ).model.name
                 return True
             except grpc.RpcError as exc:
                 log.info("waiting for backends: %s", exc.details() if hasattr(exc, "details") else exc)

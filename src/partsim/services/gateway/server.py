@@ -63,6 +63,7 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         self.stopping = threading.Event()
         self.backends = Backends(cfg)
         self.ready = self.backends.ready
+        self._health_lock = threading.Lock()
         folder = cfg.audio_folder()
         self.audio = AudioStore(folder) if folder is not None else None
         self.cache = make_cache(
@@ -85,15 +86,25 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
     # ------------------------------------------------------------------------------------------
     # lifecycle
     def connect(self, timeout: float | None = None) -> bool:
-        """Wait until the embedder, searcher (and separator, if any) answer; then serve and start the ingest workers."""
+        """Watch the backends' health; wait until the embedder and searcher answer; then start the ingest
+        workers and serve (while both backends do: :meth:`backend_health`)."""
+        self.backends.watch(self.stopping, self.backend_health)
         if not self.backends.wait_ready(self.stopping, timeout) or self.stopping.is_set():
             return False
         self.ingest.start(self.cfg.ingest_workers)
         self.ready.set()
-        self.rt.set_serving(True)
+        self.backend_health()
         model = self.backends.require_model()
         log.info("gateway ready: model %s, parts %s", model.model_version, list(model.parts))
         return True
+
+    def backend_health(self, name: str = "", serving: bool = False) -> None:
+        """Health: ``SERVICE/<name>`` is each backend's as last checked; ``""`` and ``SERVICE`` are SERVING
+        while the gateway is ready and the embedder and searcher serve (the separator is optional)."""
+        with self._health_lock:
+            if name:
+                self.rt.set_health(f"{SERVICE}/{name}", serving)
+            self.rt.set_serving(self.ready.is_set() and self.backends.healthy())
 
     def close(self) -> None:
         """Stop the ingest workers and release the queue; once they have ended (and after the RPC server
