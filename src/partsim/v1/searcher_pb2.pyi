@@ -18,7 +18,7 @@ SEARCH_MODE_EXACT: SearchMode
 SEARCH_MODE_APPROXIMATE: SearchMode
 
 class Track(_message.Message):
-    __slots__ = ("track_id", "metadata", "num_segments", "duration_seconds", "segment_seconds", "model_version", "indexed_at")
+    __slots__ = ("track_id", "metadata", "num_segments", "duration_seconds", "segment_seconds", "model_version", "indexed_at", "version")
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     NUM_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class Track(_message.Message):
     SEGMENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     INDEXED_AT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     track_id: str
     metadata: _types_pb2.TrackMetadata
     num_segments: int
@@ -33,7 +34,8 @@ class Track(_message.Message):
     segment_seconds: float
     model_version: str
     indexed_at: float
-    def __init__(self, track_id: _Optional[str] = ..., metadata: _Optional[_Union[_types_pb2.TrackMetadata, _Mapping]] = ..., num_segments: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., segment_seconds: _Optional[float] = ..., model_version: _Optional[str] = ..., indexed_at: _Optional[float] = ...) -> None: ...
+    version: str
+    def __init__(self, track_id: _Optional[str] = ..., metadata: _Optional[_Union[_types_pb2.TrackMetadata, _Mapping]] = ..., num_segments: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., segment_seconds: _Optional[float] = ..., model_version: _Optional[str] = ..., indexed_at: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
 
 class UpsertTrackRequest(_message.Message):
     __slots__ = ("track", "segments")
@@ -44,10 +46,12 @@ class UpsertTrackRequest(_message.Message):
     def __init__(self, track: _Optional[_Union[Track, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[_types_pb2.SegmentEmbedding, _Mapping]]] = ...) -> None: ...
 
 class UpsertTrackResponse(_message.Message):
-    __slots__ = ("replaced",)
+    __slots__ = ("replaced", "replaced_version")
     REPLACED_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_VERSION_FIELD_NUMBER: _ClassVar[int]
     replaced: bool
-    def __init__(self, replaced: _Optional[bool] = ...) -> None: ...
+    replaced_version: str
+    def __init__(self, replaced: _Optional[bool] = ..., replaced_version: _Optional[str] = ...) -> None: ...
 
 class DeleteTrackRequest(_message.Message):
     __slots__ = ("track_id",)
@@ -56,8 +60,10 @@ class DeleteTrackRequest(_message.Message):
     def __init__(self, track_id: _Optional[str] = ...) -> None: ...
 
 class DeleteTrackResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    def __init__(self, version: _Optional[str] = ...) -> None: ...
 
 class GetTrackRequest(_message.Message):
     __slots__ = ("track_id",)

@@ -4,6 +4,12 @@ Milvus holds one row per (track, segment) and part; this file holds one row per 
 searcher writes Milvus first and this file last on upsert (and this file first on delete), so
 a crash in between leaves vector rows without metadata, which :class:`SearchStore` removes
 when it opens (they are never served).
+
+Each track's row also names the *generation* of its vector rows (their primary keys carry it,
+:func:`.milvus.pk`): a replace writes the new generation's rows beside the old ones and then
+switches this row, so committing it is the switch (see :meth:`SearchStore.upsert_many`). A
+durable counter hands out generations, never the same twice. ``version`` is the caller's id of
+the upload (the gateway names the kept audio by it), kept and answered as it was given.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class TrackInfo:
     segment_seconds: float = 0.0
     model_version: str = ""
     indexed_at: float = 0.0
+    version: str = ""  # the caller's upload id (empty: none given, or indexed before versions were kept)
+    generation: int = 0  # of the vector rows (0: written before generations, keys without one)
 
 
 _COLUMNS = (
@@ -40,7 +48,11 @@ _COLUMNS = (
     "segment_seconds",
     "model_version",
     "indexed_at",
+    "version",
+    "generation",
 )
+# columns added after the first release: (name, declaration) for ALTER TABLE on an older file
+_ADDED = (("version", "TEXT NOT NULL DEFAULT ''"), ("generation", "INTEGER NOT NULL DEFAULT 0"))
 
 
 def _row(info: TrackInfo) -> tuple:
@@ -54,12 +66,16 @@ def _row(info: TrackInfo) -> tuple:
         info.segment_seconds,
         info.model_version,
         info.indexed_at,
+        info.version,
+        info.generation,
     )
 
 
 def _info(row: tuple) -> TrackInfo:
-    tid, title, artist, tags, n, dur, seg, ver, at = row
-    return TrackInfo(tid, title, artist, json.loads(tags), int(n), float(dur), float(seg), ver, float(at))
+    tid, title, artist, tags, n, dur, seg, ver, at, upload, gen = row
+    return TrackInfo(
+        tid, title, artist, json.loads(tags), int(n), float(dur), float(seg), ver, float(at), upload, int(gen)
+    )
 
 
 class MetaDB:
@@ -77,6 +93,25 @@ class MetaDB:
             "num_segments INTEGER, duration_seconds REAL, segment_seconds REAL, model_version TEXT, "
             "indexed_at REAL)"
         )
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(tracks)")}
+        for name, decl in _ADDED:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE tracks ADD COLUMN {name} {decl}")
+        self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+
+    def next_generation(self) -> int:
+        """A generation no write has had before (durable: committed before it is returned)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR IGNORE INTO counters (name, value) VALUES ('generation', 0)")
+                self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
+                (gen,) = self._db.execute("SELECT value FROM counters WHERE name = 'generation'").fetchone()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(gen)
 
     def put_many(self, infos: list[TrackInfo]) -> None:
         """Insert or replace, in one transaction."""
@@ -115,6 +150,11 @@ class MetaDB:
     def ids(self) -> set[str]:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT track_id FROM tracks")}
+
+    def generations(self) -> dict[str, int]:
+        """Each track's generation (whose rows are its current version)."""
+        with self._lock:
+            return {r[0]: int(r[1]) for r in self._db.execute("SELECT track_id, generation FROM tracks")}
 
     def count(self) -> int:
         with self._lock:

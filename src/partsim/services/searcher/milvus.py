@@ -5,7 +5,9 @@ Every call goes through :meth:`Milvus.call`, which turns a Milvus failure into `
 naming the backend.
 
 Collection schema (one collection per part): one row per (track, segment) with primary key
-``"<track_id>#<segment>"`` (:func:`pk`: deterministic, so writes are idempotent), fields track_id,
+``"<track_id>#<segment>~<generation>"`` (:func:`pk`: the generation, base 36, is the write's, so a
+replace writes its rows beside the old version's; generation 0, of catalogs written before, has no
+``~`` part), fields track_id,
 segment, start, end, present (the model's judgement, eq. 4.4), norm (the raw subspace norm),
 vector: the L2-normalised subspace vector (a zero vector where the part is absent), metric IP,
 so IP = cosine, the only field searches read; raw: the subspace vector as indexed (float32,
@@ -43,9 +45,10 @@ BATCH = 4096  # rows per insert / get / delete call
 T = TypeVar("T")
 
 
-def pk(track_id: str, segment: int) -> str:
-    """Primary key of one (track, segment) row (the last '#' separates the two)."""
-    return f"{track_id}#{int(segment)}"
+def pk(track_id: str, segment: int, generation: int = 0) -> str:
+    """Primary key of one (track, segment) row of a write's generation (the last '#' separates the
+    track id from the rest; generation 0 is the key written before generations were kept)."""
+    return f"{track_id}#{int(segment)}" + (f"~{np.base_repr(generation, 36).lower()}" if generation else "")
 
 
 def quote(text: str) -> str:
@@ -179,6 +182,11 @@ class Milvus:
         for i in range(0, len(track_ids), 256):
             expr = f"track_id in [{', '.join(quote(t) for t in track_ids[i : i + 256])}]"
             self.call(f"delete from {name}", self.client.delete, name, filter=expr)
+
+    def delete_stale(self, name: str, track_id: str, keep: Sequence[str]) -> None:
+        """Delete the rows of one track except those with the primary keys ``keep`` (its current version)."""
+        expr = f"track_id == {quote(track_id)}" + (f" and not ({by_keys(keep)})" if keep else "")
+        self.call(f"delete from {name}", self.client.delete, name, filter=expr)
 
     def get(self, name: str, keys: Sequence[str], fields: list[str]) -> list[dict]:
         """The rows with these primary keys (missing keys are left out), with ``pk`` and ``fields``."""

@@ -8,6 +8,8 @@ import numpy as np
 
 from partsim.hits import StemHit
 
+from .milvus import POWER_UNKNOWN, pk
+
 __all__ = ["MixHit", "MixResult", "SegmentRecord", "Segments", "StemHit"]
 
 
@@ -25,6 +27,38 @@ class Segments:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def rows(self, track_id: str, generation: int) -> tuple[list[list[dict]], np.ndarray, np.ndarray]:
+        """The track's Milvus rows per part (keys of the write's ``generation``), and for the mirror the
+        unit vectors (parts, S, dim; zero where absent) and presence (judged present and not a zero vector)."""
+        raw = np.asarray(self.vectors, dtype=np.float32)
+        norms = np.linalg.norm(raw, axis=2)
+        present = np.asarray(self.present, dtype=bool) & (norms > 1e-12)
+        units = np.where(present[:, :, None], raw / np.maximum(norms, 1e-12)[:, :, None], 0.0).astype(np.float32)
+        power = (
+            np.full(present.shape, POWER_UNKNOWN)
+            if self.power is None
+            else np.where(np.asarray(self.power) >= 0, self.power, POWER_UNKNOWN)
+        )
+        rows = [
+            [
+                {
+                    "pk": pk(track_id, self.index[j], generation),
+                    "track_id": track_id,
+                    "segment": int(self.index[j]),
+                    "start": float(self.start[j]),
+                    "end": float(self.end[j]),
+                    "present": bool(present[p, j]),
+                    "norm": float(norms[p, j]),
+                    "power": float(power[p, j]),
+                    "raw": raw[p, j].tolist(),
+                    "vector": units[p, j],
+                }
+                for j in range(len(self))
+            ]
+            for p in range(raw.shape[0])
+        ]
+        return rows, units, present
 
 
 @dataclass

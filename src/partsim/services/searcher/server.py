@@ -43,6 +43,7 @@ def track_proto(info: TrackInfo) -> searcher_pb2.Track:
         segment_seconds=info.segment_seconds,
         model_version=info.model_version,
         indexed_at=info.indexed_at,
+        version=info.version,
     )
 
 
@@ -243,16 +244,17 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             t.segment_seconds,
             t.model_version,
             t.indexed_at or time.time(),
+            t.version,
         )
-        replaced = store.upsert(info, segs)
+        old = store.upsert(info, segs)
         self._update_gauges()
-        return searcher_pb2.UpsertTrackResponse(replaced=replaced)
+        return searcher_pb2.UpsertTrackResponse(replaced=old is not None, replaced_version=old.version if old else "")
 
     def DeleteTrack(self, request, context):
         check_track_id(request.track_id)
-        self._store().delete(request.track_id)
+        gone = self._store().delete(request.track_id)
         self._update_gauges()
-        return searcher_pb2.DeleteTrackResponse()
+        return searcher_pb2.DeleteTrackResponse(version=gone.version)
 
     def GetTrack(self, request, context):
         check_track_id(request.track_id)

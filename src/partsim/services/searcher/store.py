@@ -6,10 +6,12 @@ collection of an older schema is migrated when opened, :mod:`.migrate`), the in-
 the vectors).
 
 - Opening: connect, create or check (and migrate) each part's collection, load it, then fill the
-  mirror from Milvus; rows of tracks without metadata (an interrupted write) are deleted.
-- Writes: a track is re-indexed by deleting its old rows then inserting the new ones, so a shorter
-  new version leaves no stale segments; the mirror follows each successful write. One searcher
-  process writes a given catalog (the mirror is per process).
+  mirror from Milvus; rows of tracks without metadata, and rows of a generation other than their
+  track's (an interrupted write or replace), are deleted.
+- Writes: a replace is atomic (:meth:`SearchStore.upsert_many`): the new version's rows are written
+  beside the old ones, the metadata switches to them, then the old rows are deleted, so a shorter
+  new version leaves no stale segments and a failed write leaves the catalog as it was; the mirror
+  follows each switch. One searcher process writes a given catalog (the mirror is per process).
 - Exact path: brute force over the mirror with :mod:`.retrieval`.
 - Approximate path: Milvus's vector index, then an exact re-rank (:mod:`.ann`).
 """
@@ -19,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +32,7 @@ from partsim.errors import InvalidArgument, NotFound, Unavailable
 from . import migrate, retrieval
 from .ann import ApproximateSearch
 from .meta import MetaDB, TrackInfo
-from .milvus import INDEX_TYPES, MILVUS_MAX_LIMIT, POWER_UNKNOWN, REMOTE_SCHEMES, Milvus, pk
+from .milvus import INDEX_TYPES, MILVUS_MAX_LIMIT, REMOTE_SCHEMES, Milvus, pk
 from .mirror import Mirror
 from .records import MixHit, MixResult, SegmentRecord, Segments, StemHit
 
@@ -138,15 +141,17 @@ class SearchStore:
         return self
 
     def _load_mirror(self) -> None:
-        """Read every row of every part into the mirror; delete rows of tracks without metadata."""
-        known = self.meta.ids()
+        """Read every row of every part into the mirror; delete rows of tracks without metadata and
+        rows of another generation than their track's (both left by an interrupted write)."""
+        known = self.meta.generations()
         seg_info: dict[tuple[str, int], tuple[float, float]] = {}
         vecs: list[dict[tuple[str, int], tuple[np.ndarray, bool]]] = []
         for name in self.collections.values():
             rows: dict[tuple[str, int], tuple[np.ndarray, bool]] = {}
             orphans = []
             for r in self.milvus.scan(name, ["track_id", "segment", "start", "end", "present", "vector"]):
-                if r["track_id"] not in known:
+                gen = known.get(r["track_id"])
+                if gen is None or r["pk"] != pk(r["track_id"], r["segment"], gen):
                     orphans.append(r["pk"])
                     continue
                 key = (r["track_id"], int(r["segment"]))
@@ -154,7 +159,9 @@ class SearchStore:
                 seg_info[key] = (float(r["start"]), float(r["end"]))
             if orphans:
                 log.warning(
-                    "%s: deleting %d rows of tracks without metadata (an interrupted write)", name, len(orphans)
+                    "%s: deleting %d rows of tracks without metadata or of a replaced version (an interrupted write)",
+                    name,
+                    len(orphans),
                 )
                 self.milvus.delete_keys(name, orphans)
             vecs.append(rows)
@@ -176,7 +183,7 @@ class SearchStore:
                 self.mirror.add(
                     tid, np.array(segs), np.array([a for a, _ in info]), np.array([b for _, b in info]), units, present
                 )
-        missing = known - set(by_track)
+        missing = set(known) - set(by_track)
         if missing:
             log.warning(
                 "%d tracks have metadata but no vectors in Milvus (e.g. %s); they cannot be found",
@@ -207,66 +214,40 @@ class SearchStore:
 
     # ---------------------------------------------------------------- writes
 
-    def upsert(self, track: TrackInfo, segments: Segments) -> bool:
-        """Index one track (replacing any previous version). Returns True if it replaced one."""
+    def upsert(self, track: TrackInfo, segments: Segments) -> TrackInfo | None:
+        """Index one track (replacing any previous version). Returns the version it replaced, if any."""
         return self.upsert_many([(track, segments)])[0]
 
-    def upsert_many(self, items: Sequence[tuple[TrackInfo, Segments]]) -> list[bool]:
+    def upsert_many(self, items: Sequence[tuple[TrackInfo, Segments]]) -> list[TrackInfo | None]:
         """Index several tracks with batched Milvus writes (a track given twice: the last wins).
 
-        Returns, per distinct track in order, whether it replaced an indexed version.
+        Atomic per call: the new rows (keys of a new generation) are written beside the old version's,
+        then one metadata commit switches every track to them, then the mirror follows and the old
+        rows are deleted. A failure before the switch leaves every old version searchable and listed
+        (the new rows are removed, or at the next open); one after it (deleting the old rows) is
+        logged and repaired by the next write of the track or the next open.
+
+        Returns, per distinct track in order, the metadata of the version it replaced (None: new).
         """
         last = {t.track_id: i for i, (t, _) in enumerate(items)}  # a track twice in one batch: the last wins
         items = [it for i, it in enumerate(items) if last[it[0].track_id] == i]
         with self._write:
-            replaced = [t.track_id in self.mirror.rows or self.meta.get(t.track_id) is not None for t, _ in items]
-            prepared = []
-            for track, seg in items:
-                raw = np.asarray(seg.vectors, dtype=np.float32)
-                norms = np.linalg.norm(raw, axis=2)
-                present = np.asarray(seg.present, dtype=bool) & (norms > 1e-12)
-                units = np.where(present[:, :, None], raw / np.maximum(norms, 1e-12)[:, :, None], 0.0)
-                power = (
-                    np.full(present.shape, POWER_UNKNOWN)
-                    if seg.power is None
-                    else np.where(np.asarray(seg.power) >= 0, seg.power, POWER_UNKNOWN)
-                )
-                prepared.append((track, seg, units.astype(np.float32), present, norms.astype(np.float32), raw, power))
-            old_keys = [k for t, _ in items for k in self._old_keys(t.track_id)]
-            again = [t.track_id for (t, _), r in zip(items, replaced) if r]
+            before = [self.meta.get(t.track_id) for t, _ in items]
+            gen = self.meta.next_generation()
+            items = [(replace(t, generation=gen), seg) for t, seg in items]
+            prepared = [(track, seg, *seg.rows(track.track_id, gen)) for track, seg in items]
+            keys = {t.track_id: [pk(t.track_id, i, gen) for i in seg.index] for t, seg in items}
             try:
                 for pi, name in enumerate(self.collections.values()):
-                    # the old version's rows: by key (fast), then a sweep by track id for any the mirror lacks
-                    self.milvus.delete_keys(name, old_keys)
-                    self.milvus.delete_tracks(name, again)
-                    self.milvus.insert(
-                        name,
-                        [
-                            {
-                                "pk": pk(track.track_id, seg.index[j]),
-                                "track_id": track.track_id,
-                                "segment": int(seg.index[j]),
-                                "start": float(seg.start[j]),
-                                "end": float(seg.end[j]),
-                                "present": bool(present[pi, j]),
-                                "norm": float(norms[pi, j]),
-                                "power": float(power[pi, j]),
-                                "raw": raw[pi, j].tolist(),
-                                "vector": units[pi, j],
-                            }
-                            for track, seg, units, present, norms, raw, power in prepared
-                            for j in range(len(seg))
-                        ],
-                    )
-                self.meta.put_many([t for t, _ in items])
+                    self.milvus.insert(name, [row for p in prepared for row in p[2][pi]])
+                self.meta.put_many([t for t, _ in items])  # the switch
             except BaseException:
-                # half-written: serve none of these tracks from the mirror until an upsert succeeds
-                with self._lock:
-                    for t, _ in items:
-                        self.mirror.remove(t.track_id)
+                self._quietly(
+                    "rows of a failed write", self.milvus.delete_keys, [k for ks in keys.values() for k in ks]
+                )
                 raise
             with self._lock:
-                for track, seg, units, present, *_ in prepared:
+                for track, seg, _, units, present in prepared:
                     self.mirror.add(
                         track.track_id,
                         np.asarray(seg.index),
@@ -275,29 +256,37 @@ class SearchStore:
                         units,
                         present,
                     )
+            for tid, old in zip(keys, before):
+                if old is not None:
+                    self._quietly(f"old rows of {tid!r}", self.milvus.delete_stale, tid, keys[tid])
             self._pending += sum(len(s) for _, s in items)
             if self._pending >= self.flush_rows:
                 self.flush()
-            return replaced
+            return before
 
-    def _old_keys(self, track_id: str) -> list[str]:
-        with self._lock:
-            rows = self.mirror.rows.get(track_id)
-            return [] if rows is None else [pk(track_id, s) for s in self.mirror.segment[rows]]
-
-    def delete(self, track_id: str) -> None:
-        """Remove a track's metadata and rows; NotFound if it is not indexed."""
-        with self._write:
-            had_meta = self.meta.delete(track_id)
-            keys = self._old_keys(track_id)
-            if not had_meta and not keys:
-                raise NotFound(f"track {track_id!r} is not indexed")
+    def _quietly(self, what: str, delete: Callable[..., None], *args) -> None:
+        """``delete(collection, *args)`` for each part; a failure is only logged (the write's outcome is decided:
+        rows of no current version are never served, and the next write of the track or open removes them)."""
+        try:
             for name in self.collections.values():
-                self.milvus.delete_keys(name, keys)
-                # sweep rows the mirror does not know of (none, unless another process wrote them)
-                self.milvus.delete_tracks(name, [track_id])
+                delete(name, *args)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s not deleted (%s); the next write of the track or the next open removes them", what, exc)
+
+    def delete(self, track_id: str) -> TrackInfo:
+        """Remove a track's metadata and rows; the metadata it had. NotFound if it is not indexed.
+
+        The metadata goes first (the commit point): rows a failure leaves after it are never served
+        (the mirror follows the metadata, searches leave out tracks without it) and the next open removes them.
+        """
+        with self._write:
+            info = self.meta.get(track_id)
+            if info is None or not self.meta.delete(track_id):
+                raise NotFound(f"track {track_id!r} is not indexed")
             with self._lock:
                 self.mirror.remove(track_id)
+            self._quietly(f"rows of deleted track {track_id!r}", self.milvus.delete_tracks, [track_id])
+            return info
 
     # ---------------------------------------------------------------- reads
 
@@ -311,23 +300,37 @@ class SearchStore:
         return self.meta.page(after, limit)
 
     def get_segment(self, track_id: str, index: int) -> tuple[TrackInfo, SegmentRecord]:
-        """One stored segment (all parts) read from Milvus; NotFound for an unknown track or index."""
+        """One stored segment (all parts) read from Milvus; NotFound for an unknown track or index.
+
+        The rows are those of the version the metadata names (read again if a replace switched
+        versions in between), so the metadata and the vectors answered belong to one write.
+        """
         info = self.get_track(track_id)
+        got = self._segment(info, index)
+        while got is None and (now := self.get_track(track_id)).generation != info.generation:
+            info, got = now, self._segment(now, index)
+        if got is not None:
+            return info, got
+        with self._lock:
+            rows = self.mirror.rows.get(track_id)
+            have = sorted(self.mirror.segment[rows].tolist()) if rows is not None else []
+        span = f"segments {have[0]}..{have[-1]}" if have else "no segments"
+        raise NotFound(f"track {track_id!r} has no segment {index} (it has {span})")
+
+    def _segment(self, info: TrackInfo, index: int) -> SegmentRecord | None:
+        """The segment's rows of the version ``info`` names; None where one is missing."""
         rec = SegmentRecord(index, 0.0, 0.0, {}, {}, {}, {})
+        key = pk(info.track_id, index, info.generation)
         for part, name in self.collections.items():
-            got = self.milvus.get(name, [pk(track_id, index)], ["start", "end", "present", "norm", "power", "raw"])
+            got = self.milvus.get(name, [key], ["start", "end", "present", "norm", "power", "raw"])
             if not got:
-                with self._lock:
-                    rows = self.mirror.rows.get(track_id)
-                    have = sorted(self.mirror.segment[rows].tolist()) if rows is not None else []
-                span = f"segments {have[0]}..{have[-1]}" if have else "no segments"
-                raise NotFound(f"track {track_id!r} has no segment {index} (it has {span})")
+                return None
             r = got[0]
             rec.start, rec.end = float(r["start"]), float(r["end"])
             rec.norms[part], rec.present[part] = float(r["norm"]), bool(r["present"])
             rec.power[part] = float(r["power"]) if r["power"] >= 0 else None
             rec.vectors[part] = np.asarray(r["raw"], dtype=np.float32) if len(r["raw"]) else None
-        return info, rec
+        return rec
 
     def stats(self) -> dict:
         with self._lock:
