@@ -155,6 +155,19 @@ class ServerConfig:
         },
     )
     workers: int = field(default=16, metadata={"help": "RPC handler threads"})
+    # TLS (services/tls.py): PEM files, reloaded when they change
+    tls_cert: str = field(default="", metadata={"help": "PEM certificate chain: serve TLS (with TLS_KEY)"})
+    tls_key: str = field(default="", metadata={"help": "PEM private key of TLS_CERT"})
+    tls_client_ca: str = field(
+        default="", metadata={"help": "PEM CA: callers must present a certificate it signed (mTLS)"}
+    )
+    tls_client_names: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated certificate names (DNS SAN or CN) that may call the API under mTLS; others "
+            "reach health only (empty: any certificate of TLS_CLIENT_CA)"
+        },
+    )
     insecure: bool = field(
         default=False,
         metadata={"help": "serve a non-loopback ADDRESS without TLS and caller authentication (trusted networks only)"},
@@ -168,6 +181,13 @@ class ServerConfig:
         require(self.grace_seconds >= 0, p, "grace_seconds", "must be 0 or more")
         require(self.max_connection_age_seconds >= 0, p, "max_connection_age_seconds", "must be 0 (never) or more")
         require(1 <= self.workers <= 1024, p, "workers", "must be within 1..1024")
+        require(bool(self.tls_key) or not self.tls_cert, p, "tls_key", "needed with TLS_CERT")
+        require(bool(self.tls_cert) or not self.tls_key, p, "tls_cert", "needed with TLS_KEY")
+        require(bool(self.tls_cert) or not self.tls_client_ca, p, "tls_client_ca", "needs TLS_CERT and TLS_KEY")
+        require(bool(self.tls_client_ca) or not self.tls_client_names, p, "tls_client_names", "needs TLS_CLIENT_CA")
+        for f in ("tls_cert", "tls_key", "tls_client_ca"):
+            path = getattr(self, f)
+            require(not path or os.path.isfile(path), p, f, f"no such file: {path}")
         missing = self.unprotected()
         require(
             is_loopback(self.address) or self.insecure or not missing,

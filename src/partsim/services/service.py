@@ -28,6 +28,8 @@ from partsim.errors import PartsimError
 from .config import ServerConfig, load
 from .logs import configure as configure_logging
 from .runtime import ServiceRuntime
+from .tls import interceptors as tls_interceptors
+from .tls import server_credentials as tls_server_credentials
 
 log = logging.getLogger("partsim.services")
 
@@ -79,8 +81,9 @@ class Service(abc.ABC, Generic[C]):
         return []
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
-        """TLS credentials for the gRPC port; None (the default): plaintext."""
-        return None
+        """TLS credentials for the gRPC port from the TLS_* settings (:mod:`.tls`: reloaded when the files
+        change; mTLS with TLS_CLIENT_CA); None without TLS_CERT: plaintext."""
+        return tls_server_credentials(self.cfg)
 
     # -- the lifecycle ----------------------------------------------------------------------------
     def serve(self: S) -> S:
@@ -104,7 +107,7 @@ class Service(abc.ABC, Generic[C]):
             registry=self.registry,
             workers=cfg.workers,
             max_connection_age=cfg.max_connection_age_seconds,
-            interceptors=self.interceptors(),
+            interceptors=[*tls_interceptors(cfg), *self.interceptors()],
             credentials=self.server_credentials(),
         )
         try:

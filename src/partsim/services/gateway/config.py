@@ -43,6 +43,13 @@ class GatewayConfig(ServerConfig):
             "and the signal-level mode then fail with a clear error)"
         },
     )
+    backend_tls_ca: str = field(
+        default="", metadata={"help": "PEM CA of the embedder, searcher and separator: dial them over TLS"}
+    )
+    backend_tls_cert: str = field(
+        default="", metadata={"help": "PEM client certificate the gateway presents to them (mTLS)"}
+    )
+    backend_tls_key: str = field(default="", metadata={"help": "PEM private key of BACKEND_TLS_CERT"})
     store_audio: bool = field(
         default=True, metadata={"help": "keep indexed tracks' audio (for GetStems) under AUDIO_DIR"}
     )
@@ -115,6 +122,15 @@ class GatewayConfig(ServerConfig):
             "must be within 0..64 (0: this replica serves the API only)",
         )
         require(self.deadline_seconds > 0, p, "deadline_seconds", "must be positive")
+        require(
+            bool(self.backend_tls_key) == bool(self.backend_tls_cert), p, "backend_tls_key", "set with BACKEND_TLS_CERT"
+        )
+        require(
+            bool(self.backend_tls_ca) or not self.backend_tls_cert, p, "backend_tls_ca", "needed with BACKEND_TLS_CERT"
+        )
+        for f in ("backend_tls_ca", "backend_tls_cert", "backend_tls_key"):
+            path = getattr(self, f)
+            require(not path or os.path.isfile(path), p, f, f"no such file: {path}")
         require(self.cache_mb >= 0, p, "cache_mb", "must be 0 or more")
         for root in self.roots():
             require(root.is_dir(), p, "allowed_roots", f"{root} is not a folder")

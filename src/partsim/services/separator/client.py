@@ -19,6 +19,7 @@ from partsim.errors import InvalidArgument, PartsimError
 from partsim.v1 import separator_pb2, separator_pb2_grpc, types_pb2
 
 from ..status import error_for
+from ..tls import open_channel
 
 
 def header_and_chunks(messages: Iterable, what: str) -> tuple[Any, Iterator[Any]]:
@@ -92,8 +93,10 @@ def separate(
     shifts: int | None = None,
     timeout: float | None = None,
     max_message_bytes: int = 256 << 20,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> tuple[separator_pb2.SeparationHeader, list[bytes]]:
-    """One Separate call; gRPC errors come back as :class:`partsim.errors.PartsimError` (same status)."""
+    """One Separate call (over TLS with ``credentials``: :func:`..tls.channel_credentials`); gRPC errors come
+    back as :class:`partsim.errors.PartsimError` (same status)."""
     request = separator_pb2.SeparateRequest(audio=audio, encoding=encoding)
     if start_seconds is not None:
         request.start_seconds = start_seconds
@@ -105,7 +108,7 @@ def separate(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
-    with grpc.insecure_channel(address, options=options) as channel:
+    with open_channel(address, credentials, options) as channel:
         stub = separator_pb2_grpc.SeparatorServiceStub(channel)
         try:
             return collect(stub.Separate(request, timeout=timeout))
