@@ -53,16 +53,30 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE, mono: bool = True
 def check_audio(audio: np.ndarray, what: str = "audio") -> np.ndarray:
     """Reject empty audio and NaN/infinite samples (``(n,)`` or ``(n, channels)``); returns ``audio``."""
     if audio.size == 0:
-        raise InvalidArgument(f"{what} is empty (no samples)")
+        raise _bad(f"{what} is empty (no samples)")
     if not np.all(np.isfinite(audio)):
         bad = int(np.count_nonzero(~np.isfinite(audio)))
-        raise InvalidArgument(f"{what} contains {bad} NaN or infinite samples")
+        raise _bad(f"{what} contains {bad} NaN or infinite samples")
     return audio
 
 
 def _check_length(frames: int, rate: int, max_seconds: float | None, what: str) -> None:
     if max_seconds is not None and frames > max_seconds * rate:
-        raise ResourceExhausted(f"{what} lasts {frames / rate:.1f} s, longer than the limit of {max_seconds:g} s")
+        raise ResourceExhausted(
+            f"{what} lasts {frames / rate:.1f} s, longer than the limit of {max_seconds:g} s", reason="AUDIO_TOO_LONG"
+        )
+
+
+def _bad(message: str, field: str | None = None) -> InvalidArgument:
+    """InvalidArgument about the audio a caller sent (reason INVALID_AUDIO; ``field``: the request's field)."""
+    return InvalidArgument(message, reason="INVALID_AUDIO", field_violations=[(field, message)] if field else ())
+
+
+def _check_rate(rate: int, what: str, kind: str, field: str) -> None:
+    """The sample rate of any input (an encoded file's header, raw PCM) is within :data:`PCM_RATES`."""
+    lo, hi = PCM_RATES
+    if not lo <= rate <= hi:
+        raise _bad(f"{what}: {kind} sample rate {rate} Hz is outside {lo}..{hi} Hz", field)
 
 
 def _finish(data: np.ndarray, rate: int, sr: int, mono: bool, what: str) -> np.ndarray:
@@ -84,25 +98,27 @@ def decode_audio_bytes(
         float32 ``(n,)`` when ``mono`` (channels averaged), else ``(n, channels)``, at ``sr`` Hz.
 
     Raises:
-        InvalidArgument: empty or undecodable bytes, no samples, NaN/infinite samples.
+        InvalidArgument: empty or undecodable bytes, a header's sample rate outside :data:`PCM_RATES`
+            (checked before decoding), no samples, NaN/infinite samples.
         ResourceExhausted: longer than ``max_seconds`` (checked from the header before decoding,
             and again after).
     """
     if len(data) == 0:
-        raise InvalidArgument(f"{what} is empty (0 bytes)")
+        raise _bad(f"{what} is empty (0 bytes)")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate = int(f.samplerate)
+            _check_rate(rate, what, "the header's", "audio.encoded")
             if 0 < f.frames < (1 << 62):
                 _check_length(int(f.frames), rate, max_seconds, what)
             # a header may not know the length: never decode more than the limit (+1 frame to notice)
             cap = -1 if max_seconds is None else int(max_seconds * rate) + 1
             decoded = f.read(frames=cap, dtype="float32", always_2d=True)
-    except ResourceExhausted:
+    except (ResourceExhausted, InvalidArgument):
         raise
     except Exception as exc:  # noqa: BLE001 - libsndfile's errors share no base (LibsndfileError, RuntimeError...)
         reason = (getattr(exc, "error_string", None) or _one_line(exc)).rstrip(".")
-        raise InvalidArgument(
+        raise _bad(
             f"cannot decode {what} ({len(data)} bytes): {reason}; expected a format libsndfile "
             f"reads (WAV, FLAC, OGG, MP3, ...) or raw PCM"
         ) from None
@@ -134,20 +150,16 @@ def pcm_to_audio(
         ResourceExhausted: longer than ``max_seconds``.
     """
     if sample_format not in PCM_FORMATS:
-        raise InvalidArgument(
-            f"{what}: unknown PCM sample format {sample_format!r}; expected one of {', '.join(PCM_FORMATS)}"
-        )
-    lo, hi = PCM_RATES
-    if not lo <= sample_rate <= hi:
-        raise InvalidArgument(f"{what}: PCM sample rate {sample_rate} Hz is outside {lo}..{hi} Hz")
+        raise _bad(f"{what}: unknown PCM sample format {sample_format!r}; expected one of {', '.join(PCM_FORMATS)}")
+    _check_rate(sample_rate, what, "PCM", "audio.pcm.sample_rate")
     if not 1 <= channels <= PCM_MAX_CHANNELS:
-        raise InvalidArgument(f"{what}: PCM channels {channels} is outside 1..{PCM_MAX_CHANNELS}")
+        raise _bad(f"{what}: PCM channels {channels} is outside 1..{PCM_MAX_CHANNELS}")
     dtype, scale = PCM_FORMATS[sample_format]
     frame_bytes = np.dtype(dtype).itemsize * channels
     if len(data) == 0:
-        raise InvalidArgument(f"{what} is empty (0 bytes)")
+        raise _bad(f"{what} is empty (0 bytes)")
     if len(data) % frame_bytes:
-        raise InvalidArgument(
+        raise _bad(
             f"{what}: PCM data of {len(data)} bytes is not a whole number of {frame_bytes}-byte "
             f"frames ({channels} channels of {sample_format})"
         )

@@ -125,5 +125,5 @@ def storage_error(exc: BaseException, what: str) -> PartsimError:
     space first), else Unavailable."""
     if is_disk_full(exc):
         return ResourceExhausted(f"{what}: no space left on the device", reason="STORAGE_FULL")
-    detail = getattr(exc, "strerror", None) or type(exc).__name__
+    detail = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__  # no file name
     return Unavailable(f"{what} failed: {detail}", reason="STORAGE_UNAVAILABLE")

@@ -18,9 +18,11 @@ call by the time the caller has left, so the caller's deadline bounds every call
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2
@@ -34,6 +36,7 @@ log = logging.getLogger("partsim.services")
 DOMAIN = "partsim.v1"
 MAX_MESSAGE_CHARS = 2000  # a status travels in trailers (twice: grpc-message and the details)
 MAX_VIOLATIONS = 20
+T = TypeVar("T")
 
 CODES: list[tuple[type[errors.PartsimError], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -129,10 +132,12 @@ def error_from_rpc(exc: grpc.RpcError) -> errors.PartsimError:
     return error_for(code, details or code.name, rich_status(exc))
 
 
-def backend_error(name: str, exc: grpc.RpcError) -> errors.PartsimError:
-    """What a service answers its caller when its call to backend ``name`` (e.g. "searcher") failed:
-    a status about the caller's request passes through; a deadline or an outage is named by the
-    backend's role only (the address and gRPC's own words, which name it, are logged here)."""
+def backend_error(exc: grpc.RpcError, name: str | None = None) -> errors.PartsimError:
+    """What a service answers its caller when its call to a backend failed: a status about the caller's
+    request passes through; a deadline or an outage is named by the backend's role only (``name``, or
+    the one :func:`bounded_stub` gave the call, e.g. "searcher"); the address and gRPC's own words, which
+    name it, are logged here."""
+    name = name or getattr(exc, BACKEND_ATTR, None) or "backend service"
     err = error_from_rpc(exc)
     code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
     if code in CALLER_CODES:
@@ -145,6 +150,7 @@ def backend_error(name: str, exc: grpc.RpcError) -> errors.PartsimError:
 
 # ------------------------------------------------------------------------------------ deadlines
 _serving = threading.local()
+BACKEND_ATTR = "partsim_backend"  # set on a failed call of a bounded_stub: the backend's role
 
 
 @contextmanager
@@ -170,6 +176,36 @@ def call_timeout(configured: float) -> float:
     return min(configured, left)
 
 
+class _BoundedStub:
+    """A stub whose calls :func:`bounded_stub` describes."""
+
+    def __init__(self, stub: object, role: str):
+        self._stub, self._role = stub, role
+
+    def __getattr__(self, method: str):
+        fn, role = getattr(self._stub, method), self._role
+
+        def call(request, timeout: float | None = None, **kw):
+            left = call_timeout(math.inf if timeout is None else timeout)
+            try:
+                out = fn(request, timeout=None if math.isinf(left) else left, **kw)
+            except grpc.RpcError as exc:
+                setattr(exc, BACKEND_ATTR, role)
+                raise
+            if isinstance(out, grpc.RpcError):  # a response stream is the error it raises when it fails
+                setattr(out, BACKEND_ATTR, role)
+            return out
+
+        return call
+
+
+def bounded_stub(stub: T, role: str) -> T:
+    """``stub`` (of another service, whose ``role`` is e.g. "searcher") whose every call's timeout is bounded
+    by :func:`call_timeout` (the deadline of the caller this thread serves) and whose failures (still
+    grpc.RpcError) carry ``role``, so :func:`backend_error` names the backend by it, not by its address."""
+    return cast(T, _BoundedStub(stub, role))
+
+
 # ------------------------------------------------------------------------------------ the interceptor
 def abort_with(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
     code = code_for(exc)
@@ -182,7 +218,7 @@ def abort_with(context: grpc.ServicerContext, exc: BaseException, method: str) -
 def _answer(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     """Abort the call with the status of ``exc`` raised by its handler (re-raise when already aborted)."""
     if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
-        abort_with(context, backend_error("backend service", exc), method)  # a call to another service failed
+        abort_with(context, backend_error(exc), method)  # a call to another service failed
     if not isinstance(exc, errors.PartsimError) and context.code() not in (None, grpc.StatusCode.OK):
         raise exc  # context.abort() already set the status
     abort_with(context, exc, method)

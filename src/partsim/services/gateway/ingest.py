@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -20,8 +21,8 @@ import grpc
 from partsim.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
 from partsim.v1 import gateway_pb2, searcher_pb2, types_pb2
 
-from ..status import error_for
-from ..tracks import check_track_id
+from ..status import backend_error
+from ..tracks import check_metadata, check_track_id
 from .audio_store import AudioStore
 from .backends import Backends
 from .config import PREFIX
@@ -32,16 +33,30 @@ from .metrics import GatewayMetrics
 log = logging.getLogger("partsim.gateway")
 
 MAX_ATTEMPTS = 6  # per ingest item; waits of 1, 2, 4, 8 and 15 s between them
+# a failed UpsertTrack with these codes may have been applied all the same (its answer was lost)
+MAYBE_APPLIED = (
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+)
+MAX_URI = 4096  # characters of an ingest item's URI
 
 
 def resolve_uri(uri: str, roots: Sequence[Path]) -> Path:
     """The file a job item's URI names (a local absolute path or ``file://`` URI), resolved.
 
+    Messages name no more than the caller sent (not the roots, not the resolved path: those are logged).
+
     Raises:
-        InvalidArgument: another scheme, a remote ``file://`` host, or a relative path.
+        InvalidArgument: longer than :data:`MAX_URI`, another scheme, a remote ``file://`` host, a
+            relative path, or a control character (NUL included).
         PermissionDenied: the resolved file (symbolic links and ``..`` followed) is outside every root.
         NotFound: no such file.
     """
+    if len(uri) > MAX_URI:
+        raise InvalidArgument(f"the URI is {len(uri)} characters long; the limit is {MAX_URI}", reason="INVALID_URI")
     if uri.startswith("file://"):
         parsed = urlparse(uri)
         if parsed.netloc not in ("", "localhost"):
@@ -51,12 +66,15 @@ def resolve_uri(uri: str, roots: Sequence[Path]) -> Path:
         raise InvalidArgument(f"URI {uri!r}: only file paths and file:// URIs are supported")
     else:
         path = Path(uri)
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(path)):
+        raise InvalidArgument(f"URI {uri!r} contains a control character", reason="INVALID_URI")
     if not path.is_absolute():
         raise InvalidArgument(f"URI {uri!r} must be an absolute path")
     real = path.resolve()
     if not any(real == r or r in real.parents for r in roots):
-        allowed = ", ".join(str(r) for r in roots) or "none configured"
-        raise PermissionDenied(f"{uri} is outside the allowed roots ({allowed}; set {PREFIX}_ALLOWED_ROOTS)")
+        log.info("ingest URI %r resolves to %s, outside the allowed roots %s", uri, real, [str(r) for r in roots])
+        which = "the operator sets them" if roots else "none configured; the operator sets them"
+        raise PermissionDenied(f"{uri!r} is outside the allowed roots ({which}: {PREFIX}_ALLOWED_ROOTS)")
     if not real.is_file():
         raise NotFound(f"{uri}: no such file")
     return real
@@ -77,6 +95,7 @@ def job_items(items: Sequence[gateway_pb2.IngestItem], roots: Sequence[Path]) ->
         if it.track_id in seen:
             raise InvalidArgument(f"item {i}: track_id {it.track_id!r} appears twice in the job")
         seen.add(it.track_id)
+        check_metadata(it.metadata, f"items[{i}].metadata")
         meta = {"title": it.metadata.title, "artist": it.metadata.artist, "tags": dict(it.metadata.tags)}
         which = it.WhichOneof("source")
         if which == "uri":
@@ -92,7 +111,9 @@ def job_items(items: Sequence[gateway_pb2.IngestItem], roots: Sequence[Path]) ->
 
 
 def upload(header: gateway_pb2.IndexTrackHeader, chunks: Iterable[bytes], max_bytes: int) -> types_pb2.Audio:
-    """An IndexTrack upload's audio: the chunks joined, as raw PCM if the header gives its format."""
+    """An IndexTrack upload's audio: the chunks joined, as raw PCM if the header gives its format (its
+    metadata checked first)."""
+    check_metadata(header.metadata, "header.metadata")
     parts: list[bytes] = []
     size = 0
     for chunk in chunks:
@@ -110,7 +131,22 @@ def upload(header: gateway_pb2.IndexTrackHeader, chunks: Iterable[bytes], max_by
 
 
 class Indexer:
-    """Index one track: embed it (cached), keep its audio (for GetStems), upsert it into the catalog."""
+    """Index one track: embed it (cached), keep its audio (for GetStems), upsert it into the catalog.
+
+    Writes of one track id are *versioned*, not locked: each write is an upload with its own id
+    (``Track.version``). Its audio goes to a file of that version beside the current one; then the
+    searcher replaces the track's vectors and metadata with it in one atomic switch and answers the
+    version it replaced, whose audio this writer deletes (a failed write deletes its own instead).
+    However many writes of one id run at once, from however many gateways, the catalog ends with the
+    last switch's vectors and metadata and the audio file of that same upload (GetStems reads the
+    version the catalog names), and a failed write leaves the previous version whole.
+
+    Chosen over a per-track lease (a local lock, and a Redis ``SET NX PX`` lease with renewal across
+    replicas) because the searcher, the one writer of its catalog, already serialises the switch: no
+    lock service to configure or lose, no lease that expires under a paused writer and lets two write
+    at once, and no moment when the new audio is kept but the old vectors are served (a lease still
+    overwrites the audio before the upsert that may fail).
+    """
 
     def __init__(self, backends: Backends, embeddings: Embeddings, audio: AudioStore | None, segment_seconds: float):
         self.backends = backends
@@ -124,8 +160,11 @@ class Indexer:
         metadata: types_pb2.TrackMetadata,
         audio: types_pb2.Audio,
         mode: int = gateway_pb2.EMBED_MODE_FEATURE,
+        version: str = "",
     ) -> tuple[searcher_pb2.Track, bool]:
-        """The catalog's new record of the track, and whether it replaced one."""
+        """The catalog's new record of the track, and whether it replaced one. ``version``: the upload's
+        id (a new one when empty; a retry of the same upload may give the same id again)."""
+        version = version or uuid.uuid4().hex
         model = self.backends.require_model()
         check_track_id(track_id)
         seg = self.segment_seconds
@@ -138,13 +177,36 @@ class Indexer:
             segment_seconds=seg,
             model_version=model.model_version,
             indexed_at=time.time(),
+            version=version,
         )
-        if self.audio is not None:  # before the catalog knows the track: GetStems never misses it
-            self.audio.put(track_id, audio)
-        up = self.backends.searcher.UpsertTrack(
-            searcher_pb2.UpsertTrackRequest(track=track, segments=resp.segments), timeout=self.backends.deadline
-        )
+        if self.audio is not None:  # before the catalog knows this version: GetStems never misses it
+            self.audio.put(track_id, audio, version)
+        try:
+            up = self.backends.searcher.UpsertTrack(
+                searcher_pb2.UpsertTrackRequest(track=track, segments=resp.segments), timeout=self.backends.deadline
+            )
+        except Exception as exc:
+            self._discard(track_id, version, exc)
+            raise
+        if self.audio is not None and up.replaced and up.replaced_version != version:
+            self.audio.delete(track_id, up.replaced_version)
         return track, up.replaced
+
+    def _discard(self, track_id: str, version: str, exc: Exception) -> None:
+        """Delete a failed write's audio, unless the write may have been applied after all (its answer
+        lost) and the catalog names this version, or that cannot be told now (a retry with the same
+        version, or the next write of the track, settles it)."""
+        if self.audio is None:
+            return
+        if isinstance(exc, grpc.RpcError) and exc.code() in MAYBE_APPLIED:
+            try:
+                if self.backends.track(track_id).version == version:
+                    return
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:
+                    log.warning("kept the audio of %r (version %s): its write may have happened", track_id, version)
+                    return
+        self.audio.delete(track_id, version)
 
 
 class IngestWorkers:
@@ -197,23 +259,24 @@ class IngestWorkers:
     def retrying(self, item: IngestItem) -> None:
         """Index one job item; a backend outage is retried with backoff before the item fails."""
         delay = 1.0
+        version = uuid.uuid4().hex  # one upload, however many attempts
         for attempt in range(MAX_ATTEMPTS):
             try:
-                return self.once(item)
+                return self.once(item, version)
             except (Unavailable, grpc.RpcError) as exc:
                 transient = isinstance(exc, Unavailable) or (
                     isinstance(exc, grpc.RpcError)
                     and exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
                 )
                 if not transient or attempt == MAX_ATTEMPTS - 1 or self.stopping.wait(delay):
-                    if isinstance(exc, grpc.RpcError):  # the backend's own status and message
-                        raise error_for(exc.code(), exc.details() or exc.code().name) from None
+                    if isinstance(exc, grpc.RpcError):  # the backend's status (an outage named by its role only)
+                        raise backend_error(exc) from None
                     raise
                 self.metrics.ingest_retries.inc()
                 log.warning("ingest %s: %s; retrying in %.0f s", item.track_id, exc, delay)
                 delay = min(delay * 2, 15.0)
 
-    def once(self, item: IngestItem) -> None:
+    def once(self, item: IngestItem, version: str = "") -> None:
         if item.uri is not None:
             path = resolve_uri(item.uri, self.roots())  # roots may have changed since submission
             size = path.stat().st_size
@@ -227,4 +290,4 @@ class IngestWorkers:
             artist=item.metadata.get("artist", ""),
             tags=item.metadata.get("tags", {}),
         )
-        self.indexer.index(item.track_id, meta, types_pb2.Audio(encoded=data))
+        self.indexer.index(item.track_id, meta, types_pb2.Audio(encoded=data), version=version)

@@ -28,6 +28,7 @@ from partsim.errors import InvalidArgument, NotFound, ResourceExhausted
 from partsim.model.features import SILENCE_POWER, mean_power
 from partsim.v1 import embedder_pb2, gateway_pb2, searcher_pb2, types_pb2
 
+from ..tracks import check_norm_fits
 from .backends import Backends
 from .config import DEFAULT_TOP_K, MAX_TOP_K
 
@@ -101,9 +102,10 @@ def vector_query(values: Sequence[float], dim: int, part: str, where: str) -> Ve
     v = np.asarray(values, dtype=np.float32)
     if v.shape != (dim,):
         raise InvalidArgument(f"{where}: vector has {v.size} values; the {part} subspace has {dim}")
+    check_norm_fits(v, where)  # finite values whose norm overflows float32: said so, not "not finite"
     u = unit(v)
     if u is None:
-        raise InvalidArgument(f"{where}: vector is zero or not finite")
+        raise InvalidArgument(f"{where}: vector is zero or not finite", reason="INVALID_VECTOR")
     return [u]
 
 

@@ -22,7 +22,7 @@ from partsim.v1 import searcher_pb2, searcher_pb2_grpc, types_pb2
 
 from ..runtime import LATENCY_BUCKETS, ServiceRuntime
 from ..service import Service
-from ..tracks import check_track_id
+from ..tracks import check_metadata, check_norm_fits, check_track_id
 from .config import DEFAULT_PAGE_SIZE, MAX_EXCLUDE, MAX_PAGE_SIZE, MAX_TOP_K, SearcherConfig
 from .meta import TrackInfo
 from .retrieval import Query
@@ -146,6 +146,7 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             raise InvalidArgument(f"{what}: vector has {v.size} values, expected subspace_dim {self.dim}")
         if not np.all(np.isfinite(v)):
             raise InvalidArgument(f"{what}: vector holds NaN or infinity")
+        check_norm_fits(v, what)
         return v
 
     def _query(self, pq: searcher_pb2.PartQuery, what: str) -> Query:
@@ -228,6 +229,7 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         store = self._store()
         t = request.track
         check_track_id(t.track_id)
+        check_metadata(t.metadata, "track.metadata")
         segs = self._segments(request)
         if t.num_segments and t.num_segments != len(segs):
             raise InvalidArgument(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from partsim.errors import InvalidArgument, NotFound, PartsimError, Unavailable
+from partsim.errors import InvalidArgument, NotFound, PartsimError, ResourceExhausted, Unavailable
 
 log = logging.getLogger("partsim.gateway.jobs")
 
@@ -164,7 +164,7 @@ class JobQueue(ABC):
                     self._ack(d)
                     d = None
                 item = self._load(d) if d is not None else None
-            except Unavailable as exc:  # nothing accounted: the claim is redelivered later
+            except (Unavailable, ResourceExhausted) as exc:  # an outage or a full disk: nothing accounted, redelivered
                 self._backend_error(exc)
                 stop.wait(poll_seconds)
                 continue
@@ -188,7 +188,7 @@ class JobQueue(ABC):
             try:
                 self._account(d, ok, message)
                 self._ack(d)
-            except Unavailable as exc:  # stays pending: redelivered after the visibility timeout
+            except (Unavailable, ResourceExhausted) as exc:  # stays pending: redelivered after the visibility timeout
                 self._backend_error(exc)
             except Exception:  # same: keep the worker alive, the item comes back
                 log.exception("ingest worker could not record track %r (job %s)", d.track_id, d.job_id)

@@ -13,7 +13,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from partsim.errors import NotFound, Unavailable
+from partsim.errors import NotFound, Unavailable, storage_error
 
 from .base import DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, Delivery, IngestItem, JobQueue, JobRecord
 
@@ -70,7 +70,7 @@ class LocalJobQueue(JobQueue):
 
     @contextmanager
     def _tx(self, immediate: bool = True):
-        """One transaction under the lock; SQLite operational errors become :class:`Unavailable`."""
+        """One transaction under the lock; SQLite operational errors become :class:`Unavailable` (disk full: ResourceExhausted)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -80,8 +80,8 @@ class LocalJobQueue(JobQueue):
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                raise Unavailable(f"ingest job store {self.data_dir}: {exc}") from exc
+            except sqlite3.OperationalError as exc:  # disk full: RESOURCE_EXHAUSTED (STORAGE_FULL), no path
+                raise storage_error(exc, "the ingest job store") from exc
 
     def _purge(self) -> None:
         """Delete finished jobs older than the TTL (rate-limited to once a minute)."""
@@ -137,7 +137,7 @@ class LocalJobQueue(JobQueue):
             for p in written:
                 p.unlink(missing_ok=True)
             if isinstance(exc, OSError):
-                raise Unavailable(f"cannot spool uploaded audio under {self.spool}: {exc}") from exc
+                raise storage_error(exc, "cannot spool uploaded audio") from exc
             raise
         return job_id
 
