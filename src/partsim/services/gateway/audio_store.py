@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from partsim.errors import Unavailable
+from partsim.errors import Unavailable, storage_error
 from partsim.v1 import types_pb2
 
 
@@ -35,7 +35,7 @@ class AudioStore:
             os.replace(tmp, self._path(track_id))
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
-            raise Unavailable(f"cannot store the audio of {track_id}: {exc.strerror}") from None
+            raise storage_error(exc, f"cannot store the audio of {track_id}") from None  # disk full: STORAGE_FULL
 
     def get(self, track_id: str) -> types_pb2.Audio | None:
         try:

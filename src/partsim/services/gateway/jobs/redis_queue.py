@@ -108,13 +108,14 @@ class RedisJobQueue(JobQueue):
         try:
             yield
         except (self._redis_mod.ConnectionError, self._redis_mod.TimeoutError) as exc:
-            raise Unavailable(f"Redis at {self._url} unreachable: {exc}") from exc
+            log.warning("Redis at %s unreachable: %s", self._url, exc)  # the address (and password) only here
+            raise Unavailable("the job queue's Redis is unreachable") from exc
         except self._redis_mod.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             log.warning("ingest stream %s or its group %s vanished; recreating it", self._stream, self.group)
             self._ensure_group()
-            raise Unavailable(f"ingest stream {self._stream} on {self._url} was recreated") from exc
+            raise Unavailable(f"ingest stream {self._stream} was recreated") from exc
 
     def _ensure_group(self) -> None:
         try:
@@ -123,7 +124,8 @@ class RedisJobQueue(JobQueue):
             if "BUSYGROUP" not in str(exc):
                 raise
         except (self._redis_mod.ConnectionError, self._redis_mod.TimeoutError) as exc:
-            raise Unavailable(f"Redis at {self._url} unreachable: {exc}") from exc
+            log.warning("Redis at %s unreachable: %s", self._url, exc)  # the address (and password) only here
+            raise Unavailable("the job queue's Redis is unreachable") from exc
 
     def _job_key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{{{job_id}}}"
