@@ -7,6 +7,12 @@ only with TLS and auth configured (PARTSIM_GATEWAY_* in the environment) or ``in
 gateway's INSECURE: it then logs a warning). Every service prints ``serving on HOST:PORT`` (and
 its metrics port) once bound, which is how the launcher learns the addresses. SIGINT/SIGTERM stop
 the services in reverse order, each with its grace period.
+
+The launcher supervises the services: one that exits on its own is started again on the same ports
+after a delay (:class:`~partsim.supervisor.RestartPolicy`: 0.5 s doubling to 30 s, back to 0.5 s
+after a minute up), said on its output and in the service's log, counted in ``Service.restarts``.
+Each service's output goes to ``LOG_DIR/<name>.log`` through a :class:`~partsim.supervisor.LogPump`
+that keeps reading when the disk is full (the lines it cannot write are dropped and counted).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidArgument, Unavailable
+from .supervisor import LogPump, RestartPolicy, open_log
 
 LOOPBACK = "127.0.0.1"
 SERVING = re.compile(r"serving on (\S+:\d+)")
@@ -32,9 +39,16 @@ METRICS = re.compile(r"metrics on (\S+:\d+)")
 class Service:
     name: str
     proc: subprocess.Popen
+    env: dict[str, str] = field(default_factory=dict)  # what it was started with (a restart: same ports)
     address: str = ""
     metrics: str = ""
     lines: list[str] = field(default_factory=list)
+    pump: LogPump | None = None
+    up: threading.Event = field(default_factory=threading.Event)  # "serving on" seen
+    started: float = 0.0  # time.monotonic() of the last start
+    restarts: int = 0
+    delay: float = 0.0  # before the last restart
+    restart_at: float | None = None  # when it is to be started again (it has exited)
 
 
 class Cluster:
@@ -43,6 +57,7 @@ class Cluster:
     ``separator=False`` leaves the separator out (the gateway then gets no PARTSIM_GATEWAY_SEPARATOR);
     otherwise it loads its default model (PARTSIM_SEPARATOR_REPO/MODEL in ``extra_env`` override).
     ``insecure=True`` lets a non-loopback ``gateway`` address serve without TLS and auth.
+    ``supervise=False`` leaves a service that exits dead; ``restart`` sets the delays otherwise.
     """
 
     def __init__(
@@ -57,6 +72,8 @@ class Cluster:
         extra_env: dict[str, str] | None = None,
         separator: bool = True,
         insecure: bool = False,
+        supervise: bool = True,
+        restart: RestartPolicy | None = None,
     ):
         self.data = Path(data)
         self.gateway_address = gateway
@@ -69,6 +86,10 @@ class Cluster:
         self.separator = separator
         self.insecure = insecure
         self.services: list[Service] = []
+        self.supervise = supervise
+        self.restart = restart or RestartPolicy()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def _env(self, name: str, env: dict[str, str]) -> dict[str, str]:
         """The environment of ``partsim.services.<name>``: gRPC and /metrics on loopback ports the OS picks
@@ -104,39 +125,39 @@ class Cluster:
 
         parse(GatewayConfig, PREFIX, [], environ=self._env("gateway", self._gateway_env("x:1", "x:1", "")))
 
-    def _start(self, name: str, env: dict[str, str], timeout: float = 300.0) -> Service:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"partsim.services.{name}"],
-            env=self._env(name, env),
+    def _spawn(self, svc: Service) -> None:
+        """Start ``svc``'s process (again) with its output pumped to its log file."""
+        svc.proc = subprocess.Popen(
+            [sys.executable, "-m", f"partsim.services.{svc.name}"],
+            env=svc.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
             start_new_session=True,
         )
-        svc = Service(name, proc)
+        svc.started = time.monotonic()
+
+        def seen(line: str) -> None:
+            m = SERVING.search(line)
+            if m and not svc.address:
+                svc.address = m.group(1)
+            if m:
+                svc.up.set()
+            m = METRICS.search(line)
+            if m and not svc.metrics:
+                svc.metrics = m.group(1)
+
+        svc.pump = LogPump(open_log(self.log_dir / f"{svc.name}.log"), svc.lines, seen)
+        threading.Thread(target=svc.pump.run, args=(svc.proc.stdout,), name=f"{svc.name}-log", daemon=True).start()
+
+    def _start(self, name: str, env: dict[str, str], timeout: float = 300.0) -> Service:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        svc = Service(name, None, env=self._env(name, env))  # type: ignore[arg-type] # _spawn sets proc
+        self._spawn(svc)
         self.services.append(svc)
-        got = threading.Event()
+        proc = svc.proc
         log_path = self.log_dir / f"{name}.log"
-
-        def pump() -> None:
-            with open(log_path, "a") as log:
-                for line in proc.stdout:
-                    log.write(line)
-                    log.flush()
-                    svc.lines.append(line.rstrip())
-                    del svc.lines[:-200]
-                    m = SERVING.search(line)
-                    if m and not svc.address:
-                        svc.address = m.group(1)
-                        got.set()
-                    m = METRICS.search(line)
-                    if m and not svc.metrics:
-                        svc.metrics = m.group(1)
-
-        threading.Thread(target=pump, name=f"{name}-log", daemon=True).start()
         deadline = time.monotonic() + timeout
-        while not got.wait(0.2):
+        while not svc.up.wait(0.2):
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = "\n".join(svc.lines[-15:])
                 self.stop()
@@ -158,6 +179,10 @@ class Cluster:
         embedder = self._start("embedder", model)
         separator = self._start("separator", {}).address if self.separator else ""
         self._start("gateway", self._gateway_env(embedder.address, searcher.address, separator))
+        if self.supervise:
+            self._stopping.clear()
+            self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+            self._supervisor.start()
         return self
 
     @property
@@ -168,7 +193,43 @@ class Cluster:
         """Names of services that have exited."""
         return [s.name for s in self.services if s.proc.poll() is not None]
 
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def _supervise(self, poll: float = 0.2) -> None:
+        """Start again, on the same ports, each service that exited on its own (after its delay)."""
+        while not self._stopping.wait(poll):
+            for svc in self.services:
+                code = svc.proc.poll()
+                if code is None:
+                    continue
+                now = time.monotonic()
+                if svc.restart_at is None:
+                    svc.delay = self.restart.delay(svc.delay, now - svc.started)
+                    svc.restart_at = now + svc.delay
+                    self._say(
+                        svc,
+                        f"{svc.name} exited (status {code}) after {now - svc.started:.0f} s; "
+                        f"restart {svc.restarts + 1} in {svc.delay:g} s",
+                    )
+                elif now >= svc.restart_at and not self._stopping.is_set():
+                    svc.env = {**svc.env, **same_ports(svc)}
+                    svc.restart_at = None
+                    svc.restarts += 1
+                    self._spawn(svc)
+
+    def _say(self, svc: Service, message: str) -> None:
+        """A line on the launcher's output (unless quiet) and in the service's log."""
+        if not self.quiet:
+            print(f"partsim up: {message}", flush=True)
+        pump = LogPump(open_log(self.log_dir / f"{svc.name}.log"), svc.lines)
+        pump.run([f"[partsim up: {message}]".encode()])
+
     def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
         for svc in reversed(self.services):
             if svc.proc.poll() is None:
                 svc.proc.send_signal(signal.SIGTERM)
@@ -185,6 +246,19 @@ class Cluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def same_ports(svc: Service) -> dict[str, str]:
+    """The environment that starts ``svc`` again where it listened: the ports it bound (the OS's choice
+    when it was 0), on the hosts it was given."""
+    prefix = f"PARTSIM_{svc.name.upper()}"
+    env = {}
+    if svc.address:
+        host = svc.env.get(f"{prefix}_ADDRESS", LOOPBACK).rsplit(":", 1)[0]
+        env[f"{prefix}_ADDRESS"] = f"{host}:{svc.address.rsplit(':', 1)[1]}"
+    if svc.metrics:
+        env[f"{prefix}_METRICS_PORT"] = svc.metrics.rsplit(":", 1)[1]
+    return env
 
 
 def parse_host_port(text: str) -> str:
