@@ -10,6 +10,10 @@ Each track's row also names the *generation* of its vector rows (their primary k
 switches this row, so committing it is the switch (see :meth:`SearchStore.upsert_many`). A
 durable counter hands out generations, never the same twice. ``version`` is the caller's id of
 the upload (the gateway names the kept audio by it), kept and answered as it was given.
+
+Space: the file runs in incremental auto-vacuum mode, and a write that leaves more than
+:data:`RECLAIM_PAGES` free pages (deleted or replaced rows) gives them back to the file system, so
+deleting tracks shrinks the file. A full disk is ResourceExhausted (STORAGE_FULL), not an outage.
 """
 
 from __future__ import annotations
@@ -17,8 +21,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from partsim.errors import storage_error
+
+AUTO_VACUUM_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
+RECLAIM_PAGES = 16  # free pages (4 KiB each by default) a write gives back to the file system
 
 
 @dataclass
@@ -86,6 +97,7 @@ class MetaDB:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a new file: before its first table
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -98,39 +110,54 @@ class MetaDB:
             if name not in have:
                 self._db.execute(f"ALTER TABLE tracks ADD COLUMN {name} {decl}")
         self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != AUTO_VACUUM_INCREMENTAL:
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a file from before: converted once
+            self._db.execute("VACUUM")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock, then free pages given back (:data:`RECLAIM_PAGES`).
+
+        Raises:
+            ResourceExhausted: the disk is full (reason STORAGE_FULL); nothing was written.
+            Unavailable: any other SQLite or file-system failure.
+        """
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                if self._db.execute("PRAGMA freelist_count").fetchone()[0] >= RECLAIM_PAGES:
+                    self._db.executescript("PRAGMA incremental_vacuum;")  # executescript: every step, not one page
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except (sqlite3.Error, OSError) as exc:
+                raise storage_error(exc, "the searcher's track metadata") from exc
 
     def next_generation(self) -> int:
         """A generation no write has had before (durable: committed before it is returned)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("INSERT OR IGNORE INTO counters (name, value) VALUES ('generation', 0)")
-                self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
-                (gen,) = self._db.execute("SELECT value FROM counters WHERE name = 'generation'").fetchone()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO counters (name, value) VALUES ('generation', 0)")
+            db.execute("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
+            (gen,) = db.execute("SELECT value FROM counters WHERE name = 'generation'").fetchone()
         return int(gen)
 
     def put_many(self, infos: list[TrackInfo]) -> None:
         """Insert or replace, in one transaction."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO tracks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                    [_row(i) for i in infos],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO tracks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                [_row(i) for i in infos],
+            )
 
     def delete(self, track_id: str) -> bool:
         """Remove one track; False when it was not there."""
-        with self._lock:
-            return self._db.execute("DELETE FROM tracks WHERE track_id = ?", (track_id,)).rowcount > 0
+        with self._write() as db:
+            return db.execute("DELETE FROM tracks WHERE track_id = ?", (track_id,)).rowcount > 0
 
     def get(self, track_id: str) -> TrackInfo | None:
         with self._lock:
