@@ -10,6 +10,7 @@ one its handler with ``set_defaults(handler=...)``; ``main`` calls ``args.handle
 - ``catalog``: index, search-mix, search-stems (a running gateway's catalog)
 - ``separation``: separate, compare-paths, train-separator, evaluate-separator, export-separator
 - ``health``: health (one grpc.health.v1 check)
+- ``keys``: keys create/list/revoke (the gateway's API keys)
 
 Heavy libraries (torch, demucs, grpc) are imported inside the handlers, so ``partsim --help`` stays fast.
 """
@@ -22,10 +23,10 @@ import sys
 
 from .. import __version__
 from ..errors import PartsimError
-from . import catalog, cluster, corpus, health, model, separation
+from . import catalog, cluster, corpus, health, keys, model, separation
 
 EXIT_USER_ERROR = 2
-COMMAND_MODULES = (corpus, model, cluster, catalog, separation, health)
+COMMAND_MODULES = (corpus, model, cluster, catalog, separation, health, keys)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..config import MiB, ServerConfig, require, server_field
+from .auth.settings import check_auth
 
 PREFIX = "PARTSIM_GATEWAY"
 LB_POLICIES = ("round_robin", "pick_first")
@@ -76,6 +77,14 @@ class GatewayConfig(ServerConfig):
     ingest_workers: int = field(default=2, metadata={"help": "threads indexing ingest jobs (0: API only)"})
     deadline_seconds: float = field(default=120.0, metadata={"help": "deadline of calls to the other services"})
     cache_mb: float = field(default=256.0, metadata={"help": "in-process embedding cache size (without Redis)"})
+    auth: str = field(default="none", metadata={"help": "who may call: none (anyone), keys, jwt or keys+jwt"})
+    auth_keys_file: str = field(default="", metadata={"help": "the API keys file that `partsim keys` edits"})
+    auth_jwks_file: str = field(default="", metadata={"help": "JWKS file of the identity provider's public keys"})
+    auth_jwt_issuer: str = field(default="", metadata={"help": "the iss a JWT must carry"})
+    auth_jwt_audience: str = field(default="", metadata={"help": "the aud a JWT must carry"})
+    auth_jwt_role_claim: str = field(default="partsim_role", metadata={"help": "JWT claim naming the role(s)"})
+    auth_rate_per_second: float = field(default=50.0, metadata={"help": "calls a second per caller (0: no limit)"})
+    auth_rate_burst: int = field(default=100, metadata={"help": "calls a caller may make at once"})
 
     def validate(self) -> None:
         super().validate()
@@ -134,6 +143,7 @@ class GatewayConfig(ServerConfig):
         require(self.cache_mb >= 0, p, "cache_mb", "must be 0 or more")
         for root in self.roots():
             require(root.is_dir(), p, "allowed_roots", f"{root} is not a folder")
+        check_auth(self)
 
     def audio_folder(self) -> Path | None:
         if not self.store_audio:

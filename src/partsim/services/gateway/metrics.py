@@ -81,3 +81,16 @@ def _read(value) -> float:
         return float(value())
     except Exception:  # noqa: BLE001 - a metric must not raise
         return float("nan")
+
+
+def auth_failures(registry: CollectorRegistry | None) -> Counter:
+    """``partsim_gateway_auth_failures_total``: calls the gateway refused, by reason (from the start, zeros)."""
+    c = Counter(
+        "partsim_gateway_auth_failures",
+        "Calls refused by the gateway's authentication, by reason (unauthenticated, permission_denied, rate_limited).",
+        ["reason"],
+        registry=registry,
+    )
+    for reason in ("unauthenticated", "permission_denied", "rate_limited"):
+        c.labels(reason)
+    return c

@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
+
 from partsim.errors import InvalidArgument
 from partsim.v1 import gateway_pb2, gateway_pb2_grpc, searcher_pb2
 
@@ -32,6 +34,7 @@ from ..separator.client import header_and_chunks
 from ..service import Service
 from ..tracks import check_track_id
 from .audio_store import AudioStore
+from .auth.interceptor import auth_interceptor
 from .backends import Backends
 from .cache import make_cache
 from .config import GatewayConfig
@@ -229,6 +232,10 @@ class GatewayServer(Service[GatewayConfig]):
         gateway = Gateway(self.cfg, rt)
         gateway_pb2_grpc.add_PartsimServiceServicer_to_server(gateway, rt.server)
         return gateway
+
+    def interceptors(self) -> list[grpc.ServerInterceptor]:
+        """Who may call (API keys, JWTs, roles), per-caller rate limits and the audit log: :mod:`.auth`."""
+        return [*super().interceptors(), auth_interceptor(self.cfg, self.registry)]
 
     def load(self) -> None:
         """Start looking for the backends; returns at once (they may start after the gateway)."""
