@@ -2,7 +2,7 @@
 
 :class:`Milvus` owns the ``MilvusClient``; the rest of the searcher never calls pymilvus itself.
 Every call goes through :meth:`Milvus.call`, which turns a Milvus failure into ``Unavailable``
-naming the backend.
+naming the backend (a full disk into ``ResourceExhausted``, reason STORAGE_FULL).
 
 Collection schema (one collection per part): one row per (track, segment) with primary key
 ``"<track_id>#<segment>~<generation>"`` (:func:`pk`: the generation, base 36, is the write's, so a
@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from partsim.errors import InvalidArgument, Unavailable
+from partsim.errors import InvalidArgument, Unavailable, is_disk_full, storage_error
 
 from ..tracks import MAX_TRACK_ID
 
@@ -106,6 +106,8 @@ class Milvus:
         try:
             return fn(*args, **kwargs)
         except MilvusException as exc:
+            if is_disk_full(exc):  # not an outage: retrying does not help until space is freed
+                raise storage_error(exc, f"the searcher's vector store could not {what}") from exc
             raise Unavailable(f"Milvus ({self.backend}) failed to {what}: {exc}") from exc
 
     def connect(self) -> None:

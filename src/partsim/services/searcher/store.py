@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partsim.errors import InvalidArgument, NotFound, Unavailable
+from partsim.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 from . import migrate, retrieval
 from .ann import ApproximateSearch
@@ -206,7 +206,7 @@ class SearchStore:
         if self.milvus.client is not None:
             try:
                 self.flush()
-            except Unavailable:
+            except (Unavailable, ResourceExhausted):  # an outage or a full disk
                 log.exception("flush at close failed")
             self.milvus.close()
         self.meta.close()
@@ -282,7 +282,7 @@ class SearchStore:
         with self._write:
             info = self.meta.get(track_id)
             if info is None or not self.meta.delete(track_id):
-                raise NotFound(f"track {track_id!r} is not indexed")
+                raise NotFound(f"track {track_id!r} is not indexed", reason="TRACK_NOT_FOUND")
             with self._lock:
                 self.mirror.remove(track_id)
             self._quietly(f"rows of deleted track {track_id!r}", self.milvus.delete_tracks, [track_id])
@@ -293,7 +293,7 @@ class SearchStore:
     def get_track(self, track_id: str) -> TrackInfo:
         info = self.meta.get(track_id)
         if info is None:
-            raise NotFound(f"track {track_id!r} is not indexed")
+            raise NotFound(f"track {track_id!r} is not indexed", reason="TRACK_NOT_FOUND")
         return info
 
     def list_tracks(self, after: str, limit: int) -> list[TrackInfo]:
