@@ -102,9 +102,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
         wait = 0.0 if self.buckets is None else self.buckets.take(who.id)
         if wait > 0:
             self.failures.labels("rate_limited").inc()
-            exc = ResourceExhausted(f"this key's rate limit is reached: retry in {wait:.2f} s")
-            exc.retry_after_seconds = wait  # a RetryInfo detail (the status mapping)
-            raise exc
+            raise ResourceExhausted(
+                f"this key's rate limit is reached: retry in {wait:.2f} s",
+                reason="RATE_LIMITED",
+                retry_after_seconds=wait,
+            )
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
