@@ -213,7 +213,9 @@ class Backends:
 
     def require_model(self) -> types_pb2.ModelInfo:
         if not self.ready.is_set() or self.model is None:
-            raise Unavailable("the gateway is starting: the embedder or searcher is not reachable yet")
+            raise Unavailable(
+                "the gateway is starting: the embedder or searcher is not reachable yet", retry_after_seconds=1.0
+            )
         return self.model
 
     def require_separator(self, what: str) -> separator_pb2_grpc.SeparatorServiceStub:

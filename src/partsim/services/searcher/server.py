@@ -128,7 +128,7 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
     def _store(self) -> SearchStore:
         store = self.store
         if store is None:
-            raise Unavailable("the searcher is still loading its index; retry shortly")
+            raise Unavailable("the searcher is still loading its index; retry shortly", retry_after_seconds=1.0)
         return store
 
     def _update_gauges(self) -> None:
