@@ -7,6 +7,7 @@ Each turns a bad value into ``argparse.ArgumentTypeError``, so argparse reports 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def integer(text: str) -> int:
@@ -45,3 +46,25 @@ def widths(text: str) -> list[int]:
     if len(values) != 5 or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"expected five positive comma-separated channel counts, got {text!r}")
     return values
+
+
+def add_connection_options(parser: argparse.ArgumentParser, client_cert: bool = False) -> None:
+    """How a command that calls a server connects: ``--tls-ca`` and ``--token`` (with ``client_cert`` also
+    ``--tls-cert``/``--tls-key``, for mTLS to an internal service); each unset one comes from its
+    environment variable (:class:`partsim.client.Connection`)."""
+    g = parser.add_argument_group("connection (each defaults to its environment variable)")
+    g.add_argument(
+        "--tls-ca", metavar="PEM", help="connect over TLS trusting this CA (env PARTSIM_TLS_CA; unset: plaintext)"
+    )
+    g.add_argument(
+        "--token", metavar="TOKEN", help="bearer token sent with every call (env PARTSIM_TOKEN, which ps does not show)"
+    )
+    if client_cert:
+        g.add_argument("--tls-cert", metavar="PEM", help="client certificate to present, mTLS (env PARTSIM_TLS_CERT)")
+        g.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (env PARTSIM_TLS_KEY)")
+
+
+def connection(args: argparse.Namespace) -> dict[str, Any]:
+    """The options :func:`add_connection_options` added, as keyword arguments of ``PartsimClient`` and
+    ``Connection``."""
+    return {k: getattr(args, k, None) for k in ("tls_ca", "token", "tls_cert", "tls_key")}

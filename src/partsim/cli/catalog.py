@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgument, NotFound
-from .args import integer
+from .args import add_connection_options, connection, integer
 
 DEFAULT_GATEWAY = "localhost:50051"
 STEM = re.compile(r"^(?P<part>[a-z_]+):(?P<track>.+)@(?P<sec>[0-9.]+)$")
@@ -27,6 +27,7 @@ def register(sub) -> None:
     ix.add_argument("--gateway", default=DEFAULT_GATEWAY)
     ix.add_argument("--parallel", type=integer, default=4, help="uploads in flight (default 4)")
     ix.add_argument("--quiet", action="store_true")
+    add_connection_options(ix)
     ix.set_defaults(handler=_cmd_index)
 
     for name, helptext, handler in (
@@ -55,6 +56,7 @@ def register(sub) -> None:
             p.add_argument("--weight", action="append", default=[], metavar="PART=W", help="part weight in eq. 6.2")
         p.add_argument("--gateway", default=DEFAULT_GATEWAY)
         p.add_argument("--json", action="store_true", help="print JSON")
+        add_connection_options(p)
         p.set_defaults(handler=handler)
 
 
@@ -96,15 +98,18 @@ def _track_items(paths: list[Path]) -> list[tuple[str, Path, dict]]:
     return items
 
 
-def index_paths(gateway: str, paths: list[Path], parallel: int = 4, quiet: bool = False) -> tuple[int, list[str]]:
-    """Upload song folders and audio files to the gateway; (tracks indexed, one failure line per other track)."""
+def index_paths(
+    gateway: str, paths: list[Path], parallel: int = 4, quiet: bool = False, conn: dict | None = None
+) -> tuple[int, list[str]]:
+    """Upload song folders and audio files to the gateway (``conn``: PartsimClient's connection keywords);
+    (tracks indexed, one failure line per other track)."""
     from tqdm import tqdm
 
     from ..client import PartsimClient
 
     items = _track_items(paths)
     failures = []
-    with PartsimClient(gateway) as c, ThreadPoolExecutor(max(1, parallel)) as pool:
+    with PartsimClient(gateway, **(conn or {})) as c, ThreadPoolExecutor(max(1, parallel)) as pool:
         futs = {
             pool.submit(c.index_bytes, f.read_bytes(), tid, title=m["title"], tags=m["tags"]): tid
             for tid, f, m in items
@@ -118,7 +123,7 @@ def index_paths(gateway: str, paths: list[Path], parallel: int = 4, quiet: bool 
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    ok, failures = index_paths(args.gateway, args.paths, args.parallel, args.quiet)
+    ok, failures = index_paths(args.gateway, args.paths, args.parallel, args.quiet, connection(args))
     for f in failures:
         print(f"partsim: failed: {f}", file=sys.stderr)
     print(f"indexed {ok} of {ok + len(failures)} tracks", file=sys.stderr)
@@ -144,7 +149,7 @@ def _cmd_search_mix(args: argparse.Namespace) -> int:
     from ..client import PartsimClient
 
     stems = [parse_stem(s) for s in args.stem]
-    with PartsimClient(args.gateway) as c:
+    with PartsimClient(args.gateway, **connection(args)) as c:
         hits = c.search_mix(
             stems, top_k=args.top_k, weights=_weights(args.weight), exclude=args.exclude, mode=_mode(args)
         )
@@ -157,7 +162,7 @@ def _cmd_search_stems(args: argparse.Namespace) -> int:
 
     if len(args.stem) != 1:
         raise InvalidArgument("search-stems takes exactly one --stem")
-    with PartsimClient(args.gateway) as c:
+    with PartsimClient(args.gateway, **connection(args)) as c:
         hits = c.search_stems(parse_stem(args.stem[0]), top_k=args.top_k, exclude=args.exclude, mode=_mode(args))
     _print_result(hits, args.json, ("track_id", "segment", "start", "end", "distance"), print_stem_hits)
     return 0

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from .args import integer, number
+from .args import add_connection_options, connection, integer, number
 from .catalog import index_paths, print_mix_hits, print_stem_hits, print_warnings
 
 
@@ -39,6 +39,7 @@ def register(sub) -> None:
         metavar="DIR",
         help="folder that ingest-job URIs may point into (repeatable)",
     )
+    add_connection_options(up)  # how `up` checks that its gateway serves (TLS when it serves TLS)
     up.set_defaults(handler=_cmd_up)
 
     demo = sub.add_parser("demo", help="make a demo corpus, start the cluster, index it, run example searches")
@@ -47,6 +48,7 @@ def register(sub) -> None:
     demo.add_argument("--seconds", type=number, default=30.0)
     demo.add_argument("--gateway", default="127.0.0.1:50051")
     demo.add_argument("--no-serve", action="store_true", help="stop after the example searches")
+    add_connection_options(demo)
     demo.set_defaults(handler=_cmd_demo)
 
 
@@ -72,7 +74,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         allowed_roots=args.allow,
         insecure=args.insecure,
     ) as cluster:
-        with PartsimClient(cluster.gateway) as c:
+        with PartsimClient(cluster.gateway, **connection(args)) as c:
             c.wait_ready(300)
         bind = parse_host_port(args.gateway)  # the truth: the gateway prints 127.0.0.1 for 0.0.0.0
         print(f"partsim is serving on {cluster.gateway if is_loopback(bind) else bind}; Ctrl-C stops it", flush=True)
@@ -99,9 +101,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     songs = sorted(p for p in corpus.iterdir() if p.is_dir() and (p / "mix.flac").is_file())
     print("starting the cluster", flush=True)
     with Cluster(args.data / "state", gateway=parse_host_port(args.gateway)) as cluster:
-        with PartsimClient(cluster.gateway) as c:
+        with PartsimClient(cluster.gateway, **connection(args)) as c:
             c.wait_ready(300)
-            ok, failures = index_paths(cluster.gateway, songs, parallel=4)
+            ok, failures = index_paths(cluster.gateway, songs, parallel=4, conn=connection(args))
             for f in failures:
                 print(f"failed: {f}", file=sys.stderr)
             drums_song, bass_song = _demo_pair(songs)

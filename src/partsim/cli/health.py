@@ -1,4 +1,5 @@
-"""``partsim health HOST:PORT [--service NAME] [--timeout S]``: one grpc.health.v1 Check.
+"""``partsim health HOST:PORT [--service NAME] [--timeout S] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]``:
+one grpc.health.v1 Check (over TLS with a CA; mTLS with a client certificate).
 
 Exit status 0 when the server answers SERVING, 1 otherwise (NOT_SERVING, an unknown service, an
 unreachable or silent server), with one line saying which; never a traceback. The compose
@@ -12,7 +13,7 @@ import os
 import sys
 
 from ..errors import InvalidArgument
-from .args import number
+from .args import add_connection_options, connection, number
 
 EXIT_UNHEALTHY = 1
 
@@ -27,6 +28,7 @@ def register(sub) -> None:
         help="health service name, e.g. partsim.v1.PartsimService (default '': the whole server)",
     )
     p.add_argument("--timeout", type=number, default=5.0, metavar="SECONDS", help="deadline of the check (default 5)")
+    add_connection_options(p, client_cert=True)  # an mTLS service: its own certificate is the probe's
     p.set_defaults(handler=_cmd_health)
 
 
@@ -41,18 +43,23 @@ def _cmd_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from ..client import Connection
+
+    conn = Connection(**connection(args)).resolved()
     what = args.target + (f" service {args.service!r}" if args.service else "")
     # No proxy: health checks target the container itself or a neighbour on the same network.
-    with grpc.insecure_channel(args.target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+    with conn.channel(args.target, [("grpc.enable_http_proxy", 0)]) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout, metadata=conn.metadata()
+            )
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             if code == grpc.StatusCode.NOT_FOUND:
                 reason = "unknown service (the server does not report on it)"
             elif code == grpc.StatusCode.UNAVAILABLE:
-                reason = "unreachable"
+                reason = "unreachable" + (" or the TLS handshake failed" if conn.tls_ca else "")
             elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 reason = f"unreachable (no answer within {args.timeout:g} s)"
             elif code == grpc.StatusCode.UNIMPLEMENTED:

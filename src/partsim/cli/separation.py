@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import InvalidArgument, NotFound
-from .args import integer, number
+from .args import add_connection_options, connection, integer, number
 
 
 def register(sub) -> None:
@@ -37,6 +37,7 @@ def register(sub) -> None:
     p.add_argument("--start", type=number, default=None, metavar="SECONDS", help="separate from here")
     p.add_argument("--end", type=number, default=None, metavar="SECONDS", help="separate up to here")
     p.add_argument("--timeout", type=number, default=3600.0, help="with --separator: seconds to wait (default 3600)")
+    add_connection_options(p, client_cert=True)  # with --separator: TLS, and the client certificate mTLS asks for
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=_cmd_separate)
 
@@ -113,6 +114,7 @@ def _cmd_separate(args: argparse.Namespace) -> int:
                 f"{', '.join(_local_options(args))} apply to local separation; the service at "
                 f"{args.separator} uses its own configuration"
             )
+        from ..client import Connection
         from ..services.separator.client import separate
         from ..v1 import separator_pb2, types_pb2
 
@@ -124,6 +126,7 @@ def _cmd_separate(args: argparse.Namespace) -> int:
             args.end,
             args.shifts,
             timeout=args.timeout,
+            credentials=Connection(**connection(args)).credentials(),
         )
         names = [(s.name, s.part) for s in header.stems]
         sr, frames = header.sample_rate, header.total_frames

@@ -7,6 +7,11 @@
                              Stem("bass", track_id="song-7", seconds=70)], top_k=10)
         for h in hits: print(h.track_id, h.distance, h.best_start)
 
+Over TLS and with a token (each also from the environment: PARTSIM_TLS_CA, PARTSIM_TOKEN; see
+:class:`Connection`)::
+
+    with PartsimClient("partsim.example.org:50051", tls_ca="ca.crt", token="psk_...") as c: ...
+
 Errors arrive as :class:`partsim.errors.PartsimError` subclasses (InvalidArgument, NotFound,
 ...) carrying the server's message, so callers need not know gRPC status codes; each also carries
 ``reason`` (a stable name such as ``TRACK_NOT_FOUND`` or ``RATE_LIMITED``), ``field_violations``
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import grpc
 
-from partsim.errors import PartsimError
+from partsim.errors import InvalidArgument, PartsimError
 from partsim.hits import StemHit
 from partsim.v1 import gateway_pb2, gateway_pb2_grpc, searcher_pb2, types_pb2
 
@@ -132,6 +137,54 @@ def _metadata(m: types_pb2.TrackMetadata) -> dict:
     return {"title": m.title, "artist": m.artist, "tags": dict(m.tags)}
 
 
+@dataclass(frozen=True)
+class Connection:
+    """How to reach a partsim server: TLS trusting the CA ``tls_ca`` (a PEM file; empty: plaintext),
+    presenting ``tls_cert``/``tls_key`` when given (mTLS: the internal services), and a bearer ``token``
+    sent with every call as ``authorization: Bearer <token>``. A field left None comes from the
+    environment: ``PARTSIM_TLS_CA``, ``PARTSIM_TOKEN``, ``PARTSIM_TLS_CERT``, ``PARTSIM_TLS_KEY``."""
+
+    tls_ca: str | None = None
+    token: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def resolved(self) -> Connection:
+        """Every field set: the given value, else its environment variable, else empty."""
+        env = {f: os.environ.get(f"PARTSIM_{f.upper()}", "") for f in ("tls_ca", "token", "tls_cert", "tls_key")}
+        return Connection(**{f: str(v) if v is not None else env[f] for f, v in asdict(self).items()})
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials (the token as call credentials) when there is a CA; None: plaintext.
+
+        Raises:
+            InvalidArgument: a client certificate without a CA or without its key; a file that does not load.
+        """
+        from partsim.services.tls import channel_credentials
+
+        c = self.resolved()
+        if not c.tls_ca:
+            if c.tls_cert or c.tls_key:
+                raise InvalidArgument("--tls-cert/--tls-key (PARTSIM_TLS_CERT/_KEY) need --tls-ca (PARTSIM_TLS_CA)")
+            return None
+        names = ("--tls-ca (PARTSIM_TLS_CA)", "--tls-cert (PARTSIM_TLS_CERT)", "--tls-key (PARTSIM_TLS_KEY)")
+        creds = channel_credentials(c.tls_ca, c.tls_cert or "", c.tls_key or "", names)
+        if c.token:
+            creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(c.token))
+        return creds
+
+    def channel(self, address: str, options: Iterable[tuple] = ()) -> grpc.Channel:
+        """A channel to ``address`` with :meth:`credentials` (TLS, or plaintext without a CA)."""
+        from partsim.services.tls import open_channel
+
+        return open_channel(address, self.credentials(), list(options))
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What each call on a plaintext channel carries (gRPC sends call credentials over TLS only)."""
+        c = self.resolved()
+        return (("authorization", f"Bearer {c.token}"),) if c.token and not c.tls_ca else ()
+
+
 def _raise(exc: grpc.RpcError) -> PartsimError:
     """The domain error of a failed call, with ``.reason``, ``.field_violations`` and ``.retry_after_seconds``
     from the status details."""
@@ -141,13 +194,25 @@ def _raise(exc: grpc.RpcError) -> PartsimError:
 
 
 class PartsimClient:
-    def __init__(self, address: str = "localhost:50051", timeout: float = 300.0):
+    """A connection to the gateway at ``address``; ``tls_ca``, ``token``, ``tls_cert``, ``tls_key``: see
+    :class:`Connection` (None: from the environment)."""
+
+    def __init__(
+        self,
+        address: str = "localhost:50051",
+        timeout: float = 300.0,
+        tls_ca: str | None = None,
+        token: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+    ):
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(
-            address,
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)],
+        self.connection = Connection(tls_ca, token, tls_cert, tls_key).resolved()
+        self.channel = self.connection.channel(
+            address, [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
         )
+        self.metadata = self.connection.metadata()
         self.stub = gateway_pb2_grpc.PartsimServiceStub(self.channel)
 
     def __enter__(self) -> PartsimClient:
@@ -161,7 +226,7 @@ class PartsimClient:
 
     def _call(self, method, request, **kw):
         try:
-            return method(request, timeout=kw.pop("timeout", self.timeout), **kw)
+            return method(request, timeout=kw.pop("timeout", self.timeout), metadata=self.metadata, **kw)
         except grpc.RpcError as exc:
             raise _raise(exc) from None
 
@@ -174,7 +239,11 @@ class PartsimClient:
         last = "no answer"
         while time.monotonic() < deadline:
             try:
-                r = stub.Check(health_pb2.HealthCheckRequest(service="partsim.v1.PartsimService"), timeout=2)
+                r = stub.Check(
+                    health_pb2.HealthCheckRequest(service="partsim.v1.PartsimService"),
+                    timeout=2,
+                    metadata=self.metadata,
+                )
                 if r.status == health_pb2.HealthCheckResponse.SERVING:
                     return
                 last = health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
@@ -205,7 +274,7 @@ class PartsimClient:
                 yield gateway_pb2.IndexTrackRequest(chunk=data[i : i + CHUNK])
 
         try:
-            return self.stub.IndexTrack(messages(), timeout=self.timeout)
+            return self.stub.IndexTrack(messages(), timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as exc:
             raise _raise(exc) from None
 

@@ -52,6 +52,12 @@ def _signature(paths: Sequence[str]) -> tuple | None:
 
 def check_files(cert: str = "", key: str = "", ca: str = "") -> str | None:
     """Why a certificate with its key, and a CA, do not load (as gRPC would load them), or None when they do."""
+    for path in (cert, key, ca):
+        try:
+            if path:
+                Path(path).read_bytes()
+        except OSError as exc:
+            return f"cannot read {path}: {exc.strerror or exc}"
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         if cert:
@@ -59,7 +65,7 @@ def check_files(cert: str = "", key: str = "", ca: str = "") -> str | None:
         if ca:
             ctx.load_verify_locations(ca)
     except (OSError, ssl.SSLError) as exc:
-        return f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}"
+        return f"not a usable PEM certificate, key or CA ({getattr(exc, 'reason', None) or exc})"
     return None
 
 
@@ -85,7 +91,7 @@ class ReloadingServerCertificate:
         problem = check_files(cert, key, client_ca)
         if problem:
             what = f"{names[0]}, {names[1]}" + (f", {names[2]}" if client_ca else "")
-            raise InvalidArgument(f"{what}: not a usable certificate, key{' and CA' if client_ca else ''}: {problem}")
+            raise InvalidArgument(f"{what}: {problem}")
         initial = self._load(_signature(self.files))
         assert initial is not None
         self.initial = initial
@@ -198,7 +204,7 @@ def channel_credentials(
     problem = check_files(cert, key, ca)
     if problem:
         given = ", ".join(n for n, f in zip(names, (ca, cert, key), strict=True) if f)
-        raise InvalidArgument(f"{given}: not a usable TLS CA, certificate and key: {problem}")
+        raise InvalidArgument(f"{given}: {problem}")
     return grpc.ssl_channel_credentials(
         root_certificates=read_pem(ca, names[0]) if ca else None,
         private_key=read_pem(key, names[2]) if key else None,
