@@ -17,7 +17,7 @@ Service (``partsim-searcher``, ``partsim-searcher.NAMESPACE``, ``....svc``, ``..
 
 Keys are readable by all (mode 0644) so the containers' user (10001) can read the bind-mounted files; OUT_DIR
 itself is 0700. These are DEVELOPMENT certificates: in production use cert-manager (k8s/components/tls).
-Needs ``cryptography`` (in partsim's test extras).
+Needs ``cryptography`` (installed with partsim: its pyjwt[crypto] dependency brings it).
 """
 
 from __future__ import annotations

@@ -439,3 +439,32 @@ def gen_check(folder: Path) -> str | None:
     from partsim.services.tls import check_files
 
     return check_files(str(folder / "tls.crt"), str(folder / "tls.key"), str(folder / "ca.crt"))
+
+
+def test_compose_serves_tls_from_the_dev_certificates_and_admits_only_the_gateway_inside(tmp_path):
+    import yaml
+
+    services = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())["services"]
+    gen.generate(tmp_path / "certs")
+    for name in ("gateway", "embedder", "searcher", "separator"):
+        s, prefix = services[name], f"PARTSIM_{name.upper()}_"
+        env = {k.removeprefix(prefix).lower(): str(v) for k, v in s["environment"].items()}
+        binds = [str(v).split(":") for v in s["volumes"] if str(v).startswith("./certs/")]
+        assert binds and all(len(b) == 3 and b[2] == "ro" for b in binds), f"{name}: read-only binds of deploy/certs"
+        mounted = {target: tmp_path / "certs" / src.removeprefix("./certs/") for src, target, _ in binds}
+
+        def source(path: str, mounted=mounted) -> Path:
+            """The dev certificate file that the container's ``path`` is."""
+            return mounted[str(Path(path).parent)] / Path(path).name
+
+        assert gen_check(source(env["tls_cert"]).parent) is None and source(env["tls_key"]).is_file(), name
+        test = s["healthcheck"]["test"]
+        assert source(test[test.index("--tls-ca") + 1]).name == "ca.crt", name
+        if name == "gateway":
+            assert "tls_client_ca" not in env  # callers present tokens, not certificates
+            assert source(env["backend_tls_cert"]).parent.name == "gateway-client"
+            assert source(env["backend_tls_key"]).is_file() and source(env["backend_tls_ca"]).name == "ca.crt"
+        else:
+            assert env["tls_client_names"] == CLIENT_NAME and source(env["tls_client_ca"]).name == "ca.crt", name
+            own = source(test[test.index("--tls-cert") + 1]).parent
+            assert own.name == name and source(test[test.index("--tls-key") + 1]).is_file(), name
