@@ -301,6 +301,10 @@ class PartsimClient:
     def get_job(self, job_id: str):
         return self._call(self.stub.GetIngestJob, gateway_pb2.GetIngestJobRequest(job_id=job_id))
 
+    def retry_ingest_job(self, job_id: str):
+        """Queue the job's failed items again; the response's ``requeued`` and ``job`` (its status)."""
+        return self._call(self.stub.RetryIngestJob, gateway_pb2.RetryIngestJobRequest(job_id=job_id))
+
     # -- search --------------------------------------------------------------------------------
     def search_mix(
         self,

@@ -27,7 +27,7 @@ from partsim.v1 import separator_pb2 as partsim_dot_v1_dot_separator__pb2
 from partsim.v1 import types_pb2 as partsim_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18partsim/v1/gateway.proto\x12\npartsim.v1\x1a\x19partsim/v1/searcher.proto\x1a\x1apartsim/v1/separator.proto\x1a\x16partsim/v1/types.proto\"\x88\x01\n\x11\x45mbedPartsRequest\x12 \n\x05\x61udio\x18\x01 \x01(\x0b\x32\x11.partsim.v1.Audio\x12\x17\n\x0fsegment_seconds\x18\x02 \x01(\x01\x12\x13\n\x0bhop_seconds\x18\x03 \x01(\x01\x12#\n\x04mode\x18\x04 \x01(\x0e\x32\x15.partsim.v1.EmbedMode\"\x84\x01\n\x12\x45mbedPartsResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.partsim.v1.ModelInfo\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.partsim.v1.SegmentEmbedding\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x01\"\x9e\x01\n\x10IndexTrackHeader\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.partsim.v1.TrackMetadata\x12&\n\npcm_format\x18\x03 \x01(\x0b\x32\x12.partsim.v1.RawPcm\x12#\n\x04mode\x18\x04 \x01(\x0e\x32\x15.partsim.v1.EmbedMode\"_\n\x11IndexTrackRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.partsim.v1.IndexTrackHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"H\n\x12IndexTrackResponse\x12 \n\x05track\x18\x01 \x01(\x0b\x32\x11.partsim.v1.Track\x12\x10\n\x08replaced\x18\x02 \x01(\x08\"\x88\x01\n\nIngestItem\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.partsim.v1.TrackMetadata\x12\r\n\x03uri\x18\x03 \x01(\tH\x00\x12\"\n\x05\x61udio\x18\x04 \x01(\x0b\x32\x11.partsim.v1.AudioH\x00\x42\x08\n\x06source\"?\n\x16SubmitIngestJobRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.partsim.v1.IngestItem\")\n\x17SubmitIngestJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\".\n\x0bItemFailure\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"%\n\x13GetIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd0\x01\n\x14GetIngestJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.partsim.v1.JobState\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x11\n\tsucceeded\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x05\x12)\n\x08\x66\x61ilures\x18\x06 \x03(\x0b\x32\x17.partsim.v1.ItemFailure\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x12\n\nupdated_at\x18\x08 \x01(\x01\"T\n\x0eIndexedSegment\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x11\n\x07seconds\x18\x02 \x01(\x01H\x00\x12\x17\n\rsegment_index\x18\x03 \x01(\x05H\x00\x42\x04\n\x02\x61t\"\x1d\n\x0bVectorQuery\x12\x0e\n\x06vector\x18\x01 \x03(\x02\"\xa1\x01\n\tStemQuery\x12\x0c\n\x04part\x18\x01 \x01(\t\x12-\n\x07indexed\x18\x02 \x01(\x0b\x32\x1a.partsim.v1.IndexedSegmentH\x00\x12\"\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x11.partsim.v1.AudioH\x00\x12)\n\x06vector\x18\x04 \x01(\x0b\x32\x17.partsim.v1.VectorQueryH\x00\x42\x08\n\x06source\"\x92\x02\n\x10SearchMixRequest\x12&\n\x07queries\x18\x01 \x03(\x0b\x32\x15.partsim.v1.StemQuery\x12\x12\n\x05top_k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x43\n\x0cpart_weights\x18\x03 \x03(\x0b\x32-.partsim.v1.SearchMixRequest.PartWeightsEntry\x12\x19\n\x11\x65xclude_track_ids\x18\x04 \x03(\t\x12$\n\x04mode\x18\x05 \x01(\x0e\x32\x16.partsim.v1.SearchMode\x1a\x32\n\x10PartWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x08\n\x06_top_k\"\xdb\x01\n\x0cQueryWarning\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.partsim.v1.WarningCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0bquery_index\x18\x03 \x01(\x05\x12\x0c\n\x04part\x18\x04 \x01(\t\x12\x10\n\x08track_id\x18\x05 \x01(\t\x12\x15\n\rsegment_index\x18\x06 \x01(\x05\x12\x15\n\rstart_seconds\x18\x07 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x08 \x01(\x01\x12\x0c\n\x04norm\x18\t \x01(\x02\x12\r\n\x05power\x18\n \x01(\x02\"\x8c\x01\n\x11SearchMixResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.partsim.v1.MixHit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\ncandidates\x18\x03 \x01(\x03\x12*\n\x08warnings\x18\x04 \x03(\x0b\x32\x18.partsim.v1.QueryWarning\"\x99\x01\n\x12SearchStemsRequest\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.partsim.v1.StemQuery\x12\x12\n\x05top_k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x11\x65xclude_track_ids\x18\x03 \x03(\t\x12$\n\x04mode\x18\x04 \x01(\x0e\x32\x16.partsim.v1.SearchModeB\x08\n\x06_top_k\"{\n\x13SearchStemsResponse\x12!\n\x04hits\x18\x01 \x03(\x0b\x32\x13.partsim.v1.StemHit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12*\n\x08warnings\x18\x03 \x03(\x0b\x32\x18.partsim.v1.QueryWarning\"\x18\n\x16GetCatalogStatsRequest\"]\n\x17GetCatalogStatsResponse\x12+\n\x05stats\x18\x01 \x01(\x0b\x32\x1c.partsim.v1.GetStatsResponse\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"j\n\x0fGetStemsRequest\x12+\n\x07segment\x18\x01 \x01(\x0b\x32\x1a.partsim.v1.IndexedSegment\x12*\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x18.partsim.v1.StemEncoding\"\x97\x01\n\x0eGetStemsHeader\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x15\n\rsegment_index\x18\x02 \x01(\x05\x12\x15\n\rstart_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x04 \x01(\x01\x12\x30\n\nseparation\x18\x05 \x01(\x0b\x32\x1c.partsim.v1.SeparationHeader\"s\n\x10GetStemsResponse\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.partsim.v1.GetStemsHeaderH\x00\x12&\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x15.partsim.v1.StemChunkH\x00\x42\t\n\x07payload*V\n\tEmbedMode\x12\x1a\n\x16\x45MBED_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45MBED_MODE_FEATURE\x10\x01\x12\x15\n\x11\x45MBED_MODE_SIGNAL\x10\x02*f\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n\x0eJOB_STATE_DONE\x10\x03*P\n\x0bWarningCode\x12\x1c\n\x18WARNING_CODE_UNSPECIFIED\x10\x00\x12#\n\x1fWARNING_CODE_PART_JUDGED_ABSENT\x10\x01\x32\xfe\x06\n\x0ePartsimService\x12K\n\nEmbedParts\x12\x1d.partsim.v1.EmbedPartsRequest\x1a\x1e.partsim.v1.EmbedPartsResponse\x12M\n\nIndexTrack\x12\x1d.partsim.v1.IndexTrackRequest\x1a\x1e.partsim.v1.IndexTrackResponse(\x01\x12Z\n\x0fSubmitIngestJob\x12\".partsim.v1.SubmitIngestJobRequest\x1a#.partsim.v1.SubmitIngestJobResponse\x12Q\n\x0cGetIngestJob\x12\x1f.partsim.v1.GetIngestJobRequest\x1a .partsim.v1.GetIngestJobResponse\x12H\n\tSearchMix\x12\x1c.partsim.v1.SearchMixRequest\x1a\x1d.partsim.v1.SearchMixResponse\x12N\n\x0bSearchStems\x12\x1e.partsim.v1.SearchStemsRequest\x1a\x1f.partsim.v1.SearchStemsResponse\x12\x45\n\x08GetTrack\x12\x1b.partsim.v1.GetTrackRequest\x1a\x1c.partsim.v1.GetTrackResponse\x12K\n\nListTracks\x12\x1d.partsim.v1.ListTracksRequest\x1a\x1e.partsim.v1.ListTracksResponse\x12N\n\x0b\x44\x65leteTrack\x12\x1e.partsim.v1.DeleteTrackRequest\x1a\x1f.partsim.v1.DeleteTrackResponse\x12Z\n\x0fGetCatalogStats\x12\".partsim.v1.GetCatalogStatsRequest\x1a#.partsim.v1.GetCatalogStatsResponse\x12G\n\x08GetStems\x12\x1b.partsim.v1.GetStemsRequest\x1a\x1c.partsim.v1.GetStemsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18partsim/v1/gateway.proto\x12\npartsim.v1\x1a\x19partsim/v1/searcher.proto\x1a\x1apartsim/v1/separator.proto\x1a\x16partsim/v1/types.proto\"\x88\x01\n\x11\x45mbedPartsRequest\x12 \n\x05\x61udio\x18\x01 \x01(\x0b\x32\x11.partsim.v1.Audio\x12\x17\n\x0fsegment_seconds\x18\x02 \x01(\x01\x12\x13\n\x0bhop_seconds\x18\x03 \x01(\x01\x12#\n\x04mode\x18\x04 \x01(\x0e\x32\x15.partsim.v1.EmbedMode\"\x84\x01\n\x12\x45mbedPartsResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.partsim.v1.ModelInfo\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.partsim.v1.SegmentEmbedding\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x01\"\x9e\x01\n\x10IndexTrackHeader\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.partsim.v1.TrackMetadata\x12&\n\npcm_format\x18\x03 \x01(\x0b\x32\x12.partsim.v1.RawPcm\x12#\n\x04mode\x18\x04 \x01(\x0e\x32\x15.partsim.v1.EmbedMode\"_\n\x11IndexTrackRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.partsim.v1.IndexTrackHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"H\n\x12IndexTrackResponse\x12 \n\x05track\x18\x01 \x01(\x0b\x32\x11.partsim.v1.Track\x12\x10\n\x08replaced\x18\x02 \x01(\x08\"\x88\x01\n\nIngestItem\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.partsim.v1.TrackMetadata\x12\r\n\x03uri\x18\x03 \x01(\tH\x00\x12\"\n\x05\x61udio\x18\x04 \x01(\x0b\x32\x11.partsim.v1.AudioH\x00\x42\x08\n\x06source\"?\n\x16SubmitIngestJobRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.partsim.v1.IngestItem\")\n\x17SubmitIngestJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\".\n\x0bItemFailure\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"%\n\x13GetIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd0\x01\n\x14GetIngestJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.partsim.v1.JobState\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x11\n\tsucceeded\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x05\x12)\n\x08\x66\x61ilures\x18\x06 \x03(\x0b\x32\x17.partsim.v1.ItemFailure\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x12\n\nupdated_at\x18\x08 \x01(\x01\"\'\n\x15RetryIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"Y\n\x16RetryIngestJobResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x05\x12-\n\x03job\x18\x02 \x01(\x0b\x32 .partsim.v1.GetIngestJobResponse\"T\n\x0eIndexedSegment\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x11\n\x07seconds\x18\x02 \x01(\x01H\x00\x12\x17\n\rsegment_index\x18\x03 \x01(\x05H\x00\x42\x04\n\x02\x61t\"\x1d\n\x0bVectorQuery\x12\x0e\n\x06vector\x18\x01 \x03(\x02\"\xa1\x01\n\tStemQuery\x12\x0c\n\x04part\x18\x01 \x01(\t\x12-\n\x07indexed\x18\x02 \x01(\x0b\x32\x1a.partsim.v1.IndexedSegmentH\x00\x12\"\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x11.partsim.v1.AudioH\x00\x12)\n\x06vector\x18\x04 \x01(\x0b\x32\x17.partsim.v1.VectorQueryH\x00\x42\x08\n\x06source\"\x92\x02\n\x10SearchMixRequest\x12&\n\x07queries\x18\x01 \x03(\x0b\x32\x15.partsim.v1.StemQuery\x12\x12\n\x05top_k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x43\n\x0cpart_weights\x18\x03 \x03(\x0b\x32-.partsim.v1.SearchMixRequest.PartWeightsEntry\x12\x19\n\x11\x65xclude_track_ids\x18\x04 \x03(\t\x12$\n\x04mode\x18\x05 \x01(\x0e\x32\x16.partsim.v1.SearchMode\x1a\x32\n\x10PartWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x08\n\x06_top_k\"\xdb\x01\n\x0cQueryWarning\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.partsim.v1.WarningCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0bquery_index\x18\x03 \x01(\x05\x12\x0c\n\x04part\x18\x04 \x01(\t\x12\x10\n\x08track_id\x18\x05 \x01(\t\x12\x15\n\rsegment_index\x18\x06 \x01(\x05\x12\x15\n\rstart_seconds\x18\x07 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x08 \x01(\x01\x12\x0c\n\x04norm\x18\t \x01(\x02\x12\r\n\x05power\x18\n \x01(\x02\"\x8c\x01\n\x11SearchMixResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.partsim.v1.MixHit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\ncandidates\x18\x03 \x01(\x03\x12*\n\x08warnings\x18\x04 \x03(\x0b\x32\x18.partsim.v1.QueryWarning\"\x99\x01\n\x12SearchStemsRequest\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.partsim.v1.StemQuery\x12\x12\n\x05top_k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x11\x65xclude_track_ids\x18\x03 \x03(\t\x12$\n\x04mode\x18\x04 \x01(\x0e\x32\x16.partsim.v1.SearchModeB\x08\n\x06_top_k\"{\n\x13SearchStemsResponse\x12!\n\x04hits\x18\x01 \x03(\x0b\x32\x13.partsim.v1.StemHit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12*\n\x08warnings\x18\x03 \x03(\x0b\x32\x18.partsim.v1.QueryWarning\"\x18\n\x16GetCatalogStatsRequest\"]\n\x17GetCatalogStatsResponse\x12+\n\x05stats\x18\x01 \x01(\x0b\x32\x1c.partsim.v1.GetStatsResponse\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"j\n\x0fGetStemsRequest\x12+\n\x07segment\x18\x01 \x01(\x0b\x32\x1a.partsim.v1.IndexedSegment\x12*\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x18.partsim.v1.StemEncoding\"\x97\x01\n\x0eGetStemsHeader\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x15\n\rsegment_index\x18\x02 \x01(\x05\x12\x15\n\rstart_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x04 \x01(\x01\x12\x30\n\nseparation\x18\x05 \x01(\x0b\x32\x1c.partsim.v1.SeparationHeader\"s\n\x10GetStemsResponse\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.partsim.v1.GetStemsHeaderH\x00\x12&\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x15.partsim.v1.StemChunkH\x00\x42\t\n\x07payload*V\n\tEmbedMode\x12\x1a\n\x16\x45MBED_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45MBED_MODE_FEATURE\x10\x01\x12\x15\n\x11\x45MBED_MODE_SIGNAL\x10\x02*f\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n\x0eJOB_STATE_DONE\x10\x03*P\n\x0bWarningCode\x12\x1c\n\x18WARNING_CODE_UNSPECIFIED\x10\x00\x12#\n\x1fWARNING_CODE_PART_JUDGED_ABSENT\x10\x01\x32\xd7\x07\n\x0ePartsimService\x12K\n\nEmbedParts\x12\x1d.partsim.v1.EmbedPartsRequest\x1a\x1e.partsim.v1.EmbedPartsResponse\x12M\n\nIndexTrack\x12\x1d.partsim.v1.IndexTrackRequest\x1a\x1e.partsim.v1.IndexTrackResponse(\x01\x12Z\n\x0fSubmitIngestJob\x12\".partsim.v1.SubmitIngestJobRequest\x1a#.partsim.v1.SubmitIngestJobResponse\x12Q\n\x0cGetIngestJob\x12\x1f.partsim.v1.GetIngestJobRequest\x1a .partsim.v1.GetIngestJobResponse\x12W\n\x0eRetryIngestJob\x12!.partsim.v1.RetryIngestJobRequest\x1a\".partsim.v1.RetryIngestJobResponse\x12H\n\tSearchMix\x12\x1c.partsim.v1.SearchMixRequest\x1a\x1d.partsim.v1.SearchMixResponse\x12N\n\x0bSearchStems\x12\x1e.partsim.v1.SearchStemsRequest\x1a\x1f.partsim.v1.SearchStemsResponse\x12\x45\n\x08GetTrack\x12\x1b.partsim.v1.GetTrackRequest\x1a\x1c.partsim.v1.GetTrackResponse\x12K\n\nListTracks\x12\x1d.partsim.v1.ListTracksRequest\x1a\x1e.partsim.v1.ListTracksResponse\x12N\n\x0b\x44\x65leteTrack\x12\x1e.partsim.v1.DeleteTrackRequest\x1a\x1f.partsim.v1.DeleteTrackResponse\x12Z\n\x0fGetCatalogStats\x12\".partsim.v1.GetCatalogStatsRequest\x1a#.partsim.v1.GetCatalogStatsResponse\x12G\n\x08GetStems\x12\x1b.partsim.v1.GetStemsRequest\x1a\x1c.partsim.v1.GetStemsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SEARCHMIXREQUEST_PARTWEIGHTSENTRY']._loaded_options = None
   _globals['_SEARCHMIXREQUEST_PARTWEIGHTSENTRY']._serialized_options = b'8\001'
-  _globals['_EMBEDMODE']._serialized_start=2974
-  _globals['_EMBEDMODE']._serialized_end=3060
-  _globals['_JOBSTATE']._serialized_start=3062
-  _globals['_JOBSTATE']._serialized_end=3164
-  _globals['_WARNINGCODE']._serialized_start=3166
-  _globals['_WARNINGCODE']._serialized_end=3246
+  _globals['_EMBEDMODE']._serialized_start=3106
+  _globals['_EMBEDMODE']._serialized_end=3192
+  _globals['_JOBSTATE']._serialized_start=3194
+  _globals['_JOBSTATE']._serialized_end=3296
+  _globals['_WARNINGCODE']._serialized_start=3298
+  _globals['_WARNINGCODE']._serialized_end=3378
   _globals['_EMBEDPARTSREQUEST']._serialized_start=120
   _globals['_EMBEDPARTSREQUEST']._serialized_end=256
   _globals['_EMBEDPARTSRESPONSE']._serialized_start=259
@@ -64,34 +64,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETINGESTJOBREQUEST']._serialized_end=1057
   _globals['_GETINGESTJOBRESPONSE']._serialized_start=1060
   _globals['_GETINGESTJOBRESPONSE']._serialized_end=1268
-  _globals['_INDEXEDSEGMENT']._serialized_start=1270
-  _globals['_INDEXEDSEGMENT']._serialized_end=1354
-  _globals['_VECTORQUERY']._serialized_start=1356
-  _globals['_VECTORQUERY']._serialized_end=1385
-  _globals['_STEMQUERY']._serialized_start=1388
-  _globals['_STEMQUERY']._serialized_end=1549
-  _globals['_SEARCHMIXREQUEST']._serialized_start=1552
-  _globals['_SEARCHMIXREQUEST']._serialized_end=1826
-  _globals['_SEARCHMIXREQUEST_PARTWEIGHTSENTRY']._serialized_start=1766
-  _globals['_SEARCHMIXREQUEST_PARTWEIGHTSENTRY']._serialized_end=1816
-  _globals['_QUERYWARNING']._serialized_start=1829
-  _globals['_QUERYWARNING']._serialized_end=2048
-  _globals['_SEARCHMIXRESPONSE']._serialized_start=2051
-  _globals['_SEARCHMIXRESPONSE']._serialized_end=2191
-  _globals['_SEARCHSTEMSREQUEST']._serialized_start=2194
-  _globals['_SEARCHSTEMSREQUEST']._serialized_end=2347
-  _globals['_SEARCHSTEMSRESPONSE']._serialized_start=2349
-  _globals['_SEARCHSTEMSRESPONSE']._serialized_end=2472
-  _globals['_GETCATALOGSTATSREQUEST']._serialized_start=2474
-  _globals['_GETCATALOGSTATSREQUEST']._serialized_end=2498
-  _globals['_GETCATALOGSTATSRESPONSE']._serialized_start=2500
-  _globals['_GETCATALOGSTATSRESPONSE']._serialized_end=2593
-  _globals['_GETSTEMSREQUEST']._serialized_start=2595
-  _globals['_GETSTEMSREQUEST']._serialized_end=2701
-  _globals['_GETSTEMSHEADER']._serialized_start=2704
-  _globals['_GETSTEMSHEADER']._serialized_end=2855
-  _globals['_GETSTEMSRESPONSE']._serialized_start=2857
-  _globals['_GETSTEMSRESPONSE']._serialized_end=2972
-  _globals['_PARTSIMSERVICE']._serialized_start=3249
-  _globals['_PARTSIMSERVICE']._serialized_end=4143
+  _globals['_RETRYINGESTJOBREQUEST']._serialized_start=1270
+  _globals['_RETRYINGESTJOBREQUEST']._serialized_end=1309
+  _globals['_RETRYINGESTJOBRESPONSE']._serialized_start=1311
+  _globals['_RETRYINGESTJOBRESPONSE']._serialized_end=1400
+  _globals['_INDEXEDSEGMENT']._serialized_start=1402
+  _globals['_INDEXEDSEGMENT']._serialized_end=1486
+  _globals['_VECTORQUERY']._serialized_start=1488
+  _globals['_VECTORQUERY']._serialized_end=1517
+  _globals['_STEMQUERY']._serialized_start=1520
+  _globals['_STEMQUERY']._serialized_end=1681
+  _globals['_SEARCHMIXREQUEST']._serialized_start=1684
+  _globals['_SEARCHMIXREQUEST']._serialized_end=1958
+  _globals['_SEARCHMIXREQUEST_PARTWEIGHTSENTRY']._serialized_start=1898
+  _globals['_SEARCHMIXREQUEST_PARTWEIGHTSENTRY']._serialized_end=1948
+  _globals['_QUERYWARNING']._serialized_start=1961
+  _globals['_QUERYWARNING']._serialized_end=2180
+  _globals['_SEARCHMIXRESPONSE']._serialized_start=2183
+  _globals['_SEARCHMIXRESPONSE']._serialized_end=2323
+  _globals['_SEARCHSTEMSREQUEST']._serialized_start=2326
+  _globals['_SEARCHSTEMSREQUEST']._serialized_end=2479
+  _globals['_SEARCHSTEMSRESPONSE']._serialized_start=2481
+  _globals['_SEARCHSTEMSRESPONSE']._serialized_end=2604
+  _globals['_GETCATALOGSTATSREQUEST']._serialized_start=2606
+  _globals['_GETCATALOGSTATSREQUEST']._serialized_end=2630
+  _globals['_GETCATALOGSTATSRESPONSE']._serialized_start=2632
+  _globals['_GETCATALOGSTATSRESPONSE']._serialized_end=2725
+  _globals['_GETSTEMSREQUEST']._serialized_start=2727
+  _globals['_GETSTEMSREQUEST']._serialized_end=2833
+  _globals['_GETSTEMSHEADER']._serialized_start=2836
+  _globals['_GETSTEMSHEADER']._serialized_end=2987
+  _globals['_GETSTEMSRESPONSE']._serialized_start=2989
+  _globals['_GETSTEMSRESPONSE']._serialized_end=3104
+  _globals['_PARTSIMSERVICE']._serialized_start=3381
+  _globals['_PARTSIMSERVICE']._serialized_end=4364
 # @@protoc_insertion_point(module_scope)

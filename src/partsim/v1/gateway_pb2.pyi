@@ -145,6 +145,20 @@ class GetIngestJobResponse(_message.Message):
     updated_at: float
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., total: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[ItemFailure, _Mapping]]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
 
+class RetryIngestJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class RetryIngestJobResponse(_message.Message):
+    __slots__ = ("requeued", "job")
+    REQUEUED_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    requeued: int
+    job: GetIngestJobResponse
+    def __init__(self, requeued: _Optional[int] = ..., job: _Optional[_Union[GetIngestJobResponse, _Mapping]] = ...) -> None: ...
+
 class IndexedSegment(_message.Message):
     __slots__ = ("track_id", "seconds", "segment_index")
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -56,6 +56,11 @@ class PartsimServiceStub:
                 request_serializer=partsim_dot_v1_dot_gateway__pb2.GetIngestJobRequest.SerializeToString,
                 response_deserializer=partsim_dot_v1_dot_gateway__pb2.GetIngestJobResponse.FromString,
                 _registered_method=True)
+        self.RetryIngestJob = channel.unary_unary(
+                '/partsim.v1.PartsimService/RetryIngestJob',
+                request_serializer=partsim_dot_v1_dot_gateway__pb2.RetryIngestJobRequest.SerializeToString,
+                response_deserializer=partsim_dot_v1_dot_gateway__pb2.RetryIngestJobResponse.FromString,
+                _registered_method=True)
         self.SearchMix = channel.unary_unary(
                 '/partsim.v1.PartsimService/SearchMix',
                 request_serializer=partsim_dot_v1_dot_gateway__pb2.SearchMixRequest.SerializeToString,
@@ -121,6 +126,15 @@ class PartsimServiceServicer:
 
     def GetIngestJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryIngestJob(self, request, context):
+        """Queue the failed items of a job again (a running or finished one): the same job id, their
+        failures and the failed count taken back. Idempotent: a second call queues none (until one
+        fails again). NOT_FOUND for an unknown or expired job.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -193,6 +207,11 @@ def add_PartsimServiceServicer_to_server(servicer, server):
                     servicer.GetIngestJob,
                     request_deserializer=partsim_dot_v1_dot_gateway__pb2.GetIngestJobRequest.FromString,
                     response_serializer=partsim_dot_v1_dot_gateway__pb2.GetIngestJobResponse.SerializeToString,
+            ),
+            'RetryIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryIngestJob,
+                    request_deserializer=partsim_dot_v1_dot_gateway__pb2.RetryIngestJobRequest.FromString,
+                    response_serializer=partsim_dot_v1_dot_gateway__pb2.RetryIngestJobResponse.SerializeToString,
             ),
             'SearchMix': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchMix,
@@ -339,6 +358,33 @@ class PartsimService:
             '/partsim.v1.PartsimService/GetIngestJob',
             partsim_dot_v1_dot_gateway__pb2.GetIngestJobRequest.SerializeToString,
             partsim_dot_v1_dot_gateway__pb2.GetIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/partsim.v1.PartsimService/RetryIngestJob',
+            partsim_dot_v1_dot_gateway__pb2.RetryIngestJobRequest.SerializeToString,
+            partsim_dot_v1_dot_gateway__pb2.RetryIngestJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

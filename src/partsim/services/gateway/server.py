@@ -153,6 +153,12 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             updated_at=st.updated_at,
         )
 
+    def RetryIngestJob(self, request, context):
+        if not request.job_id:
+            raise InvalidArgument("job_id is empty")
+        requeued = self.jobs.retry(request.job_id)
+        return gateway_pb2.RetryIngestJobResponse(requeued=requeued, job=self.GetIngestJob(request, context))
+
     # ------------------------------------------------------------------------------------------
     # search and listening
     def SearchMix(self, request, context):
@@ -210,8 +216,8 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
     def DeleteTrack(self, request, context):
         check_track_id(request.track_id)
         resp = self.backends.searcher.DeleteTrack(request, timeout=self.backends.deadline)
-        if self.audio is not None:
-            self.audio.delete(request.track_id)
+        if self.audio is not None:  # the deleted version's only: a write under way keeps its own
+            self.audio.delete(request.track_id, resp.version)
         return resp
 
     def GetCatalogStats(self, request, context):

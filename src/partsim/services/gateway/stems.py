@@ -44,11 +44,11 @@ def stem_stream(
     """The header (naming the segment) and then the stems in chunks of at most ``CHUNK_BYTES``."""
     if audio_store is None:
         raise FailedPrecondition(f"this gateway keeps no audio ({PREFIX}_STORE_AUDIO is off)")
-    audio = audio_store.get(track.track_id)
+    audio = audio_store.get(track.track_id, track.version)  # the upload the catalog's version came from
     if audio is None:
         raise FailedPrecondition(
-            f"the audio of track {track.track_id} was not kept when it was indexed; "
-            "index it again to listen to its stems"
+            f"the audio of track {track.track_id} was not kept when it was indexed, or the track was "
+            "re-indexed or deleted meanwhile; index it again (or ask again) to listen to its stems"
         )
     start = idx * track.segment_seconds
     end = min(start + track.segment_seconds, track.duration_seconds)

@@ -11,7 +11,10 @@ for Redis) consumes entries and keeps the per-job counts. Delivery is at-least-o
   been idle longer than the visibility timeout (the claiming gateway is gone or stuck);
 * accounting is deduplicated per item (a per-job set of accounted item indexes), so a redelivered
   item never counts twice and ``succeeded + failed <= total`` always holds. An item found already
-  accounted is acknowledged without calling ``process`` again.
+  accounted is acknowledged without calling ``process`` again;
+* a failed item is kept (its source, and its uploaded bytes until the job expires) so that
+  :meth:`JobQueue.retry` can queue the failed items of a job again: same job id, their failures
+  and the failed count taken back, each item then accounted once more like a new one.
 
 Two back ends with the same semantics: :class:`RedisJobQueue` (``redis_queue.py``: a Redis Stream
 ``partsim:ingest`` with consumer group ``ingesters``; job records in hashes) and :class:`LocalJobQueue`

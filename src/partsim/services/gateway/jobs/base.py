@@ -79,6 +79,10 @@ def _failure_message(exc: Exception) -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
+def _unknown_job(job_id: str) -> NotFound:
+    return NotFound(f"no ingest job {job_id!r} (unknown, or finished and expired)")
+
+
 def check_items(items: list[IngestItem]) -> None:
     if not items:
         raise InvalidArgument("an ingest job needs at least one item")
@@ -121,7 +125,7 @@ class JobQueue(ABC):
         """The job's status; :class:`NotFound` for an unknown (or expired) id."""
         rec = self._job_record(job_id)
         if rec is None:
-            raise NotFound(f"no ingest job {job_id!r} (unknown, or finished and expired)")
+            raise _unknown_job(job_id)
         return JobStatus(
             job_id=job_id,
             state=job_state(rec.total, rec.succeeded, rec.failed, rec.started),
@@ -132,6 +136,18 @@ class JobQueue(ABC):
             created_at=rec.created_at,
             updated_at=rec.updated_at,
         )
+
+    def retry(self, job_id: str) -> int:
+        """Queue the job's failed items again (same job: their failures and the failed count are taken
+        back, the state turns running); the number queued. Idempotent: a second call finds none failed
+        (until one fails again). A failed item's upload is kept for this until its job expires.
+        :class:`NotFound` for an unknown (or expired) id."""
+        n = self._retry(job_id)
+        if n is None:
+            raise _unknown_job(job_id)
+        if n:
+            log.info("ingest job %s: %d failed item(s) queued again", job_id, n)
+        return n
 
     @abstractmethod
     def depth(self) -> int:
@@ -210,6 +226,10 @@ class JobQueue(ABC):
         """The job's record; None for an unknown (or expired) id."""
 
     @abstractmethod
+    def _retry(self, job_id: str) -> int | None:
+        """Queue the job's failed items again in one step (see :meth:`retry`); None for an unknown job."""
+
+    @abstractmethod
     def _recover(self) -> None:
         """Make this consumer's own unacknowledged claims (from a previous run) deliverable now."""
 
@@ -227,11 +247,12 @@ class JobQueue(ABC):
 
     @abstractmethod
     def _account(self, d: Delivery, ok: bool, message: str) -> None:
-        """Count the outcome once per item (idempotent)."""
+        """Count the outcome once per item (idempotent); keep a failed item for :meth:`retry`."""
 
     @abstractmethod
     def _ack(self, d: Delivery) -> None:
-        """Remove the entry from the queue and delete its uploaded bytes."""
+        """Remove the entry from the queue, and its uploaded bytes unless kept (a failed item, or one
+        queued again)."""
 
     def _backend_error(self, exc: Exception) -> None:
         if not self._backend_down:

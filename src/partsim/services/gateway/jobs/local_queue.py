@@ -30,7 +30,12 @@ CREATE TABLE IF NOT EXISTS items (
     enqueued_at REAL NOT NULL, claimed_by TEXT, claimed_at REAL);
 CREATE TABLE IF NOT EXISTS accounted (job_id TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (job_id, idx));
 CREATE TABLE IF NOT EXISTS failures (job_id TEXT NOT NULL, track_id TEXT NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS failed_items (
+    job_id TEXT NOT NULL, idx INTEGER NOT NULL, track_id TEXT NOT NULL, metadata TEXT NOT NULL, uri TEXT,
+    spool TEXT, PRIMARY KEY (job_id, idx));
 CREATE INDEX IF NOT EXISTS failures_job ON failures (job_id);
+CREATE INDEX IF NOT EXISTS items_spool ON items (spool);
+CREATE INDEX IF NOT EXISTS failed_items_spool ON failed_items (spool);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 """
 
@@ -39,8 +44,9 @@ class LocalJobQueue(JobQueue):
     """SQLite back end for a single gateway: ``data_dir/jobs.sqlite3`` (WAL) and ``data_dir/ingest-spool/``.
 
     One connection guarded by a lock; claims use ``BEGIN IMMEDIATE`` so several queue objects on
-    the same folder are still safe. Acknowledging deletes the item row and its spool file; the
-    ``accounted`` table is the per-item dedupe set.
+    the same folder are still safe. Acknowledging deletes the item row, and its spool file once no
+    row refers to it; the ``accounted`` table is the per-item dedupe set; ``failed_items`` keeps a
+    failed item (and so its spool file) for :meth:`retry`.
     """
 
     def __init__(
@@ -91,13 +97,30 @@ class LocalJobQueue(JobQueue):
         self._next_purge = now + 60
         with self._tx() as db:
             old = [r[0] for r in db.execute("SELECT id FROM jobs WHERE finished_at < ?", (now - self.job_ttl_seconds,))]
-            for table, col in (("failures", "job_id"), ("accounted", "job_id"), ("jobs", "id")):
+            kept = [
+                r[0]
+                for j in old
+                for r in db.execute("SELECT spool FROM failed_items WHERE job_id = ? AND spool IS NOT NULL", (j,))
+            ]
+            for table, col in (
+                ("failures", "job_id"),
+                ("accounted", "job_id"),
+                ("failed_items", "job_id"),
+                ("jobs", "id"),
+            ):
                 db.executemany(f"DELETE FROM {table} WHERE {col} = ?", [(j,) for j in old])
+        for spool in kept:
+            Path(spool).unlink(missing_ok=True)
 
     def _sweep_spool(self) -> None:
         """Remove spool files no item refers to (a submit that died half-way), if over an hour old."""
         with self._lock:
-            referenced = {r[0] for r in self._db.execute("SELECT spool FROM items WHERE spool IS NOT NULL")}
+            referenced = {
+                r[0]
+                for r in self._db.execute(
+                    "SELECT spool FROM items WHERE spool IS NOT NULL UNION SELECT spool FROM failed_items"
+                )
+            }
         cutoff = time.time() - 3600
         for p in self.spool.iterdir():
             try:
@@ -243,10 +266,53 @@ class LocalJobQueue(JobQueue):
                 db.execute(
                     "INSERT INTO failures (job_id, track_id, message) VALUES (?, ?, ?)", (d.job_id, d.track_id, message)
                 )
+                db.execute(
+                    "INSERT OR REPLACE INTO failed_items (job_id, idx, track_id, metadata, uri, spool) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (d.job_id, d.idx, d.track_id, json.dumps(d.metadata), d.uri, d.audio_ref),
+                )
             db.execute("UPDATE jobs SET finished_at = ? WHERE id = ? AND succeeded + failed >= total", (now, d.job_id))
 
     def _ack(self, d: Delivery) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM items WHERE seq = ?", (d.token,))
-        if d.audio_ref is not None:
-            Path(d.audio_ref).unlink(missing_ok=True)
+            # the spool file stays while a failed item (for retry) or an item queued again refers to it
+            kept = (
+                d.audio_ref is not None
+                and db.execute(
+                    "SELECT 1 FROM failed_items WHERE spool = ?1 UNION ALL SELECT 1 FROM items WHERE spool = ?1",
+                    (d.audio_ref,),
+                ).fetchone()
+            )
+            if d.audio_ref is not None and not kept:
+                Path(d.audio_ref).unlink(missing_ok=True)
+
+    def _retry(self, job_id: str) -> int | None:
+        now = time.time()
+        with self._tx() as db:
+            job = db.execute("SELECT finished_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if job is None or (job[0] is not None and job[0] < now - self.job_ttl_seconds):
+                return None
+            rows = db.execute(
+                "SELECT idx, track_id, metadata, uri, spool FROM failed_items WHERE job_id = ? ORDER BY idx", (job_id,)
+            ).fetchall()
+            if not rows:
+                return 0
+            db.executemany(
+                "INSERT INTO items (job_id, idx, track_id, metadata, uri, spool, enqueued_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(job_id, *r, now) for r in rows],
+            )
+            for idx, track_id, *_ in rows:
+                db.execute("DELETE FROM accounted WHERE job_id = ? AND idx = ?", (job_id, idx))
+                db.execute(
+                    "DELETE FROM failures WHERE rowid = "
+                    "(SELECT MIN(rowid) FROM failures WHERE job_id = ? AND track_id = ?)",
+                    (job_id, track_id),
+                )
+            db.execute("DELETE FROM failed_items WHERE job_id = ?", (job_id,))
+            db.execute(
+                "UPDATE jobs SET failed = failed - ?, finished_at = NULL, updated_at = ? WHERE id = ?",
+                (len(rows), now, job_id),
+            )
+        return len(rows)

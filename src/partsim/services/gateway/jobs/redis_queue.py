@@ -17,39 +17,10 @@ from typing import Any
 
 from partsim.errors import InvalidArgument, NotFound, Unavailable
 
+from . import redis_scripts
 from .base import DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, Delivery, IngestItem, JobQueue, JobRecord
 
 log = logging.getLogger("partsim.gateway.jobs")
-
-# Count an item once: KEYS job hash, accounted set, failures list;
-# ARGV item index, "1"|"0", failure JSON, now, ttl. Returns 1 counted, 0 already counted, -1 job gone.
-_ACCOUNT_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-if ARGV[2] == '1' then
-  redis.call('HINCRBY', KEYS[1], 'succeeded', 1)
-else
-  redis.call('HINCRBY', KEYS[1], 'failed', 1)
-  redis.call('RPUSH', KEYS[3], ARGV[3])
-end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
-local v = redis.call('HMGET', KEYS[1], 'total', 'succeeded', 'failed')
-if tonumber(v[2]) + tonumber(v[3]) >= tonumber(v[1]) then
-  redis.call('HSET', KEYS[1], 'finished_at', ARGV[4])
-  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-end
-return 1
-"""
-
-# KEYS job hash, accounted set; ARGV item index, now. Returns 1 if the item needs no processing.
-_BEGIN_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 1 end
-if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]) == 1 then
-  redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-end
-return 0
-"""
 
 
 class RedisJobQueue(JobQueue):
@@ -57,8 +28,10 @@ class RedisJobQueue(JobQueue):
 
     Keys (``prefix`` defaults to ``partsim``): stream ``<prefix>:ingest`` with group ``ingesters``;
     job hash ``<prefix>:job:{<id>}``, accounted-item set ``...:done``, failures list
-    ``...:failures``; uploaded bytes ``<prefix>:upload:{<id>}:<index>``. Acknowledging an entry
-    XACKs and XDELs it (so XLEN is the number of unacknowledged items) and deletes its upload.
+    ``...:failures``, failed items kept for a retry ``...:retry``; uploaded bytes
+    ``<prefix>:upload:{<id>}:<index>``. Acknowledging an entry XACKs and XDELs it (so XLEN is the
+    number of unacknowledged items) and deletes its upload unless a retry may need it (the atomic
+    steps are the Lua scripts of :mod:`.redis_scripts`).
     """
 
     stream_name = "ingest"
@@ -94,8 +67,10 @@ class RedisJobQueue(JobQueue):
             raise InvalidArgument(f"bad Redis URL {redis_url!r}: {exc}") from None
         self._prefix = prefix
         self._stream = f"{prefix}:{self.stream_name}"
-        self._account_script = self._r.register_script(_ACCOUNT_LUA)
-        self._begin_script = self._r.register_script(_BEGIN_LUA)
+        self._account_script = self._r.register_script(redis_scripts.ACCOUNT)
+        self._begin_script = self._r.register_script(redis_scripts.BEGIN)
+        self._ack_script = self._r.register_script(redis_scripts.ACK)
+        self._retry_script = self._r.register_script(redis_scripts.RETRY)
         self._autoclaim_cursor = "0-0"
         self._next_autoclaim = 0.0
         self._backlog: deque[Delivery] = deque()
@@ -272,23 +247,29 @@ class RedisJobQueue(JobQueue):
 
     def _account(self, d: Delivery, ok: bool, message: str) -> None:
         key = self._job_key(d.job_id)
+        failure = json.dumps([d.track_id, message])
+        source = {"audio": d.audio_ref} if d.audio_ref is not None else {"uri": d.uri}
+        kept = {"job": d.job_id, "track": d.track_id, "meta": json.dumps(d.metadata), **source, "failure": failure}
         with self._errors():
             self._account_script(
-                keys=[key, key + ":done", key + ":failures"],
-                args=[
-                    d.idx,
-                    "1" if ok else "0",
-                    json.dumps([d.track_id, message]),
-                    repr(time.time()),
-                    self.job_ttl_seconds,
-                ],
+                keys=[key, key + ":done", key + ":failures", key + ":retry"],
+                args=[d.idx, "1" if ok else "0", failure, repr(time.time()), self.job_ttl_seconds, json.dumps(kept)],
             )
 
     def _ack(self, d: Delivery) -> None:
-        pipe = self._r.pipeline(transaction=True)
-        pipe.xack(self._stream, self.group, d.token)
-        pipe.xdel(self._stream, d.token)
-        if d.audio_ref is not None:
-            pipe.delete(d.audio_ref)
+        key = self._job_key(d.job_id)
         with self._errors():
-            pipe.execute()
+            self._ack_script(
+                keys=[self._stream, key, key + ":done", key + ":retry"],
+                args=[self.group, d.token, d.idx, d.audio_ref or ""],
+            )
+
+    def _retry(self, job_id: str) -> int | None:
+        key = self._job_key(job_id)
+        with self._errors():
+            n = int(
+                self._retry_script(
+                    keys=[key, key + ":done", key + ":failures", key + ":retry", self._stream], args=[repr(time.time())]
+                )
+            )
+        return None if n < 0 else n
