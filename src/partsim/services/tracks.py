@@ -88,14 +88,16 @@ def check_metadata(meta: Metadata, prefix: str = "metadata") -> None:
 
 
 def check_norm_fits(vector: np.ndarray, what: str) -> None:
-    """InvalidArgument (reason INVALID_VECTOR) when ``vector`` is finite but its norm overflows float32 (so
-    it cannot be normalised there); other vectors pass (zero and NaN have their own checks and words)."""
-    v = np.asarray(vector, dtype=np.float64)
-    if np.all(np.isfinite(v)):
-        norm = float(np.linalg.norm(v))
-        if norm > FLOAT32_MAX:
-            raise InvalidArgument(
-                f"{what}: the vector's values are finite but its norm ({norm:.3g}) overflows float32 (at most "
-                f"{FLOAT32_MAX:.3g}); scale it down: only its direction counts",
-                reason="INVALID_VECTOR",
-            )
+    """InvalidArgument (reason INVALID_VECTOR) when ``vector`` is finite but its norm overflows in float32 (the
+    squares of its values add up beyond :data:`FLOAT32_MAX`), so it cannot be normalised where the services
+    compute in float32; other vectors pass (zero and NaN have their own checks and words)."""
+    v = np.asarray(vector, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        overflows = bool(np.all(np.isfinite(v))) and not np.isfinite(np.linalg.norm(v))
+    if overflows:
+        raise InvalidArgument(
+            f"{what}: the vector's values are finite but its norm overflows float32 (their squares add up "
+            f"beyond {FLOAT32_MAX:.3g}; the largest is {float(np.max(np.abs(v))):.3g}); scale it down: only its "
+            "direction counts",
+            reason="INVALID_VECTOR",
+        )

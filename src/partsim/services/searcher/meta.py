@@ -19,6 +19,7 @@ deleting tracks shrinks the file. A full disk is ResourceExhausted (STORAGE_FULL
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from partsim.errors import storage_error
+
+log = logging.getLogger("partsim.searcher")
 
 AUTO_VACUUM_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 RECLAIM_PAGES = 16  # free pages (4 KiB each by default) a write gives back to the file system
@@ -132,11 +135,19 @@ class MetaDB:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
                     raise
-                if self._db.execute("PRAGMA freelist_count").fetchone()[0] >= RECLAIM_PAGES:
-                    self._db.executescript("PRAGMA incremental_vacuum;")  # executescript: every step, not one page
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except (sqlite3.Error, OSError) as exc:
                 raise storage_error(exc, "the searcher's track metadata") from exc
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        """Give free pages back to the file system once there are :data:`RECLAIM_PAGES` (the lock held); a
+        failure (a full disk) leaves them for the next write: the write before it was committed."""
+        try:
+            if self._db.execute("PRAGMA freelist_count").fetchone()[0] >= RECLAIM_PAGES:
+                self._db.executescript("PRAGMA incremental_vacuum;")  # executescript: every step, not one page
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("could not reclaim free pages of %s: %s", self.path, exc)
 
     def next_generation(self) -> int:
         """A generation no write has had before (durable: committed before it is returned)."""
