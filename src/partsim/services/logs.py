@@ -77,8 +77,9 @@ class SafeStreamHandler(logging.StreamHandler):
                 }
             )
             super().emit(note)
-            if self.lost == before:  # written: those are reported
-                self._reported = self.lost + dropped
+            if self.lost > before:  # the output still fails: the record is lost too (the note is not counted)
+                return
+            self._reported = self.lost + dropped
         super().emit(record)
 
 
