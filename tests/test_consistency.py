@@ -25,7 +25,7 @@ import pytest
 import redis as redis_py
 
 from partsim.client import PartsimClient
-from partsim.errors import InvalidArgument, NotFound, Unavailable
+from partsim.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable, storage_error
 from partsim.services.gateway.audio_store import AudioStore
 from partsim.services.gateway.jobs import IngestItem, make_job_queue
 from partsim.services.searcher.meta import TrackInfo
@@ -39,6 +39,8 @@ from .redis_server import redis_server, redis_url  # noqa: F401
 
 PARTS = ["drums", "bass"]
 DIM = 4
+# what the metadata file raises when the disk is full (a failed SQLite commit; nothing written)
+META_DISK_FULL = storage_error(sqlite3.OperationalError("database or disk is full"), "the searcher's track metadata")
 
 
 # ------------------------------------------------------------------ atomic replace on a real store
@@ -110,7 +112,7 @@ OLD, NEW = version(3, seed=1), version(2, seed=2)
     "where, fault",
     [
         ("insert", Unavailable("Milvus failed to insert: disk full")),  # half-way: the first part's rows written
-        ("put_many", sqlite3.OperationalError("database or disk is full")),  # at the switch
+        ("put_many", META_DISK_FULL),  # at the switch
     ],
 )
 def test_a_replace_failing_before_the_switch_leaves_the_old_version_searchable_and_listed(tmp_path, where, fault):
@@ -127,9 +129,9 @@ def test_a_replace_failing_before_the_switch_leaves_the_old_version_searchable_a
 def test_rows_of_a_write_that_died_before_the_switch_are_removed_at_the_next_open(tmp_path):
     with opened(tmp_path) as store:
         store.upsert(info("old", OLD), OLD)
-        fail_on(store.meta, "put_many", sqlite3.OperationalError("database or disk is full"))
+        fail_on(store.meta, "put_many", META_DISK_FULL)
         fail_on(store.milvus, "delete_keys", Unavailable("Milvus is gone"))  # nor can the new rows be removed
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(ResourceExhausted):
             store.upsert(info("new", NEW), NEW)
         assert store.get_track("song").title == "old"
         assert all(len(keys) == len(OLD) + len(NEW) for keys in stored_keys(store, "song"))  # both versions' rows
