@@ -6,6 +6,9 @@ to every test module, add to tests/conftest.py::
 
     from .redis_server import redis_server, redis_url  # noqa: F401
 
+``RedisServer(password="...")`` starts it with ``--requirepass`` (``url`` then carries the password);
+``RedisServer(tls=(cert, key, ca))`` serves TLS only (``url`` is ``rediss://``; clients need the CA).
+
 Without /usr/bin/redis-server (or ``$PARTSIM_TEST_REDIS_SERVER``) the fixtures skip with a reason.
 Nothing is persisted (``--save "" --appendonly no``); the working directory and log file live
 in a temporary folder that is removed on stop. The server is stopped by its own PID only.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -32,12 +36,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ping(port: int, timeout: float = 0.5) -> bool:
-    """True when the server on ``port`` answers PING with +PONG (raw RESP, no client library)."""
+def _ping(port: int, timeout: float = 0.5, password: str | None = None, ca: str | None = None) -> bool:
+    """True when the server on ``port`` answers PING with +PONG (raw RESP, no client library; AUTH first
+    with ``password``, over TLS trusting ``ca`` with ``ca``)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            s = ssl.create_default_context(cafile=ca).wrap_socket(raw, server_hostname="127.0.0.1") if ca else raw
+            s.sendall((f"AUTH {password}\r\n" if password else "").encode() + b"PING\r\n")
+            reply = b""
+            while b"PONG" not in reply and b"-" not in reply and len(reply) < 256:
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+            return b"+PONG" in reply
     except OSError:
         return False
 
@@ -45,8 +57,17 @@ def _ping(port: int, timeout: float = 0.5) -> bool:
 class RedisServer:
     """One redis-server process. ``start()`` / ``stop()`` / ``restart()``; ``url`` once started."""
 
-    def __init__(self, binary: str = REDIS_SERVER, start_timeout: float = 10.0, attempts: int = 5):
+    def __init__(
+        self,
+        binary: str = REDIS_SERVER,
+        start_timeout: float = 10.0,
+        attempts: int = 5,
+        password: str | None = None,
+        tls: tuple[str, str, str] | None = None,
+    ):
         self.binary = binary
+        self.password = password
+        self.tls = tls
         self.start_timeout = start_timeout
         self.attempts = attempts
         self.port: int | None = None
@@ -57,7 +78,8 @@ class RedisServer:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("redis-server is not started")
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def log_path(self) -> Path | None:
@@ -90,10 +112,15 @@ class RedisServer:
 
     def _launch(self, port: int) -> bool:
         assert self._dir is not None
+        port_args = ["--port", str(port)]
+        if self.tls:
+            cert, key, ca = self.tls
+            port_args = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", cert, "--tls-key-file", key]
+            port_args += ["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
         cmd = [
             self.binary,
-            "--port",
-            str(port),
+            *port_args,
+            *(["--requirepass", self.password] if self.password else []),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -115,7 +142,7 @@ class RedisServer:
             if self.proc.poll() is not None:  # exited: most likely the port was taken meanwhile
                 self.proc = None
                 return False
-            if _ping(port):
+            if _ping(port, password=self.password, ca=self.tls[2] if self.tls else None):
                 self.port = port
                 return True
             time.sleep(0.02)

@@ -25,25 +25,39 @@ SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 PUBLISHED = {"gateway": 50051, "grafana": 3000, "prometheus": 9090}
 
 
-def _interpolate(value):
-    """Compose's ${VAR:-default} / ${VAR-default} / ${VAR:?msg} with no variable set."""
+def _interpolate(value, env: dict[str, str] | None = None):
+    """Compose's ${VAR:-default} / ${VAR-default} / ${VAR:?msg} with only the variables of ``env`` set
+    (the env file scripts/gen-compose-secrets.sh writes, say)."""
+    env = env or {}
     if isinstance(value, str):
 
         def sub(m):
             expr = m.group(1)
+            if "?" in expr:
+                name = expr.split("?", 1)[0].rstrip(":")
+                if name not in env:
+                    pytest.fail(f"compose needs variable {name} to be set")
+                return env[name]
             for op in (":-", "-"):
                 if op in expr:
-                    return expr.split(op, 1)[1]
-            if ":?" in expr or "?" in expr:
-                pytest.fail(f"compose needs variable {expr.split(':')[0]} to be set")
-            return ""
+                    return env.get(expr.split(op, 1)[0], expr.split(op, 1)[1])
+            return env.get(expr, "")
 
         return re.sub(r"\$\{([^}]+)\}", sub, value)
     if isinstance(value, list):
-        return [_interpolate(v) for v in value]
+        return [_interpolate(v, env) for v in value]
     if isinstance(value, dict):
-        return {k: _interpolate(v) for k, v in value.items()}
+        return {k: _interpolate(v, env) for k, v in value.items()}
     return value
+
+
+@pytest.fixture(scope="module")
+def secrets(tmp_path_factory) -> dict[str, str]:
+    """The variables scripts/gen-compose-secrets.sh writes (into a temporary env file)."""
+    path = tmp_path_factory.mktemp("compose") / ".env"
+    proc = subprocess.run([str(ROOT / "scripts" / "gen-compose-secrets.sh"), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
 
 
 def _load(path: Path) -> dict:
@@ -110,8 +124,8 @@ def test_the_schema_check_can_fail(validator):
     assert len(list(validator.iter_errors(doc))) >= 3
 
 
-def test_partsim_services_are_hardened_and_health_checked():
-    services = _interpolate(_load(COMPOSE)["services"])
+def test_partsim_services_are_hardened_and_health_checked(secrets):
+    services = _interpolate(_load(COMPOSE)["services"], secrets)
     partsim = {name for name, s in services.items() if s.get("image", "").startswith("ghcr.io/partsim/partsim:")}
     assert partsim == set(SERVICES)
     for name in partsim:
@@ -166,13 +180,14 @@ def test_gateway_and_searcher_are_wired_to_the_right_services():
         target = env[f"PARTSIM_GATEWAY_{dep.upper()}"]
         host, port = target.removeprefix("dns:///").rsplit(":", 1)
         assert host == dep and int(port) == SERVICES[dep][0]
-    assert env["PARTSIM_GATEWAY_REDIS_URL"] == "redis://redis:6379/0" and "redis" in services
+    assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD:\?[^}]+\}@redis:6379/0", env["PARTSIM_GATEWAY_REDIS_URL"])
+    assert "redis" in services
     assert _env(services["searcher"])["PARTSIM_SEARCHER_MILVUS_URI"] == "http://milvus:19530"
     assert "milvus" in services
 
 
-def test_only_gateway_grafana_prometheus_publish_on_localhost():
-    services = _interpolate(_load(COMPOSE)["services"])
+def test_only_gateway_grafana_prometheus_publish_on_localhost(secrets):
+    services = _interpolate(_load(COMPOSE)["services"], secrets)
     published = {}
     for name, s in services.items():
         for p in s.get("ports", []):

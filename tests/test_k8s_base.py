@@ -179,7 +179,7 @@ def test_render_is_consistent_and_hardened(k8s_renders, name):
 
 
 @pytest.mark.parametrize("name", RENDER_NAMES)
-def test_environment_names_are_config_fields_and_values_parse(k8s_renders, name):
+def test_environment_names_are_config_fields_and_values_parse(k8s_renders, name, tmp_path):
     """PARTSIM_<SVC>_<FIELD> names are real config fields, and their values parse as that field's type."""
     from partsim.services.config import _kind, _parse
 
@@ -213,4 +213,11 @@ def test_environment_names_are_config_fields_and_values_parse(k8s_renders, name)
             continue
         prefix = SERVICES[comp][2]
         env = {k: v for k, v in pod_env(w, objs).items() if k != "PARTSIM_GATEWAY_ALLOWED_ROOTS"}
+        if "PARTSIM_GATEWAY_AUTH_KEYS_FILE" in env:  # the API keys, likewise a Secret: a keys file stands in
+            from partsim.services.gateway.auth.keys import KeysFile
+
+            keys = tmp_path / "keys.json"
+            if not keys.exists():
+                KeysFile(keys).create("k8s-test", "reader")
+            env["PARTSIM_GATEWAY_AUTH_KEYS_FILE"] = str(keys)
         parse(classes[prefix], prefix, argv=[], environ=env)

@@ -26,6 +26,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from partsim.errors import InvalidArgument
 
+from .redis_conn import redacted, redis_client
+
 log = logging.getLogger("partsim.gateway.cache")
 
 KEY_PREFIX = "partsim:emb"
@@ -129,6 +131,7 @@ class RedisCache(EmbeddingCache):
         registry: CollectorRegistry | None = None,
         timeout_seconds: float = 0.5,
         retry_after: float = 5.0,
+        password: str | None = None,
     ):
         if ttl_seconds <= 0:
             raise InvalidArgument(f"cache: ttl_seconds must be > 0, got {ttl_seconds}")
@@ -138,20 +141,18 @@ class RedisCache(EmbeddingCache):
         from redis.retry import Retry
 
         self._redis_mod = redis
-        self.url = redis_url
+        self.url = redacted(redis_url)
         self.ttl_seconds = ttl_seconds
         self.retry_after = retry_after
         # Any: redis-py annotates replies for both decode_responses settings; this client's replies are bytes
-        self._r: Any
-        try:  # no client-side retries: a slow cache is worse than a miss
-            self._r = redis.Redis.from_url(
-                redis_url,
-                socket_connect_timeout=timeout_seconds,
-                socket_timeout=timeout_seconds,
-                retry=Retry(NoBackoff(), 0),
-            )
-        except ValueError as exc:
-            raise InvalidArgument(f"bad Redis URL {redis_url!r}: {exc}") from None
+        # no client-side retries: a slow cache is worse than a miss
+        self._r: Any = redis_client(
+            redis_url,
+            password,
+            socket_connect_timeout=timeout_seconds,
+            socket_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), 0),
+        )
         self._down_until = 0.0
         self._down = False
         self._state_lock = threading.Lock()
@@ -213,8 +214,9 @@ def make_cache(
     max_bytes: int = 256 << 20,
     ttl_seconds: int = 7 * 86400,
     registry: CollectorRegistry | None = None,
+    redis_password: str | None = None,
 ) -> EmbeddingCache:
     """A :class:`RedisCache` when ``redis_url`` is set, else a :class:`MemoryCache` of ``max_bytes``."""
     if redis_url:
-        return RedisCache(redis_url, ttl_seconds=ttl_seconds, registry=registry)
+        return RedisCache(redis_url, ttl_seconds=ttl_seconds, registry=registry, password=redis_password)
     return MemoryCache(max_bytes=max_bytes, ttl_seconds=ttl_seconds, registry=registry)

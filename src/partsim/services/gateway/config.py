@@ -59,6 +59,10 @@ class GatewayConfig(ServerConfig):
         default="",
         metadata={"help": "redis://host:port/db for cache and ingest queue; empty: in-process cache, jobs in DATA_DIR"},
     )
+    redis_password_file: str = field(
+        default="",
+        metadata={"help": "file holding the Redis password (AUTH), e.g. a mounted Secret; or redis://:PASSWORD@host"},
+    )
     data_dir: str = field(default="", metadata={"help": "folder for local job state (needed without Redis)"})
     allowed_roots: str = field(default="", metadata={"help": "colon-separated folders ingest URIs may point into"})
     segment_seconds: float = field(default=10.0, metadata={"help": "catalog segment length (thesis MixQuery: 10)"})
@@ -115,6 +119,7 @@ class GatewayConfig(ServerConfig):
             "redis_url",
             f"expected redis://host:port/db, got {self.redis_url!r}",
         )
+        require(not self.redis_password_file or bool(self.redis_url), p, "redis_password_file", "needs REDIS_URL")
         require(
             bool(self.redis_url) or bool(self.data_dir),
             p,

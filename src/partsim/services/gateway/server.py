@@ -43,6 +43,7 @@ from .ingest import Indexer, IngestWorkers, job_items, upload
 from .jobs import make_job_queue
 from .metrics import GatewayMetrics
 from .queries import Queries, top_k
+from .redis_conn import read_password
 from .stems import stem_stream
 
 log = logging.getLogger("partsim.gateway")
@@ -69,13 +70,18 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         self._health_lock = threading.Lock()
         folder = cfg.audio_folder()
         self.audio = AudioStore(folder) if folder is not None else None
+        redis_password = read_password(cfg.redis_password_file)  # Redis AUTH (or in the URL): redis_conn.py
         self.cache = make_cache(
-            cfg.redis_url or None, max_bytes=int(cfg.cache_mb * (1 << 20)), registry=runtime.registry
+            cfg.redis_url or None,
+            max_bytes=int(cfg.cache_mb * (1 << 20)),
+            registry=runtime.registry,
+            redis_password=redis_password,
         )
         self.jobs = make_job_queue(
             cfg.redis_url or None,
             Path(cfg.data_dir) if cfg.data_dir else None,
             consumer=cfg.consumer or socket.gethostname(),
+            redis_password=redis_password,
         )
         self.metrics = GatewayMetrics(runtime.registry)
         self.metrics.watch(self.jobs)

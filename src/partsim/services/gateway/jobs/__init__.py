@@ -52,6 +52,7 @@ def make_job_queue(
     *,
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
     job_ttl_seconds: int = DEFAULT_JOB_TTL,
+    redis_password: str | None = None,
 ) -> JobQueue:
     """Redis when ``redis_url`` is set, else SQLite under ``data_dir``.
 
@@ -60,7 +61,11 @@ def make_job_queue(
     """
     if redis_url:
         return RedisJobQueue(
-            redis_url, consumer, visibility_timeout=visibility_timeout, job_ttl_seconds=job_ttl_seconds
+            redis_url,
+            consumer,
+            visibility_timeout=visibility_timeout,
+            job_ttl_seconds=job_ttl_seconds,
+            password=redis_password,
         )
     if data_dir is None:
         raise InvalidArgument("the ingest job queue needs a Redis URL or a data directory")

@@ -15,8 +15,9 @@ from collections import deque
 from contextlib import contextmanager
 from typing import Any
 
-from partsim.errors import InvalidArgument, NotFound, Unavailable
+from partsim.errors import NotFound, Unavailable
 
+from ..redis_conn import auth_refused, redacted, redis_client
 from . import redis_scripts
 from .base import DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, Delivery, IngestItem, JobQueue, JobRecord
 
@@ -45,6 +46,7 @@ class RedisJobQueue(JobQueue):
         visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
         job_ttl_seconds: int = DEFAULT_JOB_TTL,
         prefix: str = "partsim",
+        password: str | None = None,
     ):
         super().__init__(consumer, visibility_timeout, job_ttl_seconds)
         import redis  # local import: the embedded default does not need it
@@ -52,19 +54,17 @@ class RedisJobQueue(JobQueue):
         from redis.retry import Retry
 
         self._redis_mod = redis
-        self._url = redis_url
+        self._url = redacted(redis_url)
         # Any: redis-py annotates replies for both decode_responses settings; this client's replies are bytes
-        self._r: Any
-        try:  # a few quick retries; an outage surfaces as Unavailable within about a second
-            self._r = redis.Redis.from_url(
-                redis_url,
-                socket_connect_timeout=5,
-                socket_timeout=30,
-                health_check_interval=30,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3),
-            )
-        except ValueError as exc:
-            raise InvalidArgument(f"bad Redis URL {redis_url!r}: {exc}") from None
+        # a few quick retries; an outage surfaces as Unavailable within about a second
+        self._r: Any = redis_client(
+            redis_url,
+            password,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+            health_check_interval=30,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3),
+        )
         self._prefix = prefix
         self._stream = f"{prefix}:{self.stream_name}"
         self._account_script = self._r.register_script(redis_scripts.ACCOUNT)
@@ -98,6 +98,8 @@ class RedisJobQueue(JobQueue):
         except self._redis_mod.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        except self._redis_mod.AuthenticationError as exc:  # a wrong or missing password: say so, at start-up
+            raise auth_refused(self._url, exc) from None
         except (self._redis_mod.ConnectionError, self._redis_mod.TimeoutError) as exc:
             log.warning("Redis at %s unreachable: %s", self._url, exc)  # the address (and password) only here
             raise Unavailable("the job queue's Redis is unreachable") from exc
