@@ -213,6 +213,7 @@ def test_the_gateway_is_not_serving_while_a_required_backend_is_dead_and_serving
         assert time.monotonic() - killed < 5
         assert health(gw, SERVICE) == "NOT_SERVING" and health(gw, f"{SERVICE}/{victim}") == "NOT_SERVING"
         assert health(gw, f"{SERVICE}/{other}") == "SERVING"  # the operator sees which one
+        assert health(gw, "liveness") == "SERVING"  # not ready, but alive: a liveness probe leaves it be
         restarted(cluster, victim, before)
         assert health(gw) == health(gw, SERVICE) == health(gw, f"{SERVICE}/{victim}") == "SERVING"
     # the separator is optional: only its own name says it is away

@@ -37,6 +37,7 @@ from prometheus_client import (
 
 from .status import StatusInterceptor, code_for
 
+LIVENESS = "liveness"  # health name SERVING while the process serves RPCs at all (ready or not): liveness probes
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -180,6 +181,10 @@ class ServiceRuntime:
 
     Besides the ``grpc_server_*`` series the registry gets ``process_*`` (CPU, memory, open files),
     ``python_info`` and ``partsim_health_serving`` (1 while grpc.health.v1 reports SERVING).
+
+    Health: ``""`` and the service names are SERVING once the service is ready (:meth:`set_serving`;
+    readiness); :data:`LIVENESS` is SERVING from :meth:`start` to :meth:`stop` (liveness probes: a
+    gateway whose backends are away is not ready, but restarting it would not help).
     """
 
     def __init__(
@@ -252,6 +257,7 @@ class ServiceRuntime:
             [*self._services, reflection.SERVICE_NAME, health.SERVICE_NAME], self.server
         )
         self.set_serving(False)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self.server.start()
         # partsim up (partsim/cluster.py) reads this line to learn the addresses.
         metrics = f"metrics on {self._metrics_host}:{self.metrics_port}" if self.metrics_port else "no metrics"
