@@ -247,23 +247,27 @@ def test_compose_has_no_default_credentials_and_needs_the_generated_env_file(tmp
 
 
 # -- Kubernetes ---------------------------------------------------------------------------------------------
-def _strings(obj):
+REFERENCE_FIELDS = {"key", "path", "name", "secretName"}  # a Secret's key named "password" is no password
+
+
+def _strings(obj, field: str = ""):
+    """Every string value of an object, with the name of the field that holds it."""
     if isinstance(obj, dict):
-        for value in obj.values():
-            yield from _strings(value)
+        for k, value in obj.items():
+            yield from _strings(value, k)
     elif isinstance(obj, list):
         for value in obj:
-            yield from _strings(value)
+            yield from _strings(value, field)
     elif isinstance(obj, str):
-        yield obj
+        yield field, obj
 
 
 def _check_no_credentials(render: str, objs: list[dict]) -> None:
     for o in objs:
         where = f"{render}: {o['kind']}/{o['metadata']['name']}"
         assert not (o["kind"] == "Secret" and (o.get("data") or o.get("stringData"))), f"{where}: a literal Secret"
-        for text in _strings(o):
-            assert not DEFAULT_CREDENTIALS.search(text), f"{where}: {text!r}"
+        for field, text in _strings(o):
+            assert field in REFERENCE_FIELDS or not DEFAULT_CREDENTIALS.search(text), f"{where}: {field}: {text!r}"
             assert not re.search(r"://[^/\s:@]*:[^/\s@]+@", text), f"{where}: a password in a URL: {text!r}"
         for key in (o.get("data") or {}) if o["kind"] == "ConfigMap" else ():
             assert not re.search(r"PASSWORD|SECRET|TOKEN", key) or key.endswith("_FILE"), f"{where}: {key}"
@@ -292,6 +296,20 @@ def test_no_kubernetes_render_carries_a_credential_and_redis_requires_its_secret
             configmaps = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
             path = configmaps[name]["data"]["PARTSIM_GATEWAY_REDIS_PASSWORD_FILE"]
             assert mounts[str(Path(path).parent)]["secret"]["secretName"] == "partsim-redis", (render, name)
+
+
+def test_the_credential_scan_can_fail():
+    deployment = {"kind": "Deployment", "metadata": {"name": "x"}, "spec": {"template": {"spec": {"containers": []}}}}
+    container = {"name": "c", "env": [{"name": "DB_PASSWORD", "value": "hunter2"}]}
+    deployment["spec"]["template"]["spec"]["containers"].append(container)
+    for bad in (
+        [deployment],
+        [{"kind": "ConfigMap", "metadata": {"name": "y"}, "data": {"URL": "redis://:pw@redis:6379/0"}}],
+        [{"kind": "ConfigMap", "metadata": {"name": "z"}, "data": {"MINIO_USER": "minioadmin"}}],
+        [{"kind": "Secret", "metadata": {"name": "s"}, "stringData": {"password": "x"}}],
+    ):
+        with pytest.raises(AssertionError):
+            _check_no_credentials("test", bad)
 
 
 def test_milvus_values_reference_an_existing_secret_for_minio():
