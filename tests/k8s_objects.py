@@ -38,6 +38,17 @@ def matches(selector: dict | None, labels: dict) -> bool:
     return True
 
 
+def health_port(probe: dict) -> int | None:
+    """The port whose grpc.health.v1 a probe checks: the kubelet's own gRPC probe, or (components/tls:
+    the kubelet speaks no TLS) an exec of ``partsim health 127.0.0.1:PORT``; None for anything else."""
+    if "grpc" in probe:
+        return probe["grpc"].get("port")
+    command = (probe.get("exec") or {}).get("command") or []
+    if command[:2] == ["partsim", "health"] and command[2].startswith("127.0.0.1:"):
+        return int(command[2].rsplit(":", 1)[1])
+    return None
+
+
 def config_classes() -> dict[str, type]:
     return {f"PARTSIM_{name.upper()}": cls for name, cls in service_configs().items()}
 

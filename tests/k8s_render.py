@@ -1,6 +1,6 @@
 """The Kubernetes manifests as the k8s tests see them: every kustomization rendered once per test
-session with the real kustomize (``kubectl kustomize``): the base, both overlays and all 64
-combinations of the six components (``render_all``, the ``k8s_renders`` fixture in conftest.py),
+session with the real kustomize (``kubectl kustomize``): the base, both overlays and all 128
+combinations of the seven components (``render_all``, the ``k8s_renders`` fixture in conftest.py),
 and the service contract they implement. Reading the rendered objects: tests/k8s_objects.py."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from .util import ROOT
 
 K8S = ROOT / "k8s"
 IMAGE = "ghcr.io/partsim/partsim"
-# canonical order: ingest-worker before audio-store (audio-store patches the ingest workers)
-COMPONENTS = ["gpu", "hpa", "network-policies", "monitoring", "ingest-worker", "audio-store"]
+# canonical order: ingest-worker before audio-store and tls (they patch the ingest workers too)
+COMPONENTS = ["gpu", "hpa", "network-policies", "monitoring", "ingest-worker", "audio-store", "tls"]
 SERVICES = {  # component -> (gRPC port, metrics port, env prefix)
     "gateway": (50051, 9091, "PARTSIM_GATEWAY"),
     "embedder": (50052, 9092, "PARTSIM_EMBEDDER"),
@@ -78,9 +78,9 @@ def components_of(name: str) -> set[str]:
     if name == "base":
         return set()
     if name == "overlay-cpu":
-        return {"hpa", "network-policies", "monitoring", "ingest-worker", "audio-store"}
+        return {"hpa", "network-policies", "monitoring", "ingest-worker", "audio-store", "tls"}
     if name == "overlay-gpu":
-        return {"gpu", "hpa", "network-policies", "monitoring", "ingest-worker", "audio-store"}
+        return {"gpu", "hpa", "network-policies", "monitoring", "ingest-worker", "audio-store", "tls"}
     return set(name.split("+"))
 
 

@@ -1,5 +1,5 @@
-"""The Kubernetes manifests (k8s/), every render (the base, both overlays, all 64 combinations of
-the six components): consistent and hardened pods, gRPC probes, PDBs, headless Services behind
+"""The Kubernetes manifests (k8s/), every render (the base, both overlays, all 128 combinations of
+the seven components): consistent and hardened pods, gRPC health probes, PDBs, headless Services behind
 dns:/// targets, the single-replica searcher, Redis with its AOF, HPAs that own their targets'
 replicas, and environment names that are real config fields whose values parse. The components'
 own properties are in test_k8s_components.py, schema validation in test_k8s_schemas.py."""
@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from .k8s_objects import by_kind, component, config_classes, matches, pod_env, workloads
+from .k8s_objects import by_kind, component, config_classes, health_port, matches, pod_env, workloads
 from .k8s_render import HEADLESS, IMAGE, RENDER_NAMES, SERVICES, components_of
 
 pytestmark = pytest.mark.timeout(300)
@@ -97,7 +97,7 @@ def test_render_is_consistent_and_hardened(k8s_renders, name):
             grpc_port, metrics_port, prefix = SERVICES[comp]
             assert ports == {"grpc": grpc_port, "metrics": metrics_port}, f"{where}: ports {ports}"
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert c[probe].get("grpc", {}).get("port") == grpc_port, f"{where}: {probe} must be gRPC"
+                assert health_port(c[probe]) == grpc_port, f"{where}: {probe} must check gRPC health"
             startup = c["startupProbe"]
             assert startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) >= 60, (
                 f"{where}: the startupProbe must allow at least a minute for model loading"
@@ -213,6 +213,8 @@ def test_environment_names_are_config_fields_and_values_parse(k8s_renders, name,
             continue
         prefix = SERVICES[comp][2]
         env = {k: v for k, v in pod_env(w, objs).items() if k != "PARTSIM_GATEWAY_ALLOWED_ROOTS"}
+        # TLS files exist only in the pod (mounted Secrets: tests/test_k8s_tls.py); any file stands in here
+        env = {k: __file__ if re.search(r"_TLS_(CERT|KEY|CA|CLIENT_CA)$", k) else v for k, v in env.items()}
         if "PARTSIM_GATEWAY_AUTH_KEYS_FILE" in env:  # the API keys, likewise a Secret: a keys file stands in
             from partsim.services.gateway.auth.keys import KeysFile
 
