@@ -204,12 +204,12 @@ class ServerConfig:
         empty, unless INSECURE is set."""
         p = self.prefix
         missing = []
-        if not (getattr(self, "tls_cert", "") and getattr(self, "tls_key", "")):
+        if not (self.tls_cert and self.tls_key):
             missing.append(f"TLS ({env_name(p, 'tls_cert')}, {env_name(p, 'tls_key')})")
         if "auth" in self.__dataclass_fields__:  # the gateway: bearer tokens
             if getattr(self, "auth", "none") in ("", "none"):
                 missing.append(f"caller authentication ({env_name(p, 'auth')})")
-        elif not getattr(self, "tls_client_ca", ""):  # an internal service: the gateway's client certificate
+        elif not self.tls_client_ca:  # an internal service: the gateway's client certificate
             missing.append(f"client certificates ({env_name(p, 'tls_client_ca')})")
         return missing
 
