@@ -27,7 +27,7 @@ PUBLISHED = {"gateway": 50051, "grafana": 3000, "prometheus": 9090}
 
 def _interpolate(value, env: dict[str, str] | None = None):
     """Compose's ${VAR:-default} / ${VAR-default} / ${VAR:?msg} with only the variables of ``env`` set
-    (the env file scripts/gen-compose-secrets.sh writes, say)."""
+    (the env file scripts/compose-secrets.sh writes, say)."""
     env = env or {}
     if isinstance(value, str):
 
@@ -53,9 +53,9 @@ def _interpolate(value, env: dict[str, str] | None = None):
 
 @pytest.fixture(scope="module")
 def secrets(tmp_path_factory) -> dict[str, str]:
-    """The variables scripts/gen-compose-secrets.sh writes (into a temporary env file)."""
+    """The variables scripts/compose-secrets.sh writes (into a temporary env file)."""
     path = tmp_path_factory.mktemp("compose") / ".env"
-    proc = subprocess.run([str(ROOT / "scripts" / "gen-compose-secrets.sh"), str(path)], capture_output=True, text=True)
+    proc = subprocess.run([str(ROOT / "scripts" / "compose-secrets.sh"), str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
 
@@ -206,7 +206,7 @@ def test_images_are_pinned_and_volumes_exist():
             assert exact_tag(s["image"]), f"{path.name} {name}: image {s['image']} is not pinned to a release"
             for v in s.get("volumes", []):
                 source = str(v).split(":")[0] if isinstance(v, str) else v.get("source", "")
-                if source.startswith("./certs/"):  # scripts/gen-dev-certs.py deploy/certs writes them (git-ignored)
+                if source.startswith("./certs/"):  # scripts/dev-certs.py deploy/certs writes them (git-ignored)
                     continue  # tests/test_security_tls.py checks that it writes each one mounted
                 if source.startswith((".", "/", "~")):
                     assert not source.startswith(("/", "~")), f"{name}: absolute bind mount {source}"

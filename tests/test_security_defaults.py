@@ -6,7 +6,7 @@ file carries a default credential.
 - One rule for every service (ServerConfig.validate): a non-loopback ADDRESS needs TLS and caller
   authentication (tokens at the gateway, client certificates inside) or INSECURE; the refusal is one line
   naming the variables, INSECURE serves with one warning line.
-- Compose: secrets only from the env file scripts/gen-compose-secrets.sh writes (``${VAR:?...}``).
+- Compose: secrets only from the env file scripts/compose-secrets.sh writes (``${VAR:?...}``).
 - Kubernetes: no credential literal in any render; Redis requires a password from a Secret.
 - Redis AUTH against a real redis-server started with ``--requirepass`` (and over TLS).
 """
@@ -235,7 +235,7 @@ def test_compose_has_no_default_credentials_and_needs_the_generated_env_file(tmp
     assert gateway["PARTSIM_GATEWAY_AUTH"] == "keys" and gateway["PARTSIM_GATEWAY_TLS_CERT"]
     # the one script: every variable, random, mode 0600; a rerun keeps them; the default file is git-ignored
     env_file = tmp_path / "secrets.env"
-    script = [str(ROOT / "scripts" / "gen-compose-secrets.sh"), str(env_file)]
+    script = [str(ROOT / "scripts" / "compose-secrets.sh"), str(env_file)]
     assert subprocess.run(script, capture_output=True, timeout=30).returncode == 0
     first = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
     assert set(first) == SECRET_VARIABLES and env_file.stat().st_mode & 0o777 == 0o600
@@ -366,9 +366,9 @@ def test_a_wrong_or_missing_redis_password_fails_at_once_with_one_precise_error(
 @pytest.mark.slow
 def test_rediss_urls_speak_tls_and_a_plaintext_client_fails_fast(tmp_path):
     certs = tmp_path / "certs"
-    proc = run_script("gen-dev-certs.py", str(certs))
+    proc = run_script("dev-certs.py", str(certs))
     if proc.returncode != 0:
-        pytest.skip(f"scripts/gen-dev-certs.py failed: {proc.stderr[-300:]}")
+        pytest.skip(f"scripts/dev-certs.py failed: {proc.stderr[-300:]}")
     tls = tuple(str(certs / "searcher" / f) for f in ("tls.crt", "tls.key", "ca.crt"))
     with RedisServer(password="tls-" + os.urandom(8).hex(), tls=tls) as srv:
         assert srv.url.startswith("rediss://")

@@ -4,7 +4,7 @@ mTLS, and the credentials of the callers (the gateway to its backends, the clien
 Server side (every service; :meth:`.service.Service.server_credentials` and :func:`interceptors`):
 
 - ``TLS_CERT`` + ``TLS_KEY``: the port speaks TLS. The files are watched: a handshake after they changed
-  (cert-manager renewed the Secret, ``scripts/gen-dev-certs.py`` reissued them) gets the new certificate,
+  (cert-manager renewed the Secret, ``scripts/dev-certs.py`` reissued them) gets the new certificate,
   without a restart; connections already open keep theirs. A changed pair that does not load (a key that
   does not match its certificate, half written) is logged and the previous one kept until the files change
   again.

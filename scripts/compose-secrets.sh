@@ -4,8 +4,8 @@
 # gateway's PARTSIM_GATEWAY_REDIS_URL). Compose refuses to start without them (${VAR:?...}): there are no
 # default passwords.
 #
-#   scripts/gen-compose-secrets.sh                 # writes deploy/.env (git-ignored), mode 0600
-#   scripts/gen-compose-secrets.sh PATH            # another env file
+#   scripts/compose-secrets.sh                 # writes deploy/.env (git-ignored), mode 0600
+#   scripts/compose-secrets.sh PATH            # another env file
 #   docker compose --env-file deploy/.env -f deploy/docker-compose.yml up -d --build
 #
 # Rerunning keeps the values already in the file and adds only missing ones: MinIO, Grafana and Redis keep

@@ -12,8 +12,8 @@ same paths work in compose and in Kubernetes::
 Server certificates name localhost, 127.0.0.1, ::1, the compose service (``searcher``) and the Kubernetes
 Service (``partsim-searcher``, ``partsim-searcher.NAMESPACE``, ``....svc``, ``....svc.cluster.local``).
 
-    scripts/gen-dev-certs.py deploy/certs                  # then: docker compose -f deploy/docker-compose.yml up
-    scripts/gen-dev-certs.py deploy/certs --new-ca         # replace the CA too (clients need the new ca.crt)
+    scripts/dev-certs.py deploy/certs                  # then: docker compose -f deploy/docker-compose.yml up
+    scripts/dev-certs.py deploy/certs --new-ca         # replace the CA too (clients need the new ca.crt)
 
 Keys are readable by all (mode 0644) so the containers' user (10001) can read the bind-mounted files; OUT_DIR
 itself is 0700. These are DEVELOPMENT certificates: in production use cert-manager (k8s/components/tls).
