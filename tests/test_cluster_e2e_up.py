@@ -61,6 +61,7 @@ def cluster_with_separator(tmp_path_factory, catalog):
     with Cluster(data, gateway="127.0.0.1:0", allowed_roots=[catalog], quiet=True, extra_env=env) as c:
         with PartsimClient(c.gateway) as client:
             client.wait_ready(300)
+            client.wait_ready(300, backend="separator")  # optional: the gateway serves before it
         yield c
 
 

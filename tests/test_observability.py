@@ -245,6 +245,7 @@ def traffic(gateway: str, catalog: Path) -> None:
     songs = sorted(p for p in catalog.iterdir() if p.is_dir())
     with PartsimClient(gateway, timeout=300) as client:
         client.wait_ready(300)
+        client.wait_ready(300, backend="separator")  # GetStems below; the gateway serves before it
         for song in songs[:2]:
             client.index_bytes((song / "mix.flac").read_bytes(), song.name, title=song.name)
         # an ingest job: one good file, one that is not audio (a failed item)

@@ -152,17 +152,16 @@ def test_cluster_starts_the_separator_before_the_gateway_and_tells_it_the_addres
     calls = []
 
     class Recorded(Cluster):
-        def _start(self, name, module, env, timeout=300.0):
-            calls.append((name, module, env))
+        def _start(self, name, env, timeout=300.0):
+            calls.append((name, self._env(name, env)))  # what the process would get
             return Service(name, None, address=f"127.0.0.1:{5000 + len(calls)}")
 
     Recorded(tmp_path, separator=True).start()
     assert [c[0] for c in calls] == ["searcher", "embedder", "separator", "gateway"]
-    assert calls[2][1] == "partsim.services.separator"
-    env = calls[2][2]
+    env = calls[2][1]
     assert (env["PARTSIM_SEPARATOR_ADDRESS"], env["PARTSIM_SEPARATOR_METRICS_PORT"]) == ("127.0.0.1:0", "0")
-    assert calls[3][2]["PARTSIM_GATEWAY_SEPARATOR"] == "127.0.0.1:5003"
+    assert calls[3][1]["PARTSIM_GATEWAY_SEPARATOR"] == "127.0.0.1:5003"
     calls.clear()
     Recorded(tmp_path, separator=False).start()
     assert [c[0] for c in calls] == ["searcher", "embedder", "gateway"]
-    assert "PARTSIM_GATEWAY_SEPARATOR" not in calls[-1][2]
+    assert "PARTSIM_GATEWAY_SEPARATOR" not in calls[-1][1]

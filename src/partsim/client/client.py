@@ -230,17 +230,20 @@ class PartsimClient:
         except grpc.RpcError as exc:
             raise _raise(exc) from None
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until the gateway's health check says SERVING."""
+    def wait_ready(self, timeout: float = 60.0, backend: str = "") -> None:
+        """Block until the gateway's health check says SERVING: the gateway and its required backends
+        (embedder, searcher), or with ``backend`` ("separator", "embedder", "searcher") that backend as the
+        gateway sees it (the separator is optional, so the gateway serves without it)."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+        service = "partsim.v1.PartsimService" + (f"/{backend}" if backend else "")
         stub = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
             try:
                 r = stub.Check(
-                    health_pb2.HealthCheckRequest(service="partsim.v1.PartsimService"),
+                    health_pb2.HealthCheckRequest(service=service),
                     timeout=2,
                     metadata=self.metadata,
                 )
@@ -250,7 +253,8 @@ class PartsimClient:
             except grpc.RpcError as exc:
                 last = exc.code().name
             time.sleep(0.2)
-        raise TimeoutError(f"gateway {self.address} not serving after {timeout:.0f} s ({last})")
+        what = f"{backend} behind gateway" if backend else "gateway"
+        raise TimeoutError(f"{what} {self.address} not serving after {timeout:.0f} s ({last})")
 
     # -- embedding and indexing ----------------------------------------------------------------
     def embed_parts(self, audio: bytes, segment_seconds: float = 0.0, hop_seconds: float = 0.0):
