@@ -62,13 +62,27 @@ def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def k8s_renders() -> dict[str, list[dict]]:
-    """Every kustomization of k8s/ rendered (tests/k8s_render.py); skipped on a machine without kubectl."""
-    from .k8s_render import KUBECTL, render_all
+def k8s_renders():
+    """Every kustomization of k8s/, rendered when first used (tests/k8s_render.py); skipped on a machine
+    without kubectl."""
+    from .k8s_render import KUBECTL, Renders
 
     if KUBECTL is None:
         pytest.skip("this machine has no kubectl (with its embedded kustomize): k8s/ cannot be rendered here")
-    return render_all()
+    renders = Renders()
+    yield renders
+    renders.close()
+
+
+def pytest_collection_modifyitems(items):
+    """The k8s tests of the renders with two to six components are slow (about 110 kustomize runs); the base,
+    both overlays, each component alone and all seven together stay in make test-fast."""
+    from .k8s_render import COMPONENTS, RENDER_NAMES
+
+    for item in items:
+        name = getattr(item, "callspec", None) and item.callspec.params.get("name")
+        if name in RENDER_NAMES and 1 < len(name.split("+")) < len(COMPONENTS):
+            item.add_marker(pytest.mark.slow)
 
 
 # fixtures of the helper modules: the running cluster of tests/test_cluster_e2e_*.py (session-scoped: started

@@ -1,6 +1,6 @@
 """The Kubernetes manifests as the k8s tests see them: every kustomization rendered once per test
-session with the real kustomize (``kubectl kustomize``): the base, both overlays and all 128
-combinations of the seven components (``render_all``, the ``k8s_renders`` fixture in conftest.py),
+session with the real kustomize (``kubectl kustomize``): the base, both overlays and all 127
+combinations of the seven components (``Renders``, the ``k8s_renders`` fixture in conftest.py),
 and the service contract they implement. Reading the rendered objects: tests/k8s_objects.py."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,32 +48,53 @@ def _kustomize(path: Path) -> list[dict]:
 
 
 @functools.cache
-def render_all() -> dict[str, list[dict]]:
-    """name -> rendered objects, for base, overlays/cpu, overlays/gpu and every component subset."""
-    jobs: dict[str, Path] = {
-        "base": K8S / "base",
-        "overlay-cpu": K8S / "overlays" / "cpu",
-        "overlay-gpu": K8S / "overlays" / "gpu",
-    }
-    with tempfile.TemporaryDirectory(prefix="partsim-k8s-") as tmp:
-        for n in range(1, len(COMPONENTS) + 1):
-            for combo in itertools.combinations(COMPONENTS, n):
-                d = Path(tmp) / "+".join(combo)
-                d.mkdir()
-                rel = os.path.relpath(K8S, d)
-                doc = {
-                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                    "kind": "Kustomization",
-                    "namespace": "partsim-test",
-                    "resources": [f"{rel}/base"],
-                    "components": [f"{rel}/components/{c}" for c in combo],
-                }
-                (d / "kustomization.yaml").write_text(yaml.safe_dump(doc))
-                jobs["+".join(combo)] = d
+class Renders(Mapping[str, list[dict]]):
+    """name -> rendered objects, for base, overlays/cpu, overlays/gpu and every component subset, each rendered
+    on first use (a test of one render pays for that one; iterating renders the rest in parallel)."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="partsim-k8s-")
+        self._done: dict[str, list[dict]] = {}
+        self._lock = threading.Lock()
+
+    def _dir(self, name: str) -> Path:
+        if name == "base":
+            return K8S / "base"
+        if name.startswith("overlay-"):
+            return K8S / "overlays" / name.removeprefix("overlay-")
+        d = Path(self._tmp.name) / name
+        d.mkdir(exist_ok=True)
+        rel = os.path.relpath(K8S, d)
+        doc = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "namespace": "partsim-test",
+            "resources": [f"{rel}/base"],
+            "components": [f"{rel}/components/{c}" for c in name.split("+")],
+        }
+        (d / "kustomization.yaml").write_text(yaml.safe_dump(doc))
+        return d
+
+    def __getitem__(self, name: str) -> list[dict]:
+        if name not in RENDER_NAMES:
+            raise KeyError(name)
+        with self._lock:
+            if name not in self._done:
+                self._done[name] = _kustomize(self._dir(name))
+            return self._done[name]
+
+    def __iter__(self) -> Iterator[str]:
+        missing = [n for n in RENDER_NAMES if n not in self._done]
         with ThreadPoolExecutor(max_workers=max(4, 2 * (os.cpu_count() or 2))) as pool:
-            out = dict(zip(jobs, pool.map(_kustomize, jobs.values())))
-    assert len(out) == 3 + 2 ** len(COMPONENTS) - 1
-    return out
+            for name, objs in zip(missing, pool.map(lambda n: _kustomize(self._dir(n)), missing)):
+                self._done.setdefault(name, objs)
+        return iter(RENDER_NAMES)
+
+    def __len__(self) -> int:
+        return len(RENDER_NAMES)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
 
 
 def components_of(name: str) -> set[str]:
