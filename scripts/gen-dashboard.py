@@ -5,10 +5,14 @@ below: the one place where a panel and its PromQL are defined.
     scripts/gen-dashboard.py            # rewrite the JSON
     scripts/gen-dashboard.py --check    # exit 1 when the committed JSON differs (tests run this)
 
-Every query may use Grafana's ``$__rate_interval``; nothing else is templated, so a test can run
-each query against a real Prometheus (tests/test_observability.py). Job label values
-(partsim-gateway, partsim-embedder, partsim-searcher, partsim-separator, partsim-ingest-worker)
-are those of deploy/prometheus/prometheus.yml and of the Kubernetes PodMonitor.
+Every query may use Grafana's ``$__rate_interval`` and the ``${job_prefix}`` variable, nothing else,
+so a test can run each query against a real Prometheus by substituting their defaults
+(tests/test_observability.py). Job label values (partsim-gateway, partsim-embedder, partsim-searcher,
+partsim-separator, partsim-ingest-worker) are those of deploy/prometheus/prometheus.yml and of the
+Kubernetes PodMonitor; the dashboard selects them as ``${job_prefix}gateway`` and ``${job_prefix}.+``.
+
+Importable into an existing Grafana: the ``datasource`` and ``job_prefix`` variables, ``__inputs`` and
+``__requires`` come from scripts/grafana_templating.py, which says why they are what they are.
 
 It is a little over 400 lines because most of it is one table, ROWS (30 panels, one field a line as the
 formatter writes it); split, a panel's PromQL would no longer sit beside its title and description.
@@ -21,10 +25,13 @@ import json
 import sys
 from pathlib import Path
 
+from grafana_templating import INPUTS, REQUIRES, TEMPLATING
+
 OUT = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards" / "partsim.json"
-DS = {"type": "prometheus", "uid": "prometheus"}
-GW = 'job="partsim-gateway",grpc_service="partsim.v1.PartsimService"'
-ALL = 'job=~"partsim-.+"'
+DS = {"type": "prometheus", "uid": "${datasource}"}
+JOB = "${job_prefix}"  # default "partsim-"
+GW = f'job="{JOB}gateway",grpc_service="partsim.v1.PartsimService"'
+ALL = f'job=~"{JOB}.+"'
 R = "[$__rate_interval]"
 
 
@@ -64,7 +71,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
             (
                 "Server error ratio",
                 "percentunit",
-                [("partsim:grpc_server_error_ratio:rate5m", "{{job}}")],
+                [(f"partsim:grpc_server_error_ratio:rate5m{{{ALL}}}", "{{job}}")],
                 "Share of RPCs ending UNKNOWN, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, DATA_LOSS or UNIMPLEMENTED "
                 "(recording rule; alert PartsimHighErrorRatio above 5 %).",
             ),
@@ -362,6 +369,8 @@ def build() -> dict:
             pid += 1
         y += ((len(row) + 2) // 3) * 8
     return {
+        "__inputs": INPUTS,
+        "__requires": REQUIRES,
         "uid": "partsim-overview",
         "title": "partsim",
         "description": "partsim cluster: gateway, embedder, "
@@ -374,7 +383,7 @@ def build() -> dict:
         "refresh": "30s",
         "time": {"from": "now-1h", "to": "now"},
         "graphTooltip": 1,
-        "templating": {"list": []},
+        "templating": {"list": TEMPLATING},
         "annotations": {"list": []},
         "panels": panels,
     }

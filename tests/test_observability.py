@@ -49,13 +49,24 @@ def tool(name: str) -> str:
     return path
 
 
+GRAFANA_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")  # ${name} or $name
+
+
+def dashboard_defaults(dash: dict) -> dict[str, str]:
+    """What each variable a query may use stands for: its default, and $__rate_interval."""
+    values = {v["name"]: v["current"]["value"] for v in dash["templating"]["list"] if v["type"] != "datasource"}
+    return values | {"__rate_interval": RATE_INTERVAL}
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
-    """(panel title, PromQL) for every target of every panel."""
+    """(panel title, PromQL with the variables' defaults) for every target of every panel."""
     dash = json.loads(DASHBOARD.read_text())
+    values = dashboard_defaults(dash)
     out = []
     for panel in dash["panels"]:
         for t in panel.get("targets", []):
-            out.append((panel["title"], t["expr"].replace("$__rate_interval", RATE_INTERVAL)))
+            expr = GRAFANA_VAR.sub(lambda m: values[m.group(1) or m.group(2)], t["expr"])
+            out.append((panel["title"], expr))
     return out
 
 
@@ -108,6 +119,45 @@ def test_the_rule_and_config_files_pass_promtool():
 def test_the_dashboard_is_generated_from_its_source():
     r = run_script("gen-dashboard.py", "--check")
     assert r.returncode == 0, r.stderr
+
+
+def test_the_dashboard_imports_into_an_existing_grafana():
+    """No fixed data source uid or job name; "Import dashboard" asks for a Prometheus."""
+    text = DASHBOARD.read_text()
+    dash = json.loads(text)
+    panels = [p for p in dash["panels"] if p["type"] != "row"]
+    targets = [t for p in panels for t in p["targets"]]
+    variable = {"type": "prometheus", "uid": "${datasource}"}
+    assert all(p["datasource"] == variable for p in panels)
+    assert all(t["datasource"] == variable for t in targets)
+    assert '"uid": "prometheus"' not in text
+    assert not [t["expr"] for t in targets if re.search(r'job=~?"partsim-', t["expr"])]
+    defined = {v["name"]: v for v in dash["templating"]["list"]}
+    used = {m.group(1) or m.group(2) for t in targets for m in GRAFANA_VAR.finditer(t["expr"] + t["datasource"]["uid"])}
+    assert used - {"__rate_interval"} <= set(defined), used - set(defined)
+    assert "job_prefix" in used
+    assert defined["datasource"]["type"] == "datasource" and defined["datasource"]["query"] == "prometheus"
+    inputs = {i["name"]: i for i in dash["__inputs"]}
+    assert inputs["DS_PROMETHEUS"]["type"] == "datasource" and inputs["DS_PROMETHEUS"]["pluginId"] == "prometheus"
+    assert defined["datasource"]["current"]["value"] == "${DS_PROMETHEUS}"  # the import's answer is used
+    assert {"grafana", "prometheus", "timeseries"} <= {r["id"] for r in dash["__requires"]}
+
+
+def test_the_provisioned_grafana_picks_its_data_source_and_the_default_jobs():
+    dash = json.loads(DASHBOARD.read_text())
+    provisioned = yaml.safe_load(
+        (ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"]
+    ds = next(v for v in dash["templating"]["list"] if v["name"] == "datasource")
+    assert [d["name"] for d in provisioned if d["type"] == "prometheus"] == [ds["current"]["text"]]
+    jobs = {j for _, expr in dashboard_queries() for j in re.findall(r'job="([^"]+)"', expr)}
+    assert jobs and jobs <= set(DEFAULT_PORTS), jobs
+    assert all(
+        re.fullmatch(r, j)
+        for _, e in dashboard_queries()
+        for r in re.findall(r'job=~"([^"]+)"', e)
+        for j in DEFAULT_PORTS
+    )
 
 
 def test_every_alert_has_a_signal_and_a_threshold():
