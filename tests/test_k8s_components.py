@@ -207,8 +207,12 @@ def check_monitoring(objs: list[dict]) -> None:
     # the jobs the dashboard and the alerts select exist
     alerts = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text()
     dash = (ROOT / "deploy" / "grafana" / "dashboards" / "partsim.json").read_text()
-    used = set(re.findall(r'job=\\?"(partsim-[a-z-]+)\\?"', alerts + dash))
-    assert used <= jobs | {"partsim-ingest-worker"}, f"jobs used but never scraped: {used - jobs}"
+    prefix = next(v for v in json.loads(dash)["templating"]["list"] if v["name"] == "job_prefix")["query"]
+    resolved = dash.replace("${job_prefix}", prefix)  # the dashboard's jobs, as its default prefix makes them
+    used = set(re.findall(r'job=\\?"(partsim-[a-z-]+)\\?"', alerts + resolved))
+    assert {"partsim-gateway"} <= used <= jobs | {"partsim-ingest-worker"}, (
+        f"jobs used but never scraped: {used - jobs}"
+    )
     rule = by_kind(objs, "PrometheusRule")["partsim"]
     assert rule["spec"]["groups"] == yaml.safe_load(alerts)["groups"]
     cm = by_kind(objs, "ConfigMap")["partsim-grafana-dashboard"]
