@@ -216,7 +216,7 @@ def test_each_cli_module_registers_its_own_commands_once_and_every_command_has_a
         for name in sub.choices:
             assert name not in owner, f"{name!r} is registered by both {owner[name]} and {info.name}"
             owner[name] = info.name
-    assert set(owner.values()) == {"corpus", "model", "cluster", "catalog", "separation", "health", "keys"}
+    assert set(owner.values()) == {"corpus", "model", "cluster", "catalog", "tracks", "separation", "health", "keys"}
     leaves = list(_leaf_commands(cli.build_parser()))
     assert {words[0] for words, _ in leaves} == set(owner)
     for words, parser in leaves:

@@ -38,7 +38,7 @@ def test_partsim_up_serves_and_stops_on_sigint(tmp_path):
                 break
         assert address, "partsim up did not come up"
         with PartsimClient(address) as c:
-            assert c.stats().stats.tracks == 0
+            assert c.stats().tracks == 0
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         rest = proc.stdout.read()
@@ -116,6 +116,19 @@ def test_get_stems_and_the_signal_level_mode(cluster_with_separator, catalog):
     for i in range(len(sep.stems)):
         assert len(stems[i]) == sep.total_frames * sep.channels * 4 and sep.total_frames == 10 * sep.sample_rate
     assert [m.SerializeToString() for m in answers[1]] == [m.SerializeToString() for m in answers[0]]
+    with PartsimClient(cluster_with_separator.gateway) as c:  # the client's Stems: audio by part, and its format
+        raw = c.get_stems(song.name, seconds=12.0, format="float32le")
+        flac = c.get_stems(song.name, segment_index=1)
+    assert [s.data for s in raw.stems] == [bytes(stems[i]) for i in range(len(sep.stems))]
+    assert (raw.format, flac.format, flac.segment_index, flac.start_seconds, flac.end_seconds) == (
+        "float32le",
+        "flac",
+        1,
+        10.0,
+        20.0,
+    )
+    assert set(flac.by_part()) == {"drums", "bass", "piano", "guitar", "others"}
+    assert all(data[:4] == b"fLaC" for data in flac.by_part().values())
     with pytest.raises(grpc.RpcError) as info:
         list(
             stub.GetStems(

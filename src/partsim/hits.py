@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -14,6 +14,7 @@ class StemHit:
     start: float
     end: float
     distance: float
+    metadata: dict = field(default_factory=dict)  # title, artist, tags (the client fills them in)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -8,9 +8,13 @@ one its handler with ``set_defaults(handler=...)``; ``main`` calls ``args.handle
 - ``model``: train, evaluate, export, bench-embed, interpolate, bench-train, embed
 - ``cluster``: up, demo (the services on this machine)
 - ``catalog``: index, search-mix, search-stems (a running gateway's catalog)
+- ``tracks``: tracks list/get/delete, stats, jobs submit/get/retry (the catalog's tracks and ingest jobs)
 - ``separation``: separate, compare-paths, train-separator, evaluate-separator, export-separator
 - ``health``: health (one grpc.health.v1 check)
 - ``keys``: keys create/list/revoke (the gateway's API keys)
+
+The exit statuses are one table (``args.exit_status``, printed in the ``partsim --help`` epilog): 0 success, 1 the
+server answered with an error, 2 usage error, 3 the server is unreachable or unavailable.
 
 Heavy libraries (torch, demucs, grpc) are imported inside the handlers, so ``partsim --help`` stays fast.
 """
@@ -23,14 +27,19 @@ import sys
 
 from .. import __version__
 from ..errors import PartsimError
-from . import catalog, cluster, corpus, health, keys, model, separation
+from . import catalog, cluster, corpus, health, keys, model, separation, tracks
+from .args import EXIT_STATUSES, exit_status
 
-EXIT_USER_ERROR = 2
-COMMAND_MODULES = (corpus, model, cluster, catalog, separation, health, keys)
+COMMAND_MODULES = (corpus, model, cluster, catalog, tracks, separation, health, keys)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="partsim", description="Part-level music similarity search.")
+    parser = argparse.ArgumentParser(
+        prog="partsim",
+        description="Part-level music similarity search.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"partsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
@@ -44,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except PartsimError as exc:
         print(f"partsim: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return exit_status(exc)
     except KeyboardInterrupt:
         print("partsim: interrupted", file=sys.stderr)
         return 130

@@ -1,13 +1,38 @@
-"""Argument types the ``partsim`` subcommands share.
+"""Argument types, connection options and the exit statuses the ``partsim`` subcommands share.
 
-Each turns a bad value into ``argparse.ArgumentTypeError``, so argparse reports it as one usage line
-(``partsim COMMAND: error: argument --flag: expected ...``) with exit status 2.
+Each argument type turns a bad value into ``argparse.ArgumentTypeError``, so argparse reports it as one usage
+line (``partsim COMMAND: error: argument --flag: expected ...``) with exit status 2. :func:`exit_status` is the
+one table of exit statuses (:data:`EXIT_STATUSES`, the ``partsim --help`` epilog).
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..client import PartsimClient
+
+DEFAULT_GATEWAY = "localhost:50051"
+EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+UNREACHABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED")  # gRPC status codes: the server is unreachable or unavailable
+EXIT_STATUSES = f"""exit status (every command that calls the gateway; health keeps its own: 0 SERVING, 1 otherwise):
+  {EXIT_OK}  success
+  {EXIT_SERVER_ERROR}  the server answered with an error (NOT_FOUND, INVALID_ARGUMENT, ...): one line "partsim: error: ..."
+  {EXIT_USAGE}  usage error: a bad option or argument, a file that cannot be read
+  {EXIT_UNAVAILABLE}  the server is unreachable or unavailable (UNAVAILABLE, DEADLINE_EXCEEDED, connection refused)"""
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status of a command that failed with ``exc`` (a :class:`partsim.errors.PartsimError`): an error a
+    server call raised (it carries the status code) is :data:`EXIT_UNAVAILABLE` when the server is unreachable,
+    else :data:`EXIT_SERVER_ERROR`; any other is :data:`EXIT_USAGE`."""
+    from ..client import rpc_code
+
+    code = rpc_code(exc)
+    if code is None:
+        return EXIT_USAGE
+    return EXIT_UNAVAILABLE if code in UNREACHABLE else EXIT_SERVER_ERROR
 
 
 def integer(text: str) -> int:
@@ -62,6 +87,19 @@ def add_connection_options(parser: argparse.ArgumentParser, client_cert: bool = 
     if client_cert:
         g.add_argument("--tls-cert", metavar="PEM", help="client certificate to present, mTLS (env PARTSIM_TLS_CERT)")
         g.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (env PARTSIM_TLS_KEY)")
+
+
+def add_gateway_options(parser: argparse.ArgumentParser) -> None:
+    """``--gateway HOST:PORT`` and :func:`add_connection_options`: what a command that calls the gateway takes."""
+    parser.add_argument("--gateway", default=DEFAULT_GATEWAY, metavar="HOST:PORT", help=f"default {DEFAULT_GATEWAY}")
+    add_connection_options(parser)
+
+
+def gateway_client(args: argparse.Namespace) -> PartsimClient:
+    """A client of ``--gateway`` with the connection options (:func:`add_gateway_options`)."""
+    from ..client import PartsimClient
+
+    return PartsimClient(args.gateway, **connection(args))
 
 
 def connection(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,5 +1,10 @@
 """Commands that talk to a running gateway about its catalog: ``index``, ``search-mix``, ``search-stems``.
 
+A query stem is the part of an indexed track at a time (``--stem PART:TRACK_ID@SECONDS``) or the part in an
+audio file (``--stem-file PART:FILE[@SECONDS]``: the file, or 10 s of it from SECONDS on, uploaded as the
+query's audio). ``--json`` prints a list of hits, each the client's hit as JSON (``MixHit`` / ``StemHit``:
+the track's ``metadata`` with title, artist and tags; the best segment and per-part distances).
+
 ``index_paths`` and the hit printers also serve ``partsim demo`` (``cli/cluster.py``).
 """
 
@@ -15,19 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgument, NotFound
-from .args import add_connection_options, connection, integer
+from .args import EXIT_OK, add_gateway_options, connection, exit_status, gateway_client, integer
 
-DEFAULT_GATEWAY = "localhost:50051"
 STEM = re.compile(r"^(?P<part>[a-z_]+):(?P<track>.+)@(?P<sec>[0-9.]+)$")
+STEM_FILE = re.compile(r"^(?P<part>[a-z_]+):(?P<file>.+?)(@(?P<sec>[0-9.]+))?$")
+CLIP_SECONDS = 10.0  # the span of a --stem-file FILE@SECONDS query: one catalog segment
 
 
 def register(sub) -> None:
     ix = sub.add_parser("index", help="index songs: corpus song folders or audio files (track id = folder/file name)")
     ix.add_argument("paths", nargs="+", type=Path)
-    ix.add_argument("--gateway", default=DEFAULT_GATEWAY)
     ix.add_argument("--parallel", type=integer, default=4, help="uploads in flight (default 4)")
     ix.add_argument("--quiet", action="store_true")
-    add_connection_options(ix)
+    add_gateway_options(ix)
     ix.set_defaults(handler=_cmd_index)
 
     for name, helptext, handler in (
@@ -35,13 +40,21 @@ def register(sub) -> None:
         ("search-stems", "segments of one part most similar to one stem", _cmd_search_stems),
     ):
         p = sub.add_parser(name, help=helptext)
+        again = " (repeatable)" if name == "search-mix" else ""
         p.add_argument(
             "--stem",
             action="append",
-            required=True,
+            default=[],
             metavar="PART:TRACK_ID@SECONDS",
-            help="a query stem: the part of an indexed track at a time"
-            + (" (repeatable)" if name == "search-mix" else ""),
+            help="a query stem: the part of an indexed track at a time" + again,
+        )
+        p.add_argument(
+            "--stem-file",
+            action="append",
+            default=[],
+            metavar="PART:FILE[@SECONDS]",
+            help=f"a query stem from an audio file: the part in the file (or in {CLIP_SECONDS:g} s of it from "
+            "SECONDS on), uploaded as the query" + again,
         )
         p.add_argument("--top-k", type=integer, default=None, help="results (default 100, at most 1000)")
         mode = p.add_mutually_exclusive_group()
@@ -54,9 +67,8 @@ def register(sub) -> None:
         p.add_argument("--exclude", action="append", default=[], metavar="TRACK_ID", help="leave out this track")
         if name == "search-mix":
             p.add_argument("--weight", action="append", default=[], metavar="PART=W", help="part weight in eq. 6.2")
-        p.add_argument("--gateway", default=DEFAULT_GATEWAY)
-        p.add_argument("--json", action="store_true", help="print JSON")
-        add_connection_options(p)
+        p.add_argument("--json", action="store_true", help="print JSON: a list of hits with metadata")
+        add_gateway_options(p)
         p.set_defaults(handler=handler)
 
 
@@ -67,6 +79,45 @@ def parse_stem(text: str):
     if not m:
         raise InvalidArgument(f"--stem {text!r}: expected PART:TRACK_ID@SECONDS, e.g. drums:song00003@30")
     return Stem(m.group("part"), track_id=m.group("track"), seconds=float(m.group("sec")))
+
+
+def parse_stem_file(text: str):
+    """A query stem from ``PART:FILE[@SECONDS]``: the file's bytes, or (with SECONDS) :data:`CLIP_SECONDS`
+    of its audio from SECONDS on as WAV."""
+    from ..client import Stem
+
+    m = STEM_FILE.match(text)
+    if not m:
+        raise InvalidArgument(f"--stem-file {text!r}: expected PART:FILE[@SECONDS], e.g. bass:clip.flac@12")
+    path = Path(m.group("file"))
+    if not path.is_file():
+        raise NotFound(f"--stem-file {text!r}: no such file {str(path)!r}")
+    if m.group("sec") is None:
+        return Stem(m.group("part"), audio=path.read_bytes())
+    import io
+
+    import soundfile as sf
+
+    start = float(m.group("sec"))
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr = f.samplerate
+            if start * sr >= f.frames:
+                raise InvalidArgument(f"--stem-file {text!r}: {path} is {f.frames / sr:.1f} s long")
+            f.seek(int(start * sr))
+            audio = f.read(int(CLIP_SECONDS * sr), dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        raise InvalidArgument(f"--stem-file {text!r}: cannot read {path}: {exc}") from None
+    buf = io.BytesIO()
+    sf.write(buf, audio, sr, format="WAV", subtype="FLOAT")
+    return Stem(m.group("part"), audio=buf.getvalue())
+
+
+def _stems(args: argparse.Namespace) -> list:
+    stems = [parse_stem(s) for s in args.stem] + [parse_stem_file(s) for s in args.stem_file]
+    if not stems:
+        raise InvalidArgument("give a query stem: --stem PART:TRACK_ID@SECONDS or --stem-file PART:FILE[@SECONDS]")
+    return stems
 
 
 def _track_items(paths: list[Path]) -> list[tuple[str, Path, dict]]:
@@ -100,9 +151,9 @@ def _track_items(paths: list[Path]) -> list[tuple[str, Path, dict]]:
 
 def index_paths(
     gateway: str, paths: list[Path], parallel: int = 4, quiet: bool = False, conn: dict | None = None
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[tuple[str, Exception]]]:
     """Upload song folders and audio files to the gateway (``conn``: PartsimClient's connection keywords);
-    (tracks indexed, one failure line per other track)."""
+    (tracks indexed, (track id, error) of each other track)."""
     from tqdm import tqdm
 
     from ..client import PartsimClient
@@ -118,16 +169,16 @@ def index_paths(
             try:
                 fut.result()
             except Exception as exc:  # noqa: BLE001 - reported per track
-                failures.append(f"{futs[fut]}: {exc}")
+                failures.append((futs[fut], exc))
     return len(items) - len(failures), failures
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
     ok, failures = index_paths(args.gateway, args.paths, args.parallel, args.quiet, connection(args))
-    for f in failures:
-        print(f"partsim: failed: {f}", file=sys.stderr)
+    for tid, exc in failures:
+        print(f"partsim: failed: {tid}: {exc}", file=sys.stderr)
     print(f"indexed {ok} of {ok + len(failures)} tracks", file=sys.stderr)
-    return 0 if not failures else 1
+    return max((exit_status(exc) for _, exc in failures), default=EXIT_OK)
 
 
 def _mode(args: argparse.Namespace) -> str | None:
@@ -146,34 +197,30 @@ def _weights(items: list[str]) -> dict[str, float]:
 
 
 def _cmd_search_mix(args: argparse.Namespace) -> int:
-    from ..client import PartsimClient
-
-    stems = [parse_stem(s) for s in args.stem]
-    with PartsimClient(args.gateway, **connection(args)) as c:
-        hits = c.search_mix(
-            stems, top_k=args.top_k, weights=_weights(args.weight), exclude=args.exclude, mode=_mode(args)
-        )
-    _print_result(hits, args.json, ("track_id", "distance", "best_start", "best_end", "per_part"), print_mix_hits)
-    return 0
+    stems = _stems(args)
+    weights = _weights(args.weight)
+    with gateway_client(args) as c:
+        hits = c.search_mix(stems, top_k=args.top_k, weights=weights, exclude=args.exclude, mode=_mode(args))
+    _print_result(hits, args.json, print_mix_hits)
+    return EXIT_OK
 
 
 def _cmd_search_stems(args: argparse.Namespace) -> int:
-    from ..client import PartsimClient
+    stems = _stems(args)
+    if len(stems) != 1:
+        raise InvalidArgument("search-stems takes exactly one --stem or --stem-file")
+    with gateway_client(args) as c:
+        hits = c.search_stems(stems[0], top_k=args.top_k, exclude=args.exclude, mode=_mode(args))
+    _print_result(hits, args.json, print_stem_hits)
+    return EXIT_OK
 
-    if len(args.stem) != 1:
-        raise InvalidArgument("search-stems takes exactly one --stem")
-    with PartsimClient(args.gateway, **connection(args)) as c:
-        hits = c.search_stems(parse_stem(args.stem[0]), top_k=args.top_k, exclude=args.exclude, mode=_mode(args))
-    _print_result(hits, args.json, ("track_id", "segment", "start", "end", "distance"), print_stem_hits)
-    return 0
 
-
-def _print_result(hits, as_json: bool, fields: tuple[str, ...], print_lines: Callable[[Any], None]) -> None:
-    """A search's warnings (:func:`print_warnings`), then its hits: with --json a list of objects
-    holding ``fields`` of each hit, else ``print_lines(hits)``."""
+def _print_result(hits, as_json: bool, print_lines: Callable[[Any], None]) -> None:
+    """A search's warnings (:func:`print_warnings`), then its hits: with --json a list of each hit's
+    ``to_json()`` (with the track's metadata), else ``print_lines(hits)``."""
     print_warnings(hits, as_json)
     if as_json:
-        print(json.dumps([{f: getattr(h, f) for f in fields} for h in hits], indent=1))
+        print(json.dumps([h.to_json() for h in hits], indent=1))
     else:
         print_lines(hits)
 

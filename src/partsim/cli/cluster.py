@@ -104,8 +104,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         with PartsimClient(cluster.gateway, **connection(args)) as c:
             c.wait_ready(300)
             ok, failures = index_paths(cluster.gateway, songs, parallel=4, conn=connection(args))
-            for f in failures:
-                print(f"failed: {f}", file=sys.stderr)
+            for tid, exc in failures:
+                print(f"failed: {tid}: {exc}", file=sys.stderr)
             drums_song, bass_song = _demo_pair(songs)
             print(f"\nSearchMix: the drums of {drums_song} (0-10 s) with the bass of {bass_song} (10-20 s)")
             t = time.perf_counter()

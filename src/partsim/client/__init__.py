@@ -1,5 +1,47 @@
-"""Python clients of the partsim gateway (installed as ``partsim.client``)."""
+"""The Python client of the partsim gateway: :class:`PartsimClient` and the dataclasses it returns."""
 
-from .client import Connection, MixHit, PartsimClient, QueryWarning, SearchResult, Stem, StemHit
+from ..hits import StemHit
+from .client import Connection, PartsimClient, rpc_code
+from .types import (
+    CatalogStats,
+    Embedding,
+    IndexResult,
+    IngestJob,
+    ItemFailure,
+    JobState,
+    MixHit,
+    ModelInfo,
+    PartEmbedding,
+    QueryWarning,
+    RetryResult,
+    SearchResult,
+    SegmentEmbedding,
+    Stem,
+    StemAudio,
+    Stems,
+    Track,
+)
 
-__all__ = ["Connection", "MixHit", "PartsimClient", "QueryWarning", "SearchResult", "Stem", "StemHit"]
+__all__ = [
+    "CatalogStats",
+    "Connection",
+    "Embedding",
+    "IndexResult",
+    "IngestJob",
+    "ItemFailure",
+    "JobState",
+    "MixHit",
+    "ModelInfo",
+    "PartEmbedding",
+    "PartsimClient",
+    "QueryWarning",
+    "RetryResult",
+    "SearchResult",
+    "SegmentEmbedding",
+    "Stem",
+    "StemAudio",
+    "StemHit",
+    "Stems",
+    "Track",
+    "rpc_code",
+]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
@@ -36,105 +36,34 @@ from partsim.errors import InvalidArgument, PartsimError
 from partsim.hits import StemHit
 from partsim.v1 import gateway_pb2, gateway_pb2_grpc, searcher_pb2, types_pb2
 
+from .types import (
+    STEM_FORMATS,
+    CatalogStats,
+    Embedding,
+    IndexResult,
+    IngestJob,
+    MixHit,
+    QueryWarning,
+    RetryResult,
+    SearchResult,
+    Stem,
+    Stems,
+    Track,
+    _metadata,
+)
+
 CHUNK = 1 << 20  # IndexTrack upload chunk size
 MAX_MESSAGE = 256 << 20
+TIMEOUT = 30.0  # seconds: the default deadline of a call
+LONG_TIMEOUT = 600.0  # seconds: the default deadline of indexing, signal-level embedding and GetStems
+SERVER_CODE_ATTR = "partsim_rpc_code"  # set on an error a call raised: the call's status code name
+EMBED_MODES = {"feature": gateway_pb2.EMBED_MODE_FEATURE, "signal": gateway_pb2.EMBED_MODE_SIGNAL}
 
 MODES = {
     "exact": searcher_pb2.SEARCH_MODE_EXACT,
     "approximate": searcher_pb2.SEARCH_MODE_APPROXIMATE,
     None: searcher_pb2.SEARCH_MODE_UNSPECIFIED,
 }
-
-
-@dataclass
-class Stem:
-    """One stem query: a part and exactly one source (an indexed segment, a clip, or a vector)."""
-
-    part: str
-    track_id: str | None = None
-    seconds: float | None = None
-    segment_index: int | None = None
-    audio: bytes | None = None
-    vector: list[float] | None = None
-
-    def to_proto(self) -> gateway_pb2.StemQuery:
-        q = gateway_pb2.StemQuery(part=self.part)
-        given = [self.track_id is not None, self.audio is not None, self.vector is not None]
-        if sum(given) != 1:
-            raise ValueError("a Stem needs exactly one of track_id (with seconds or segment_index), audio, vector")
-        if self.track_id is not None:
-            q.indexed.track_id = self.track_id
-            if self.segment_index is not None:
-                q.indexed.segment_index = self.segment_index
-            else:
-                q.indexed.seconds = float(self.seconds or 0.0)
-        elif self.audio is not None:
-            q.audio.encoded = self.audio
-        else:
-            q.vector.vector.extend(self.vector)
-        return q
-
-
-@dataclass
-class QueryWarning:
-    """A caveat about one stem query of an answered search (gateway.proto QueryWarning)."""
-
-    code: str  # e.g. "PART_JUDGED_ABSENT" (WarningCode without its prefix)
-    message: str
-    query_index: int
-    part: str
-    track_id: str  # empty for an uploaded clip
-    segment_index: int
-    start: float
-    end: float
-    norm: float
-    power: float
-
-    @classmethod
-    def from_proto(cls, w: gateway_pb2.QueryWarning) -> QueryWarning:
-        name = gateway_pb2.WarningCode.Name(w.code) if w.code in gateway_pb2.WarningCode.values() else str(w.code)
-        return cls(
-            name.removeprefix("WARNING_CODE_"),
-            w.message,
-            w.query_index,
-            w.part,
-            w.track_id,
-            w.segment_index,
-            w.start_seconds,
-            w.end_seconds,
-            w.norm,
-            w.power,
-        )
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-class SearchResult(list):
-    """The hits of a search, best first (a plain list of them), plus ``warnings`` about the query."""
-
-    def __init__(self, hits: Iterable = (), warnings: Iterable[QueryWarning] = (), model_version: str = ""):
-        super().__init__(hits)
-        self.warnings: list[QueryWarning] = list(warnings)
-        self.model_version = model_version
-
-
-@dataclass
-class MixHit:
-    track_id: str
-    distance: float
-    best_segment: int
-    best_start: float
-    best_end: float
-    per_part: dict[str, float]
-    metadata: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-def _metadata(m: types_pb2.TrackMetadata) -> dict:
-    return {"title": m.title, "artist": m.artist, "tags": dict(m.tags)}
 
 
 @dataclass(frozen=True)
@@ -187,27 +116,40 @@ class Connection:
 
 def _raise(exc: grpc.RpcError) -> PartsimError:
     """The domain error of a failed call, with ``.reason``, ``.field_violations`` and ``.retry_after_seconds``
-    from the status details."""
+    from the status details, and the call's status code name (:func:`rpc_code`)."""
     from partsim.services.status import error_from_rpc
 
-    return error_from_rpc(exc)
+    err = error_from_rpc(exc)
+    code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
+    setattr(err, SERVER_CODE_ATTR, code.name)
+    return err
+
+
+def rpc_code(err: BaseException) -> str | None:
+    """The gRPC status code name ("NOT_FOUND", "UNAVAILABLE", ...) of an error a call of this client raised;
+    None for an error raised before any call (bad arguments, an unreadable file)."""
+    return getattr(err, SERVER_CODE_ATTR, None)
 
 
 class PartsimClient:
     """A connection to the gateway at ``address``; ``tls_ca``, ``token``, ``tls_cert``, ``tls_key``: see
-    :class:`Connection` (None: from the environment)."""
+    :class:`Connection` (None: from the environment). ``timeout``: the deadline of each call in seconds;
+    ``long_timeout`` (at least ``timeout``) that of the long ones: indexing, signal-level embedding, GetStems;
+    a method's own ``timeout`` overrides both."""
 
     def __init__(
         self,
         address: str = "localhost:50051",
-        timeout: float = 300.0,
+        timeout: float = TIMEOUT,
         tls_ca: str | None = None,
         token: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        long_timeout: float = LONG_TIMEOUT,
     ):
         self.address = address
         self.timeout = timeout
+        self.long_timeout = max(long_timeout, timeout)
         self.connection = Connection(tls_ca, token, tls_cert, tls_key).resolved()
         self.channel = self.connection.channel(
             address, [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
@@ -257,17 +199,40 @@ class PartsimClient:
         raise TimeoutError(f"{what} {self.address} not serving after {timeout:.0f} s ({last})")
 
     # -- embedding and indexing ----------------------------------------------------------------
-    def embed_parts(self, audio: bytes, segment_seconds: float = 0.0, hop_seconds: float = 0.0):
-        return self._call(
-            self.stub.EmbedParts,
-            gateway_pb2.EmbedPartsRequest(
-                audio=types_pb2.Audio(encoded=audio), segment_seconds=segment_seconds, hop_seconds=hop_seconds
-            ),
+    def embed_parts(
+        self,
+        audio: bytes,
+        segment_seconds: float = 0.0,
+        hop_seconds: float = 0.0,
+        mode: str = "feature",
+        timeout: float | None = None,
+    ) -> Embedding:
+        """Per segment and part of ``audio`` (any format libsndfile reads) the embedding and presence.
+        ``mode``: "feature" (the CSN on the mix) or "signal" (separate first: needs a separator, takes
+        ``long_timeout``)."""
+        if mode not in EMBED_MODES:
+            raise InvalidArgument(f"mode must be one of {', '.join(EMBED_MODES)}, got {mode!r}")
+        req = gateway_pb2.EmbedPartsRequest(
+            audio=types_pb2.Audio(encoded=audio),
+            segment_seconds=segment_seconds,
+            hop_seconds=hop_seconds,
+            mode=EMBED_MODES[mode],
         )
+        long = mode == "signal"
+        return Embedding.from_proto(self._call(self.stub.EmbedParts, req, timeout=self._timeout(timeout, long)))
+
+    def _timeout(self, given: float | None, long: bool = False) -> float:
+        return given if given is not None else (self.long_timeout if long else self.timeout)
 
     def index_bytes(
-        self, data: bytes, track_id: str, title: str = "", artist: str = "", tags: dict[str, str] | None = None
-    ):
+        self,
+        data: bytes,
+        track_id: str,
+        title: str = "",
+        artist: str = "",
+        tags: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> IndexResult:
         def messages() -> Iterator[gateway_pb2.IndexTrackRequest]:
             yield gateway_pb2.IndexTrackRequest(
                 header=gateway_pb2.IndexTrackHeader(
@@ -277,17 +242,15 @@ class PartsimClient:
             for i in range(0, len(data), CHUNK):
                 yield gateway_pb2.IndexTrackRequest(chunk=data[i : i + CHUNK])
 
-        try:
-            return self.stub.IndexTrack(messages(), timeout=self.timeout, metadata=self.metadata)
-        except grpc.RpcError as exc:
-            raise _raise(exc) from None
+        resp = self._call(self.stub.IndexTrack, messages(), timeout=self._timeout(timeout, long=True))
+        return IndexResult(Track.from_proto(resp.track), resp.replaced)
 
-    def index_file(self, path: str | os.PathLike, track_id: str | None = None, **meta):
+    def index_file(self, path: str | os.PathLike, track_id: str | None = None, **meta) -> IndexResult:
         path = Path(path)
         return self.index_bytes(path.read_bytes(), track_id or path.stem, **meta)
 
     def submit_job(self, items: Iterable[dict]) -> str:
-        """items: dicts with track_id, uri or audio (bytes), and optional title/artist/tags."""
+        """items: dicts with track_id, uri or audio (bytes), and optional title/artist/tags; the job's id."""
         req = gateway_pb2.SubmitIngestJobRequest()
         for it in items:
             m = req.items.add(
@@ -302,12 +265,13 @@ class PartsimClient:
                 m.audio.encoded = it["audio"]
         return self._call(self.stub.SubmitIngestJob, req).job_id
 
-    def get_job(self, job_id: str):
-        return self._call(self.stub.GetIngestJob, gateway_pb2.GetIngestJobRequest(job_id=job_id))
+    def get_job(self, job_id: str) -> IngestJob:
+        return IngestJob.from_proto(self._call(self.stub.GetIngestJob, gateway_pb2.GetIngestJobRequest(job_id=job_id)))
 
-    def retry_ingest_job(self, job_id: str):
-        """Queue the job's failed items again; the response's ``requeued`` and ``job`` (its status)."""
-        return self._call(self.stub.RetryIngestJob, gateway_pb2.RetryIngestJobRequest(job_id=job_id))
+    def retry_ingest_job(self, job_id: str) -> RetryResult:
+        """Queue the job's failed items again: how many (``requeued``) and the ``job`` after the call."""
+        resp = self._call(self.stub.RetryIngestJob, gateway_pb2.RetryIngestJobRequest(job_id=job_id))
+        return RetryResult(resp.requeued, IngestJob.from_proto(resp.job))
 
     # -- search --------------------------------------------------------------------------------
     def search_mix(
@@ -329,14 +293,26 @@ class PartsimClient:
             req.top_k = top_k
         resp = self._call(self.stub.SearchMix, req)
         return SearchResult(
+            map(MixHit.from_proto, resp.hits), map(QueryWarning.from_proto, resp.warnings), resp.model_version
+        )
+
+    def search_stems(
+        self, stem: Stem, top_k: int | None = None, exclude: list[str] | None = None, mode: str | None = None
+    ) -> SearchResult:
+        """Segments of one part ranked by cosine distance: a list of :class:`StemHit` (with the track's
+        ``metadata``) with ``.warnings``."""
+        req = gateway_pb2.SearchStemsRequest(query=stem.to_proto(), exclude_track_ids=exclude or [], mode=MODES[mode])
+        if top_k is not None:
+            req.top_k = top_k
+        resp = self._call(self.stub.SearchStems, req)
+        return SearchResult(
             (
-                MixHit(
+                StemHit(
                     h.track.track_id,
+                    h.segment.index,
+                    h.segment.start_seconds,
+                    h.segment.end_seconds,
                     h.distance,
-                    h.best_segment.index,
-                    h.best_segment.start_seconds,
-                    h.best_segment.end_seconds,
-                    {p.part: p.distance for p in h.part_distances},
                     _metadata(h.track.metadata),
                 )
                 for h in resp.hits
@@ -345,34 +321,18 @@ class PartsimClient:
             resp.model_version,
         )
 
-    def search_stems(
-        self, stem: Stem, top_k: int | None = None, exclude: list[str] | None = None, mode: str | None = None
-    ) -> SearchResult:
-        """Segments of one part ranked by cosine distance: a list of :class:`StemHit` with ``.warnings``."""
-        req = gateway_pb2.SearchStemsRequest(query=stem.to_proto(), exclude_track_ids=exclude or [], mode=MODES[mode])
-        if top_k is not None:
-            req.top_k = top_k
-        resp = self._call(self.stub.SearchStems, req)
-        return SearchResult(
-            (
-                StemHit(h.track.track_id, h.segment.index, h.segment.start_seconds, h.segment.end_seconds, h.distance)
-                for h in resp.hits
-            ),
-            map(QueryWarning.from_proto, resp.warnings),
-            resp.model_version,
-        )
-
     # -- catalog -------------------------------------------------------------------------------
-    def get_track(self, track_id: str):
-        return self._call(self.stub.GetTrack, searcher_pb2.GetTrackRequest(track_id=track_id)).track
+    def get_track(self, track_id: str) -> Track:
+        return Track.from_proto(self._call(self.stub.GetTrack, searcher_pb2.GetTrackRequest(track_id=track_id)).track)
 
-    def list_tracks(self, page_size: int = 100) -> Iterator:
+    def list_tracks(self, page_size: int = 100) -> Iterator[Track]:
+        """Every track of the catalog by track id, fetched ``page_size`` at a time as the iterator is consumed."""
         token = ""
         while True:
             resp = self._call(
                 self.stub.ListTracks, searcher_pb2.ListTracksRequest(page_size=page_size, page_token=token)
             )
-            yield from resp.tracks
+            yield from map(Track.from_proto, resp.tracks)
             token = resp.next_page_token
             if not token:
                 return
@@ -380,5 +340,33 @@ class PartsimClient:
     def delete_track(self, track_id: str) -> None:
         self._call(self.stub.DeleteTrack, searcher_pb2.DeleteTrackRequest(track_id=track_id))
 
-    def stats(self):
-        return self._call(self.stub.GetCatalogStats, gateway_pb2.GetCatalogStatsRequest())
+    def stats(self) -> CatalogStats:
+        return CatalogStats.from_proto(self._call(self.stub.GetCatalogStats, gateway_pb2.GetCatalogStatsRequest()))
+
+    def get_stems(
+        self,
+        track_id: str,
+        seconds: float | None = None,
+        segment_index: int | None = None,
+        format: str = "flac",
+        timeout: float | None = None,
+    ) -> Stems:
+        """The separated stems of one indexed segment (the one containing ``seconds``, or by ``segment_index``),
+        to listen to: ``format`` "flac" (a FLAC file per stem) or "float32le" (raw frames). Needs a separator
+        behind the gateway (FailedPrecondition otherwise)."""
+        from partsim.services.separator.client import collect
+
+        if format not in STEM_FORMATS:
+            raise InvalidArgument(f"format must be one of {', '.join(STEM_FORMATS)}, got {format!r}")
+        req = gateway_pb2.GetStemsRequest(encoding=STEM_FORMATS[format])
+        req.segment.track_id = track_id
+        if segment_index is not None:
+            req.segment.segment_index = segment_index
+        else:
+            req.segment.seconds = float(seconds or 0.0)
+        t = self._timeout(timeout, long=True)
+        try:
+            header, data = collect(self.stub.GetStems(req, timeout=t, metadata=self.metadata))
+        except grpc.RpcError as exc:
+            raise _raise(exc) from None
+        return Stems.from_proto(header, data)

@@ -1,0 +1,329 @@
+"""What :class:`partsim.client.PartsimClient` hands out: plain dataclasses, never protobuf messages.
+
+Each result type has ``from_proto`` (the one place a gateway message becomes it) and ``to_json`` (a dict of
+plain JSON values: what the CLI's ``--json`` prints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from typing import Any, cast
+
+from partsim.v1 import gateway_pb2, searcher_pb2, separator_pb2, types_pb2
+
+
+class _Json:
+    def to_json(self) -> dict:
+        return asdict(cast(Any, self))  # every subclass is a dataclass
+
+
+@dataclass
+class Stem:
+    """One stem query: a part and exactly one source (an indexed segment, a clip, or a vector)."""
+
+    part: str
+    track_id: str | None = None
+    seconds: float | None = None
+    segment_index: int | None = None
+    audio: bytes | None = None
+    vector: list[float] | None = None
+
+    def to_proto(self) -> gateway_pb2.StemQuery:
+        q = gateway_pb2.StemQuery(part=self.part)
+        given = [self.track_id is not None, self.audio is not None, self.vector is not None]
+        if sum(given) != 1:
+            raise ValueError("a Stem needs exactly one of track_id (with seconds or segment_index), audio, vector")
+        if self.track_id is not None:
+            q.indexed.track_id = self.track_id
+            if self.segment_index is not None:
+                q.indexed.segment_index = self.segment_index
+            else:
+                q.indexed.seconds = float(self.seconds or 0.0)
+        elif self.audio is not None:
+            q.audio.encoded = self.audio
+        else:
+            q.vector.vector.extend(self.vector)
+        return q
+
+
+@dataclass
+class QueryWarning(_Json):
+    """A caveat about one stem query of an answered search (gateway.proto QueryWarning)."""
+
+    code: str  # e.g. "PART_JUDGED_ABSENT" (WarningCode without its prefix)
+    message: str
+    query_index: int
+    part: str
+    track_id: str  # empty for an uploaded clip
+    segment_index: int
+    start: float
+    end: float
+    norm: float
+    power: float
+
+    @classmethod
+    def from_proto(cls, w: gateway_pb2.QueryWarning) -> QueryWarning:
+        name = gateway_pb2.WarningCode.Name(w.code) if w.code in gateway_pb2.WarningCode.values() else str(w.code)
+        return cls(
+            name.removeprefix("WARNING_CODE_"),
+            w.message,
+            w.query_index,
+            w.part,
+            w.track_id,
+            w.segment_index,
+            w.start_seconds,
+            w.end_seconds,
+            w.norm,
+            w.power,
+        )
+
+
+class SearchResult(list):
+    """The hits of a search, best first (a plain list of them), plus ``warnings`` about the query."""
+
+    def __init__(self, hits: Iterable = (), warnings: Iterable[QueryWarning] = (), model_version: str = ""):
+        super().__init__(hits)
+        self.warnings: list[QueryWarning] = list(warnings)
+        self.model_version = model_version
+
+
+@dataclass
+class MixHit(_Json):
+    track_id: str
+    distance: float
+    best_segment: int
+    best_start: float
+    best_end: float
+    per_part: dict[str, float]
+    metadata: dict = field(default_factory=dict)  # title, artist, tags
+
+    @classmethod
+    def from_proto(cls, h: searcher_pb2.MixHit) -> MixHit:
+        b = h.best_segment
+        per_part = {p.part: p.distance for p in h.part_distances}
+        return cls(
+            h.track.track_id, h.distance, b.index, b.start_seconds, b.end_seconds, per_part, _metadata(h.track.metadata)
+        )
+
+
+def _metadata(m: types_pb2.TrackMetadata) -> dict:
+    return {"title": m.title, "artist": m.artist, "tags": dict(m.tags)}
+
+
+@dataclass
+class Track(_Json):
+    """An indexed track (GetTrack, ListTracks, IndexTrack): its metadata, segments and the model it was indexed with."""
+
+    track_id: str
+    title: str
+    artist: str
+    tags: dict[str, str]
+    num_segments: int
+    duration_seconds: float
+    segment_seconds: float
+    model_version: str
+    indexed_at: float  # seconds since the Unix epoch
+    version: str  # the upload this version of the track was indexed from ("" when none was named)
+
+    @classmethod
+    def from_proto(cls, t: searcher_pb2.Track) -> Track:
+        m = t.metadata
+        return cls(
+            t.track_id,
+            m.title,
+            m.artist,
+            dict(m.tags),
+            t.num_segments,
+            t.duration_seconds,
+            t.segment_seconds,
+            t.model_version,
+            t.indexed_at,
+            t.version,
+        )
+
+
+@dataclass
+class IndexResult(_Json):
+    """What IndexTrack answered: the track as indexed, and whether it replaced one of the same id."""
+
+    track: Track
+    replaced: bool
+
+
+@dataclass
+class CatalogStats(_Json):
+    tracks: int
+    segments: int
+    present_segments_by_part: dict[str, int]
+    backend: str
+    model_version: str
+
+    @classmethod
+    def from_proto(cls, r: gateway_pb2.GetCatalogStatsResponse) -> CatalogStats:
+        s = r.stats
+        return cls(s.tracks, s.segments, dict(s.present_segments_by_part), s.backend, r.model_version)
+
+
+@dataclass
+class ModelInfo(_Json):
+    model_version: str
+    parts: list[str]
+    subspace_dim: int
+    model_segment_seconds: float
+    sample_rate: int
+
+
+@dataclass
+class PartEmbedding(_Json):
+    """One part's subspace of one segment: the raw vector, its norm, the presence decision, and the mean
+    power of the audio it came from (None where unknown)."""
+
+    part: str
+    vector: list[float]
+    norm: float
+    present: bool
+    power: float | None
+
+
+@dataclass
+class SegmentEmbedding(_Json):
+    index: int
+    start_seconds: float
+    end_seconds: float
+    parts: list[PartEmbedding]  # in the model's part order
+
+
+@dataclass
+class Embedding(_Json):
+    """What EmbedParts answered: the model, and per segment each part's embedding."""
+
+    model: ModelInfo
+    segments: list[SegmentEmbedding]
+    duration_seconds: float
+
+    @classmethod
+    def from_proto(cls, r: gateway_pb2.EmbedPartsResponse) -> Embedding:
+        m = r.model
+        model = ModelInfo(m.model_version, list(m.parts), m.subspace_dim, m.model_segment_seconds, m.sample_rate)
+        segments = [
+            SegmentEmbedding(
+                s.index,
+                s.start_seconds,
+                s.end_seconds,
+                [
+                    PartEmbedding(p.part, list(p.vector), p.norm, p.present, p.power if p.HasField("power") else None)
+                    for p in s.parts
+                ],
+            )
+            for s in r.segments
+        ]
+        return cls(model, segments, r.duration_seconds)
+
+
+class JobState(IntEnum):
+    """An ingest job's state (gateway.proto JobState; equal to its protobuf value)."""
+
+    UNSPECIFIED = 0
+    QUEUED = 1
+    RUNNING = 2
+    DONE = 3
+
+
+@dataclass
+class ItemFailure(_Json):
+    track_id: str
+    error: str
+
+
+@dataclass
+class IngestJob(_Json):
+    """An ingest job's status (GetIngestJob)."""
+
+    job_id: str
+    state: JobState
+    total: int
+    succeeded: int
+    failed: int
+    failures: list[ItemFailure]
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_proto(cls, r: gateway_pb2.GetIngestJobResponse) -> IngestJob:
+        return cls(
+            r.job_id,
+            JobState(r.state) if r.state in JobState._value2member_map_ else JobState.UNSPECIFIED,
+            r.total,
+            r.succeeded,
+            r.failed,
+            [ItemFailure(f.track_id, f.error) for f in r.failures],
+            r.created_at,
+            r.updated_at,
+        )
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "state": self.state.name}
+
+
+@dataclass
+class RetryResult(_Json):
+    """What RetryIngestJob answered: the failed items queued again by this call, and the job after it."""
+
+    requeued: int
+    job: IngestJob
+
+    def to_json(self) -> dict:
+        return {"requeued": self.requeued, "job": self.job.to_json()}
+
+
+STEM_FORMATS = {"flac": separator_pb2.STEM_ENCODING_FLAC, "float32le": separator_pb2.STEM_ENCODING_FLOAT32LE}
+
+
+@dataclass
+class StemAudio:
+    """One separated stem: the model's source name, the catalog part it is ("" for a stem to listen to
+    only), and its audio in the :class:`Stems`' ``format``."""
+
+    name: str
+    part: str
+    data: bytes
+
+
+@dataclass
+class Stems:
+    """The separated stems of one indexed segment (GetStems). ``format``: "flac" (one complete FLAC file per
+    stem) or "float32le" (raw interleaved little-endian float32 frames, ``channels`` per frame)."""
+
+    track_id: str
+    segment_index: int
+    start_seconds: float
+    end_seconds: float
+    model: str
+    format: str
+    sample_rate: int
+    channels: int
+    total_frames: int
+    stems: list[StemAudio]
+
+    @classmethod
+    def from_proto(cls, header: gateway_pb2.GetStemsHeader, data: Iterable[bytes]) -> Stems:
+        sep = header.separation
+        fmt = next((k for k, v in STEM_FORMATS.items() if v == sep.encoding), "float32le")
+        return cls(
+            header.track_id,
+            header.segment_index,
+            header.start_seconds,
+            header.end_seconds,
+            sep.model,
+            fmt,
+            sep.sample_rate,
+            sep.channels,
+            sep.total_frames,
+            [StemAudio(s.name, s.part, bytes(d)) for s, d in zip(sep.stems, data, strict=True)],
+        )
+
+    def by_part(self) -> dict[str, bytes]:
+        """The audio of each stem that is a catalog part, by part."""
+        return {s.part: s.data for s in self.stems if s.part}
