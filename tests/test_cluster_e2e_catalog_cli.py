@@ -91,7 +91,7 @@ def test_tracks_list_get_delete_round_trip(cluster, catalog, indexed, tmp_path):
     assert "cli-own-track" in gateway_cli(cluster, "tracks", "list").stdout
     proc = gateway_cli(cluster, "tracks", "delete", "cli-own-track")
     assert proc.returncode == 0 and "deleted cli-own-track" in proc.stderr, proc.stderr
-    assert_error(gateway_cli(cluster, "tracks", "get", "cli-own-track"), 1, "cli-own-track")  # NOT_FOUND
+    assert_error(gateway_cli(cluster, "tracks", "get", "cli-own-track"), 3, "cli-own-track")  # NOT_FOUND
     assert "cli-own-track" not in {t["track_id"] for t in run_json(cluster, "tracks", "list")}
 
 
@@ -133,8 +133,10 @@ def test_jobs_submit_get_retry(cluster, client, catalog, indexed):
     finally:
         broken.unlink()
         client.delete_track("cli-job")
-    assert_error(gateway_cli(cluster, "jobs", "get", "no-such-job"), 1, "no-such-job")  # NOT_FOUND
-    assert_error(gateway_cli(cluster, "jobs", "submit", "/etc/hostname"), 1, "outside the allowed roots")
+    assert_error(gateway_cli(cluster, "jobs", "get", "no-such-job"), 3, "no-such-job")  # NOT_FOUND
+    assert_error(
+        gateway_cli(cluster, "jobs", "submit", "/etc/hostname"), 5, "outside the allowed roots"
+    )  # PERMISSION_DENIED
 
 
 def test_search_by_an_audio_file_with_metadata_and_best_segment_in_json(cluster, catalog, indexed, tmp_path):
@@ -175,9 +177,9 @@ def test_exit_statuses(cluster, catalog, indexed):
         proc = subprocess.run(
             [sys.executable, "-m", "partsim", *args, "--gateway", dead], capture_output=True, text=True, timeout=120
         )
-        assert proc.returncode == 3 and "Traceback" not in proc.stderr, (args, proc.stderr)
-    assert_error(gateway_cli(cluster, "tracks", "get", "never-indexed"), 1, "never-indexed")
-    assert_error(gateway_cli(cluster, "search-mix", "--stem", "drums:never-indexed@1"), 1, "never-indexed")
+        assert proc.returncode == 4 and "Traceback" not in proc.stderr, (args, proc.stderr)
+    assert_error(gateway_cli(cluster, "tracks", "get", "never-indexed"), 3, "never-indexed")
+    assert_error(gateway_cli(cluster, "search-mix", "--stem", "drums:never-indexed@1"), 3, "never-indexed")
     assert_error(gateway_cli(cluster, "tracks"), 2, "usage: partsim tracks")
     assert_error(gateway_cli(cluster, "tracks", "list", "--page-size", "many"), 2, "expected a whole number")
     assert_error(gateway_cli(cluster, "search-mix"), 2, "--stem-file PART:FILE[@SECONDS]")

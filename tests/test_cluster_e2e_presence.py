@@ -239,4 +239,4 @@ def test_cli_search_commands_print_warnings_on_stderr(cluster, judged_absent, qu
     assert f"partsim: warning: PART_JUDGED_ABSENT: query 0: the model judges the {part} part absent" in proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 2
     proc = gateway_cli(cluster, "search-stems", "--stem", f"{part}:{quiet_intro}@5", "--json")
-    assert proc.returncode == 1 and "silent" in proc.stderr and "Traceback" not in proc.stderr  # the server refuses it
+    assert proc.returncode == 2 and "silent" in proc.stderr and "Traceback" not in proc.stderr  # the server refuses it

