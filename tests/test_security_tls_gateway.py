@@ -4,11 +4,14 @@ dev-certificate script, against real services on loopback."""
 
 from __future__ import annotations
 
+import os
+import time
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from partsim.cli import main
 from partsim.client import Connection, PartsimClient
@@ -20,34 +23,41 @@ from .util import ROOT, run_script
 
 pytestmark = pytest.mark.timeout(120)
 Code = grpc.StatusCode
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 # ---------------------------------------------------------------------------- the gateway and the client
 
 
 @pytest.fixture(scope="module")
-def gateway(certs, mtls_searcher, tmp_path_factory):
-    """An embedder and the searcher with mTLS, and a gateway serving TLS that dials them with its client certificate."""
+def embedder(certs):
+    """An embedder with mTLS that admits the gateway's client certificate alone."""
     from partsim.services.embedder.config import EmbedderConfig
     from partsim.services.embedder.server import EmbedderServer
-    from partsim.services.gateway.config import GatewayConfig
-    from partsim.services.gateway.server import GatewayServer
 
     embedder_tls = {
         **mtls(certs),
         "tls_cert": str(certs / "embedder/tls.crt"),
         "tls_key": str(certs / "embedder/tls.key"),
     }
-    embedder = EmbedderServer(
+    server = EmbedderServer(
         EmbedderConfig(address="127.0.0.1:0", metrics_port=-1, grace_seconds=0, workers=4, **embedder_tls)
     ).start()
-    client = certs / "gateway-client"
+    yield server
+    server.stop(0)
+
+
+def tls_gateway(certs: Path, searcher, embedder, data_dir: Path, client: Path):
+    """A gateway serving TLS that dials the backends presenting ``client``/tls.crt (and .key)."""
+    from partsim.services.gateway.config import GatewayConfig
+    from partsim.services.gateway.server import GatewayServer
+
     cfg = GatewayConfig(
         address="127.0.0.1:0",
         metrics_port=-1,
         embedder=f"localhost:{embedder.port}",
-        searcher=f"localhost:{mtls_searcher.rt.port}",
-        data_dir=str(tmp_path_factory.mktemp("gateway")),
+        searcher=f"localhost:{searcher.rt.port}",
+        data_dir=str(data_dir),
         ingest_workers=0,
         grace_seconds=0,
         tls_cert=str(certs / "gateway" / "tls.crt"),
@@ -56,10 +66,15 @@ def gateway(certs, mtls_searcher, tmp_path_factory):
         backend_tls_cert=str(client / "tls.crt"),
         backend_tls_key=str(client / "tls.key"),
     )
-    gw = GatewayServer(cfg).start()
+    return GatewayServer(cfg).start()
+
+
+@pytest.fixture(scope="module")
+def gateway(certs, mtls_searcher, embedder, tmp_path_factory):
+    """An embedder and the searcher with mTLS, and a gateway serving TLS that dials them with its client certificate."""
+    gw = tls_gateway(certs, mtls_searcher, embedder, tmp_path_factory.mktemp("gateway"), certs / "gateway-client")
     yield gw
     gw.stop(0)
-    embedder.stop(0)
 
 
 @pytest.mark.slow
@@ -110,6 +125,79 @@ def test_a_client_certificate_without_a_ca_is_a_user_error(capsys, certs):
     code = main(["health", "127.0.0.1:1", "--tls-ca", str(certs / "missing.crt")])
     err = capsys.readouterr().err
     assert code == 2 and "--tls-ca (PARTSIM_TLS_CA)" in err and "missing.crt" in err
+
+
+# ------------------------------------------------------------------ a renewed backend client certificate
+
+
+def replace_file(src: Path, dst: Path, data: bytes | None = None) -> None:
+    """``dst`` gets ``src``'s bytes (or ``data``) at once: a temporary file renamed over it, as cert-manager's
+    symlink swap replaces a Secret's files."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_bytes(src.read_bytes() if data is None else data)
+    os.replace(tmp, dst)
+
+
+def searcher_status(c: PartsimClient, want: int, timeout: float = 10) -> int:
+    """The gateway's health of its searcher, asked until it is ``want`` or ``timeout`` passed."""
+    stub = health_pb2_grpc.HealthStub(c.channel)
+    deadline, status = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline and status != want:
+        request = health_pb2.HealthCheckRequest(service="partsim.v1.PartsimService/searcher")
+        try:
+            status = stub.Check(request, timeout=5).status
+        except grpc.RpcError as exc:  # NOT_FOUND until the gateway's first check of its searcher
+            assert exc.code() == Code.NOT_FOUND
+        time.sleep(0.2)
+    return status
+
+
+@pytest.fixture
+def client_files(tmp_path) -> Path:
+    (tmp_path / "client").mkdir()
+    return tmp_path / "client"
+
+
+@pytest.mark.slow
+def test_a_renewed_backend_client_certificate_is_used_without_a_restart(
+    certs, other_ca, mtls_searcher, embedder, client_files, tmp_path
+):
+    for name in ("tls.crt", "tls.key"):  # a client certificate of another CA: the backends refuse it
+        replace_file(other_ca / "gateway-client" / name, client_files / name)
+    gw = tls_gateway(certs, mtls_searcher, embedder, tmp_path / "gw", client_files)
+    try:
+        with PartsimClient(gw.address, timeout=10, tls_ca=str(certs / "ca.crt"), token="") as c:
+            assert searcher_status(c, NOT_SERVING) == NOT_SERVING
+            for name in ("tls.crt", "tls.key"):  # renewed: the right one over the same paths
+                replace_file(certs / "gateway-client" / name, client_files / name)
+            c.wait_ready(10)  # the gateway, the embedder and the searcher: SERVING, no restart
+            assert searcher_status(c, SERVING, 1) == SERVING
+            assert c.stats().tracks == 0  # GetCatalogStats passes through to the searcher
+        assert gw.servicer.backends.tls.reloads == 1
+    finally:
+        gw.stop(0)
+
+
+@pytest.mark.slow
+def test_a_half_written_client_certificate_keeps_the_previous_one(
+    certs, mtls_searcher, embedder, client_files, tmp_path, caplog
+):
+    for name in ("tls.crt", "tls.key"):
+        replace_file(certs / "gateway-client" / name, client_files / name)
+    gw = tls_gateway(certs, mtls_searcher, embedder, tmp_path / "gw", client_files)
+    try:
+        with PartsimClient(gw.address, timeout=10, tls_ca=str(certs / "ca.crt"), token="") as c:
+            c.wait_ready(20)
+            half = (certs / "gateway-client" / "tls.crt").read_bytes()[:300]
+            replace_file(client_files / "tls.crt", client_files / "tls.crt", half)
+            time.sleep(2.5)  # two checks of the files at least
+            assert searcher_status(c, SERVING, 1) == SERVING
+            assert c.stats().tracks == 0
+        assert gw.servicer.backends.tls.reloads == 0
+        refused = [r for r in caplog.records if "do not load" in r.getMessage()]
+        assert len(refused) == 1 and "PARTSIM_GATEWAY_BACKEND_TLS" in refused[0].getMessage()
+    finally:
+        gw.stop(0)
 
 
 # ---------------------------------------------------------------------------------------- the token

@@ -21,6 +21,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -210,6 +211,55 @@ def channel_credentials(
         private_key=read_pem(key, names[2]) if key else None,
         certificate_chain=read_pem(cert, names[1]) if cert else None,
     )
+
+
+class ReloadingChannelCredentials:
+    """Channel credentials (:func:`channel_credentials`) from PEM files that follow their rotation: after
+    the files changed (checked by :meth:`changed` at most every ``interval`` s) new credentials are built;
+    a changed set that does not load (half written, a key not the certificate's) is logged once and the
+    previous credentials kept until the files change again.
+
+    Raises:
+        InvalidArgument: the files do not load now (as :func:`channel_credentials`).
+    """
+
+    def __init__(
+        self,
+        ca: str,
+        cert: str = "",
+        key: str = "",
+        names: tuple[str, str, str] = ("CA", "certificate", "key"),
+        interval: float = 1.0,
+    ):
+        self.args = (ca, cert, key, names)
+        self.files = [f for f in (ca, cert, key) if f]
+        self.interval, self._next = interval, 0.0
+        self._lock = threading.Lock()
+        self._seen = _signature(self.files)
+        self.credentials = channel_credentials(ca, cert, key, names)
+        self.reloads = 0  # credentials built after the first
+
+    def changed(self) -> grpc.ChannelCredentials | None:
+        """New credentials when the files changed and load; else None (keep the current ones)."""
+        now = time.monotonic()
+        if now < self._next or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            self._next = now + self.interval
+            sig = _signature(self.files)
+            if sig is None or sig == self._seen:  # unchanged, or a file missing for a moment
+                return None
+            self._seen = sig
+            try:
+                self.credentials = channel_credentials(*self.args)
+            except InvalidArgument as exc:
+                log.warning("TLS files changed but do not load (%s); keeping the previous ones", exc)
+                return None
+            self.reloads += 1
+            log.info("TLS client certificate %s reloaded", self.args[1] or self.args[0])
+            return self.credentials
+        finally:
+            self._lock.release()
 
 
 def open_channel(

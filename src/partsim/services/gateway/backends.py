@@ -4,7 +4,9 @@ Every channel balances over all addresses its target resolves to (``round_robin`
 behind a headless Service) and retries UNAVAILABLE with backoff; every call carries the configured
 deadline. :meth:`Backends.wait_ready` blocks until the required ones (embedder, searcher) answer;
 :meth:`Backends.watch` then checks each backend's grpc.health.v1 status on its channel every second
-(the gateway's own health follows the required ones; the separator is optional).
+(the gateway's own health follows the required ones; the separator is optional). Those checks also
+notice a renewed backend client certificate (its files changed): new channels with it are swapped in and
+the old ones closed once the calls on them had time to end.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from partsim.v1 import (
 
 from ..separator.client import collect
 from ..status import bounded_stub
-from ..tls import channel_credentials, open_channel
+from ..tls import ReloadingChannelCredentials, open_channel
 from ..tracks import check_track_id
 from .config import PREFIX, GatewayConfig
 
@@ -97,13 +99,13 @@ def channel(
     )
 
 
-def backend_credentials(cfg: GatewayConfig) -> grpc.ChannelCredentials | None:
-    """TLS to the backends when BACKEND_TLS_CA is set, presenting BACKEND_TLS_CERT (mTLS) when that is.
-    Read once: a renewed client certificate is used after a restart of the gateway."""
+def backend_credentials(cfg: GatewayConfig) -> ReloadingChannelCredentials | None:
+    """TLS to the backends when BACKEND_TLS_CA is set, presenting BACKEND_TLS_CERT (mTLS) when that is;
+    the files are watched (:meth:`Backends.rotate`)."""
     if not cfg.backend_tls_ca:
         return None
     names = (f"{PREFIX}_BACKEND_TLS_CA", f"{PREFIX}_BACKEND_TLS_CERT", f"{PREFIX}_BACKEND_TLS_KEY")
-    return channel_credentials(cfg.backend_tls_ca, cfg.backend_tls_cert, cfg.backend_tls_key, names)
+    return ReloadingChannelCredentials(cfg.backend_tls_ca, cfg.backend_tls_cert, cfg.backend_tls_key, names)
 
 
 class Backends:
@@ -114,26 +116,47 @@ class Backends:
     """
 
     def __init__(self, cfg: GatewayConfig):
-        self.deadline = cfg.deadline_seconds
-        msg = cfg.max_upload_bytes + (4 << 20)
-        tls = backend_credentials(cfg)
-        self._channels = [
-            channel(cfg.embedder, msg, [EMBEDDER], cfg.lb_policy, tls),
-            channel(cfg.searcher, msg, [SEARCHER], cfg.lb_policy, tls),
-        ]
-        # every call bounded by the caller's deadline; a failure names the backend, not its address
-        self.embedder = bounded_stub(embedder_pb2_grpc.EmbedderServiceStub(self._channels[0]), "embedder")
-        self.searcher = bounded_stub(searcher_pb2_grpc.SearcherServiceStub(self._channels[1]), "searcher")
-        self.separator: separator_pb2_grpc.SeparatorServiceStub | None = None
-        if cfg.separator:
-            self._channels.append(channel(cfg.separator, msg, [SEPARATOR], cfg.lb_policy, tls))
-            self.separator = bounded_stub(separator_pb2_grpc.SeparatorServiceStub(self._channels[-1]), "separator")
+        self.cfg, self.deadline = cfg, cfg.deadline_seconds
+        self.tls = backend_credentials(cfg)
+        self._lock = threading.Lock()
+        self._channels: list[grpc.Channel] = []
+        self._dial(self.tls.credentials if self.tls else None)
         self.model: types_pb2.ModelInfo | None = None
         self.separator_model = ""
         self.ready = threading.Event()
-        names = ["embedder", "searcher", "separator"]
-        self._health = {n: (health_pb2_grpc.HealthStub(ch), s) for n, ch, s in zip(names, self._channels, SERVICES)}
         self.serving = dict.fromkeys(self._health, False)  # each backend's last health, by name
+
+    def _dial(self, tls: grpc.ChannelCredentials | None) -> list[grpc.Channel]:
+        """Open channels to the backends with ``tls`` and swap them and their stubs in; the previous channels."""
+        cfg, msg = self.cfg, self.cfg.max_upload_bytes + (4 << 20)
+        addresses = [cfg.embedder, cfg.searcher] + ([cfg.separator] if cfg.separator else [])
+        channels = [channel(a, msg, [s], cfg.lb_policy, tls) for a, s in zip(addresses, SERVICES, strict=False)]
+        # every call bounded by the caller's deadline; a failure names the backend, not its address
+        embedder = bounded_stub(embedder_pb2_grpc.EmbedderServiceStub(channels[0]), "embedder")
+        searcher = bounded_stub(searcher_pb2_grpc.SearcherServiceStub(channels[1]), "searcher")
+        separator = None
+        if cfg.separator:
+            separator = bounded_stub(separator_pb2_grpc.SeparatorServiceStub(channels[2]), "separator")
+        names = ["embedder", "searcher", "separator"]
+        health = {n: (health_pb2_grpc.HealthStub(ch), s) for n, ch, s in zip(names, channels, SERVICES, strict=False)}
+        with self._lock:
+            old, self._channels = self._channels, channels
+            self.embedder, self.searcher, self._health = embedder, searcher, health
+            self.separator: separator_pb2_grpc.SeparatorServiceStub | None = separator
+        return old
+
+    def rotate(self) -> bool:
+        """New channels when the backend client certificate's files changed and load (checked at most once
+        a second; the health checks call this); the old ones are closed after the longest call's deadline."""
+        tls = self.tls.changed() if self.tls else None
+        if tls is None:
+            return False
+        old = self._dial(tls)
+        log.info("backend client certificate renewed: new channels to the backends")
+        closer = threading.Timer(self.deadline * 5, lambda: [ch.close() for ch in old])
+        closer.daemon = True
+        closer.start()
+        return True
 
     def healthy(self) -> bool:
         """Whether the required backends (embedder, searcher) were SERVING at their last check."""
@@ -159,9 +182,10 @@ class Backends:
             ).start()
 
     def _watch(self, name: str, stopping: threading.Event, on_change, interval: float, timeout: float) -> None:
-        stub, service = self._health[name]
         first, misses = True, 0
         while not stopping.is_set():
+            self.rotate()
+            stub, service = self._health[name]
             try:
                 status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
                 serving, misses = status == health_pb2.HealthCheckResponse.SERVING, 0
@@ -169,8 +193,10 @@ class Backends:
                 misses += 1
                 late = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and misses < 2
                 serving = self.serving[name] and late
-            except ValueError:  # the channel is closed: the gateway has stopped
-                return
+            except ValueError:  # the channel is closed: the gateway has stopped (or it was swapped)
+                if self._health[name][0] is stub:
+                    return
+                continue
             if name == "separator" and serving and not self.serving[name]:
                 serving = self._ask_separator_model()
             if first or serving != self.serving[name]:
@@ -208,8 +234,9 @@ class Backends:
         return False
 
     def close(self) -> None:
-        for ch in self._channels:
-            ch.close()
+        with self._lock:
+            for ch in self._channels:
+                ch.close()
 
     def require_model(self) -> types_pb2.ModelInfo:
         if not self.ready.is_set() or self.model is None:
