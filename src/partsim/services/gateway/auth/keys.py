@@ -76,6 +76,9 @@ def _parse(text: str, path: Path) -> dict[str, ApiKey]:
     except (ValueError, TypeError) as exc:
         raise InvalidArgument(f"{where} is not a partsim keys file: {exc}") from None
     for k in keys:
+        typed = all(isinstance(v, str) for v in (k.id, k.name, k.role, k.created_at, k.hash))
+        if not typed or not isinstance(k.revoked, bool):
+            raise InvalidArgument(f"{where}: key {k.id!r} has a field of the wrong type")
         if k.role not in ROLES or not k.hash.startswith("sha256:"):
             raise InvalidArgument(f"{where}: key {k.id!r} has an unknown role or hash")
     return {k.id: k for k in keys}

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from partsim.errors import PartsimError
-
 log = logging.getLogger("partsim.gateway")
 
 T = TypeVar("T")
@@ -56,6 +54,6 @@ class WatchedFile(Generic[T]):
             self._seen = seen
             try:
                 self._value = self._read(self.path)
-            except (OSError, ValueError, PartsimError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever a bad file makes read() raise, fail closed
                 log.error("%s refused until %s is fixed: %s", self._what, self.path, exc)
                 self._value = self._empty
