@@ -160,7 +160,6 @@ class Cluster:
         while not svc.up.wait(0.2):
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = "\n".join(svc.lines[-15:])
-                self.stop()
                 config_error = [line for line in svc.lines[-5:] if ": configuration error: " in line]
                 if proc.poll() == 2 and config_error:  # the service's one line naming the variable
                     raise InvalidArgument(config_error[-1])
@@ -172,13 +171,20 @@ class Cluster:
         return svc
 
     def start(self) -> Cluster:
+        """Start the services in order; when any step fails (a service that does not start, Ctrl-C while
+        waiting), stop those already running before raising: they run in their own sessions, so nothing
+        else would."""
         self.check()
         self.data.mkdir(parents=True, exist_ok=True)
         model = {"PARTSIM_EMBEDDER_MODEL": self.model, "PARTSIM_SEARCHER_MODEL": self.model} if self.model else {}
-        searcher = self._start("searcher", {"PARTSIM_SEARCHER_DATA_DIR": str(self.data / "searcher"), **model})
-        embedder = self._start("embedder", model)
-        separator = self._start("separator", {}).address if self.separator else ""
-        self._start("gateway", self._gateway_env(embedder.address, searcher.address, separator))
+        try:
+            searcher = self._start("searcher", {"PARTSIM_SEARCHER_DATA_DIR": str(self.data / "searcher"), **model})
+            embedder = self._start("embedder", model)
+            separator = self._start("separator", {}).address if self.separator else ""
+            self._start("gateway", self._gateway_env(embedder.address, searcher.address, separator))
+        except BaseException:
+            self.stop()
+            raise
         if self.supervise:
             self._stopping.clear()
             self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
@@ -188,10 +194,6 @@ class Cluster:
     @property
     def gateway(self) -> str:
         return next(s.address for s in self.services if s.name == "gateway")
-
-    def alive(self) -> list[str]:
-        """Names of services that have exited."""
-        return [s.name for s in self.services if s.proc.poll() is not None]
 
     def service(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)
