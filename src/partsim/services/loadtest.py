@@ -30,11 +30,10 @@ from pathlib import Path
 import grpc
 
 from partsim.client import PartsimClient, Stem
+from partsim.client.types import JobState
 from partsim.errors import PartsimError
 
 from .tracks import MAX_FIELD_BYTES, MAX_METADATA_BYTES, MAX_TAGS
-
-JOB_DONE = 3  # gateway_pb2.JOB_STATE_DONE
 
 
 @dataclass
@@ -53,6 +52,16 @@ class Result:
             return self.latencies[0] if self.latencies else float("nan")
         return statistics.quantiles(self.latencies, n=100, method="inclusive")[round(q * 100) - 1]
 
+    def timed(self, call: Callable[..., object], *args, **kwargs) -> None:
+        """``call(*args, **kwargs)`` once: its latency when it succeeds, its status code when it fails."""
+        start = time.perf_counter()
+        try:
+            call(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - counted by code: the test's verdict
+            self.errors[code_of(exc)] += 1
+        else:
+            self.latencies.append(time.perf_counter() - start)
+
     def line(self, name: str, seconds: float) -> str:
         calls = len(self.latencies) + sum(self.errors.values())
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "0"
@@ -63,11 +72,7 @@ class Result:
 
 
 def code_of(exc: Exception) -> str:
-    if isinstance(exc, grpc.RpcError):
-        return exc.code().name
-    if isinstance(exc, PartsimError):
-        return type(exc).__name__
-    return type(exc).__name__
+    return exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
 
 
 def search_load(
@@ -82,13 +87,7 @@ def search_load(
         with PartsimClient(address, timeout=60) as c:
             n = i
             while time.monotonic() < end:
-                start = time.perf_counter()
-                try:
-                    c.search_mix(queries[n % len(queries)], top_k=top_k)
-                except Exception as exc:  # noqa: BLE001 - counted by code: the test's verdict
-                    results[i].errors[code_of(exc)] += 1
-                else:
-                    results[i].latencies.append(time.perf_counter() - start)
+                results[i].timed(c.search_mix, queries[n % len(queries)], top_k=top_k)
                 n += concurrency
 
     threads = [threading.Thread(target=caller, args=(i,), name=f"load-{i}") for i in range(concurrency)]
@@ -133,13 +132,7 @@ def hostile_indexer(address: str, clip: bytes, ids: Sequence[str], result: Resul
         with PartsimClient(address, timeout=60) as c:
             n = 0
             while not stop.is_set():
-                start = time.perf_counter()
-                try:
-                    c.index_bytes(clip, ids[n % len(ids)], **maximal_metadata(n))
-                except Exception as exc:  # noqa: BLE001 - counted
-                    result.errors[code_of(exc)] += 1
-                else:
-                    result.latencies.append(time.perf_counter() - start)
+                result.timed(c.index_bytes, clip, ids[n % len(ids)], **maximal_metadata(n))
                 n += 1
 
     return loop
@@ -154,13 +147,17 @@ def ingest_jobs(address: str, items: Callable[[int], list[dict]], result: Result
             r = 0
             while not stop.is_set():
                 start = time.perf_counter()
-                job = c.submit_job(items(r))
-                while (st := c.get_job(job)).state != JOB_DONE and not stop.wait(0.2):
-                    pass
-                for f in st.failures:
-                    result.errors[f"{f.track_id}: {f.error}"] += 1
-                if st.state == JOB_DONE:
-                    result.latencies.append(time.perf_counter() - start)
+                try:
+                    job = c.submit_job(items(r))
+                    while (st := c.get_job(job)).state != JobState.DONE and not stop.wait(0.2):
+                        pass
+                except Exception as exc:  # noqa: BLE001 - a failed submit or poll is counted, not fatal
+                    result.errors[code_of(exc)] += 1
+                else:
+                    for f in st.failures:
+                        result.errors[f"{f.track_id}: {f.error}"] += 1
+                    if st.state == JobState.DONE:
+                        result.latencies.append(time.perf_counter() - start)
                 r += 1
 
     return loop
