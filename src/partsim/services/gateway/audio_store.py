@@ -35,20 +35,28 @@ class AudioStore:
         return self.folder / (name + ".audio")
 
     def put(self, track_id: str, audio: types_pb2.Audio, version: str = "") -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")  # can fail too (no inodes left, EIO)
             with os.fdopen(fd, "wb") as f:
                 f.write(audio.SerializeToString())
             os.replace(tmp, self._path(track_id, version))
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             raise storage_error(exc, f"cannot store the audio of {track_id}") from None  # disk full: STORAGE_FULL
+
+    def has(self, track_id: str, version: str = "") -> bool:
+        """Whether the audio of this upload is kept (one ``stat``; nothing is read)."""
+        return self._path(track_id, version).is_file()
 
     def get(self, track_id: str, version: str = "") -> types_pb2.Audio | None:
         try:
             data = self._path(track_id, version).read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise storage_error(exc, f"cannot read the audio of {track_id}") from None
         return types_pb2.Audio.FromString(data)
 
     def delete(self, track_id: str, version: str = "") -> None:

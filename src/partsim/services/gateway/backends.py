@@ -128,7 +128,7 @@ class Backends:
 
     def _dial(self, tls: grpc.ChannelCredentials | None) -> list[grpc.Channel]:
         """Open channels to the backends with ``tls`` and swap them and their stubs in; the previous channels."""
-        cfg, msg = self.cfg, self.cfg.max_upload_bytes + (4 << 20)
+        cfg, msg = self.cfg, self.cfg.max_message_bytes
         addresses = [cfg.embedder, cfg.searcher] + ([cfg.separator] if cfg.separator else [])
         channels = [channel(a, msg, [s], cfg.lb_policy, tls) for a, s in zip(addresses, SERVICES, strict=False)]
         # every call bounded by the caller's deadline; a failure names the backend, not its address
