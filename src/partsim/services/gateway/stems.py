@@ -44,19 +44,29 @@ def stem_stream(
     """The header (naming the segment) and then the stems in chunks of at most ``CHUNK_BYTES``."""
     if audio_store is None:
         raise FailedPrecondition(f"this gateway keeps no audio ({PREFIX}_STORE_AUDIO is off)")
-    audio = audio_store.get(track.track_id, track.version)  # the upload the catalog's version came from
-    if audio is None:
-        raise FailedPrecondition(
-            f"the audio of track {track.track_id} was not kept when it was indexed, or the track was "
-            "re-indexed or deleted meanwhile; index it again (or ask again) to listen to its stems"
-        )
+    missing = FailedPrecondition(
+        f"the audio of track {track.track_id} was not kept when it was indexed, or the track was "
+        "re-indexed or deleted meanwhile; index it again (or ask again) to listen to its stems"
+    )
     start = idx * track.segment_seconds
     end = min(start + track.segment_seconds, track.duration_seconds)
-    digest = hashlib.sha256(audio.SerializeToString()).hexdigest()
-    key = f"stems:{backends.separator_model}:{digest}:{start:g}-{end:g}:{int(encoding)}"
+    if track.version:  # an upload id: it names the audio, so a cache hit needs no read of it
+        if not audio_store.has(track.track_id, track.version):
+            raise missing
+        audio, upload = None, f"{track.track_id}@{track.version}"
+    else:  # a catalog from before versions: the audio's own hash names it
+        audio = audio_store.get(track.track_id)
+        if audio is None:
+            raise missing
+        upload = hashlib.sha256(audio.SerializeToString(deterministic=True)).hexdigest()
+    key = f"stems:{backends.separator_model}:{upload}:{start:g}-{end:g}:{int(encoding)}"
     cached = cache.get(key)
     if cached is not None:
         return unpack(cached)
+    if audio is None:
+        audio = audio_store.get(track.track_id, track.version)  # the upload the catalog's version came from
+        if audio is None:  # deleted since the check above
+            raise missing
     header, stems = backends.separate(
         separator_pb2.SeparateRequest(audio=audio, start_seconds=start, end_seconds=end, encoding=encoding)
     )
