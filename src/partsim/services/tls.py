@@ -43,7 +43,7 @@ def read_pem(path: str, what: str) -> bytes:
         raise InvalidArgument(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _signature(paths: Sequence[str]) -> tuple | None:
+def file_signature(paths: Sequence[str]) -> tuple | None:
     """What changes when a file is replaced (also through a symlink, as Kubernetes updates Secret volumes)."""
     try:
         return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in map(os.stat, paths))
@@ -93,7 +93,7 @@ class ReloadingServerCertificate:
         if problem:
             what = f"{names[0]}, {names[1]}" + (f", {names[2]}" if client_ca else "")
             raise InvalidArgument(f"{what}: {problem}")
-        initial = self._load(_signature(self.files))
+        initial = self._load(file_signature(self.files))
         assert initial is not None
         self.initial = initial
 
@@ -107,7 +107,7 @@ class ReloadingServerCertificate:
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """gRPC asks before each handshake: a new configuration when the files changed, else None (keep)."""
-        sig = _signature(self.files)
+        sig = file_signature(self.files)
         if sig is None or sig == self._loaded or sig == self._refused:
             return None
         with self._lock:
@@ -235,7 +235,7 @@ class ReloadingChannelCredentials:
         self.files = [f for f in (ca, cert, key) if f]
         self.interval, self._next = interval, 0.0
         self._lock = threading.Lock()
-        self._seen = _signature(self.files)
+        self._seen = file_signature(self.files)
         self.credentials = channel_credentials(ca, cert, key, names)
         self.reloads = 0  # credentials built after the first
 
@@ -246,7 +246,7 @@ class ReloadingChannelCredentials:
             return None
         try:
             self._next = now + self.interval
-            sig = _signature(self.files)
+            sig = file_signature(self.files)
             if sig is None or sig == self._seen:  # unchanged, or a file missing for a moment
                 return None
             self._seen = sig

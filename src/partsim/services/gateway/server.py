@@ -35,6 +35,7 @@ from ..service import Service
 from ..tracks import check_track_id
 from .audio_store import AudioStore
 from .auth.interceptor import auth_interceptor
+from .auth.roles import SERVICE
 from .backends import Backends
 from .cache import make_cache
 from .config import GatewayConfig
@@ -48,7 +49,6 @@ from .stems import stem_stream
 
 log = logging.getLogger("partsim.gateway")
 
-SERVICE = "partsim.v1.PartsimService"
 
 JOB_STATES = {
     "queued": gateway_pb2.JOB_STATE_QUEUED,

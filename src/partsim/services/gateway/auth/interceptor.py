@@ -26,13 +26,12 @@ from ...status import code_for
 from ..ratelimit import TokenBuckets
 from .audit import audit
 from .keys import ApiKey, KeyRing, key_id_of
-from .roles import ANONYMOUS, OPEN_SERVICES, Principal, allows, audited
+from .roles import ANONYMOUS, OPEN_SERVICES, SERVICE, Principal, allows, audited
 from .settings import modes
 
 if TYPE_CHECKING:
     from ..config import GatewayConfig
 
-SERVICE = "partsim.v1.PartsimService"
 UNAUTHENTICATED = "missing or invalid credentials"
 
 

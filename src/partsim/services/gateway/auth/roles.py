@@ -16,6 +16,8 @@ READ = "reader"
 WRITE = "writer"
 ADMIN = "admin"
 
+SERVICE = "partsim.v1.PartsimService"  # the public API, whose methods the table below covers
+
 # partsim.v1.PartsimService: method -> the least role that may call it.
 METHOD_ROLES: dict[str, str] = {
     "EmbedParts": READ,

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from ...tls import file_signature
+
 log = logging.getLogger("partsim.gateway")
 
 T = TypeVar("T")
@@ -44,11 +46,7 @@ class WatchedFile(Generic[T]):
             if now - self._checked < self.check_every:
                 return  # another thread just looked
             self._checked = now
-            try:
-                st = self.path.stat()
-                seen: tuple | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-            except OSError:
-                seen = None
+            seen = file_signature([str(self.path)])
             if seen == self._seen:
                 return
             self._seen = seen
