@@ -119,6 +119,7 @@ class Backends:
         self.cfg, self.deadline = cfg, cfg.deadline_seconds
         self.tls = backend_credentials(cfg)
         self._lock = threading.Lock()
+        self._closed = False  # set by close(): a renewal racing it must not open channels nobody closes
         self._channels: list[grpc.Channel] = []
         self._dial(self.tls.credentials if self.tls else None)
         self.model: types_pb2.ModelInfo | None = None
@@ -140,6 +141,10 @@ class Backends:
         names = ["embedder", "searcher", "separator"]
         health = {n: (health_pb2_grpc.HealthStub(ch), s) for n, ch, s in zip(names, channels, SERVICES, strict=False)}
         with self._lock:
+            if self._closed:
+                for ch in channels:
+                    ch.close()
+                return []
             old, self._channels = self._channels, channels
             self.embedder, self.searcher, self._health = embedder, searcher, health
             self.separator: separator_pb2_grpc.SeparatorServiceStub | None = separator
@@ -235,6 +240,7 @@ class Backends:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for ch in self._channels:
                 ch.close()
 
