@@ -218,7 +218,7 @@ def test_every_error_carries_status_details_and_no_internal_address_or_path(stac
         timeout=30,
     ).job_id
     deadline = time.monotonic() + 60
-    while (st := stub.GetIngestJob(gateway_pb2.GetIngestJobRequest(job_id=job), timeout=30)).failed < 1:
+    while (st := stub.GetIngestJob(gateway_pb2.GetIngestJobRequest(job_id=job), timeout=30).job).failed < 1:
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert "decode" in st.failures[0].error

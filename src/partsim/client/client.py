@@ -266,7 +266,9 @@ class PartsimClient:
         return self._call(self.stub.SubmitIngestJob, req).job_id
 
     def get_job(self, job_id: str) -> IngestJob:
-        return IngestJob.from_proto(self._call(self.stub.GetIngestJob, gateway_pb2.GetIngestJobRequest(job_id=job_id)))
+        return IngestJob.from_proto(
+            self._call(self.stub.GetIngestJob, gateway_pb2.GetIngestJobRequest(job_id=job_id)).job
+        )
 
     def retry_ingest_job(self, job_id: str) -> RetryResult:
         """Queue the job's failed items again: how many (``requeued``) and the ``job`` after the call."""

@@ -251,7 +251,7 @@ class IngestJob(_Json):
     updated_at: float
 
     @classmethod
-    def from_proto(cls, r: gateway_pb2.GetIngestJobResponse) -> IngestJob:
+    def from_proto(cls, r: gateway_pb2.IngestJob) -> IngestJob:
         return cls(
             r.job_id,
             JobState(r.state) if r.state in JobState._value2member_map_ else JobState.UNSPECIFIED,

@@ -1,3 +1,4 @@
+from google.api import annotations_pb2 as _annotations_pb2
 from partsim.v1 import searcher_pb2 as _searcher_pb2
 from partsim.v1 import separator_pb2 as _separator_pb2
 from partsim.v1 import types_pb2 as _types_pb2
@@ -125,7 +126,7 @@ class GetIngestJobRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
-class GetIngestJobResponse(_message.Message):
+class IngestJob(_message.Message):
     __slots__ = ("job_id", "state", "total", "succeeded", "failed", "failures", "created_at", "updated_at")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +146,28 @@ class GetIngestJobResponse(_message.Message):
     updated_at: float
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., total: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[ItemFailure, _Mapping]]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
 
+class GetIngestJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: IngestJob
+    def __init__(self, job: _Optional[_Union[IngestJob, _Mapping]] = ...) -> None: ...
+
+class ListIngestJobsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListIngestJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[IngestJob]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[IngestJob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class RetryIngestJobRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -156,8 +179,8 @@ class RetryIngestJobResponse(_message.Message):
     REQUEUED_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     requeued: int
-    job: GetIngestJobResponse
-    def __init__(self, requeued: _Optional[int] = ..., job: _Optional[_Union[GetIngestJobResponse, _Mapping]] = ...) -> None: ...
+    job: IngestJob
+    def __init__(self, requeued: _Optional[int] = ..., job: _Optional[_Union[IngestJob, _Mapping]] = ...) -> None: ...
 
 class IndexedSegment(_message.Message):
     __slots__ = ("track_id", "seconds", "segment_index")

@@ -56,6 +56,11 @@ class PartsimServiceStub:
                 request_serializer=partsim_dot_v1_dot_gateway__pb2.GetIngestJobRequest.SerializeToString,
                 response_deserializer=partsim_dot_v1_dot_gateway__pb2.GetIngestJobResponse.FromString,
                 _registered_method=True)
+        self.ListIngestJobs = channel.unary_unary(
+                '/partsim.v1.PartsimService/ListIngestJobs',
+                request_serializer=partsim_dot_v1_dot_gateway__pb2.ListIngestJobsRequest.SerializeToString,
+                response_deserializer=partsim_dot_v1_dot_gateway__pb2.ListIngestJobsResponse.FromString,
+                _registered_method=True)
         self.RetryIngestJob = channel.unary_unary(
                 '/partsim.v1.PartsimService/RetryIngestJob',
                 request_serializer=partsim_dot_v1_dot_gateway__pb2.RetryIngestJobRequest.SerializeToString,
@@ -125,7 +130,15 @@ class PartsimServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetIngestJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One ingest job's progress. NOT_FOUND for an unknown or expired job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIngestJobs(self, request, context):
+        """The ingest jobs the gateway still keeps (unexpired), newest first, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -207,6 +220,11 @@ def add_PartsimServiceServicer_to_server(servicer, server):
                     servicer.GetIngestJob,
                     request_deserializer=partsim_dot_v1_dot_gateway__pb2.GetIngestJobRequest.FromString,
                     response_serializer=partsim_dot_v1_dot_gateway__pb2.GetIngestJobResponse.SerializeToString,
+            ),
+            'ListIngestJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIngestJobs,
+                    request_deserializer=partsim_dot_v1_dot_gateway__pb2.ListIngestJobsRequest.FromString,
+                    response_serializer=partsim_dot_v1_dot_gateway__pb2.ListIngestJobsResponse.SerializeToString,
             ),
             'RetryIngestJob': grpc.unary_unary_rpc_method_handler(
                     servicer.RetryIngestJob,
@@ -358,6 +376,33 @@ class PartsimService:
             '/partsim.v1.PartsimService/GetIngestJob',
             partsim_dot_v1_dot_gateway__pb2.GetIngestJobRequest.SerializeToString,
             partsim_dot_v1_dot_gateway__pb2.GetIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIngestJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/partsim.v1.PartsimService/ListIngestJobs',
+            partsim_dot_v1_dot_gateway__pb2.ListIngestJobsRequest.SerializeToString,
+            partsim_dot_v1_dot_gateway__pb2.ListIngestJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

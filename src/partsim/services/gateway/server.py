@@ -145,10 +145,19 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         return gateway_pb2.SubmitIngestJobResponse(job_id=self.jobs.submit(items))
 
     def GetIngestJob(self, request, context):
+        return gateway_pb2.GetIngestJobResponse(job=self._job(request.job_id))
+
+    def RetryIngestJob(self, request, context):
         if not request.job_id:
             raise InvalidArgument("job_id is empty")
-        st = self.jobs.get(request.job_id)
-        return gateway_pb2.GetIngestJobResponse(
+        requeued = self.jobs.retry(request.job_id)
+        return gateway_pb2.RetryIngestJobResponse(requeued=requeued, job=self._job(request.job_id))
+
+    def _job(self, job_id: str) -> gateway_pb2.IngestJob:
+        if not job_id:
+            raise InvalidArgument("job_id is empty")
+        st = self.jobs.get(job_id)
+        return gateway_pb2.IngestJob(
             job_id=st.job_id,
             state=JOB_STATES[st.state],
             total=st.total,
@@ -158,12 +167,6 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
             created_at=st.created_at,
             updated_at=st.updated_at,
         )
-
-    def RetryIngestJob(self, request, context):
-        if not request.job_id:
-            raise InvalidArgument("job_id is empty")
-        requeued = self.jobs.retry(request.job_id)
-        return gateway_pb2.RetryIngestJobResponse(requeued=requeued, job=self.GetIngestJob(request, context))
 
     # ------------------------------------------------------------------------------------------
     # search and listening
