@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install what partsim needs on a fresh Debian machine, idempotently:
-#   1. system packages (FluidSynth, the General MIDI SoundFonts, MMA, libsndfile, redis-server and prometheus
-#      for the tests) with apt-get when root;
+#   1. system packages (FluidSynth, the General MIDI SoundFonts, MMA, libsndfile, redis-server, prometheus
+#      and chromium with its chromedriver for the tests) with apt-get when root;
 #   2. a virtual environment .venv with partsim installed in editable mode (plus extras, e.g. "test").
 # Usage: scripts/bootstrap.sh [EXTRA]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont
-  fluidr3mono-gm-soundfont csound-soundfont opl3-soundfont mma libsndfile1 redis-server prometheus)
+  fluidr3mono-gm-soundfont csound-soundfont opl3-soundfont mma libsndfile1 redis-server prometheus
+  chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
