@@ -25,7 +25,7 @@ def run_service(device: str, audio: np.ndarray, timeout: float = 180.0) -> tuple
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         from partsim.services.separator import client
-        from partsim.v1 import separator_pb2, types_pb2
+        from partsim.v1 import types_pb2
     except Exception as exc:  # noqa: BLE001
         rec.update(skipped=True, why=f"imports for the service/client fail here: {type(exc).__name__}: {exc}")
         return rec, None
@@ -70,7 +70,7 @@ def run_service(device: str, audio: np.ndarray, timeout: float = 180.0) -> tuple
         )
         t0 = time.perf_counter()
         header, stems = client.separate(
-            address, types_pb2.Audio(pcm=pcm), encoding=separator_pb2.STEM_ENCODING_FLOAT32LE, timeout=120
+            address, types_pb2.Audio(pcm=pcm), encoding=types_pb2.STEM_ENCODING_FLOAT32LE, timeout=120
         )
         rec["separate_rpc_s"] = time.perf_counter() - t0
         y = client.decode_stems(header, stems)

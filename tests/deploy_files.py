@@ -13,9 +13,9 @@ DEPLOY = ROOT / "deploy"
 # The contract: service -> (gRPC port, metrics port, grpc.health.v1 service name)
 SERVICES = {
     "gateway": (50051, 9091, "partsim.v1.PartsimService"),
-    "embedder": (50052, 9092, "partsim.v1.EmbedderService"),
-    "searcher": (50053, 9093, "partsim.v1.SearcherService"),
-    "separator": (50054, 9094, "partsim.v1.SeparatorService"),
+    "embedder": (50052, 9092, "partsim.internal.v1.EmbedderService"),
+    "searcher": (50053, 9093, "partsim.internal.v1.SearcherService"),
+    "separator": (50054, 9094, "partsim.internal.v1.SeparatorService"),
 }
 IMAGE = "ghcr.io/partsim/partsim:0.1.0"
 UID = "10001"

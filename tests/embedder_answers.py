@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from partsim.internal.v1 import embedder_pb2
 from partsim.model.embed import file_segments
 from partsim.model.inference import OnnxEmbedder
-from partsim.v1 import embedder_pb2, types_pb2
+from partsim.v1 import types_pb2
 
 from .audio import SR
 

@@ -20,8 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from partsim.client import PartsimClient, Stem
 from partsim.errors import PartsimError
+from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
 from partsim.services.loadtest import code_of
-from partsim.v1 import gateway_pb2, searcher_pb2, searcher_pb2_grpc
+from partsim.v1 import gateway_pb2
 
 SEGMENTS = 2  # each song is 20 s: two whole 10-s segments
 SERVICE = "partsim.v1.PartsimService"

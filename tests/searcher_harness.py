@@ -10,13 +10,14 @@ import grpc
 import numpy as np
 import pytest
 
+from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
 from partsim.services.searcher.config import SearcherConfig
 from partsim.services.searcher.server import SearcherServer
-from partsim.v1 import searcher_pb2, searcher_pb2_grpc, types_pb2
+from partsim.v1 import types_pb2
 
 PARTS = ["drums", "bass", "piano", "guitar", "others"]
 DIM = 16
-EXACT, APPROX = searcher_pb2.SEARCH_MODE_EXACT, searcher_pb2.SEARCH_MODE_APPROXIMATE
+EXACT, APPROX = types_pb2.SEARCH_MODE_EXACT, types_pb2.SEARCH_MODE_APPROXIMATE
 Code = grpc.StatusCode
 
 
@@ -41,7 +42,7 @@ def make_tracks(n: int, seed: int, prefix: str = "t", max_segments: int = 6) -> 
 
 def upsert_request(track_id: str, segs: list[dict], title: str = "") -> searcher_pb2.UpsertTrackRequest:
     return searcher_pb2.UpsertTrackRequest(
-        track=searcher_pb2.Track(
+        track=types_pb2.Track(
             track_id=track_id,
             metadata=types_pb2.TrackMetadata(
                 title=title or f"Title of {track_id}", artist="Someone", tags={"genre": "test"}
@@ -97,9 +98,9 @@ def reference_mix(
 
 def mix_request(
     query: dict[str, list[np.ndarray]], weights: dict[str, float] | None = None, top_k: int = 10, mode=EXACT, exclude=()
-) -> searcher_pb2.SearchMixVectorsRequest:
+) -> searcher_pb2.SearchMixRequest:
     weights = weights or {}
-    return searcher_pb2.SearchMixVectorsRequest(
+    return searcher_pb2.SearchMixRequest(
         parts=[
             searcher_pb2.PartQuery(part=p, vector=np.mean(embs, axis=0).tolist(), weight=weights.get(p, 0.0))
             for p, embs in query.items()

@@ -16,13 +16,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from partsim.errors import InvalidArgument
+from partsim.internal.v1 import embedder_pb2, embedder_pb2_grpc
 from partsim.services.config import parse
 from partsim.services.embedder.config import EmbedderConfig
 from partsim.services.embedder.server import EmbedderServer
 from partsim.services.gateway.backends import channel
 from partsim.services.gateway.config import PREFIX as GW_PREFIX
 from partsim.services.gateway.config import GatewayConfig
-from partsim.v1 import embedder_pb2, embedder_pb2_grpc
 
 from .audio import make_audio, pcm
 
@@ -35,7 +35,7 @@ def handled(srv) -> float:
             "grpc_server_handled_total",
             {
                 "grpc_type": "unary",
-                "grpc_service": "partsim.v1.EmbedderService",
+                "grpc_service": "partsim.internal.v1.EmbedderService",
                 "grpc_method": "Embed",
                 "grpc_code": "OK",
             },
@@ -60,7 +60,7 @@ def embedders():
 def spread(embedders, lb_policy: str) -> list[float]:
     before = [handled(s) for s in embedders]
     target = "ipv4:" + ",".join(s.address for s in embedders)
-    ch = channel(target, 16 << 20, ["partsim.v1.EmbedderService"], lb_policy)
+    ch = channel(target, 16 << 20, ["partsim.internal.v1.EmbedderService"], lb_policy)
     try:
         grpc.channel_ready_future(ch).result(timeout=10)
         time.sleep(0.3)  # every address connected, so the count shows the policy, not connect order
@@ -88,7 +88,7 @@ def test_pick_first_pins_every_call_to_one_server(embedders):
 def test_dns_targets_as_in_kubernetes_resolve_and_serve(embedders):
     """The k8s ConfigMap form of a target (dns:///NAME:PORT) goes through gRPC's DNS resolver."""
     port = embedders[0].address.rsplit(":", 1)[1]
-    ch = channel(f"dns:///localhost:{port}", 16 << 20, ["partsim.v1.EmbedderService"])
+    ch = channel(f"dns:///localhost:{port}", 16 << 20, ["partsim.internal.v1.EmbedderService"])
     try:
         resp = embedder_pb2_grpc.EmbedderServiceStub(ch).Embed(
             embedder_pb2.EmbedRequest(audio=pcm(make_audio(1.0, seed=4)), segment_seconds=1.0), timeout=60

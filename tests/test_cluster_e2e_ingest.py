@@ -102,7 +102,7 @@ def test_jobs_survive_a_gateway_restart(cluster, catalog, redis, tmp_path):
 
 def test_the_catalog_keeps_raw_vectors_presence_and_power_as_embedded(cluster, client, catalog, indexed):
     """Over the searcher's own gRPC API: every part of every segment, present or not, as EmbedParts gave it."""
-    from partsim.v1 import searcher_pb2, searcher_pb2_grpc
+    from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
 
     searcher = searcher_pb2_grpc.SearcherServiceStub(
         grpc.insecure_channel(next(s.address for s in cluster.services if s.name == "searcher"))

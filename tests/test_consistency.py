@@ -26,13 +26,14 @@ import redis as redis_py
 
 from partsim.client import PartsimClient
 from partsim.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable, storage_error
+from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
 from partsim.services.gateway.audio_store import AudioStore
 from partsim.services.gateway.jobs import IngestItem, make_job_queue
 from partsim.services.searcher.meta import TrackInfo
 from partsim.services.searcher.milvus import pk
 from partsim.services.searcher.retrieval import Query, unit
 from partsim.services.searcher.store import SearchStore, Segments
-from partsim.v1 import gateway_pb2, searcher_pb2, searcher_pb2_grpc, types_pb2
+from partsim.v1 import gateway_pb2, types_pb2
 
 from .e2e_cluster import SEG, songs, wav_clip
 from .redis_server import redis_server, redis_url  # noqa: F401

@@ -14,11 +14,11 @@ from partsim.cli import main
 
 @pytest.fixture()
 def runtime():
+    from partsim.internal.v1 import embedder_pb2  # noqa: F401  registers partsim.internal.v1.EmbedderService's descriptor
     from partsim.services.runtime import ServiceRuntime
-    from partsim.v1 import embedder_pb2  # noqa: F401  (registers partsim.v1.EmbedderService's descriptor)
 
     rt = ServiceRuntime("health-test", address="127.0.0.1:0", max_message_bytes=1 << 20, metrics_port=None)
-    rt.start(["partsim.v1.EmbedderService"])
+    rt.start(["partsim.internal.v1.EmbedderService"])
     yield rt
     rt.stop(grace=0)
 
@@ -34,13 +34,13 @@ def test_health_serving(runtime, capsys):
     code, out, err = _health(capsys, runtime.address, "--timeout", "5")
     assert (code, err) == (0, "")
     assert out.strip().endswith("SERVING")
-    code, out, err = _health(capsys, runtime.address, "--service", "partsim.v1.EmbedderService")
+    code, out, err = _health(capsys, runtime.address, "--service", "partsim.internal.v1.EmbedderService")
     assert (code, err) == (0, "")
 
 
 def test_health_not_serving(runtime, capsys):
     # NOT_SERVING until the service has loaded its model (rt.set_serving(True) not called)
-    code, out, err = _health(capsys, runtime.address, "--service", "partsim.v1.EmbedderService")
+    code, out, err = _health(capsys, runtime.address, "--service", "partsim.internal.v1.EmbedderService")
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "NOT_SERVING" in err
     runtime.set_serving(True)

@@ -13,10 +13,11 @@ import soundfile as sf
 from prometheus_client import CollectorRegistry
 
 from partsim import assets
+from partsim.internal.v1 import embedder_pb2, embedder_pb2_grpc
 from partsim.model.inference import OnnxEmbedder
 from partsim.services.embedder.config import EmbedderConfig
 from partsim.services.embedder.server import EmbedderServer
-from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
+from partsim.v1 import types_pb2
 
 from .audio import SR, encode, make_audio, pcm
 from .embedder_answers import MAX_AUDIO, MAX_SEGMENTS, embed, expected, vectors

@@ -17,12 +17,12 @@ from prometheus_client import CollectorRegistry
 
 from partsim.assets import default_manifest
 from partsim.errors import FailedPrecondition, InvalidArgument, Unavailable
+from partsim.internal.v1 import embedder_pb2, embedder_pb2_grpc
 from partsim.services.config import parse
 from partsim.services.embedder.batcher import Batcher
 from partsim.services.embedder.config import PREFIX, EmbedderConfig
 from partsim.services.embedder.engine import make_session
 from partsim.services.embedder.server import EmbedderServer
-from partsim.v1 import embedder_pb2, embedder_pb2_grpc
 
 from .audio import make_audio, pcm
 from .util import serves_until_sigterm

@@ -22,11 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from partsim.assets import default_manifest
+from partsim.internal.v1 import embedder_pb2, embedder_pb2_grpc
 from partsim.model.inference import OnnxEmbedder
 from partsim.services.embedder.config import EmbedderConfig
 from partsim.services.embedder.engine import Engine
 from partsim.services.embedder.server import EmbedderServer
-from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
+from partsim.v1 import types_pb2
 
 from .audio import SR, encode, make_audio, pcm
 from .embedder_answers import MAX_AUDIO, MAX_SEGMENTS, embed, expected, vectors
@@ -68,7 +69,7 @@ def stub(server):
 @pytest.mark.slow
 def test_health_serving_and_model_info(server, stub, ref):
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
-    for name in ("", "partsim.v1.EmbedderService"):
+    for name in ("", "partsim.internal.v1.EmbedderService"):
         assert (
             health.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
         )

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from partsim.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from partsim.internal.v1 import embedder_pb2
 from partsim.model.features import SILENCE_POWER
 from partsim.services.gateway.config import DEFAULT_TOP_K, MAX_TOP_K
 from partsim.services.gateway.ingest import job_items, resolve_uri, upload
@@ -24,7 +25,7 @@ from partsim.services.gateway.queries import (
 )
 from partsim.services.gateway.stems import pack, unpack
 from partsim.services.separator.client import header_and_chunks
-from partsim.v1 import embedder_pb2, gateway_pb2, searcher_pb2, separator_pb2, types_pb2
+from partsim.v1 import gateway_pb2, types_pb2
 
 PARTS = ["drums", "bass", "piano", "guitar", "others"]
 LOUD = 10 * SILENCE_POWER
@@ -195,7 +196,7 @@ def test_top_k_defaults_when_unset_and_must_be_within_the_limit():
 
 
 def test_an_indexed_segment_is_found_by_index_or_by_time_within_the_track():
-    track = searcher_pb2.Track(track_id="song", num_segments=3, segment_seconds=10.0)
+    track = types_pb2.Track(track_id="song", num_segments=3, segment_seconds=10.0)
     assert segment_index(track, gateway_pb2.IndexedSegment(track_id="song", segment_index=2), "q") == 2
     assert segment_index(track, gateway_pb2.IndexedSegment(track_id="song", seconds=19.9), "q") == 1
     with pytest.raises(NotFound, match="there is no segment 3"):
@@ -330,7 +331,7 @@ def test_a_stream_must_start_with_its_header_and_carry_only_chunks_after_it():
 def test_a_stems_stream_comes_back_from_the_cache_unchanged():
     msgs = [
         gateway_pb2.GetStemsResponse(header=gateway_pb2.GetStemsHeader(track_id="a", segment_index=1)),
-        gateway_pb2.GetStemsResponse(chunk=separator_pb2.StemChunk(stem=0, offset=0, data=b"\1" * 300)),
-        gateway_pb2.GetStemsResponse(chunk=separator_pb2.StemChunk(stem=1, offset=0, data=b"")),
+        gateway_pb2.GetStemsResponse(chunk=types_pb2.StemChunk(stem=0, offset=0, data=b"\1" * 300)),
+        gateway_pb2.GetStemsResponse(chunk=types_pb2.StemChunk(stem=1, offset=0, data=b"")),
     ]
     assert unpack(pack(msgs)) == msgs

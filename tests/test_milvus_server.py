@@ -14,9 +14,10 @@ import grpc
 import numpy as np
 import pytest
 
+from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
 from partsim.services.searcher.config import SearcherConfig
 from partsim.services.searcher.server import SearcherServer
-from partsim.v1 import searcher_pb2, searcher_pb2_grpc, types_pb2
+from partsim.v1 import types_pb2
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -113,7 +114,7 @@ def test_searcher_against_a_milvus_server(milvus_server, tmp_path):
             catalog[f"t{t:02d}"] = (vecs, present)
             stub.UpsertTrack(
                 searcher_pb2.UpsertTrackRequest(
-                    track=searcher_pb2.Track(
+                    track=types_pb2.Track(
                         track_id=f"t{t:02d}",
                         num_segments=3,
                         duration_seconds=30,
@@ -127,7 +128,7 @@ def test_searcher_against_a_milvus_server(milvus_server, tmp_path):
         # re-upsert: replaced, not duplicated (the server path: delete + insert with Strong reads)
         assert stub.UpsertTrack(
             searcher_pb2.UpsertTrackRequest(
-                track=searcher_pb2.Track(
+                track=types_pb2.Track(
                     track_id="t00", num_segments=3, duration_seconds=30, segment_seconds=10, model_version="test"
                 ),
                 segments=[_segment(i, catalog["t00"][0][i], catalog["t00"][1][i]) for i in range(3)],
@@ -139,21 +140,21 @@ def test_searcher_against_a_milvus_server(milvus_server, tmp_path):
         # a segment's own drums vector finds that segment first, in both modes
         tid = next(t for t, (v, p) in catalog.items() if p[1, 0])
         q = searcher_pb2.PartQuery(part="drums", vector=catalog[tid][0][1, 0].tolist(), weight=1)
-        for mode in (searcher_pb2.SEARCH_MODE_EXACT, searcher_pb2.SEARCH_MODE_APPROXIMATE):
-            hits = stub.SearchMix(searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=5, mode=mode), timeout=60).hits
+        for mode in (types_pb2.SEARCH_MODE_EXACT, types_pb2.SEARCH_MODE_APPROXIMATE):
+            hits = stub.SearchMix(searcher_pb2.SearchMixRequest(parts=[q], top_k=5, mode=mode), timeout=60).hits
             assert hits[0].track.track_id == tid and hits[0].best_segment.index == 1
             assert hits[0].distance == pytest.approx(0.0, abs=1e-5)
         exact = stub.SearchMix(
-            searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=10, mode=searcher_pb2.SEARCH_MODE_EXACT), timeout=60
+            searcher_pb2.SearchMixRequest(parts=[q], top_k=10, mode=types_pb2.SEARCH_MODE_EXACT), timeout=60
         )
         approx = stub.SearchMix(
-            searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=10, mode=searcher_pb2.SEARCH_MODE_APPROXIMATE),
+            searcher_pb2.SearchMixRequest(parts=[q], top_k=10, mode=types_pb2.SEARCH_MODE_APPROXIMATE),
             timeout=60,
         )
         assert [h.track.track_id for h in approx.hits] == [h.track.track_id for h in exact.hits]
         stub.DeleteTrack(searcher_pb2.DeleteTrackRequest(track_id=tid), timeout=60)
         hits = stub.SearchMix(
-            searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=5, mode=searcher_pb2.SEARCH_MODE_APPROXIMATE),
+            searcher_pb2.SearchMixRequest(parts=[q], top_k=5, mode=types_pb2.SEARCH_MODE_APPROXIMATE),
             timeout=60,
         ).hits
         assert tid not in [h.track.track_id for h in hits]

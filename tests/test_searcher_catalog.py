@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from partsim.v1 import searcher_pb2
+from partsim.internal.v1 import searcher_pb2
 
 from .searcher_harness import (
     APPROX,
@@ -55,7 +55,7 @@ def test_reupsert_replaces_without_duplicates(searcher):
         assert sorted(r["segment"] for r in rows) == [0, 1], part
     for mode in (EXACT, APPROX):
         old = searcher.stub.SearchStems(
-            searcher_pb2.SearchStemsVectorsRequest(
+            searcher_pb2.SearchStemsRequest(
                 query=searcher_pb2.PartQuery(part="drums", vector=segs[0]["vectors"]["drums"].tolist()),
                 top_k=50,
                 mode=mode,
@@ -181,10 +181,10 @@ def test_a_kept_raw_vector_of_an_absent_part_never_enters_the_search(searcher):
     searcher.upsert(catalog)
     tid, s, part = next((t, s, p) for t, segs in catalog.items() for s in segs for p in PARTS if not s["present"][p])
     q = searcher_pb2.PartQuery(part=part, vector=s["vectors"][part].tolist())
-    hits = searcher.stub.SearchStems(searcher_pb2.SearchStemsVectorsRequest(query=q, top_k=1000, mode=EXACT)).hits
+    hits = searcher.stub.SearchStems(searcher_pb2.SearchStemsRequest(query=q, top_k=1000, mode=EXACT)).hits
     there = [h.distance for h in hits if (h.track.track_id, h.segment.index) == (tid, s["index"])]
     assert there == [pytest.approx(1.0, abs=1e-6)]
-    mix = searcher.stub.SearchMix(searcher_pb2.SearchMixVectorsRequest(parts=[q], top_k=1000, mode=EXACT)).hits
+    mix = searcher.stub.SearchMix(searcher_pb2.SearchMixRequest(parts=[q], top_k=1000, mode=EXACT)).hits
     own = catalog[tid]
     best = min(
         1.0
@@ -233,7 +233,7 @@ def test_persistence(tmp_path):
         second.stop()
     assert after[0].tracks == 24
     for a, b in zip(before, after):
-        if isinstance(a, searcher_pb2.SearchMixVectorsResponse):
+        if isinstance(a, searcher_pb2.SearchMixResponse):
             assert [(h.track.track_id, h.best_segment.index) for h in a.hits] == [
                 (h.track.track_id, h.best_segment.index) for h in b.hits
             ]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from partsim.internal.v1 import searcher_pb2
 from partsim.services.searcher.store import SearchStore
-from partsim.v1 import searcher_pb2
 
 from .searcher_harness import (
     DIM,

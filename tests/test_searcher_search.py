@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from partsim.internal.v1 import searcher_pb2
 from partsim.services.searcher import bench, retrieval
 from partsim.services.searcher.store import SearchStore
-from partsim.v1 import searcher_pb2
 
 from .searcher_harness import APPROX, DIM, EXACT, PARTS, make_tracks, mix_request, random_query, reference_mix
 
@@ -61,7 +61,7 @@ def test_exact_stems_equal_reference(searcher):
             ref.append((1.0 - cos, tid, s["index"]))
     ref.sort()
     resp = searcher.stub.SearchStems(
-        searcher_pb2.SearchStemsVectorsRequest(
+        searcher_pb2.SearchStemsRequest(
             query=searcher_pb2.PartQuery(part="bass", vector=q.tolist()), top_k=20, mode=EXACT
         ),
         timeout=30,
@@ -84,7 +84,7 @@ def test_own_segment_ranks_its_track_first(searcher, mode):
         assert resp.hits[0].best_segment.index == seg["index"]
         assert resp.hits[0].distance == pytest.approx(0.0, abs=1e-5)
         stems = searcher.stub.SearchStems(
-            searcher_pb2.SearchStemsVectorsRequest(
+            searcher_pb2.SearchStemsRequest(
                 query=searcher_pb2.PartQuery(part="guitar", vector=seg["vectors"]["guitar"].tolist()),
                 top_k=3,
                 mode=mode,

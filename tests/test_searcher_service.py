@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
 from partsim.services.config import parse
 from partsim.services.searcher.config import PREFIX, SearcherConfig
-from partsim.v1 import searcher_pb2, searcher_pb2_grpc
 
 from .searcher_harness import APPROX, DIM, EXACT, PARTS, Code, make_tracks, mix_request, upsert_request
 from .util import handled_calls, scrape_metrics
@@ -38,8 +38,8 @@ def bad_requests():
     def pq(part="drums", vector=v, weight=0.0):
         return searcher_pb2.PartQuery(part=part, vector=vector, weight=weight)
 
-    mix = searcher_pb2.SearchMixVectorsRequest
-    stems = searcher_pb2.SearchStemsVectorsRequest
+    mix = searcher_pb2.SearchMixRequest
+    stems = searcher_pb2.SearchStemsRequest
     inv, nf = Code.INVALID_ARGUMENT, Code.NOT_FOUND
     return [
         ("UpsertTrack", edit(lambda r: setattr(r.track, "track_id", "")), inv, "track_id is empty"),
@@ -100,7 +100,7 @@ def test_bad_inputs_get_status_codes_and_the_server_keeps_serving(searcher):
 @pytest.mark.slow
 def test_health_and_metrics(searcher):
     health = health_pb2_grpc.HealthStub(searcher.channel)
-    for service in ("", "partsim.v1.SearcherService"):
+    for service in ("", "partsim.internal.v1.SearcherService"):
         assert (
             health.Check(health_pb2.HealthCheckRequest(service=service)).status
             == health_pb2.HealthCheckResponse.SERVING

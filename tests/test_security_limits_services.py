@@ -18,7 +18,8 @@ import pytest
 
 from partsim.client import PartsimClient
 from partsim.errors import InvalidArgument, ResourceExhausted, Unavailable
-from partsim.v1 import gateway_pb2, gateway_pb2_grpc, searcher_pb2, searcher_pb2_grpc, types_pb2
+from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
+from partsim.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
 from .limits_harness import (
     HUGE_TITLE,
@@ -172,7 +173,7 @@ def test_a_1_hz_wav_a_nul_in_a_uri_and_a_3e38_vector_get_precise_codes(gateway, 
     assert exc.code() == Code.INVALID_ARGUMENT and "overflows float32" in exc.details()
     part = model(gateway).parts[0]
     pq = searcher_pb2.PartQuery(part=part, vector=[3e38] * model(gateway).subspace_dim)
-    exc = rpc_error(searcher_stub.SearchMix, searcher_pb2.SearchMixVectorsRequest(parts=[pq], top_k=3), timeout=30)
+    exc = rpc_error(searcher_stub.SearchMix, searcher_pb2.SearchMixRequest(parts=[pq], top_k=3), timeout=30)
     assert exc.code() == Code.INVALID_ARGUMENT and "overflows float32" in exc.details()
 
 

@@ -14,9 +14,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from partsim.errors import InvalidArgument
+from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
 from partsim.services.searcher.config import SearcherConfig
 from partsim.services.tls import channel_credentials, open_channel
-from partsim.v1 import searcher_pb2, searcher_pb2_grpc
 
 from .searcher_harness import Searcher
 from .tls_harness import CLIENT_NAME, code_of, creds, gen, get_stats, health, mtls, served_certificate

@@ -18,10 +18,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from partsim.errors import ResourceExhausted, Unavailable
+from partsim.internal.v1 import separator_pb2, separator_pb2_grpc
 from partsim.services.separator.client import collect
 from partsim.services.separator.engine import CancelToken
 from partsim.services.separator.server import Admission, SeparatorServer
-from partsim.v1 import separator_pb2, separator_pb2_grpc
+from partsim.v1 import types_pb2
 
 from .audio import SR, make_audio, pcm
 from .tiny_separator import MAPPING, STOCK, make_tiny_repo, tiny_server_config
@@ -48,13 +49,9 @@ def test_busy_server_answers_resource_exhausted(repo):
             list(stub.Separate(separator_pb2.SeparateRequest(audio=pcm(make_audio(0.5, 13))), timeout=60))
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "busy: 1 separations running and 0 waiting" in info.value.details()
-        assert stub.GetModel(separator_pb2.GetSeparatorModelRequest(), timeout=10).model.name == "tiny-sep"
+        assert stub.GetSeparatorModel(separator_pb2.GetSeparatorModelRequest(), timeout=10).model.name == "tiny-sep"
         header, stems = collect(
-            [
-                separator_pb2.SeparateResponse(
-                    header=separator_pb2.SeparationHeader(stems=[separator_pb2.StemInfo()] * 4)
-                )
-            ]
+            [separator_pb2.SeparateResponse(header=types_pb2.SeparationHeader(stems=[types_pb2.StemInfo()] * 4))]
             + list(first)
         )
         assert all(len(s) == 6 * SR * 4 for s in stems)

@@ -22,17 +22,18 @@ import soxr
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from partsim.internal.v1 import separator_pb2, separator_pb2_grpc
 from partsim.services.separator.client import collect, decode_stems
 from partsim.services.separator.engine import Engine
 from partsim.services.separator.server import SeparatorServer
-from partsim.v1 import separator_pb2, separator_pb2_grpc, types_pb2
+from partsim.v1 import types_pb2
 
 from .audio import SR, encode, make_audio, pcm
 from .tiny_separator import PARTS5, STOCK, make_tiny_repo, tiny_server_config
 from .util import handled_calls, run_cli, scrape_metrics
 
 MAX_AUDIO = 8.0
-FLOAT, FLAC = separator_pb2.STEM_ENCODING_FLOAT32LE, separator_pb2.STEM_ENCODING_FLAC
+FLOAT, FLAC = types_pb2.STEM_ENCODING_FLOAT32LE, types_pb2.STEM_ENCODING_FLAC
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def stub(server):
 
 def call(
     stub, audio: types_pb2.Audio, encoding: int = FLOAT, **fields
-) -> tuple[list, separator_pb2.SeparationHeader, list[bytes]]:
+) -> tuple[list, types_pb2.SeparationHeader, list[bytes]]:
     """One Separate call: (all messages, header, per-stem bytes)."""
     msgs = list(stub.Separate(separator_pb2.SeparateRequest(audio=audio, encoding=encoding, **fields), timeout=120))
     header, stems = collect(msgs)
@@ -82,11 +83,11 @@ def call(
 @pytest.mark.slow
 def test_health_serving_and_model_info(server, stub):
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
-    for name in ("", "partsim.v1.SeparatorService"):
+    for name in ("", "partsim.internal.v1.SeparatorService"):
         assert (
             health.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
         )
-    m = stub.GetModel(separator_pb2.GetSeparatorModelRequest()).model
+    m = stub.GetSeparatorModel(separator_pb2.GetSeparatorModelRequest()).model
     assert m.name == "tiny-sep" and list(m.sources) == STOCK
     assert (m.sample_rate, m.channels, m.segment_seconds, m.overlap) == (SR, 1, 1.0, 0.25)
     # a source mapped to nothing stays a stem (for listening), unnamed sources keep their own name

@@ -43,7 +43,9 @@ def test_every_service_is_a_service_configured_by_a_server_config(name):
     server, config = SERVERS[name], service_configs()[name]
     assert issubclass(server, Service) and server.name == name and server.config is config
     assert issubclass(config, ServerConfig) and config.prefix == f"PARTSIM_{name.upper()}"
-    assert server.grpc_service.startswith("partsim.v1.")
+    # the gateway is the public API; the services behind it are internal
+    package = "partsim.v1." if name == "gateway" else "partsim.internal.v1."
+    assert server.grpc_service.startswith(package)
     parse(config, config.prefix, argv=[], environ=NEEDED)  # the defaults are valid
 
 

@@ -13,8 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
 from partsim.services.tls import channel_credentials, open_channel
-from partsim.v1 import searcher_pb2, searcher_pb2_grpc
 
 from .searcher_harness import Searcher
 from .util import ROOT

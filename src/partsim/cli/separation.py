@@ -52,7 +52,7 @@ def register(sub) -> None:
     c.add_argument("--split", default="test")
     c.add_argument("--limit", type=integer, default=None, help="only the first N tracks of the split")
     c.add_argument("--out", type=Path, help="write the results as JSON")
-    c.set_defaults(handler=_cmd_compare_paths)
+    c.set_defaults(handler=_cmd_compare_paths, needs="train,cpu")
 
     tr = sub.add_parser("train-separator", help="train a small demucs separation model on a partsim corpus")
     tr.add_argument("--corpus", required=True, type=Path, help="corpus folder (partsim corpus make)")
@@ -77,7 +77,7 @@ def register(sub) -> None:
         ("seed", integer, "random seed (default 0)"),
     ):
         tr.add_argument(f"--{flag}", dest=flag.replace("-", "_"), type=typ, help=helptext)
-    tr.set_defaults(handler=_cmd_train_separator)
+    tr.set_defaults(handler=_cmd_train_separator, needs="train")
 
     ev = sub.add_parser("evaluate-separator", help="SDR/SIR/SAR per part on a corpus's test split (Table 3.1)")
     ev.add_argument("model", metavar="MODEL_NAME", help="bag name or signature in the repository")
@@ -89,13 +89,13 @@ def register(sub) -> None:
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.add_argument("--out", type=Path, help="write the result JSON here")
     ev.add_argument("--quiet", action="store_true")
-    ev.set_defaults(handler=_cmd_evaluate_separator)
+    ev.set_defaults(handler=_cmd_evaluate_separator, needs="train")
 
     ex = sub.add_parser("export-separator", help="export a run's best model into a demucs model repository")
     ex.add_argument("run", metavar="RUN", type=Path, help="run folder of train-separator")
     ex.add_argument("--repo", required=True, type=Path, help="repository folder (created)")
     ex.add_argument("--name", default="partsim-sep-v1", help="bag name (default partsim-sep-v1)")
-    ex.set_defaults(handler=_cmd_export_separator)
+    ex.set_defaults(handler=_cmd_export_separator, needs="train")
 
 
 def _local_options(args: argparse.Namespace) -> list[str]:
@@ -116,12 +116,12 @@ def _cmd_separate(args: argparse.Namespace) -> int:
             )
         from ..client import Connection
         from ..services.separator.client import separate
-        from ..v1 import separator_pb2, types_pb2
+        from ..v1 import types_pb2
 
         header, stems = separate(
             args.separator,
             types_pb2.Audio(encoded=data),
-            separator_pb2.STEM_ENCODING_FLAC,
+            types_pb2.STEM_ENCODING_FLAC,
             args.start,
             args.end,
             args.shifts,
@@ -131,6 +131,9 @@ def _cmd_separate(args: argparse.Namespace) -> int:
         names = [(s.name, s.part) for s in header.stems]
         sr, frames = header.sample_rate, header.total_frames
     else:
+        from ..extras import require
+
+        require("partsim separate (without --separator)", "separator")
         from ..assets import DEFAULT_SEPARATION_MODEL, shipped_separator_repo
         from ..services.separator.config import parse_parts
         from ..services.separator.engine import Engine, flac_bytes

@@ -34,7 +34,7 @@ import grpc
 
 from partsim.errors import InvalidArgument, PartsimError
 from partsim.hits import StemHit
-from partsim.v1 import gateway_pb2, gateway_pb2_grpc, searcher_pb2, types_pb2
+from partsim.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
 from .types import (
     STEM_FORMATS,
@@ -42,6 +42,7 @@ from .types import (
     Embedding,
     IndexResult,
     IngestJob,
+    IngestJobPage,
     MixHit,
     QueryWarning,
     RetryResult,
@@ -60,9 +61,9 @@ SERVER_CODE_ATTR = "partsim_rpc_code"  # set on an error a call raised: the call
 EMBED_MODES = {"feature": gateway_pb2.EMBED_MODE_FEATURE, "signal": gateway_pb2.EMBED_MODE_SIGNAL}
 
 MODES = {
-    "exact": searcher_pb2.SEARCH_MODE_EXACT,
-    "approximate": searcher_pb2.SEARCH_MODE_APPROXIMATE,
-    None: searcher_pb2.SEARCH_MODE_UNSPECIFIED,
+    "exact": types_pb2.SEARCH_MODE_EXACT,
+    "approximate": types_pb2.SEARCH_MODE_APPROXIMATE,
+    None: types_pb2.SEARCH_MODE_UNSPECIFIED,
 }
 
 
@@ -176,22 +177,17 @@ class PartsimClient:
         """Block until the gateway's health check says SERVING: the gateway and its required backends
         (embedder, searcher), or with ``backend`` ("separator", "embedder", "searcher") that backend as the
         gateway sees it (the separator is optional, so the gateway serves without it)."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from . import health
 
         service = "partsim.v1.PartsimService" + (f"/{backend}" if backend else "")
-        stub = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
             try:
-                r = stub.Check(
-                    health_pb2.HealthCheckRequest(service=service),
-                    timeout=2,
-                    metadata=self.metadata,
-                )
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                status = health.check(self.channel, service, timeout=2, metadata=self.metadata)
+                if status == health.SERVING:
                     return
-                last = health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+                last = health.status_name(status)
             except grpc.RpcError as exc:
                 last = exc.code().name
             time.sleep(0.2)
@@ -270,6 +266,24 @@ class PartsimClient:
             self._call(self.stub.GetIngestJob, gateway_pb2.GetIngestJobRequest(job_id=job_id)).job
         )
 
+    def list_ingest_jobs(self, page_size: int = 0, page_token: str = "") -> IngestJobPage:
+        """One page of the ingest jobs the gateway still keeps (unexpired), newest first. ``page_size`` 0 means
+        the gateway's default (50), above 1000 means 1000; ``page_token`` is "" for the first page, else the
+        previous page's ``next_page_token`` (it is "" after the last page)."""
+        req = gateway_pb2.ListIngestJobsRequest(page_size=page_size, page_token=page_token)
+        return IngestJobPage.from_proto(self._call(self.stub.ListIngestJobs, req))
+
+    def iter_ingest_jobs(self, page_size: int = 100) -> Iterator[IngestJob]:
+        """Every ingest job the gateway still keeps, newest first, fetched ``page_size`` at a time as the
+        iterator is consumed (a job submitted meanwhile is newer than the pages still to come: not among them)."""
+        token = ""
+        while True:
+            page = self.list_ingest_jobs(page_size, token)
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
     def retry_ingest_job(self, job_id: str) -> RetryResult:
         """Queue the job's failed items again: how many (``requeued``) and the ``job`` after the call."""
         resp = self._call(self.stub.RetryIngestJob, gateway_pb2.RetryIngestJobRequest(job_id=job_id))
@@ -325,14 +339,14 @@ class PartsimClient:
 
     # -- catalog -------------------------------------------------------------------------------
     def get_track(self, track_id: str) -> Track:
-        return Track.from_proto(self._call(self.stub.GetTrack, searcher_pb2.GetTrackRequest(track_id=track_id)).track)
+        return Track.from_proto(self._call(self.stub.GetTrack, gateway_pb2.GetTrackRequest(track_id=track_id)).track)
 
     def list_tracks(self, page_size: int = 100) -> Iterator[Track]:
         """Every track of the catalog by track id, fetched ``page_size`` at a time as the iterator is consumed."""
         token = ""
         while True:
             resp = self._call(
-                self.stub.ListTracks, searcher_pb2.ListTracksRequest(page_size=page_size, page_token=token)
+                self.stub.ListTracks, gateway_pb2.ListTracksRequest(page_size=page_size, page_token=token)
             )
             yield from map(Track.from_proto, resp.tracks)
             token = resp.next_page_token
@@ -340,7 +354,7 @@ class PartsimClient:
                 return
 
     def delete_track(self, track_id: str) -> None:
-        self._call(self.stub.DeleteTrack, searcher_pb2.DeleteTrackRequest(track_id=track_id))
+        self._call(self.stub.DeleteTrack, gateway_pb2.DeleteTrackRequest(track_id=track_id))
 
     def stats(self) -> CatalogStats:
         return CatalogStats.from_proto(self._call(self.stub.GetCatalogStats, gateway_pb2.GetCatalogStatsRequest()))

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any, cast
 
-from partsim.v1 import gateway_pb2, searcher_pb2, separator_pb2, types_pb2
+from partsim.v1 import gateway_pb2, types_pb2
 
 
 class _Json:
@@ -100,7 +100,7 @@ class MixHit(_Json):
     metadata: dict = field(default_factory=dict)  # title, artist, tags
 
     @classmethod
-    def from_proto(cls, h: searcher_pb2.MixHit) -> MixHit:
+    def from_proto(cls, h: types_pb2.MixHit) -> MixHit:
         b = h.best_segment
         per_part = {p.part: p.distance for p in h.part_distances}
         return cls(
@@ -128,7 +128,7 @@ class Track(_Json):
     version: str  # the upload this version of the track was indexed from ("" when none was named)
 
     @classmethod
-    def from_proto(cls, t: searcher_pb2.Track) -> Track:
+    def from_proto(cls, t: types_pb2.Track) -> Track:
         m = t.metadata
         return cls(
             t.track_id,
@@ -239,7 +239,7 @@ class ItemFailure(_Json):
 
 @dataclass
 class IngestJob(_Json):
-    """An ingest job's status (GetIngestJob)."""
+    """An ingest job's status (GetIngestJob, ListIngestJobs)."""
 
     job_id: str
     state: JobState
@@ -268,6 +268,21 @@ class IngestJob(_Json):
 
 
 @dataclass
+class IngestJobPage(_Json):
+    """One page of ListIngestJobs: jobs newest first, and the token of the next page ("" after the last one)."""
+
+    jobs: list[IngestJob]
+    next_page_token: str
+
+    @classmethod
+    def from_proto(cls, r: gateway_pb2.ListIngestJobsResponse) -> IngestJobPage:
+        return cls([IngestJob.from_proto(j) for j in r.jobs], r.next_page_token)
+
+    def to_json(self) -> dict:
+        return {"jobs": [j.to_json() for j in self.jobs], "next_page_token": self.next_page_token}
+
+
+@dataclass
 class RetryResult(_Json):
     """What RetryIngestJob answered: the failed items queued again by this call, and the job after it."""
 
@@ -278,7 +293,7 @@ class RetryResult(_Json):
         return {"requeued": self.requeued, "job": self.job.to_json()}
 
 
-STEM_FORMATS = {"flac": separator_pb2.STEM_ENCODING_FLAC, "float32le": separator_pb2.STEM_ENCODING_FLOAT32LE}
+STEM_FORMATS = {"flac": types_pb2.STEM_ENCODING_FLAC, "float32le": types_pb2.STEM_ENCODING_FLOAT32LE}
 
 
 @dataclass

@@ -5,7 +5,7 @@ Usage::
 
     rt = ServiceRuntime("embedder", address="127.0.0.1:0", metrics_port=0, max_message_bytes=...)
     embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(servicer, rt.server)
-    rt.start(["partsim.v1.EmbedderService"])   # health NOT_SERVING until rt.set_serving()
+    rt.start(["partsim.internal.v1.EmbedderService"])   # health NOT_SERVING until rt.set_serving()
     rt.set_serving(True)
     ...
     rt.stop(grace=10)

@@ -50,7 +50,7 @@ class Service(abc.ABC, Generic[C]):
     """
 
     name: ClassVar[str]  # "embedder": the runtime's name in logs; the program is partsim-<name>
-    grpc_service: ClassVar[str]  # "partsim.v1.EmbedderService": the name health and reflection report
+    grpc_service: ClassVar[str]  # "partsim.internal.v1.EmbedderService": the name health and reflection report
     config: ClassVar[type[ServerConfig]]  # the configuration class main() reads
 
     def __init__(self, cfg: C, registry: CollectorRegistry | None = None):

@@ -1,6 +1,4 @@
 from google.api import annotations_pb2 as _annotations_pb2
-from partsim.v1 import searcher_pb2 as _searcher_pb2
-from partsim.v1 import separator_pb2 as _separator_pb2
 from partsim.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -84,9 +82,9 @@ class IndexTrackResponse(_message.Message):
     __slots__ = ("track", "replaced")
     TRACK_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
-    track: _searcher_pb2.Track
+    track: _types_pb2.Track
     replaced: bool
-    def __init__(self, track: _Optional[_Union[_searcher_pb2.Track, _Mapping]] = ..., replaced: _Optional[bool] = ...) -> None: ...
+    def __init__(self, track: _Optional[_Union[_types_pb2.Track, _Mapping]] = ..., replaced: _Optional[bool] = ...) -> None: ...
 
 class IngestItem(_message.Message):
     __slots__ = ("track_id", "metadata", "uri", "audio")
@@ -228,8 +226,8 @@ class SearchMixRequest(_message.Message):
     top_k: int
     part_weights: _containers.ScalarMap[str, float]
     exclude_track_ids: _containers.RepeatedScalarFieldContainer[str]
-    mode: _searcher_pb2.SearchMode
-    def __init__(self, queries: _Optional[_Iterable[_Union[StemQuery, _Mapping]]] = ..., top_k: _Optional[int] = ..., part_weights: _Optional[_Mapping[str, float]] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_searcher_pb2.SearchMode, str]] = ...) -> None: ...
+    mode: _types_pb2.SearchMode
+    def __init__(self, queries: _Optional[_Iterable[_Union[StemQuery, _Mapping]]] = ..., top_k: _Optional[int] = ..., part_weights: _Optional[_Mapping[str, float]] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_types_pb2.SearchMode, str]] = ...) -> None: ...
 
 class QueryWarning(_message.Message):
     __slots__ = ("code", "message", "query_index", "part", "track_id", "segment_index", "start_seconds", "end_seconds", "norm", "power")
@@ -261,11 +259,11 @@ class SearchMixResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
-    hits: _containers.RepeatedCompositeFieldContainer[_searcher_pb2.MixHit]
+    hits: _containers.RepeatedCompositeFieldContainer[_types_pb2.MixHit]
     model_version: str
     candidates: int
     warnings: _containers.RepeatedCompositeFieldContainer[QueryWarning]
-    def __init__(self, hits: _Optional[_Iterable[_Union[_searcher_pb2.MixHit, _Mapping]]] = ..., model_version: _Optional[str] = ..., candidates: _Optional[int] = ..., warnings: _Optional[_Iterable[_Union[QueryWarning, _Mapping]]] = ...) -> None: ...
+    def __init__(self, hits: _Optional[_Iterable[_Union[_types_pb2.MixHit, _Mapping]]] = ..., model_version: _Optional[str] = ..., candidates: _Optional[int] = ..., warnings: _Optional[_Iterable[_Union[QueryWarning, _Mapping]]] = ...) -> None: ...
 
 class SearchStemsRequest(_message.Message):
     __slots__ = ("query", "top_k", "exclude_track_ids", "mode")
@@ -276,18 +274,18 @@ class SearchStemsRequest(_message.Message):
     query: StemQuery
     top_k: int
     exclude_track_ids: _containers.RepeatedScalarFieldContainer[str]
-    mode: _searcher_pb2.SearchMode
-    def __init__(self, query: _Optional[_Union[StemQuery, _Mapping]] = ..., top_k: _Optional[int] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_searcher_pb2.SearchMode, str]] = ...) -> None: ...
+    mode: _types_pb2.SearchMode
+    def __init__(self, query: _Optional[_Union[StemQuery, _Mapping]] = ..., top_k: _Optional[int] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_types_pb2.SearchMode, str]] = ...) -> None: ...
 
 class SearchStemsResponse(_message.Message):
     __slots__ = ("hits", "model_version", "warnings")
     HITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
-    hits: _containers.RepeatedCompositeFieldContainer[_searcher_pb2.StemHit]
+    hits: _containers.RepeatedCompositeFieldContainer[_types_pb2.StemHit]
     model_version: str
     warnings: _containers.RepeatedCompositeFieldContainer[QueryWarning]
-    def __init__(self, hits: _Optional[_Iterable[_Union[_searcher_pb2.StemHit, _Mapping]]] = ..., model_version: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[QueryWarning, _Mapping]]] = ...) -> None: ...
+    def __init__(self, hits: _Optional[_Iterable[_Union[_types_pb2.StemHit, _Mapping]]] = ..., model_version: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[QueryWarning, _Mapping]]] = ...) -> None: ...
 
 class GetCatalogStatsRequest(_message.Message):
     __slots__ = ()
@@ -297,17 +295,17 @@ class GetCatalogStatsResponse(_message.Message):
     __slots__ = ("stats", "model_version")
     STATS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
-    stats: _searcher_pb2.GetStatsResponse
+    stats: _types_pb2.CatalogStats
     model_version: str
-    def __init__(self, stats: _Optional[_Union[_searcher_pb2.GetStatsResponse, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    def __init__(self, stats: _Optional[_Union[_types_pb2.CatalogStats, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class GetStemsRequest(_message.Message):
     __slots__ = ("segment", "encoding")
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     segment: IndexedSegment
-    encoding: _separator_pb2.StemEncoding
-    def __init__(self, segment: _Optional[_Union[IndexedSegment, _Mapping]] = ..., encoding: _Optional[_Union[_separator_pb2.StemEncoding, str]] = ...) -> None: ...
+    encoding: _types_pb2.StemEncoding
+    def __init__(self, segment: _Optional[_Union[IndexedSegment, _Mapping]] = ..., encoding: _Optional[_Union[_types_pb2.StemEncoding, str]] = ...) -> None: ...
 
 class GetStemsHeader(_message.Message):
     __slots__ = ("track_id", "segment_index", "start_seconds", "end_seconds", "separation")
@@ -320,13 +318,53 @@ class GetStemsHeader(_message.Message):
     segment_index: int
     start_seconds: float
     end_seconds: float
-    separation: _separator_pb2.SeparationHeader
-    def __init__(self, track_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., separation: _Optional[_Union[_separator_pb2.SeparationHeader, _Mapping]] = ...) -> None: ...
+    separation: _types_pb2.SeparationHeader
+    def __init__(self, track_id: _Optional[str] = ..., segment_index: _Optional[int] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., separation: _Optional[_Union[_types_pb2.SeparationHeader, _Mapping]] = ...) -> None: ...
 
 class GetStemsResponse(_message.Message):
     __slots__ = ("header", "chunk")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     header: GetStemsHeader
-    chunk: _separator_pb2.StemChunk
-    def __init__(self, header: _Optional[_Union[GetStemsHeader, _Mapping]] = ..., chunk: _Optional[_Union[_separator_pb2.StemChunk, _Mapping]] = ...) -> None: ...
+    chunk: _types_pb2.StemChunk
+    def __init__(self, header: _Optional[_Union[GetStemsHeader, _Mapping]] = ..., chunk: _Optional[_Union[_types_pb2.StemChunk, _Mapping]] = ...) -> None: ...
+
+class GetTrackRequest(_message.Message):
+    __slots__ = ("track_id",)
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    track_id: str
+    def __init__(self, track_id: _Optional[str] = ...) -> None: ...
+
+class GetTrackResponse(_message.Message):
+    __slots__ = ("track",)
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    track: _types_pb2.Track
+    def __init__(self, track: _Optional[_Union[_types_pb2.Track, _Mapping]] = ...) -> None: ...
+
+class ListTracksRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTracksResponse(_message.Message):
+    __slots__ = ("tracks", "next_page_token")
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tracks: _containers.RepeatedCompositeFieldContainer[_types_pb2.Track]
+    next_page_token: str
+    def __init__(self, tracks: _Optional[_Iterable[_Union[_types_pb2.Track, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteTrackRequest(_message.Message):
+    __slots__ = ("track_id",)
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    track_id: str
+    def __init__(self, track_id: _Optional[str] = ...) -> None: ...
+
+class DeleteTrackResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    def __init__(self, version: _Optional[str] = ...) -> None: ...

@@ -4,7 +4,6 @@ import grpc
 import warnings
 
 from partsim.v1 import gateway_pb2 as partsim_dot_v1_dot_gateway__pb2
-from partsim.v1 import searcher_pb2 as partsim_dot_v1_dot_searcher__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -78,18 +77,18 @@ class PartsimServiceStub:
                 _registered_method=True)
         self.GetTrack = channel.unary_unary(
                 '/partsim.v1.PartsimService/GetTrack',
-                request_serializer=partsim_dot_v1_dot_searcher__pb2.GetTrackRequest.SerializeToString,
-                response_deserializer=partsim_dot_v1_dot_searcher__pb2.GetTrackResponse.FromString,
+                request_serializer=partsim_dot_v1_dot_gateway__pb2.GetTrackRequest.SerializeToString,
+                response_deserializer=partsim_dot_v1_dot_gateway__pb2.GetTrackResponse.FromString,
                 _registered_method=True)
         self.ListTracks = channel.unary_unary(
                 '/partsim.v1.PartsimService/ListTracks',
-                request_serializer=partsim_dot_v1_dot_searcher__pb2.ListTracksRequest.SerializeToString,
-                response_deserializer=partsim_dot_v1_dot_searcher__pb2.ListTracksResponse.FromString,
+                request_serializer=partsim_dot_v1_dot_gateway__pb2.ListTracksRequest.SerializeToString,
+                response_deserializer=partsim_dot_v1_dot_gateway__pb2.ListTracksResponse.FromString,
                 _registered_method=True)
         self.DeleteTrack = channel.unary_unary(
                 '/partsim.v1.PartsimService/DeleteTrack',
-                request_serializer=partsim_dot_v1_dot_searcher__pb2.DeleteTrackRequest.SerializeToString,
-                response_deserializer=partsim_dot_v1_dot_searcher__pb2.DeleteTrackResponse.FromString,
+                request_serializer=partsim_dot_v1_dot_gateway__pb2.DeleteTrackRequest.SerializeToString,
+                response_deserializer=partsim_dot_v1_dot_gateway__pb2.DeleteTrackResponse.FromString,
                 _registered_method=True)
         self.GetCatalogStats = channel.unary_unary(
                 '/partsim.v1.PartsimService/GetCatalogStats',
@@ -167,32 +166,37 @@ class PartsimServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTrack(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One indexed track. NOT_FOUND when the id is not indexed.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTracks(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The catalog's tracks by track id, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteTrack(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Remove a track from the catalog (its vectors, metadata and kept audio). NOT_FOUND when the
+        id is not indexed.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCatalogStats(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The catalog's size and the model version it was indexed with.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetStems(self, request, context):
         """The separated stems of one indexed segment (for listening to the parts a search matched):
-        a GetStemsHeader, then StemChunks as in SeparatorService.Separate.
+        a GetStemsHeader, then StemChunks (see SeparationHeader and StemChunk).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -243,18 +247,18 @@ def add_PartsimServiceServicer_to_server(servicer, server):
             ),
             'GetTrack': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrack,
-                    request_deserializer=partsim_dot_v1_dot_searcher__pb2.GetTrackRequest.FromString,
-                    response_serializer=partsim_dot_v1_dot_searcher__pb2.GetTrackResponse.SerializeToString,
+                    request_deserializer=partsim_dot_v1_dot_gateway__pb2.GetTrackRequest.FromString,
+                    response_serializer=partsim_dot_v1_dot_gateway__pb2.GetTrackResponse.SerializeToString,
             ),
             'ListTracks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTracks,
-                    request_deserializer=partsim_dot_v1_dot_searcher__pb2.ListTracksRequest.FromString,
-                    response_serializer=partsim_dot_v1_dot_searcher__pb2.ListTracksResponse.SerializeToString,
+                    request_deserializer=partsim_dot_v1_dot_gateway__pb2.ListTracksRequest.FromString,
+                    response_serializer=partsim_dot_v1_dot_gateway__pb2.ListTracksResponse.SerializeToString,
             ),
             'DeleteTrack': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteTrack,
-                    request_deserializer=partsim_dot_v1_dot_searcher__pb2.DeleteTrackRequest.FromString,
-                    response_serializer=partsim_dot_v1_dot_searcher__pb2.DeleteTrackResponse.SerializeToString,
+                    request_deserializer=partsim_dot_v1_dot_gateway__pb2.DeleteTrackRequest.FromString,
+                    response_serializer=partsim_dot_v1_dot_gateway__pb2.DeleteTrackResponse.SerializeToString,
             ),
             'GetCatalogStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCatalogStats,
@@ -509,8 +513,8 @@ class PartsimService:
             request,
             target,
             '/partsim.v1.PartsimService/GetTrack',
-            partsim_dot_v1_dot_searcher__pb2.GetTrackRequest.SerializeToString,
-            partsim_dot_v1_dot_searcher__pb2.GetTrackResponse.FromString,
+            partsim_dot_v1_dot_gateway__pb2.GetTrackRequest.SerializeToString,
+            partsim_dot_v1_dot_gateway__pb2.GetTrackResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -536,8 +540,8 @@ class PartsimService:
             request,
             target,
             '/partsim.v1.PartsimService/ListTracks',
-            partsim_dot_v1_dot_searcher__pb2.ListTracksRequest.SerializeToString,
-            partsim_dot_v1_dot_searcher__pb2.ListTracksResponse.FromString,
+            partsim_dot_v1_dot_gateway__pb2.ListTracksRequest.SerializeToString,
+            partsim_dot_v1_dot_gateway__pb2.ListTracksResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -563,8 +567,8 @@ class PartsimService:
             request,
             target,
             '/partsim.v1.PartsimService/DeleteTrack',
-            partsim_dot_v1_dot_searcher__pb2.DeleteTrackRequest.SerializeToString,
-            partsim_dot_v1_dot_searcher__pb2.DeleteTrackResponse.FromString,
+            partsim_dot_v1_dot_gateway__pb2.DeleteTrackRequest.SerializeToString,
+            partsim_dot_v1_dot_gateway__pb2.DeleteTrackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,9 +12,27 @@ class SampleFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SAMPLE_FORMAT_UNSPECIFIED: _ClassVar[SampleFormat]
     SAMPLE_FORMAT_FLOAT32LE: _ClassVar[SampleFormat]
     SAMPLE_FORMAT_INT16LE: _ClassVar[SampleFormat]
+
+class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEARCH_MODE_UNSPECIFIED: _ClassVar[SearchMode]
+    SEARCH_MODE_EXACT: _ClassVar[SearchMode]
+    SEARCH_MODE_APPROXIMATE: _ClassVar[SearchMode]
+
+class StemEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STEM_ENCODING_UNSPECIFIED: _ClassVar[StemEncoding]
+    STEM_ENCODING_FLOAT32LE: _ClassVar[StemEncoding]
+    STEM_ENCODING_FLAC: _ClassVar[StemEncoding]
 SAMPLE_FORMAT_UNSPECIFIED: SampleFormat
 SAMPLE_FORMAT_FLOAT32LE: SampleFormat
 SAMPLE_FORMAT_INT16LE: SampleFormat
+SEARCH_MODE_UNSPECIFIED: SearchMode
+SEARCH_MODE_EXACT: SearchMode
+SEARCH_MODE_APPROXIMATE: SearchMode
+STEM_ENCODING_UNSPECIFIED: StemEncoding
+STEM_ENCODING_FLOAT32LE: StemEncoding
+STEM_ENCODING_FLAC: StemEncoding
 
 class Audio(_message.Message):
     __slots__ = ("encoded", "pcm")
@@ -92,3 +110,122 @@ class TrackMetadata(_message.Message):
     artist: str
     tags: _containers.ScalarMap[str, str]
     def __init__(self, title: _Optional[str] = ..., artist: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Track(_message.Message):
+    __slots__ = ("track_id", "metadata", "num_segments", "duration_seconds", "segment_seconds", "model_version", "indexed_at", "version")
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    NUM_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_AT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    track_id: str
+    metadata: TrackMetadata
+    num_segments: int
+    duration_seconds: float
+    segment_seconds: float
+    model_version: str
+    indexed_at: float
+    version: str
+    def __init__(self, track_id: _Optional[str] = ..., metadata: _Optional[_Union[TrackMetadata, _Mapping]] = ..., num_segments: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., segment_seconds: _Optional[float] = ..., model_version: _Optional[str] = ..., indexed_at: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
+
+class PartDistance(_message.Message):
+    __slots__ = ("part", "distance")
+    PART_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    part: str
+    distance: float
+    def __init__(self, part: _Optional[str] = ..., distance: _Optional[float] = ...) -> None: ...
+
+class SegmentRef(_message.Message):
+    __slots__ = ("index", "start_seconds", "end_seconds")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    start_seconds: float
+    end_seconds: float
+    def __init__(self, index: _Optional[int] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ...) -> None: ...
+
+class MixHit(_message.Message):
+    __slots__ = ("track", "distance", "best_segment", "part_distances")
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    BEST_SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    PART_DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    track: Track
+    distance: float
+    best_segment: SegmentRef
+    part_distances: _containers.RepeatedCompositeFieldContainer[PartDistance]
+    def __init__(self, track: _Optional[_Union[Track, _Mapping]] = ..., distance: _Optional[float] = ..., best_segment: _Optional[_Union[SegmentRef, _Mapping]] = ..., part_distances: _Optional[_Iterable[_Union[PartDistance, _Mapping]]] = ...) -> None: ...
+
+class StemHit(_message.Message):
+    __slots__ = ("track", "segment", "distance")
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    track: Track
+    segment: SegmentRef
+    distance: float
+    def __init__(self, track: _Optional[_Union[Track, _Mapping]] = ..., segment: _Optional[_Union[SegmentRef, _Mapping]] = ..., distance: _Optional[float] = ...) -> None: ...
+
+class CatalogStats(_message.Message):
+    __slots__ = ("tracks", "segments", "present_segments_by_part", "backend")
+    class PresentSegmentsByPartEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_SEGMENTS_BY_PART_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    tracks: int
+    segments: int
+    present_segments_by_part: _containers.ScalarMap[str, int]
+    backend: str
+    def __init__(self, tracks: _Optional[int] = ..., segments: _Optional[int] = ..., present_segments_by_part: _Optional[_Mapping[str, int]] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class StemInfo(_message.Message):
+    __slots__ = ("name", "part")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    part: str
+    def __init__(self, name: _Optional[str] = ..., part: _Optional[str] = ...) -> None: ...
+
+class SeparationHeader(_message.Message):
+    __slots__ = ("model", "stems", "sample_rate", "channels", "total_frames", "encoding", "start_seconds", "end_seconds", "shifts")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STEMS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SHIFTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    stems: _containers.RepeatedCompositeFieldContainer[StemInfo]
+    sample_rate: int
+    channels: int
+    total_frames: int
+    encoding: StemEncoding
+    start_seconds: float
+    end_seconds: float
+    shifts: int
+    def __init__(self, model: _Optional[str] = ..., stems: _Optional[_Iterable[_Union[StemInfo, _Mapping]]] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., total_frames: _Optional[int] = ..., encoding: _Optional[_Union[StemEncoding, str]] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., shifts: _Optional[int] = ...) -> None: ...
+
+class StemChunk(_message.Message):
+    __slots__ = ("stem", "offset", "data")
+    STEM_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    stem: int
+    offset: int
+    data: bytes
+    def __init__(self, stem: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...

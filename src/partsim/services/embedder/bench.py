@@ -32,7 +32,8 @@ import numpy as np
 import soundfile as sf
 from prometheus_client import CollectorRegistry
 
-from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
+from partsim.internal.v1 import embedder_pb2, embedder_pb2_grpc
+from partsim.v1 import types_pb2
 
 from .config import EmbedderConfig
 from .server import EmbedderServer

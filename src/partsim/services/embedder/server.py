@@ -1,4 +1,4 @@
-"""The embedder: ``partsim.v1.EmbedderService`` (Embed, GetModel) on a :class:`~..runtime.ServiceRuntime`.
+"""The embedder: ``partsim.internal.v1.EmbedderService`` (Embed, GetModel) on a :class:`~..runtime.ServiceRuntime`.
 
 Lifecycle: the server listens at once with health NOT_SERVING (Embed answers UNAVAILABLE), loads
 the model, runs a warm-up batch, then turns SERVING. SIGTERM/SIGINT: NOT_SERVING, running RPCs
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from partsim.assets import default_manifest
 from partsim.errors import Unavailable
-from partsim.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
+from partsim.internal.v1 import embedder_pb2, embedder_pb2_grpc
+from partsim.v1 import types_pb2
 
 from ..cancel import CancelToken
 from ..runtime import ServiceRuntime
@@ -22,7 +23,7 @@ from .engine import Embedding, Engine
 
 log = logging.getLogger("partsim.embedder")
 
-SERVICE = "partsim.v1.EmbedderService"
+SERVICE = "partsim.internal.v1.EmbedderService"
 
 
 def response(engine: Engine, emb: Embedding) -> embedder_pb2.EmbedResponse:

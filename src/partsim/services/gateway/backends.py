@@ -21,15 +21,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from partsim.errors import FailedPrecondition, InvalidArgument, Unavailable
-from partsim.v1 import (
+from partsim.internal.v1 import (
     embedder_pb2,
     embedder_pb2_grpc,
     searcher_pb2,
     searcher_pb2_grpc,
     separator_pb2,
     separator_pb2_grpc,
-    types_pb2,
 )
+from partsim.v1 import types_pb2
 
 from ..separator.client import collect
 from ..status import bounded_stub
@@ -39,9 +39,9 @@ from .config import PREFIX, GatewayConfig
 
 log = logging.getLogger("partsim.gateway")
 
-EMBEDDER = "partsim.v1.EmbedderService"
-SEARCHER = "partsim.v1.SearcherService"
-SEPARATOR = "partsim.v1.SeparatorService"
+EMBEDDER = "partsim.internal.v1.EmbedderService"
+SEARCHER = "partsim.internal.v1.SearcherService"
+SEPARATOR = "partsim.internal.v1.SeparatorService"
 REQUIRED = ("embedder", "searcher")  # the gateway serves only while both do; the separator is optional
 HEALTH_INTERVAL = 1.0  # seconds between two health checks of a backend
 HEALTH_TIMEOUT = 3.0  # a check not answered in time counts as a miss; two misses in a row: NOT_SERVING
@@ -214,7 +214,7 @@ class Backends:
         """The separator's model name (the stems cache keys on it); False when it cannot be asked."""
         assert self.separator is not None
         try:
-            self.separator_model = self.separator.GetModel(
+            self.separator_model = self.separator.GetSeparatorModel(
                 separator_pb2.GetSeparatorModelRequest(), timeout=5
             ).model.name
         except grpc.RpcError as exc:
@@ -262,7 +262,7 @@ class Backends:
             embedder_pb2.EmbedRequest(audio=audio, segment_seconds=segment, hop_seconds=hop), timeout=self.deadline
         )
 
-    def separate(self, request: separator_pb2.SeparateRequest) -> tuple[separator_pb2.SeparationHeader, list[bytes]]:
+    def separate(self, request: separator_pb2.SeparateRequest) -> tuple[types_pb2.SeparationHeader, list[bytes]]:
         """The separator's stream, collected: (header, [bytes of each stem])."""
         sep = self.require_separator("separation")
         try:
@@ -270,7 +270,7 @@ class Backends:
         except InvalidArgument as exc:  # a malformed stream is the separator's fault, not the caller's
             raise Unavailable(f"the separator sent an inconsistent stream: {exc}") from None
 
-    def track(self, track_id: str) -> searcher_pb2.Track:
+    def track(self, track_id: str) -> types_pb2.Track:
         """The catalog's record of ``track_id`` (checked first); NOT_FOUND from the searcher if unknown."""
         check_track_id(track_id)
         return self.searcher.GetTrack(searcher_pb2.GetTrackRequest(track_id=track_id), timeout=self.deadline).track

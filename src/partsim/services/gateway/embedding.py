@@ -17,7 +17,8 @@ import numpy as np
 import soundfile as sf
 
 from partsim.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from partsim.v1 import embedder_pb2, gateway_pb2, separator_pb2, types_pb2
+from partsim.internal.v1 import embedder_pb2, separator_pb2
+from partsim.v1 import gateway_pb2, types_pb2
 
 from ..audio import decode_audio_message
 from .backends import Backends
@@ -114,7 +115,7 @@ class Embeddings:
         Parts the separator does not produce keep the subspace (and the power) computed from the mix.
         """
         header, stems = self.backends.separate(
-            separator_pb2.SeparateRequest(audio=audio, encoding=separator_pb2.STEM_ENCODING_FLOAT32LE)
+            separator_pb2.SeparateRequest(audio=audio, encoding=types_pb2.STEM_ENCODING_FLOAT32LE)
         )
         mix = self.backends.embed(audio, segment, hop)
         self._add_power(mix, audio)

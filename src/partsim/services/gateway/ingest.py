@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlparse
 import grpc
 
 from partsim.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
-from partsim.v1 import gateway_pb2, searcher_pb2, types_pb2
+from partsim.internal.v1 import searcher_pb2
+from partsim.v1 import gateway_pb2, types_pb2
 
 from ..status import backend_error
 from ..tracks import check_metadata, check_track_id
@@ -161,7 +162,7 @@ class Indexer:
         audio: types_pb2.Audio,
         mode: int = gateway_pb2.EMBED_MODE_FEATURE,
         version: str = "",
-    ) -> tuple[searcher_pb2.Track, bool]:
+    ) -> tuple[types_pb2.Track, bool]:
         """The catalog's new record of the track, and whether it replaced one. ``version``: the upload's
         id (a new one when empty; a retry of the same upload may give the same id again)."""
         version = version or uuid.uuid4().hex
@@ -169,7 +170,7 @@ class Indexer:
         check_track_id(track_id)
         seg = self.segment_seconds
         resp = self.embeddings.embed(audio, seg, seg, mode)
-        track = searcher_pb2.Track(
+        track = types_pb2.Track(
             track_id=track_id,
             metadata=metadata,
             num_segments=len(resp.segments),

@@ -10,7 +10,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from partsim.v1 import gateway_pb2, searcher_pb2
+from partsim.v1 import gateway_pb2, types_pb2
 
 from .jobs import JobQueue
 
@@ -42,7 +42,7 @@ class GatewayMetrics:
         for code in gateway_pb2.WarningCode.keys()[1:]:
             self.query_warnings.labels(code)
         for rpc in ("SearchMix", "SearchStems"):  # export zeros from the start
-            for mode in searcher_pb2.SearchMode.keys():
+            for mode in types_pb2.SearchMode.keys():
                 self.search_seconds.labels(rpc, mode)
         self.ingested = Counter(
             "partsim_ingest_items",
@@ -71,7 +71,7 @@ class GatewayMetrics:
 
     def searched(self, rpc: str, mode: int, started: float, warnings: list[gateway_pb2.QueryWarning]) -> None:
         """One search answered: its latency since ``started`` (``time.perf_counter()``) and its warnings."""
-        self.search_seconds.labels(rpc, searcher_pb2.SearchMode.Name(mode)).observe(time.perf_counter() - started)
+        self.search_seconds.labels(rpc, types_pb2.SearchMode.Name(mode)).observe(time.perf_counter() - started)
         for w in warnings:
             self.query_warnings.labels(gateway_pb2.WarningCode.Name(w.code)).inc()
 

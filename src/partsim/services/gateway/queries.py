@@ -25,8 +25,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from partsim.errors import InvalidArgument, NotFound, ResourceExhausted
+from partsim.internal.v1 import embedder_pb2, searcher_pb2
 from partsim.model.features import SILENCE_POWER, mean_power
-from partsim.v1 import embedder_pb2, gateway_pb2, searcher_pb2, types_pb2
+from partsim.v1 import gateway_pb2, types_pb2
 
 from ..tracks import check_norm_fits
 from .backends import Backends
@@ -109,7 +110,7 @@ def vector_query(values: Sequence[float], dim: int, part: str, where: str) -> Ve
     return [u]
 
 
-def segment_index(track: searcher_pb2.Track, ref: gateway_pb2.IndexedSegment, where: str) -> int:
+def segment_index(track: types_pb2.Track, ref: gateway_pb2.IndexedSegment, where: str) -> int:
     """The segment of ``track`` that ``ref`` points at (by index or by time); NOT_FOUND outside the track."""
     if ref.WhichOneof("at") == "segment_index":
         idx = ref.segment_index
@@ -226,7 +227,7 @@ class Queries:
         self.segment_seconds = segment_seconds
         self.max_query_segments = max_query_segments
 
-    def segment(self, ref: gateway_pb2.IndexedSegment, where: str) -> tuple[searcher_pb2.Track, int]:
+    def segment(self, ref: gateway_pb2.IndexedSegment, where: str) -> tuple[types_pb2.Track, int]:
         """The catalog track ``ref`` names, and the index of the segment it points at."""
         track = self.backends.track(ref.track_id)
         return track, segment_index(track, ref, where)

@@ -27,7 +27,8 @@ from pathlib import Path
 import grpc
 
 from partsim.errors import InvalidArgument
-from partsim.v1 import gateway_pb2, gateway_pb2_grpc, searcher_pb2
+from partsim.internal.v1 import searcher_pb2
+from partsim.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
 from ..runtime import ServiceRuntime
 from ..separator.client import header_and_chunks
@@ -40,8 +41,10 @@ from .backends import Backends
 from .cache import make_cache
 from .config import GatewayConfig
 from .embedding import Embeddings
+from .http import start_http
+from .http.server import HttpGateway, bridge_target
 from .ingest import Indexer, IngestWorkers, job_items, upload
-from .jobs import make_job_queue
+from .jobs import JobStatus, make_job_queue
 from .metrics import GatewayMetrics
 from .queries import Queries, top_k
 from .redis_conn import read_password
@@ -55,6 +58,19 @@ JOB_STATES = {
     "running": gateway_pb2.JOB_STATE_RUNNING,
     "done": gateway_pb2.JOB_STATE_DONE,
 }
+
+
+def _job_proto(st: JobStatus) -> gateway_pb2.IngestJob:
+    return gateway_pb2.IngestJob(
+        job_id=st.job_id,
+        state=JOB_STATES[st.state],
+        total=st.total,
+        succeeded=st.succeeded,
+        failed=st.failed,
+        failures=[gateway_pb2.ItemFailure(track_id=t, error=e) for t, e in st.failures],
+        created_at=st.created_at,
+        updated_at=st.updated_at,
+    )
 
 
 class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
@@ -147,6 +163,10 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
     def GetIngestJob(self, request, context):
         return gateway_pb2.GetIngestJobResponse(job=self._job(request.job_id))
 
+    def ListIngestJobs(self, request, context):
+        jobs, token = self.jobs.list(request.page_size, request.page_token)
+        return gateway_pb2.ListIngestJobsResponse(jobs=[_job_proto(st) for st in jobs], next_page_token=token)
+
     def RetryIngestJob(self, request, context):
         if not request.job_id:
             raise InvalidArgument("job_id is empty")
@@ -156,17 +176,7 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
     def _job(self, job_id: str) -> gateway_pb2.IngestJob:
         if not job_id:
             raise InvalidArgument("job_id is empty")
-        st = self.jobs.get(job_id)
-        return gateway_pb2.IngestJob(
-            job_id=st.job_id,
-            state=JOB_STATES[st.state],
-            total=st.total,
-            succeeded=st.succeeded,
-            failed=st.failed,
-            failures=[gateway_pb2.ItemFailure(track_id=t, error=e) for t, e in st.failures],
-            created_at=st.created_at,
-            updated_at=st.updated_at,
-        )
+        return _job_proto(self.jobs.get(job_id))
 
     # ------------------------------------------------------------------------------------------
     # search and listening
@@ -179,7 +189,7 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         parts, total, warnings = self.queries.part_queries(request.queries, dict(request.part_weights))
         self.metrics.query_embeddings.observe(total)
         resp = self.backends.searcher.SearchMix(
-            searcher_pb2.SearchMixVectorsRequest(
+            searcher_pb2.SearchMixRequest(
                 parts=parts, top_k=k, exclude_track_ids=request.exclude_track_ids, mode=request.mode
             ),
             timeout=self.backends.deadline,
@@ -197,7 +207,7 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         k = top_k(request)
         parts, _, warnings = self.queries.part_queries([request.query], {})
         resp = self.backends.searcher.SearchStems(
-            searcher_pb2.SearchStemsVectorsRequest(
+            searcher_pb2.SearchStemsRequest(
                 query=parts[0], top_k=k, exclude_track_ids=request.exclude_track_ids, mode=request.mode
             ),
             timeout=self.backends.deadline,
@@ -217,21 +227,33 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
     # catalog
     def GetTrack(self, request, context):
         check_track_id(request.track_id)
-        return self.backends.searcher.GetTrack(request, timeout=self.backends.deadline)
+        return gateway_pb2.GetTrackResponse(track=self.backends.track(request.track_id))
 
     def ListTracks(self, request, context):
-        return self.backends.searcher.ListTracks(request, timeout=self.backends.deadline)
+        page = self.backends.searcher.ListTracks(
+            searcher_pb2.ListTracksRequest(page_size=request.page_size, page_token=request.page_token),
+            timeout=self.backends.deadline,
+        )
+        return gateway_pb2.ListTracksResponse(tracks=page.tracks, next_page_token=page.next_page_token)
 
     def DeleteTrack(self, request, context):
         check_track_id(request.track_id)
-        resp = self.backends.searcher.DeleteTrack(request, timeout=self.backends.deadline)
+        resp = self.backends.searcher.DeleteTrack(
+            searcher_pb2.DeleteTrackRequest(track_id=request.track_id), timeout=self.backends.deadline
+        )
         if self.audio is not None:  # the deleted version's only: a write under way keeps its own
             self.audio.delete(request.track_id, resp.version)
-        return resp
+        return gateway_pb2.DeleteTrackResponse(version=resp.version)
 
     def GetCatalogStats(self, request, context):
         model = self.backends.require_model()
-        stats = self.backends.searcher.GetStats(searcher_pb2.GetStatsRequest(), timeout=self.backends.deadline)
+        st = self.backends.searcher.GetStats(searcher_pb2.GetStatsRequest(), timeout=self.backends.deadline)
+        stats = types_pb2.CatalogStats(
+            tracks=st.tracks,
+            segments=st.segments,
+            present_segments_by_part=st.present_segments_by_part,
+            backend=st.backend,
+        )
         return gateway_pb2.GetCatalogStatsResponse(stats=stats, model_version=model.model_version)
 
 
@@ -243,10 +265,40 @@ class GatewayServer(Service[GatewayConfig]):
     grpc_service = SERVICE
     config = GatewayConfig
 
+    http: HttpGateway | None = None
+    bridge: str = ""  # the gRPC server's local socket that the HTTP server calls it through
+
     def add_servicer(self, rt: ServiceRuntime) -> Gateway:
         gateway = Gateway(self.cfg, rt)
         gateway_pb2_grpc.add_PartsimServiceServicer_to_server(gateway, rt.server)
+        if self.cfg.http_port >= 0:  # before the server starts: ports cannot be added later
+            self.bridge = bridge_target()
+            if rt.server.add_insecure_port(self.bridge) == 0:
+                raise OSError(f"{self.name}: cannot bind the HTTP bridge socket {self.bridge}")
         return gateway
+
+    def serve(self) -> GatewayServer:
+        """gRPC as every service (:meth:`Service.serve`), then the HTTP/JSON API and the web app on HTTP_PORT
+        (:mod:`.http`), whose calls go through the gRPC server's interceptors and handlers."""
+        super().serve()
+        if self.cfg.http_port < 0:
+            return self
+        try:
+            self.http = start_http(self.cfg, self.bridge, self.servicer.audio, self.registry)
+        except BaseException:
+            self.stop(0)
+            raise
+        # partsim up (partsim/cluster.py) reads this line to learn the address
+        try:
+            print(f"{self.name} HTTP/JSON API and web app on {self.http.url}", flush=True)
+        except OSError:  # a standard output on a full disk does not stop the service
+            pass
+        return self
+
+    @property
+    def http_url(self) -> str | None:
+        """``http://host:port/`` (https with TLS) of the HTTP/JSON API and web app; None when off."""
+        return self.http.url if self.http is not None else None
 
     def interceptors(self) -> list[grpc.ServerInterceptor]:
         """Who may call (API keys, JWTs, roles), per-caller rate limits and the audit log: :mod:`.auth`."""
@@ -259,7 +311,12 @@ class GatewayServer(Service[GatewayConfig]):
     def stop(self, grace: float | None = None) -> None:
         if self.servicer is not None:
             self.servicer.stopping.set()  # a connect() under way gives up, the ingest workers take no new item
+        http, self.http = self.http, None
+        if http is not None:
+            http.close_listener()  # no new HTTP requests; those under way finish within the gRPC grace
         super().stop(grace)
+        if http is not None:
+            http.stop()
 
     def close(self) -> None:
         self.servicer.close()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 
 from partsim.errors import FailedPrecondition
-from partsim.v1 import gateway_pb2, searcher_pb2, separator_pb2
+from partsim.internal.v1 import separator_pb2
+from partsim.v1 import gateway_pb2, types_pb2
 
 from .audio_store import AudioStore
 from .backends import Backends
@@ -37,9 +38,9 @@ def stem_stream(
     backends: Backends,
     audio_store: AudioStore | None,
     cache: EmbeddingCache,
-    track: searcher_pb2.Track,
+    track: types_pb2.Track,
     idx: int,
-    encoding: separator_pb2.StemEncoding,
+    encoding: types_pb2.StemEncoding,
 ) -> list[gateway_pb2.GetStemsResponse]:
     """The header (naming the segment) and then the stems in chunks of at most ``CHUNK_BYTES``."""
     if audio_store is None:
@@ -81,7 +82,7 @@ def stem_stream(
         for off in range(0, len(data), CHUNK_BYTES):
             msgs.append(
                 gateway_pb2.GetStemsResponse(
-                    chunk=separator_pb2.StemChunk(stem=i, offset=off, data=data[off : off + CHUNK_BYTES])
+                    chunk=types_pb2.StemChunk(stem=i, offset=off, data=data[off : off + CHUNK_BYTES])
                 )
             )
     cache.put(key, pack(msgs))

@@ -1,4 +1,4 @@
-"""The searcher's gRPC service (``partsim.v1.SearcherService``) and ``main``.
+"""The searcher's gRPC service (``partsim.internal.v1.SearcherService``) and ``main``.
 
 Validates every request (parts, vector sizes, limits) with messages a caller can act on, and
 delegates to :class:`SearchStore`. Health turns SERVING only once Milvus is open and the
@@ -18,7 +18,8 @@ import numpy as np
 from prometheus_client import Gauge, Histogram
 
 from partsim.errors import InvalidArgument, NotFound, Unavailable
-from partsim.v1 import searcher_pb2, searcher_pb2_grpc, types_pb2
+from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
+from partsim.v1 import types_pb2
 
 from ..runtime import LATENCY_BUCKETS, ServiceRuntime
 from ..service import Service
@@ -30,12 +31,12 @@ from .store import SearchStore, Segments
 
 log = logging.getLogger("partsim.searcher")
 
-SERVICE = "partsim.v1.SearcherService"
+SERVICE = "partsim.internal.v1.SearcherService"
 CANDIDATE_BUCKETS = (1, 10, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1e6, 3e6, 1e7)
 
 
-def track_proto(info: TrackInfo) -> searcher_pb2.Track:
-    return searcher_pb2.Track(
+def track_proto(info: TrackInfo) -> types_pb2.Track:
+    return types_pb2.Track(
         track_id=info.track_id,
         metadata=types_pb2.TrackMetadata(title=info.title, artist=info.artist, tags=info.tags),
         num_segments=info.num_segments,
@@ -171,14 +172,14 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         if len(exclude) > MAX_EXCLUDE:
             raise InvalidArgument(f"exclude_track_ids has {len(exclude)} ids; the limit is {MAX_EXCLUDE}")
         if mode not in (
-            searcher_pb2.SEARCH_MODE_UNSPECIFIED,
-            searcher_pb2.SEARCH_MODE_EXACT,
-            searcher_pb2.SEARCH_MODE_APPROXIMATE,
+            types_pb2.SEARCH_MODE_UNSPECIFIED,
+            types_pb2.SEARCH_MODE_EXACT,
+            types_pb2.SEARCH_MODE_APPROXIMATE,
         ):
             raise InvalidArgument(f"mode {mode}: unknown SearchMode")
-        if mode == searcher_pb2.SEARCH_MODE_UNSPECIFIED:
+        if mode == types_pb2.SEARCH_MODE_UNSPECIFIED:
             return list(exclude), self.cfg.default_mode == "exact"
-        return list(exclude), mode == searcher_pb2.SEARCH_MODE_EXACT
+        return list(exclude), mode == types_pb2.SEARCH_MODE_EXACT
 
     def _segments(self, request: searcher_pb2.UpsertTrackRequest) -> Segments:
         segs = request.segments
@@ -320,18 +321,18 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         self.candidates.labels(mode).observe(res.candidates)
         infos = self._infos([h.track_id for h in res.hits])
         hits = [
-            searcher_pb2.MixHit(
+            types_pb2.MixHit(
                 track=track_proto(infos[h.track_id]),
                 distance=h.distance,
-                best_segment=searcher_pb2.SegmentRef(index=h.segment, start_seconds=h.start, end_seconds=h.end),
+                best_segment=types_pb2.SegmentRef(index=h.segment, start_seconds=h.start, end_seconds=h.end),
                 part_distances=[
-                    searcher_pb2.PartDistance(part=q.part, distance=h.part_distances[q.part]) for q in queries
+                    types_pb2.PartDistance(part=q.part, distance=h.part_distances[q.part]) for q in queries
                 ],
             )
             for h in res.hits
             if h.track_id in infos
         ]
-        return searcher_pb2.SearchMixVectorsResponse(hits=hits, candidates=res.candidates)
+        return searcher_pb2.SearchMixResponse(hits=hits, candidates=res.candidates)
 
     def SearchStems(self, request, context):
         store = self._store()
@@ -344,11 +345,11 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         found = store.search_stems(q, request.top_k, exclude, exact=exact)
         self.search_seconds.labels(mode, "stems").observe(time.perf_counter() - t0)
         infos = self._infos([h.track_id for h in found])
-        return searcher_pb2.SearchStemsVectorsResponse(
+        return searcher_pb2.SearchStemsResponse(
             hits=[
-                searcher_pb2.StemHit(
+                types_pb2.StemHit(
                     track=track_proto(infos[h.track_id]),
-                    segment=searcher_pb2.SegmentRef(index=h.segment, start_seconds=h.start, end_seconds=h.end),
+                    segment=types_pb2.SegmentRef(index=h.segment, start_seconds=h.start, end_seconds=h.end),
                     distance=h.distance,
                 )
                 for h in found

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import numpy as np
-import soundfile as sf
 
 from partsim.errors import InvalidArgument, PartsimError
-from partsim.v1 import separator_pb2, separator_pb2_grpc, types_pb2
+from partsim.internal.v1 import separator_pb2, separator_pb2_grpc
+from partsim.v1 import types_pb2
 
 from ..status import error_for
 from ..tls import open_channel
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def header_and_chunks(messages: Iterable, what: str) -> tuple[Any, Iterator[Any]]:
@@ -65,11 +67,14 @@ def collect(responses: Iterable) -> tuple[Any, list[bytes]]:
     return header, [bytes(s) for s in stems]
 
 
-def decode_stems(header: separator_pb2.SeparationHeader, stems: list[bytes]) -> np.ndarray:
+def decode_stems(header: types_pb2.SeparationHeader, stems: list[bytes]) -> np.ndarray:
     """``(S, C, total_frames)`` float32 from collected stems of either encoding."""
+    import numpy as np  # here, not above: collect() and separate() serve the thin client (no numpy)
+    import soundfile as sf
+
     out = np.zeros((len(stems), header.channels, header.total_frames), np.float32)
     for i, data in enumerate(stems):
-        if header.encoding == separator_pb2.STEM_ENCODING_FLAC:
+        if header.encoding == types_pb2.STEM_ENCODING_FLAC:
             x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
             if sr != header.sample_rate:
                 raise InvalidArgument(f"stem {i}: FLAC at {sr} Hz, header says {header.sample_rate}")
@@ -87,14 +92,14 @@ def decode_stems(header: separator_pb2.SeparationHeader, stems: list[bytes]) -> 
 def separate(
     address: str,
     audio: types_pb2.Audio,
-    encoding: separator_pb2.StemEncoding = separator_pb2.STEM_ENCODING_FLAC,
+    encoding: types_pb2.StemEncoding = types_pb2.STEM_ENCODING_FLAC,
     start_seconds: float | None = None,
     end_seconds: float | None = None,
     shifts: int | None = None,
     timeout: float | None = None,
     max_message_bytes: int = 256 << 20,
     credentials: grpc.ChannelCredentials | None = None,
-) -> tuple[separator_pb2.SeparationHeader, list[bytes]]:
+) -> tuple[types_pb2.SeparationHeader, list[bytes]]:
     """One Separate call (over TLS with ``credentials``: :func:`..tls.channel_credentials`); gRPC errors come
     back as :class:`partsim.errors.PartsimError` (same status)."""
     request = separator_pb2.SeparateRequest(audio=audio, encoding=encoding)

@@ -119,7 +119,7 @@ class SeparatorConfig(InternalServerConfig):
             p,
             "workers",
             f"must be at least max_concurrent + max_queued + 1 ({self.max_concurrent + self.max_queued + 1}) "
-            f"so that waiting separations never hold up GetModel and health checks",
+            f"so that waiting separations never hold up GetSeparatorModel and health checks",
         )
 
     @property

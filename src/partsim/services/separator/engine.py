@@ -33,7 +33,8 @@ import soundfile as sf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from partsim.errors import FailedPrecondition, InvalidArgument, Unavailable
-from partsim.v1 import separator_pb2, types_pb2
+from partsim.internal.v1 import separator_pb2
+from partsim.v1 import types_pb2
 
 from ..audio import decode_audio_message
 from ..cancel import CancelToken
@@ -198,8 +199,8 @@ class Engine:
         return int(shifts)
 
     # -- description -------------------------------------------------------------------------
-    def stem_infos(self) -> list[separator_pb2.StemInfo]:
-        return [separator_pb2.StemInfo(name=s, part=self.parts[s]) for s in self.sources]
+    def stem_infos(self) -> list[types_pb2.StemInfo]:
+        return [types_pb2.StemInfo(name=s, part=self.parts[s]) for s in self.sources]
 
     def model_info(self) -> separator_pb2.SeparatorModel:
         return separator_pb2.SeparatorModel(
@@ -347,7 +348,7 @@ class Engine:
         encoding: int,
         chunk_bytes: int,
         token: CancelToken | None = None,
-    ) -> Iterator[separator_pb2.StemChunk]:
+    ) -> Iterator[types_pb2.StemChunk]:
         """The stems of ``[start, end)`` as ``StemChunk`` messages of at most ``chunk_bytes`` bytes of data.
 
         FLOAT32LE: interleaved little-endian float32 frames, all stems' chunks in time order as each span
@@ -356,14 +357,14 @@ class Engine:
         t0 = time.perf_counter()
         offsets = [0] * len(self.sources)
 
-        def pieces(i: int, data: bytes) -> Iterator[separator_pb2.StemChunk]:
+        def pieces(i: int, data: bytes) -> Iterator[types_pb2.StemChunk]:
             view = memoryview(data)
             for j in range(0, len(data), chunk_bytes):
                 piece = bytes(view[j : j + chunk_bytes])
-                yield separator_pb2.StemChunk(stem=i, offset=offsets[i], data=piece)
+                yield types_pb2.StemChunk(stem=i, offset=offsets[i], data=piece)
                 offsets[i] += len(piece)
 
-        if encoding == separator_pb2.STEM_ENCODING_FLAC:
+        if encoding == types_pb2.STEM_ENCODING_FLAC:
             flac = FlacStems(len(self.sources), self.channels, self.sample_rate)
             for _, block in self.blocks(audio, start, end, shifts, token):
                 flac.write(block)

@@ -1,4 +1,4 @@
-"""The separator: ``partsim.v1.SeparatorService`` (Separate, GetModel) on a :class:`~..runtime.ServiceRuntime`.
+"""The separator: ``partsim.internal.v1.SeparatorService`` (Separate, GetSeparatorModel) on a :class:`~..runtime.ServiceRuntime`.
 
 Lifecycle: the server listens at once with health NOT_SERVING (Separate answers UNAVAILABLE), loads
 the model (a missing model or a bad checkpoint ends the process with a message naming the model and
@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from partsim.errors import InvalidArgument, ResourceExhausted, Unavailable
-from partsim.v1 import separator_pb2, separator_pb2_grpc
+from partsim.internal.v1 import separator_pb2, separator_pb2_grpc
+from partsim.v1 import types_pb2
 
 from ..cancel import CancelToken
 from ..runtime import ServiceRuntime
@@ -33,11 +34,11 @@ from .engine import Engine
 
 log = logging.getLogger("partsim.separator")
 
-SERVICE = "partsim.v1.SeparatorService"
+SERVICE = "partsim.internal.v1.SeparatorService"
 ENCODINGS = {
-    separator_pb2.STEM_ENCODING_UNSPECIFIED: separator_pb2.STEM_ENCODING_FLOAT32LE,
-    separator_pb2.STEM_ENCODING_FLOAT32LE: separator_pb2.STEM_ENCODING_FLOAT32LE,
-    separator_pb2.STEM_ENCODING_FLAC: separator_pb2.STEM_ENCODING_FLAC,
+    types_pb2.STEM_ENCODING_UNSPECIFIED: types_pb2.STEM_ENCODING_FLOAT32LE,
+    types_pb2.STEM_ENCODING_FLOAT32LE: types_pb2.STEM_ENCODING_FLOAT32LE,
+    types_pb2.STEM_ENCODING_FLAC: types_pb2.STEM_ENCODING_FLAC,
 }
 
 
@@ -141,7 +142,7 @@ class SeparatorService(separator_pb2_grpc.SeparatorServiceServicer):
             with self.admission.turn(token):
                 sr = engine.sample_rate
                 yield separator_pb2.SeparateResponse(
-                    header=separator_pb2.SeparationHeader(
+                    header=types_pb2.SeparationHeader(
                         model=engine.name,
                         stems=engine.stem_infos(),
                         sample_rate=sr,
@@ -159,12 +160,12 @@ class SeparatorService(separator_pb2_grpc.SeparatorServiceServicer):
                 log.info(
                     "separated %.1f s (%s, shifts %d) in %.2f s",
                     (b - a) / sr,
-                    separator_pb2.StemEncoding.Name(encoding),
+                    types_pb2.StemEncoding.Name(encoding),
                     shifts,
                     time.perf_counter() - t0,
                 )
 
-    def GetModel(self, request, context):
+    def GetSeparatorModel(self, request, context):
         return separator_pb2.GetSeparatorModelResponse(model=self._engine().model_info())
 
 

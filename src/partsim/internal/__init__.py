@@ -1,0 +1,1 @@
+"""The services behind the gateway (embedder, searcher, separator): not a public API."""

@@ -1,0 +1,1 @@
+"""Generated from protos/partsim/internal/v1 by scripts/gen-protos.sh: the internal services' gRPC stubs."""
