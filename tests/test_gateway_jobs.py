@@ -3,11 +3,13 @@ redis-server (tests/redis_server.py)."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -303,6 +305,140 @@ def test_redis_outage_worker_survives_and_submit_is_unavailable(tmp_path, caplog
         stop.set()
         t.join(5)
         assert rec.ids() == ["t0", "t1"]
+        q.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# listing (ListIngestJobs): the same pages on both back ends
+
+
+def list_all(q: JobQueue, page_size: int) -> tuple[list[str], int]:
+    """Every job id :meth:`JobQueue.list` pages through, in order, and the number of pages."""
+    ids: list[str] = []
+    token, pages = "", 0
+    while True:
+        jobs, token = q.list(page_size, token)
+        pages += 1
+        ids += [j.job_id for j in jobs]
+        if not token:
+            return ids, pages
+        assert pages < 100, f"the pages do not end: {ids}"
+
+
+def test_listing_pages_through_every_job_newest_first(backend):
+    q = backend.queue()
+    submitted = [q.submit(_items(1)) for _ in range(7)]
+    jobs, token = q.list(3)
+    assert [j.job_id for j in jobs] == submitted[:-4:-1] and token
+    assert list_all(q, 3) == (submitted[::-1], 3)  # 3 + 3 + 1, the last page's token empty
+    assert list_all(q, 7) == (submitted[::-1], 1)  # exactly one full page: no empty page after it
+    assert q.list(1000) == (q.list(0)[0], "")
+
+
+def test_an_empty_queue_lists_one_empty_page(backend):
+    assert backend.queue().list() == ([], "")
+
+
+def test_listed_jobs_carry_state_counts_and_failures_as_get_answers_them(backend):
+    q = backend.queue()
+    done = q.submit(_items(3))
+    run_until_done(q, done, Recorder(fail={"t1": NotFound("no such file: t1")}))
+    queued = q.submit(_items(2))
+    jobs, token = q.list()
+    assert (jobs, token) == ([q.get(queued), q.get(done)], "")
+    assert (jobs[1].state, jobs[1].failed, jobs[1].failures) == ("done", 1, [("t1", "no such file: t1")])
+    assert jobs[0].state == "queued"
+
+
+def test_page_size_zero_means_50_and_a_larger_one_is_capped(backend, monkeypatch):
+    q = backend.queue()
+    submitted = [q.submit(_items(1, audio_every=2**31)) for _ in range(51)]
+    jobs, token = q.list(0)
+    assert [j.job_id for j in jobs] == submitted[:-51:-1] and token
+    assert [j.job_id for j in q.list(0, token)[0]] == submitted[:1]
+    monkeypatch.setattr("partsim.services.gateway.jobs.base.MAX_PAGE_SIZE", 20)
+    assert len(q.list(10**6)[0]) == 20
+
+
+def test_jobs_created_at_the_same_instant_are_ordered_by_job_id_and_each_listed_once(backend, monkeypatch):
+    """Pages end between jobs of one created_at: the position is (created_at, job id), not the time alone."""
+    import partsim.services.gateway.jobs.local_queue as local_queue
+    import partsim.services.gateway.jobs.redis_queue as redis_queue
+
+    frozen = SimpleNamespace(time=lambda: 1_700_000_000.123456, monotonic=time.monotonic)
+    for module in (local_queue, redis_queue):
+        monkeypatch.setattr(module, "time", frozen)
+    q = backend.queue()
+    older = q.submit(_items(1))
+    frozen.time = lambda: 1_700_000_000.123457
+    same = [q.submit(_items(1)) for _ in range(5)]
+    ids, pages = list_all(q, 2)
+    assert (ids, pages) == ([*sorted(same, reverse=True), older], 3)
+
+
+def test_a_bad_page_token_or_a_negative_page_size_is_invalid_argument(backend):
+    q = backend.queue()
+    q.submit(_items(1))
+    b64 = lambda text: base64.urlsafe_b64encode(text.encode()).decode()  # noqa: E731
+    for token in (
+        "garbage!",
+        b64("not json"),
+        b64("{}"),
+        b64('{"created_at": "1", "job_id": "a"}'),
+        b64('{"created_at": NaN, "job_id": "a"}'),
+        b64('{"created_at": 1.5, "job_id": ""}'),
+        b64('[1.5, "a"]'),
+        "\u00e9t\u00e9",
+    ):
+        with pytest.raises(InvalidArgument, match="page_token is not one this gateway issued") as err:
+            q.list(2, token)
+        assert (err.value.reason, err.value.field_violations[0][0]) == ("INVALID_PAGE_TOKEN", "page_token"), token
+    with pytest.raises(InvalidArgument, match=r"page_size -1: must be >= 0 \(0 means 50; above 1000, 1000\)"):
+        q.list(-1)
+
+
+@pytest.mark.slow
+def test_expired_jobs_are_not_listed(backend):
+    q = backend.queue(job_ttl_seconds=1)
+    done = q.submit(_items(1))
+    run_until_done(q, done, Recorder())
+    pending = q.submit(_items(1))  # unfinished: never expires
+    assert [j.job_id for j in q.list()[0]] == [pending, done]
+    time.sleep(1.1)
+    assert q.list() == ([q.get(pending)], "")
+    assert list_all(q, 1) == ([pending], 1)
+    if backend.url:  # the listing dropped the expired job from the index
+        assert redis.Redis.from_url(backend.url).zrange("partsim:jobs", 0, -1) == [pending.encode()]
+
+
+@pytest.mark.slow
+def test_redis_submit_trims_expired_jobs_from_the_index(redis_url, monkeypatch):  # noqa: F811
+    import partsim.services.gateway.jobs.redis_queue as redis_queue
+
+    redis.Redis.from_url(redis_url).flushdb()
+    monkeypatch.setattr(redis_queue, "TRIM_INTERVAL", 0.0)
+    q = make_job_queue(redis_url, None, job_ttl_seconds=1)
+    try:
+        done = q.submit(_items(1))
+        run_until_done(q, done, Recorder())
+        time.sleep(1.1)
+        fresh = q.submit(_items(1))
+        assert redis.Redis.from_url(redis_url).zrange("partsim:jobs", 0, -1) == [fresh.encode()]
+    finally:
+        q.close()
+
+
+def test_redis_jobs_submitted_before_the_index_existed_are_not_listed_but_still_found(redis_url):  # noqa: F811
+    r = redis.Redis.from_url(redis_url)
+    r.flushdb()
+    q = make_job_queue(redis_url, None)
+    try:
+        old = q.submit(_items(1))
+        r.delete("partsim:jobs")  # as an older gateway left it: a job hash, no index entry
+        new = q.submit(_items(1))
+        assert [j.job_id for j in q.list()[0]] == [new]
+        assert q.get(old).state == "queued"
+    finally:
         q.close()
 
 

@@ -1,8 +1,13 @@
 """Commands about a running gateway's tracks and ingest jobs: ``tracks list|get|delete``, ``stats``,
-``jobs submit|get|retry``.
+``jobs submit|get|list|retry``.
 
 Each prints plain lines, or with ``--json`` the client's dataclass as JSON (``Track``, ``CatalogStats``,
 ``IngestJob``: see :mod:`partsim.client.types`); the exit statuses are those of ``partsim --help``.
+
+``jobs list --json`` prints one JSON array of every job the gateway still keeps, newest first, each an
+``IngestJob``: ``{"job_id": str, "state": "QUEUED"|"RUNNING"|"DONE", "total": int, "succeeded": int,
+"failed": int, "failures": [{"track_id": str, "error": str}], "created_at": float, "updated_at": float}``
+(times in seconds since the Unix epoch) - the object ``jobs get --json`` prints.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
@@ -27,7 +33,7 @@ def register(sub) -> None:
 
     _command(sub, "stats", "the catalog's size: tracks, segments, segments where each part is present", _cmd_stats)
 
-    jobs = sub.add_parser("jobs", help="ingest jobs: submit, get, retry")
+    jobs = sub.add_parser("jobs", help="ingest jobs: submit, get, list, retry")
     jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
     submit = _command(jsub, "submit", "index files the gateway reads itself, as one job", _cmd_jobs_submit)
     submit.add_argument(
@@ -37,6 +43,8 @@ def register(sub) -> None:
         help="a path or file:// URI inside the gateway's allowed roots (track id: the file name without suffix)",
     )
     _command(jsub, "get", "a job's state and failures", _cmd_jobs_get).add_argument("job_id")
+    jls = _command(jsub, "list", "every job the gateway still keeps (unexpired), newest first", _cmd_jobs_list)
+    jls.add_argument("--page-size", type=integer, default=100, metavar="N", help="jobs per call (default 100)")
     _command(jsub, "retry", "queue a job's failed items again", _cmd_jobs_retry).add_argument("job_id")
 
 
@@ -125,6 +133,18 @@ def _print_job(job, as_json: bool) -> None:
 def _cmd_jobs_get(args: argparse.Namespace) -> int:
     with gateway_client(args) as c:
         _print_job(c.get_job(args.job_id), args.json)
+    return EXIT_OK
+
+
+def _cmd_jobs_list(args: argparse.Namespace) -> int:
+    with gateway_client(args) as c:
+        jobs = list(c.iter_ingest_jobs(page_size=args.page_size))
+    if args.json:
+        _print_json([j.to_json() for j in jobs])
+        return EXIT_OK
+    for j in jobs:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created_at))
+        print(f"{j.job_id}  {created}  {j.state.name:7s} {j.succeeded}/{j.total} indexed, {j.failed} failed")
     return EXIT_OK
 
 

@@ -28,6 +28,7 @@ METHOD_ROLES: dict[str, str] = {
     "ListTracks": READ,
     "GetCatalogStats": READ,
     "GetIngestJob": READ,
+    "ListIngestJobs": READ,
     "IndexTrack": WRITE,
     "SubmitIngestJob": WRITE,
     "RetryIngestJob": WRITE,

@@ -20,7 +20,8 @@ Two back ends with the same semantics: :class:`RedisJobQueue` (``redis_queue.py`
 ``partsim:ingest`` with consumer group ``ingesters``; job records in hashes) and :class:`LocalJobQueue`
 (``local_queue.py``: SQLite in ``data_dir/jobs.sqlite3``, uploads spooled under ``data_dir/ingest-spool/``),
 chosen by :func:`make_job_queue`; the items, the status and the worker loop they share are in ``base.py``.
-Finished job records expire after ``job_ttl_seconds`` (default 7 days).
+Finished job records expire after ``job_ttl_seconds`` (default 7 days); :meth:`JobQueue.list` pages through the
+jobs still kept, newest first, with an opaque page token (``base.py``: the same on both back ends).
 """
 
 from __future__ import annotations

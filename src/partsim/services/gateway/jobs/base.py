@@ -4,8 +4,12 @@ back end's primitives (claim, begin, load, account, acknowledge)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import builtins
 import json
 import logging
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -18,6 +22,8 @@ log = logging.getLogger("partsim.gateway.jobs")
 
 DEFAULT_VISIBILITY_TIMEOUT = 60.0
 DEFAULT_JOB_TTL = 7 * 86400
+DEFAULT_PAGE_SIZE = 50  # ListIngestJobs: page_size 0
+MAX_PAGE_SIZE = 1000  # ListIngestJobs: a larger page_size is treated as this
 
 
 @dataclass
@@ -67,10 +73,36 @@ class JobRecord(NamedTuple):
     updated_at: float
 
 
+class ListPosition(NamedTuple):
+    """Where a page of :meth:`JobQueue.list` ends: its last job (jobs run newest first, by
+    ``(created_at, job_id)`` descending)."""
+
+    created_at: float
+    job_id: str
+
+
+# what JobQueue.list answers: a page of jobs and the next page's token; what a back end lists for it
+JobPage = tuple[list[JobStatus], str]
+ListedRecords = list[tuple[str, JobRecord]]
+
+
 def job_state(total: int, succeeded: int, failed: int, started: bool) -> str:
     if succeeded + failed >= total:
         return "done"
     return "running" if started else "queued"
+
+
+def _status(job_id: str, rec: JobRecord) -> JobStatus:
+    return JobStatus(
+        job_id=job_id,
+        state=job_state(rec.total, rec.succeeded, rec.failed, rec.started),
+        total=rec.total,
+        succeeded=rec.succeeded,
+        failed=rec.failed,
+        failures=rec.failures,
+        created_at=rec.created_at,
+        updated_at=rec.updated_at,
+    )
 
 
 def _failure_message(exc: Exception) -> str:
@@ -81,6 +113,50 @@ def _failure_message(exc: Exception) -> str:
 
 def _unknown_job(job_id: str) -> NotFound:
     return NotFound(f"no ingest job {job_id!r} (unknown, or finished and expired)")
+
+
+_BAD_TOKEN = (
+    "page_token is not one this gateway issued; pass the next_page_token of the previous ListIngestJobs "
+    "response, or none for the first page"
+)
+
+
+def encode_page_token(pos: ListPosition) -> str:
+    """The opaque page token after ``pos``: URL-safe base64 of ``{"created_at": float, "job_id": str}`` (a float
+    written by ``json`` reads back bit for bit, so the position is exact)."""
+    return base64.urlsafe_b64encode(json.dumps({"created_at": pos.created_at, "job_id": pos.job_id}).encode()).decode()
+
+
+def decode_page_token(token: str) -> ListPosition | None:
+    """The position an :func:`encode_page_token` token names; None for the empty token (the first page). Anything else:
+    :class:`InvalidArgument` (reason ``INVALID_PAGE_TOKEN``)."""
+    if not token:
+        return None
+    try:
+        d = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+        created_at, job_id = d["created_at"], d["job_id"]
+        if (
+            isinstance(created_at, int | float)
+            and not isinstance(created_at, bool)
+            and math.isfinite(created_at)
+            and isinstance(job_id, str)
+            and job_id
+        ):
+            return ListPosition(float(created_at), job_id)
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError):
+        pass
+    raise InvalidArgument(_BAD_TOKEN, reason="INVALID_PAGE_TOKEN", field_violations=[("page_token", _BAD_TOKEN)])
+
+
+def effective_page_size(size: int) -> int:
+    """The number of jobs a page holds: 0 means :data:`DEFAULT_PAGE_SIZE`, at most :data:`MAX_PAGE_SIZE`;
+    negative: :class:`InvalidArgument`."""
+    if size < 0:
+        message = (
+            f"page_size {size}: must be >= 0 (0 means {DEFAULT_PAGE_SIZE}; above {MAX_PAGE_SIZE}, {MAX_PAGE_SIZE})"
+        )
+        raise InvalidArgument(message, field_violations=[("page_size", message)])
+    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def check_items(items: list[IngestItem]) -> None:
@@ -126,16 +202,22 @@ class JobQueue(ABC):
         rec = self._job_record(job_id)
         if rec is None:
             raise _unknown_job(job_id)
-        return JobStatus(
-            job_id=job_id,
-            state=job_state(rec.total, rec.succeeded, rec.failed, rec.started),
-            total=rec.total,
-            succeeded=rec.succeeded,
-            failed=rec.failed,
-            failures=rec.failures,
-            created_at=rec.created_at,
-            updated_at=rec.updated_at,
-        )
+        return _status(job_id, rec)
+
+    def list(self, page_size: int = 0, page_token: str = "") -> JobPage:
+        """One page of the jobs still kept (unexpired), newest first (``created_at`` descending, the job id
+        descending among equal times), and the token of the next page ("" after the last one).
+
+        ``page_size`` 0 means :data:`DEFAULT_PAGE_SIZE`, larger than :data:`MAX_PAGE_SIZE` is treated as it;
+        ``page_token`` is "" or a previous page's token (:func:`encode_page_token`; the position after that page's last
+        job, so jobs submitted meanwhile never shift a later page, they appear on none). A negative size or a
+        token this class did not write: :class:`InvalidArgument`."""
+        size = effective_page_size(page_size)
+        after = decode_page_token(page_token)
+        records = self._list_records(after, size + 1)
+        jobs = [_status(job_id, rec) for job_id, rec in records[:size]]
+        more = len(records) > size
+        return jobs, encode_page_token(ListPosition(jobs[-1].created_at, jobs[-1].job_id)) if more else ""
 
     def retry(self, job_id: str) -> int:
         """Queue the job's failed items again (same job: their failures and the failed count are taken
@@ -218,12 +300,17 @@ class JobQueue(ABC):
             self._recovered = True
 
     @abstractmethod
-    def _store(self, items: list[IngestItem]) -> str:
+    def _store(self, items: builtins.list[IngestItem]) -> str:  # builtins: the class's own list() is in scope
         """Store a new job of checked items and queue them; returns the job id."""
 
     @abstractmethod
     def _job_record(self, job_id: str) -> JobRecord | None:
         """The job's record; None for an unknown (or expired) id."""
+
+    @abstractmethod
+    def _list_records(self, after: ListPosition | None, limit: int) -> ListedRecords:
+        """Up to ``limit`` unexpired jobs strictly after ``after`` (all from the newest when None) in the order of
+        :meth:`list`: ``(job_id, record)`` pairs."""
 
     @abstractmethod
     def _retry(self, job_id: str) -> int | None:

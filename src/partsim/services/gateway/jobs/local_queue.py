@@ -15,7 +15,16 @@ from pathlib import Path
 
 from partsim.errors import NotFound, Unavailable, storage_error
 
-from .base import DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, Delivery, IngestItem, JobQueue, JobRecord
+from .base import (
+    DEFAULT_JOB_TTL,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    Delivery,
+    IngestItem,
+    JobQueue,
+    JobRecord,
+    ListedRecords,
+    ListPosition,
+)
 
 log = logging.getLogger("partsim.gateway.jobs")
 
@@ -37,6 +46,7 @@ CREATE INDEX IF NOT EXISTS failures_job ON failures (job_id);
 CREATE INDEX IF NOT EXISTS items_spool ON items (spool);
 CREATE INDEX IF NOT EXISTS failed_items_spool ON failed_items (spool);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id);
 """
 
 
@@ -178,6 +188,33 @@ class LocalJobQueue(JobQueue):
             return None
         total, ok, bad, created, updated, started, _ = row
         return JobRecord(total, ok, bad, started is not None, [(t, m) for t, m in failures], created, updated)
+
+    def _list_records(self, after: ListPosition | None, limit: int) -> ListedRecords:
+        # unexpired as in _job_record (a finished job older than the TTL may wait for _purge); the
+        # (created_at, id) index serves both the order and the position after the previous page
+        where = "(finished_at IS NULL OR finished_at >= ?)"
+        params: list[float | str] = [time.time() - self.job_ttl_seconds]
+        if after is not None:
+            where += " AND (created_at, id) < (?, ?)"
+            params += [after.created_at, after.job_id]
+        with self._tx(immediate=False) as db:
+            rows = db.execute(
+                "SELECT id, total, succeeded, failed, created_at, updated_at, started_at FROM jobs "
+                f"WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+            failures: dict[str, list[tuple[str, str]]] = {r[0]: [] for r in rows}
+            if rows:
+                marks = ", ".join("?" * len(rows))
+                for job_id, track_id, message in db.execute(
+                    f"SELECT job_id, track_id, message FROM failures WHERE job_id IN ({marks}) ORDER BY rowid",
+                    list(failures),
+                ):
+                    failures[job_id].append((track_id, message))
+        return [
+            (job_id, JobRecord(total, ok, bad, started is not None, failures[job_id], created, updated))
+            for job_id, total, ok, bad, created, updated, started in rows
+        ]
 
     def depth(self) -> int:
         with self._tx(immediate=False) as db:

@@ -19,9 +19,21 @@ from partsim.errors import NotFound, Unavailable
 
 from ..redis_conn import auth_refused, redacted, redis_client
 from . import redis_scripts
-from .base import DEFAULT_JOB_TTL, DEFAULT_VISIBILITY_TIMEOUT, Delivery, IngestItem, JobQueue, JobRecord
+from .base import (
+    DEFAULT_JOB_TTL,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    Delivery,
+    IngestItem,
+    JobQueue,
+    JobRecord,
+    ListedRecords,
+    ListPosition,
+)
 
 log = logging.getLogger("partsim.gateway.jobs")
+
+TRIM_INTERVAL = 60.0  # seconds between two trims of the job index by submit
+TRIM_BATCH = 1000  # the oldest index entries one trim looks at
 
 
 class RedisJobQueue(JobQueue):
@@ -30,7 +42,9 @@ class RedisJobQueue(JobQueue):
     Keys (``prefix`` defaults to ``partsim``): stream ``<prefix>:ingest`` with group ``ingesters``;
     job hash ``<prefix>:job:{<id>}``, accounted-item set ``...:done``, failures list
     ``...:failures``, failed items kept for a retry ``...:retry``; uploaded bytes
-    ``<prefix>:upload:{<id>}:<index>``. Acknowledging an entry XACKs and XDELs it (so XLEN is the
+    ``<prefix>:upload:{<id>}:<index>``; the job index ``<prefix>:jobs`` (a sorted set of job ids by
+    created_at, for :meth:`list`: added with the job hash, an expired job dropped when a listing or a
+    submit's trim finds its hash gone). Acknowledging an entry XACKs and XDELs it (so XLEN is the
     number of unacknowledged items) and deletes its upload unless a retry may need it (the atomic
     steps are the Lua scripts of :mod:`.redis_scripts`).
     """
@@ -67,10 +81,16 @@ class RedisJobQueue(JobQueue):
         )
         self._prefix = prefix
         self._stream = f"{prefix}:{self.stream_name}"
+        # Jobs submitted before the index existed (by an older gateway) are not in it: list() never shows
+        # them, though get() and retry() still find them until they expire.
+        self._index = f"{prefix}:jobs"
+        self._next_trim = 0.0
         self._account_script = self._r.register_script(redis_scripts.ACCOUNT)
         self._begin_script = self._r.register_script(redis_scripts.BEGIN)
         self._ack_script = self._r.register_script(redis_scripts.ACK)
         self._retry_script = self._r.register_script(redis_scripts.RETRY)
+        self._list_script = self._r.register_script(redis_scripts.LIST)
+        self._trim_script = self._r.register_script(redis_scripts.TRIM)
         self._autoclaim_cursor = "0-0"
         self._next_autoclaim = 0.0
         self._backlog: deque[Delivery] = deque()
@@ -113,6 +133,7 @@ class RedisJobQueue(JobQueue):
     def _store(self, items: list[IngestItem]) -> str:
         job_id = uuid.uuid4().hex
         now = time.time()
+        self._trim_index(now)
         pipe = self._r.pipeline(transaction=True)
         pipe.hset(
             self._job_key(job_id),
@@ -124,6 +145,7 @@ class RedisJobQueue(JobQueue):
                 "updated_at": repr(now),
             },
         )
+        pipe.zadd(self._index, {job_id: now})
         for idx, it in enumerate(items):
             entry = {"job": job_id, "idx": idx, "track": it.track_id, "meta": json.dumps(it.metadata)}
             if it.audio is not None:
@@ -145,16 +167,27 @@ class RedisJobQueue(JobQueue):
             h, failures = pipe.execute()
         if not h:
             return None
-        h = {k.decode(): v.decode() for k, v in h.items()}
-        return JobRecord(
-            total=int(h["total"]),
-            succeeded=int(h["succeeded"]),
-            failed=int(h["failed"]),
-            started="started_at" in h,
-            failures=[tuple(json.loads(f)) for f in failures],
-            created_at=float(h["created_at"]),
-            updated_at=float(h["updated_at"]),
-        )
+        return _record({k.decode(): v.decode() for k, v in h.items()}, failures)
+
+    def _list_records(self, after: ListPosition | None, limit: int) -> ListedRecords:
+        args = ["+inf", ""] if after is None else [repr(after.created_at), after.job_id]
+        with self._errors():
+            rows = self._list_script(keys=[self._index], args=[*args, limit, self._prefix])
+        return [
+            (job_id.decode(), _record({h[i].decode(): h[i + 1].decode() for i in range(0, len(h), 2)}, failures))
+            for job_id, h, failures in rows
+        ]
+
+    def _trim_index(self, now: float) -> None:
+        """Drop expired jobs from the index (at most once a :data:`TRIM_INTERVAL`), so that it stays bounded
+        when nobody lists. Unfinished jobs never expire: :data:`TRIM_BATCH` of them at the old end would stop
+        this trim (not a listing's)."""
+        with self._lock:
+            if now < self._next_trim:
+                return
+            self._next_trim = now + TRIM_INTERVAL
+        with self._errors():
+            self._trim_script(keys=[self._index], args=[repr(now - self.job_ttl_seconds), self._prefix, TRIM_BATCH])
 
     def depth(self) -> int:
         with self._errors():
@@ -275,3 +308,16 @@ class RedisJobQueue(JobQueue):
                 )
             )
         return None if n < 0 else n
+
+
+def _record(h: dict[str, str], failures: list[bytes]) -> JobRecord:
+    """A job's record from its hash (decoded) and its failures list (JSON ``[track_id, message]`` each)."""
+    return JobRecord(
+        total=int(h["total"]),
+        succeeded=int(h["succeeded"]),
+        failed=int(h["failed"]),
+        started="started_at" in h,
+        failures=[tuple(json.loads(f)) for f in failures],
+        created_at=float(h["created_at"]),
+        updated_at=float(h["updated_at"]),
+    )

@@ -88,3 +88,58 @@ if n > 0 then
 end
 return n
 """
+
+# The job index ``<prefix>:jobs`` (a sorted set: job id scored by its created_at, added in the same MULTI as
+# the job hash) is read and trimmed by the two scripts below. They build job keys from the prefix (ARGV),
+# so, like RETRY (which spans the stream and a job's keys), they need one Redis, not a Redis Cluster.
+
+# One page of ListIngestJobs: KEYS the job index; ARGV the position's created_at ('+inf' for the first
+# page), the position's job id ('' for the first page), limit, key prefix. Jobs run newest first: score
+# descending, then member descending (Redis orders equal scores by member bytes), strictly after the
+# position. Returns up to limit {job id, job hash as a flat list, failures list}; an index entry whose job
+# hash expired is skipped and removed from the index.
+LIST = """
+local function bytes_before(a, b)  -- a < b byte by byte (Lua's own < follows the locale)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local limit, after = tonumber(ARGV[3]), ARGV[2]
+local top = after ~= '' and tonumber(ARGV[1]) or nil
+local out, gone, offset, batch = {}, {}, 0, math.max(limit, 100)
+while #out < limit do
+  local rows = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', offset, batch)
+  for i = 1, #rows, 2 do
+    local id = rows[i]
+    if top == nil or tonumber(rows[i + 1]) < top or bytes_before(id, after) then
+      local key = ARGV[4] .. ':job:{' .. id .. '}'
+      local h = redis.call('HGETALL', key)
+      if #h == 0 then
+        table.insert(gone, id)
+      else
+        table.insert(out, {id, h, redis.call('LRANGE', key .. ':failures', 0, -1)})
+        if #out >= limit then break end
+      end
+    end
+  end
+  if #rows < 2 * batch then break end
+  offset = offset + batch
+end
+for i = 1, #gone, 1000 do redis.call('ZREM', KEYS[1], unpack(gone, i, math.min(i + 999, #gone))) end
+return out
+"""
+
+# Drop expired jobs from the index, so that it stays bounded when nobody lists: KEYS the job index; ARGV
+# the newest created_at an expired job can have (now minus the TTL: a job expires the TTL after it finished,
+# so no sooner than that after it was created), key prefix, how many of the oldest entries to look at.
+# Returns the number removed.
+TRIM = """
+local gone = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])) do
+  if redis.call('EXISTS', ARGV[2] .. ':job:{' .. id .. '}') == 0 then table.insert(gone, id) end
+end
+for i = 1, #gone, 1000 do redis.call('ZREM', KEYS[1], unpack(gone, i, math.min(i + 999, #gone))) end
+return #gone
+"""
