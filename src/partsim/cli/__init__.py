@@ -14,9 +14,13 @@ one its handler with ``set_defaults(handler=...)``; ``main`` calls ``args.handle
 - ``keys``: keys create/list/revoke (the gateway's API keys)
 
 The exit statuses are one table (``args.exit_status``, printed in the ``partsim --help`` epilog): 0 success, 1 the
-server answered with an error, 2 usage error, 3 the server is unreachable or unavailable.
+server answered with an error (or this install lacks an extra the command needs), 2 usage error, 3 not found,
+4 unreachable or unavailable, 5 permission.
 
-Heavy libraries (torch, demucs, grpc) are imported inside the handlers, so ``partsim --help`` stays fast.
+Heavy libraries (torch, demucs, numpy, grpc) are imported inside the handlers, so ``partsim --help`` stays fast
+and the commands that call a gateway run in the thin client install (``pip install partsim``). A command that
+needs an extra of the distribution says so with ``set_defaults(needs="EXTRA[,EXTRA]")``: ``main`` checks it
+first (:func:`partsim.extras.require`) and a missing one is one line naming the pip command, exit status 1.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import sys
 
 from .. import __version__
 from ..errors import PartsimError
+from ..extras import require
 from . import catalog, cluster, corpus, health, keys, model, separation, tracks
 from .args import EXIT_STATUSES, exit_status
 
@@ -50,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "needs", None):  # the extras of the distribution the command needs (partsim.extras)
+            require(f"partsim {args.command}", args.needs)
         return args.handler(args)
     except PartsimError as exc:
         print(f"partsim: error: {exc}", file=sys.stderr)

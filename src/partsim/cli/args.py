@@ -27,7 +27,8 @@ EXIT_FOR_CODE = {
 EXIT_STATUSES = f"""exit status (every command that calls the gateway; health keeps its own: 0 SERVING, 1 otherwise);
 every error is one line "partsim: error: ...":
   {EXIT_OK}  success
-  {EXIT_SERVER_ERROR}  the server failed otherwise (INTERNAL, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ...)
+  {EXIT_SERVER_ERROR}  the server failed otherwise (INTERNAL, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ...),
+     or this install lacks an extra the command needs (pip install 'partsim[EXTRA]', named in the error)
   {EXIT_USAGE}  usage error or invalid argument: a bad option, a file that cannot be read, INVALID_ARGUMENT
   {EXIT_NOT_FOUND}  not found: the track, segment or job does not exist (NOT_FOUND)
   {EXIT_UNAVAILABLE}  the server is unreachable or unavailable (UNAVAILABLE, DEADLINE_EXCEEDED, connection refused)
@@ -37,9 +38,13 @@ every error is one line "partsim: error: ...":
 def exit_status(exc: BaseException) -> int:
     """The exit status of a command that failed with ``exc`` (a :class:`partsim.errors.PartsimError`): an error a
     server call raised carries its status code (:data:`EXIT_FOR_CODE`, else :data:`EXIT_SERVER_ERROR`); a local
-    one (a bad argument, an unreadable file) is :data:`EXIT_USAGE`."""
+    one (a bad argument, an unreadable file) is :data:`EXIT_USAGE`; a missing extra of the distribution
+    (:class:`partsim.extras.MissingExtra`) is :data:`EXIT_SERVER_ERROR`, "any other failure"."""
     from ..client import rpc_code
+    from ..extras import MissingExtra
 
+    if isinstance(exc, MissingExtra):
+        return EXIT_SERVER_ERROR
     code = rpc_code(exc)
     if code is None:
         return EXIT_USAGE

@@ -96,6 +96,9 @@ def parse_stem_file(text: str):
         return Stem(m.group("part"), audio=path.read_bytes())
     import io
 
+    from ..extras import require
+
+    require(f"--stem-file {text!r} (cutting a clip at SECONDS)", "audio")
     import soundfile as sf
 
     start = float(m.group("sec"))
@@ -154,9 +157,14 @@ def index_paths(
 ) -> tuple[int, list[tuple[str, Exception]]]:
     """Upload song folders and audio files to the gateway (``conn``: PartsimClient's connection keywords);
     (tracks indexed, (track id, error) of each other track)."""
-    from tqdm import tqdm
-
     from ..client import PartsimClient
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the thin client install: no progress bar
+
+        def tqdm(items, **_):
+            return items
 
     items = _track_items(paths)
     failures = []

@@ -40,7 +40,7 @@ def register(sub) -> None:
         help="folder that ingest-job URIs may point into (repeatable)",
     )
     add_connection_options(up)  # how `up` checks that its gateway serves (TLS when it serves TLS)
-    up.set_defaults(handler=_cmd_up)
+    up.set_defaults(handler=_cmd_up, needs="server,cpu")
 
     demo = sub.add_parser("demo", help="make a demo corpus, start the cluster, index it, run example searches")
     demo.add_argument("--data", type=Path, default=Path("demo-data"))
@@ -49,7 +49,7 @@ def register(sub) -> None:
     demo.add_argument("--gateway", default="127.0.0.1:50051")
     demo.add_argument("--no-serve", action="store_true", help="stop after the example searches")
     add_connection_options(demo)
-    demo.set_defaults(handler=_cmd_demo)
+    demo.set_defaults(handler=_cmd_demo, needs="server,corpus,cpu")
 
 
 def _wait_for_signal() -> None:

@@ -47,20 +47,20 @@ def register(sub) -> None:
         "(only the held-out families: the composer-shift evaluation set)",
     )
     make.add_argument("--quiet", action="store_true", help="no progress bar")
-    make.set_defaults(handler=_cmd_make)
+    make.set_defaults(handler=_cmd_make, needs="corpus")
 
     info = csub.add_parser("info", help="summarise a corpus folder (partsim or Slakh2100 layout)")
     info.add_argument("root", type=Path)
     info.add_argument("--check", action="store_true", help="also decode every audio file")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    info.set_defaults(handler=_cmd_info)
+    info.set_defaults(handler=_cmd_info, needs="corpus")
 
     bench = csub.add_parser("bench", help="measure composing and rendering speed (real-time factor)")
     bench.add_argument("--songs", type=integer, default=24)
     bench.add_argument("--seconds", type=number, default=30.0)
     bench.add_argument("--seed", type=integer, default=0)
     bench.add_argument("--soundfont", action="extend", nargs="+", default=[], metavar="SF2")
-    bench.set_defaults(handler=_cmd_bench)
+    bench.set_defaults(handler=_cmd_bench, needs="corpus")
 
 
 def _cmd_make(args: argparse.Namespace) -> int:

@@ -41,19 +41,15 @@ def _cmd_health(args: argparse.Namespace) -> int:
     # gRPC's C core would log connection failures on stderr; the one line below says it all.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from ..client import Connection
+    from ..client import Connection, health
 
     conn = Connection(**connection(args)).resolved()
     what = args.target + (f" service {args.service!r}" if args.service else "")
     # No proxy: health checks target the container itself or a neighbour on the same network.
     with conn.channel(args.target, [("grpc.enable_http_proxy", 0)]) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout, metadata=conn.metadata()
-            )
+            status = health.check(channel, args.service, timeout=args.timeout, metadata=conn.metadata())
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             if code == grpc.StatusCode.NOT_FOUND:
@@ -68,9 +64,8 @@ def _cmd_health(args: argparse.Namespace) -> int:
                 reason = f"check failed: {code.name if code else exc}"
             print(f"partsim health: {what}: {reason}", file=sys.stderr)
             return EXIT_UNHEALTHY
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    if reply.status != health_pb2.HealthCheckResponse.SERVING:
-        print(f"partsim health: {what}: {status}", file=sys.stderr)
+    if status != health.SERVING:
+        print(f"partsim health: {what}: {health.status_name(status)}", file=sys.stderr)
         return EXIT_UNHEALTHY
     print(f"{what}: SERVING")
     return 0

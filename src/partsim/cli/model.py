@@ -71,7 +71,7 @@ def register(sub) -> None:
         action="store_true",
         help="batch norms keep their running statistics (fine-tuning with small batches)",
     )
-    train.set_defaults(handler=_cmd_train)
+    train.set_defaults(handler=_cmd_train, needs="train")
 
     ev = sub.add_parser("evaluate", help="the thesis's evaluation protocols on a corpus's test split (or several sets)")
     ev.add_argument(
@@ -100,7 +100,7 @@ def register(sub) -> None:
     ev.add_argument("--out", type=Path, help="write the results as JSON")
     ev.add_argument("--figures", type=Path, help="draw the thesis's figures into this folder")
     ev.add_argument("--quick", action="store_true", help="only Tables 4.2 and 4.3")
-    ev.set_defaults(handler=_cmd_evaluate)
+    ev.set_defaults(handler=_cmd_evaluate, needs="train,cpu")
 
     ex = sub.add_parser("export", help="export a trained model to ONNX with its manifest")
     ex.add_argument(
@@ -122,20 +122,20 @@ def register(sub) -> None:
     ex.add_argument(
         "--radix", type=integer, default=32, help="the in-graph STFT's split (1: the plain DFT convolution; default 32)"
     )
-    ex.set_defaults(handler=_cmd_export)
+    ex.set_defaults(handler=_cmd_export, needs="train,cpu")
 
     be = sub.add_parser("bench-embed", help="embedding throughput: PyTorch eager vs onnxruntime, same inputs")
     be.add_argument("model", type=Path, help="model.pt")
     be.add_argument("manifest", type=Path, help="the same model exported (manifest.json)")
     be.add_argument("--segments", type=integer, default=64)
-    be.set_defaults(handler=_cmd_bench_embed)
+    be.set_defaults(handler=_cmd_bench_embed, needs="train,cpu")
 
     ip = sub.add_parser("interpolate", help="weight-space ensemble of a fine-tuned run and its --init model")
     ip.add_argument("model", type=Path, help="model.pt or checkpoint.pt of a run trained with --init and --freeze-bn")
     ip.add_argument("--init", required=True, type=Path, help="the shipped model folder the run started from")
     ip.add_argument("--alpha", type=number, required=True, help="0: the init model, 1: the fine-tuned one")
     ip.add_argument("--out", required=True, type=Path, help="model.pt to write")
-    ip.set_defaults(handler=_cmd_interpolate)
+    ip.set_defaults(handler=_cmd_interpolate, needs="train")
 
     bt = sub.add_parser("bench-train", help="training draws/s: csn-v2's configuration vs csn-v3's, one run")
     bt.add_argument("--corpus", required=True, type=Path, help="partsim corpus or Slakh2100 folder")
@@ -145,7 +145,7 @@ def register(sub) -> None:
     bt.add_argument("--device", default="auto")
     bt.add_argument("--compile", action="store_true", help="csn-v3 configuration with torch.compile")
     bt.add_argument("--out", type=Path, help="write the results as JSON")
-    bt.set_defaults(handler=_cmd_bench_train)
+    bt.set_defaults(handler=_cmd_bench_train, needs="train")
 
     emb = sub.add_parser("embed", help="per-segment per-part vectors of audio files, as .npz")
     emb.add_argument("audio", nargs="+", type=Path)
@@ -153,7 +153,7 @@ def register(sub) -> None:
     emb.add_argument("--segment-seconds", type=number)
     emb.add_argument("--hop-seconds", type=number)
     emb.add_argument("-o", "--out", required=True, type=Path)
-    emb.set_defaults(handler=_cmd_embed)
+    emb.set_defaults(handler=_cmd_embed, needs="embedder,cpu")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
-"""``python -m partsim.services.embedder``: run the embedder service."""
+"""``python -m partsim.services.embedder``: run the embedder service (one line and exit status 1 without its extra)."""
 
-from .server import main
+from partsim.extras import service_main
 
-raise SystemExit(main())
+raise SystemExit(service_main("embedder"))

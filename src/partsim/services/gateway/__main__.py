@@ -1,3 +1,5 @@
-from .server import main
+"""``python -m partsim.services.gateway``: run the gateway service (one line and exit status 1 without its extra)."""
 
-raise SystemExit(main())
+from partsim.extras import service_main
+
+raise SystemExit(service_main("gateway"))
