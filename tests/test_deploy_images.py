@@ -1,7 +1,7 @@
 """The container images: deploy/Dockerfile and Dockerfile.gpu (pinned multi-stage builds, an
 unprivileged final stage without build tools, every COPY source in the build context and not
 excluded by .dockerignore) and the hashed requirement locks they install
-(deploy/requirements/{cpu,gpu}.txt, against pyproject.toml's dependencies)."""
+(deploy/requirements/{cpu,gpu}.txt, against pyproject.toml's partsim[server,cpu] and partsim[server,gpu])."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from .deploy_files import DEPLOY, ROOT, SERVICES, UID, exact_tag
+from .packaging_env import expand_extras
 
 DOCKERFILES = [DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.gpu"]
 LOCKS = {"cpu": DEPLOY / "requirements" / "cpu.txt", "gpu": DEPLOY / "requirements" / "gpu.txt"}
@@ -155,11 +156,13 @@ def test_lock_is_pinned_hashed_and_covers_pyproject(kind):
     assert any(re.search(r"\d{4}-\d{2}-\d{2}", line) for line in head)
     lock = _lock(path)
     project = _pyproject()
-    deps = [Requirement(r) for r in project["dependencies"]]
+    deps = [Requirement(r) for r in project["dependencies"]]  # the image is partsim[server,<kind>]
+    for extra in expand_extras(("server", kind)):
+        deps += [r for r in map(Requirement, project["optional-dependencies"][extra]) if r.name != "partsim"]
     if kind == "gpu":
-        deps = [r for r in deps if canonicalize_name(r.name) != "onnxruntime"]
-        deps += [Requirement(r) for r in project["optional-dependencies"]["gpu"]]
         assert "onnxruntime" not in lock, "onnxruntime and onnxruntime-gpu would overwrite each other's module"
+    for name in ("matplotlib", "scikit-learn", "onnx", "pyfluidsynth", "mido", "fast-bss-eval"):
+        assert name not in lock, f"{path.name}: {name} (corpus and training only, no service imports it) is locked"
     for req in deps:
         name = canonicalize_name(req.name)
         assert name in lock, f"{path.name}: {name} is a runtime dependency but is not locked"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerate the image locks deploy/requirements/cpu.txt and gpu.txt: every runtime dependency of
-# partsim ([project.dependencies] in pyproject.toml, no test or dev extras) pinned to one version
+# Regenerate the image locks deploy/requirements/cpu.txt and gpu.txt: every dependency of the
+# services, partsim[server,cpu] and partsim[server,gpu] (the core install, the four services'
+# extras and the onnxruntime of the kind; no corpus, train or test extras), pinned to one version
 # with its sha256 hashes, for Linux x86_64 (manylinux_2_28) and CPython 3.11 — the images'
 # platform, whatever machine runs this script.
 #
@@ -14,8 +15,8 @@
 #   substituted file never enters the lock. The Dockerfile installs the lock with the CPU index as
 #   an extra index and --require-hashes.
 # gpu.txt: PyPI's torch (its CUDA build, with the nvidia-* runtime wheels) and onnxruntime-gpu
-#   (the [gpu] extra) instead of onnxruntime — both ship the same `onnxruntime` module, so the
-#   CPU package is left out of this lock (the image installs the partsim wheel with --no-deps).
+#   (the [gpu] extra); nothing in partsim[server,gpu] requires the CPU onnxruntime, which would
+#   overwrite onnxruntime-gpu's module of the same name.
 #
 # EXCLUDE_NEWER (default: today, UTC) makes a rerun reproducible: uv ignores files uploaded later.
 set -euo pipefail
@@ -53,6 +54,7 @@ if ! echo "$TORCH_CPU_SHA256  $tmp/torch/$TORCH_CPU_WHEEL" | sha256sum -c --quie
 fi
 echo "torch==${TORCH_VERSION}+cpu" >"$tmp/cpu-overrides.txt"
 
+SERVER_EXTRAS=(--extra server)  # the four services; the kind's onnxruntime is added per lock below
 common=(--python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes
         --exclude-newer "$EXCLUDE_NEWER" --no-header --quiet --index-url https://pypi.org/simple)
 
@@ -69,16 +71,16 @@ HDR
 }
 
 {
-  header "CPU image (deploy/Dockerfile): torch ${TORCH_VERSION}+cpu from ${TORCH_CPU_INDEX}, the rest from PyPI." \
-         "--override <(echo torch==${TORCH_VERSION}+cpu) --find-links <the CPU torch wheel, sha256 ${TORCH_CPU_SHA256}>"
-  "$uv" pip compile pyproject.toml "${common[@]}" --override "$tmp/cpu-overrides.txt" --find-links "$tmp/torch" \
+  header "CPU image (deploy/Dockerfile): partsim[server,cpu]; torch ${TORCH_VERSION}+cpu from ${TORCH_CPU_INDEX}, the rest from PyPI." \
+         "--extra server --extra cpu --override <(echo torch==${TORCH_VERSION}+cpu) --find-links <the CPU torch wheel, sha256 ${TORCH_CPU_SHA256}>"
+  "$uv" pip compile pyproject.toml "${common[@]}" "${SERVER_EXTRAS[@]}" --extra cpu --override "$tmp/cpu-overrides.txt" --find-links "$tmp/torch" \
     | sed -e "s#$tmp/torch#<cpu torch wheel>#g" -e "s#$tmp/##g"
 } >deploy/requirements/cpu.txt.new
 
 {
-  header "GPU image (deploy/Dockerfile.gpu): PyPI torch ${TORCH_VERSION} (CUDA) and onnxruntime-gpu; no onnxruntime." \
-         "--extra gpu --no-emit-package onnxruntime"
-  "$uv" pip compile pyproject.toml "${common[@]}" --extra gpu --no-emit-package onnxruntime
+  header "GPU image (deploy/Dockerfile.gpu): partsim[server,gpu]; PyPI torch ${TORCH_VERSION} (CUDA) and onnxruntime-gpu; no onnxruntime." \
+         "--extra server --extra gpu"
+  "$uv" pip compile pyproject.toml "${common[@]}" "${SERVER_EXTRAS[@]}" --extra gpu
 } >deploy/requirements/gpu.txt.new
 
 mv deploy/requirements/cpu.txt.new deploy/requirements/cpu.txt
