@@ -60,7 +60,7 @@ fi
   || { echo "bootstrap: the Python environment in .venv is broken; remove .venv and run again" >&2; exit 1; }
 # The tests lint protos/ with buf (npm package @bufbuild/buf: one static binary, pinned), kept in .tools/.
 BUF_VERSION=1.75.0
-if [[ $extra == *test* ]] && [[ $(.tools/node_modules/.bin/buf --version 2>/dev/null) != "$BUF_VERSION" ]]; then
+if [[ $extras == *test* ]] && [[ $(.tools/node_modules/.bin/buf --version 2>/dev/null) != "$BUF_VERSION" ]]; then
   command -v npm >/dev/null || { echo "bootstrap: the tests need npm (Node.js) to install buf" >&2; exit 1; }
   npm install --prefix .tools --no-save --no-audit --no-fund --loglevel=error "@bufbuild/buf@$BUF_VERSION" >/dev/null \
     || { echo "bootstrap: npm install @bufbuild/buf@$BUF_VERSION failed" >&2; exit 1; }
