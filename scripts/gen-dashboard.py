@@ -5,7 +5,8 @@ below: the one place where a panel and its PromQL are defined.
     scripts/gen-dashboard.py            # rewrite the JSON
     scripts/gen-dashboard.py --check    # exit 1 when the committed JSON differs (tests run this)
 
-Every query may use Grafana's ``$__rate_interval`` and the ``${job_prefix}`` variable, nothing else,
+Every query may use Grafana's ``$__rate_interval`` and the ``${job_prefix}`` and ``${namespace}`` variables,
+nothing else (grafana_templating.scoped puts both into every metric selector),
 so a test can run each query against a real Prometheus by substituting their defaults
 (tests/test_observability.py). Job label values (partsim-gateway, partsim-embedder, partsim-searcher,
 partsim-separator, partsim-ingest-worker) are those of deploy/prometheus/prometheus.yml and of the
@@ -25,13 +26,12 @@ import json
 import sys
 from pathlib import Path
 
-from grafana_templating import INPUTS, REQUIRES, TEMPLATING
+from grafana_templating import INPUTS, JOB, REQUIRES, SCOPE, TEMPLATING, scoped
 
 OUT = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards" / "partsim.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
-JOB = "${job_prefix}"  # default "partsim-"
-GW = f'job="{JOB}gateway",grpc_service="partsim.v1.PartsimService"'
-ALL = f'job=~"{JOB}.+"'
+GW = f'job="{JOB}gateway",namespace=~"${{namespace}}",grpc_service="partsim.v1.PartsimService"'
+ALL = SCOPE
 R = "[$__rate_interval]"
 
 
@@ -357,7 +357,7 @@ def build() -> dict:
                     "targets": [
                         {
                             "datasource": DS,
-                            "expr": expr,
+                            "expr": scoped(expr),
                             "legendFormat": legend,
                             "refId": chr(ord("A") + k),
                             "range": True,

@@ -54,7 +54,11 @@ GRAFANA_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")  # ${name} or $name
 
 def dashboard_defaults(dash: dict) -> dict[str, str]:
     """What each variable a query may use stands for: its default, and $__rate_interval."""
-    values = {v["name"]: v["current"]["value"] for v in dash["templating"]["list"] if v["type"] != "datasource"}
+    values = {
+        v["name"]: v["allValue"] if v["current"]["value"] == "$__all" else v["current"]["value"]  # "All": its regex
+        for v in dash["templating"]["list"]
+        if v["type"] != "datasource"
+    }
     return values | {"__rate_interval": RATE_INTERVAL}
 
 
@@ -135,7 +139,12 @@ def test_the_dashboard_imports_into_an_existing_grafana():
     defined = {v["name"]: v for v in dash["templating"]["list"]}
     used = {m.group(1) or m.group(2) for t in targets for m in GRAFANA_VAR.finditer(t["expr"] + t["datasource"]["uid"])}
     assert used - {"__rate_interval"} <= set(defined), used - set(defined)
-    assert "job_prefix" in used
+    assert {"job_prefix", "namespace"} <= used
+    # every metric selector of every query is scoped to the chosen deployment(s)
+    selector = re.compile(r"\b(?:partsim[_:][\w:]+|grpc_server_\w+|process_\w+|up)\b(\{(?:[^{}]|\$\{\w+\})*\})?")
+    selectors = [m.group(1) or "" for t in targets for m in selector.finditer(t["expr"])]
+    assert selectors and all('namespace=~"${namespace}"' in sel for sel in selectors), selectors
+    assert defined["namespace"]["includeAll"] and defined["namespace"]["allValue"] == ".*"
     assert defined["datasource"]["type"] == "datasource" and defined["datasource"]["query"] == "prometheus"
     inputs = {i["name"]: i for i in dash["__inputs"]}
     assert inputs["DS_PROMETHEUS"]["type"] == "datasource" and inputs["DS_PROMETHEUS"]["pluginId"] == "prometheus"
