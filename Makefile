@@ -39,12 +39,14 @@ generate:
 	PYTHON=$(PY) scripts/gen-protos.sh
 	$(PY) scripts/gen-dashboard.py
 	$(PY) scripts/gen-k8s-monitoring.py
+	$(PY) scripts/gen-openapi.py
 
 check-generated:
 	@scripts/bootstrap.sh test
 	PYTHON=$(PY) scripts/gen-protos.sh --check
 	$(PY) scripts/gen-dashboard.py --check
 	$(PY) scripts/gen-k8s-monitoring.py --check
+	$(PY) scripts/gen-openapi.py --check
 
 bench:
 	@scripts/bootstrap.sh

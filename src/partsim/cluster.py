@@ -4,7 +4,9 @@ Embedded defaults: Milvus Lite and job state under ``--data``, no Redis (unless 
 Every port is on 127.0.0.1: each service's gRPC and /metrics on ports the OS picks, except the
 gateway's gRPC (``--gateway``, default 127.0.0.1:50051). A gateway address beyond loopback starts
 only with TLS and auth configured (PARTSIM_GATEWAY_* in the environment) or ``insecure`` (the
-gateway's INSECURE: it then logs a warning). Every service prints ``serving on HOST:PORT`` (and
+gateway's INSECURE: it then logs a warning). The gateway also serves the HTTP/JSON API and the web app
+(``http``, default port 0 on the gateway's host: the OS picks; ``partsim up`` asks for 8080; None: off).
+Every service prints ``serving on HOST:PORT`` (and
 its metrics port) once bound, which is how the launcher learns the addresses. SIGINT/SIGTERM stop
 the services in reverse order, each with its grace period.
 
@@ -33,6 +35,7 @@ from .supervisor import LogPump, RestartPolicy, open_log
 LOOPBACK = "127.0.0.1"
 SERVING = re.compile(r"serving on (\S+:\d+)")
 METRICS = re.compile(r"metrics on (\S+:\d+)")
+HTTP = re.compile(r"HTTP/JSON API and web app on (https?://\S+)")
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)  # what it was started with (a restart: same ports)
     address: str = ""
     metrics: str = ""
+    http: str = ""  # the gateway's HTTP/JSON API and web app: http://host:port/
     lines: list[str] = field(default_factory=list)
     pump: LogPump | None = None
     up: threading.Event = field(default_factory=threading.Event)  # "serving on" seen
@@ -58,6 +62,8 @@ class Cluster:
     otherwise it loads its default model (PARTSIM_SEPARATOR_REPO/MODEL in ``extra_env`` override).
     ``insecure=True`` lets a non-loopback ``gateway`` address serve without TLS and auth.
     ``supervise=False`` leaves a service that exits dead; ``restart`` sets the delays otherwise.
+    ``http``: ``HOST:PORT`` of the gateway's HTTP/JSON API and web app (port 0: the OS picks; None: the gateway's
+    host, port 0; ``""``: off); beyond loopback on the gateway's terms (TLS and auth, or ``insecure``).
     """
 
     def __init__(
@@ -74,6 +80,7 @@ class Cluster:
         insecure: bool = False,
         supervise: bool = True,
         restart: RestartPolicy | None = None,
+        http: str | None = None,
     ):
         self.data = Path(data)
         self.gateway_address = gateway
@@ -85,6 +92,7 @@ class Cluster:
         self.extra_env = extra_env or {}
         self.separator = separator
         self.insecure = insecure
+        self.http_address = f"{gateway.rsplit(':', 1)[0]}:0" if http is None else http
         self.services: list[Service] = []
         self.supervise = supervise
         self.restart = restart or RestartPolicy()
@@ -115,7 +123,14 @@ class Cluster:
             "PARTSIM_GATEWAY_ALLOWED_ROOTS": os.pathsep.join(str(p) for p in self.allowed_roots),
             **({"PARTSIM_GATEWAY_INSECURE": "true"} if self.insecure else {}),
             **({"PARTSIM_GATEWAY_SEPARATOR": separator} if separator else {}),
+            **self._http_env(),
         }
+
+    def _http_env(self) -> dict[str, str]:
+        if not self.http_address:
+            return {"PARTSIM_GATEWAY_HTTP_PORT": "-1"}
+        host, port = self.http_address.rsplit(":", 1)
+        return {"PARTSIM_GATEWAY_HTTP_HOST": host.strip("[]"), "PARTSIM_GATEWAY_HTTP_PORT": port}
 
     def check(self) -> None:
         """Raise InvalidArgument (naming the variable) before anything starts when the gateway would refuse
@@ -145,6 +160,9 @@ class Cluster:
             m = METRICS.search(line)
             if m and not svc.metrics:
                 svc.metrics = m.group(1)
+            m = HTTP.search(line)
+            if m and not svc.http:
+                svc.http = m.group(1)
 
         svc.pump = LogPump(open_log(self.log_dir / f"{svc.name}.log"), svc.lines, seen)
         threading.Thread(target=svc.pump.run, args=(svc.proc.stdout,), name=f"{svc.name}-log", daemon=True).start()
@@ -157,7 +175,7 @@ class Cluster:
         proc = svc.proc
         log_path = self.log_dir / f"{name}.log"
         deadline = time.monotonic() + timeout
-        while not svc.up.wait(0.2):
+        while not (svc.up.wait(0.2) and self._http_seen(svc)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = "\n".join(svc.lines[-15:])
                 config_error = [line for line in svc.lines[-5:] if ": configuration error: " in line]
@@ -168,7 +186,13 @@ class Cluster:
                 )
         if not self.quiet:
             print(f"  {name:9s} {svc.address}  (metrics {svc.metrics or 'off'}, log {log_path})", flush=True)
+            if svc.http:
+                print(f"  {'':9s} {svc.http}  (HTTP/JSON API and web app)", flush=True)
         return svc
+
+    def _http_seen(self, svc: Service) -> bool:
+        """Whether ``svc`` said all its addresses: the gateway with HTTP on prints its HTTP line after gRPC's."""
+        return svc.name != "gateway" or not self.http_address or bool(svc.http)
 
     def start(self) -> Cluster:
         """Start the services in order; when any step fails (a service that does not start, Ctrl-C while
@@ -194,6 +218,11 @@ class Cluster:
     @property
     def gateway(self) -> str:
         return next(s.address for s in self.services if s.name == "gateway")
+
+    @property
+    def http(self) -> str:
+        """``http://host:port/`` of the gateway's HTTP/JSON API and web app ("" when off)."""
+        return next(s.http for s in self.services if s.name == "gateway")
 
     def service(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)
@@ -260,6 +289,8 @@ def same_ports(svc: Service) -> dict[str, str]:
         env[f"{prefix}_ADDRESS"] = f"{host}:{svc.address.rsplit(':', 1)[1]}"
     if svc.metrics:
         env[f"{prefix}_METRICS_PORT"] = svc.metrics.rsplit(":", 1)[1]
+    if svc.http:
+        env[f"{prefix}_HTTP_PORT"] = svc.http.rstrip("/").rsplit(":", 1)[1]
     return env
 
 

@@ -29,6 +29,12 @@ def register(sub) -> None:
         action="store_true",
         help="let a non-loopback --gateway serve without TLS and auth (a trusted network only; logs a warning)",
     )
+    up.add_argument(
+        "--http",
+        default="127.0.0.1:8080",
+        help="HOST:PORT of the HTTP/JSON API and web app (default 127.0.0.1:8080; port 0: any; 'off': none); "
+        "beyond loopback on the gateway's terms",
+    )
     up.add_argument("--redis-url", default="", help="use this Redis for the cache and ingest queue")
     up.add_argument("--model", default="", help="model manifest (default: the shipped model)")
     up.add_argument(
@@ -47,6 +53,7 @@ def register(sub) -> None:
     demo.add_argument("--songs", type=integer, default=200)
     demo.add_argument("--seconds", type=number, default=30.0)
     demo.add_argument("--gateway", default="127.0.0.1:50051")
+    demo.add_argument("--http", default="127.0.0.1:8080", help="HTTP/JSON API and web app HOST:PORT ('off': none)")
     demo.add_argument("--no-serve", action="store_true", help="stop after the example searches")
     add_connection_options(demo)
     demo.set_defaults(handler=_cmd_demo, needs="server,corpus,cpu")
@@ -73,11 +80,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
         model=args.model,
         allowed_roots=args.allow,
         insecure=args.insecure,
+        http=_http(args.http),
     ) as cluster:
         with PartsimClient(cluster.gateway, **connection(args)) as c:
             c.wait_ready(300)
         bind = parse_host_port(args.gateway)  # the truth: the gateway prints 127.0.0.1 for 0.0.0.0
         print(f"partsim is serving on {cluster.gateway if is_loopback(bind) else bind}; Ctrl-C stops it", flush=True)
+        if cluster.http:
+            print(f"web app: {cluster.http}", flush=True)
         _wait_for_signal()
         print("stopping...", flush=True)
     return 0
@@ -100,7 +110,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
     songs = sorted(p for p in corpus.iterdir() if p.is_dir() and (p / "mix.flac").is_file())
     print("starting the cluster", flush=True)
-    with Cluster(args.data / "state", gateway=parse_host_port(args.gateway)) as cluster:
+    with Cluster(args.data / "state", gateway=parse_host_port(args.gateway), http=_http(args.http)) as cluster:
         with PartsimClient(cluster.gateway, **connection(args)) as c:
             c.wait_ready(300)
             ok, failures = index_paths(cluster.gateway, songs, parallel=4, conn=connection(args))
@@ -124,8 +134,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"--stem bass:{bass_song}@15 --gateway {cluster.gateway}\nCtrl-C stops it",
             flush=True,
         )
+        if cluster.http:
+            print(f"web app: {cluster.http}", flush=True)
         _wait_for_signal()
     return 0
+
+
+def _http(text: str) -> str:
+    """``--http``: HOST:PORT, or "" for "off"."""
+    from ..cluster import parse_host_port
+
+    return "" if text.strip().lower() in ("off", "none", "") else parse_host_port(text)
 
 
 def _demo_pair(songs: list[Path]) -> tuple[str, str]:

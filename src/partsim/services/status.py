@@ -6,6 +6,9 @@ status code with the exception's one-line message and google.rpc.Status details:
 violations, a RetryInfo when it says when to retry. Anything else is a bug: INTERNAL with a generic
 message (the traceback goes to the log, not to the caller).
 
+HTTP: :data:`HTTP_STATUS` is the HTTP status of each code (the HTTP/JSON API of the gateway answers the
+google.rpc.Status as JSON with it, as Google's HTTP APIs do).
+
 Back: :func:`error_from_rpc` is the domain error of a failed call, details kept (the Python client
 raises it); :func:`backend_error` is what the gateway answers when one of its backends fails: the
 caller's own problems (INVALID_ARGUMENT, NOT_FOUND, ...) pass through, an outage becomes "the
@@ -61,6 +64,33 @@ CALLER_CODES = (
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.ABORTED,
 )
+
+
+# the HTTP status of each code (google/rpc/code.proto's mapping); codes not named here: 500
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def http_status(code: grpc.StatusCode | int) -> int:
+    """The HTTP status of a gRPC status code (or its number, as in google.rpc.Status.code)."""
+    if isinstance(code, int):
+        code = _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    return HTTP_STATUS.get(code, 500)
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode:

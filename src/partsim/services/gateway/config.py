@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from ..config import MiB, ServerConfig, require, server_field
+from ..config import MiB, ServerConfig, is_loopback, require, server_field
 from .auth.settings import check_auth
 
 PREFIX = "PARTSIM_GATEWAY"
@@ -89,6 +89,18 @@ class GatewayConfig(ServerConfig):
     auth_jwt_role_claim: str = field(default="partsim_role", metadata={"help": "JWT claim naming the role(s)"})
     auth_rate_per_second: float = field(default=50.0, metadata={"help": "calls a second per caller (0: no limit)"})
     auth_rate_burst: int = field(default=100, metadata={"help": "calls a caller may make at once"})
+    http_port: int = field(
+        default=-1,
+        metadata={
+            "help": "port of the HTTP/JSON API, the OpenAPI document and the web app (0: any, -1: none); HTTPS "
+            "with TLS_CERT; its calls pass the gRPC server's auth and rate limits"
+        },
+    )
+    http_host: str = field(
+        default="",
+        metadata={"help": "interface of the HTTP port (empty: the host of ADDRESS); beyond loopback as ADDRESS"},
+    )
+    web_dir: str = field(default="", metadata={"help": "folder of the web app served at / (default: the shipped one)"})
 
     def validate(self) -> None:
         super().validate()
@@ -149,6 +161,37 @@ class GatewayConfig(ServerConfig):
         for root in self.roots():
             require(root.is_dir(), p, "allowed_roots", f"{root} is not a folder")
         check_auth(self)
+        self.validate_http()
+
+    def validate_http(self) -> None:
+        """The HTTP port's checks: a port, -1 or 0; beyond loopback only as ADDRESS may (TLS and auth, or
+        INSECURE); not with TLS_CLIENT_CA (its calls reach the gRPC server on a local socket, where a client
+        certificate cannot be checked)."""
+        p = PREFIX
+        require(-1 <= self.http_port <= 65535, p, "http_port", "must be a port, 0 (any) or -1 (none)")
+        if self.http_port < 0:
+            return
+        require(
+            not self.tls_client_ca,
+            p,
+            "http_port",
+            "the HTTP API cannot check client certificates (TLS_CLIENT_CA): set HTTP_PORT=-1, or leave out "
+            "TLS_CLIENT_CA (callers are authenticated by their tokens, AUTH)",
+        )
+        missing = self.unprotected()
+        require(
+            is_loopback(f"{self.http_bind_host}:0") or self.insecure or not missing,
+            p,
+            "http_host",
+            f"{self.http_bind_host} is not a loopback address: serving HTTP on it needs {' and '.join(missing)}, or "
+            f"{p}_INSECURE=true (--insecure)",
+        )
+        require(not self.web_dir or Path(self.web_dir).is_dir(), p, "web_dir", f"{self.web_dir} is not a folder")
+
+    @property
+    def http_bind_host(self) -> str:
+        """The interface of the HTTP port: HTTP_HOST, else the host of ADDRESS."""
+        return self.http_host or self.address.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
 
     def audio_folder(self) -> Path | None:
         if not self.store_audio:

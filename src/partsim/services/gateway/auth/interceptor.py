@@ -132,7 +132,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             if not audited(method):
                 self.admit(method, metadata)
                 return behavior(request, context)
-            record = AuditRecord(method, context.peer())
+            record = AuditRecord(method, peer(context, metadata))
             try:
                 # a stream's header is read by the handler: only an admitted caller's upload is read at all
                 request = record.watch(request) if streaming_in else record.note(request)
@@ -154,6 +154,17 @@ class AuthInterceptor(grpc.ServerInterceptor):
             yield from behavior(request, context)
 
         return handler
+
+
+def peer(context, metadata) -> str:
+    """Who is on the other end, for the audit line: gRPC's peer; for a call of the gateway's own HTTP server
+    (on its local socket, which only that process reaches) the HTTP client's address it forwards."""
+    where = context.peer() or ""
+    if where.startswith("unix"):
+        forwarded = [v for k, v in metadata or () if k == "x-forwarded-for"]
+        if len(forwarded) == 1:
+            return f"http:{forwarded[0][:64]}"
+    return where
 
 
 class AuditRecord:
