@@ -22,7 +22,7 @@ from .util import service_configs
 COMPOSE = DEPLOY / "docker-compose.yml"
 COMPOSE_GPU = DEPLOY / "docker-compose.gpu.yml"
 SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
-PUBLISHED = {"gateway": 50051, "grafana": 3000, "prometheus": 9090}
+PUBLISHED = {"gateway": [50051, 8080], "grafana": [3000], "prometheus": [9090]}  # gateway: gRPC, HTTP/JSON API
 
 
 def _interpolate(value, env: dict[str, str] | None = None):
@@ -193,7 +193,7 @@ def test_only_gateway_grafana_prometheus_publish_on_localhost(secrets):
         for p in s.get("ports", []):
             parts = str(p).split(":")
             assert len(parts) == 3, f"{name}: {p} must name the host address"
-            published[name] = int(parts[2])
+            published.setdefault(name, []).append(int(parts[2]))
             assert parts[0] == "127.0.0.1", f"{name}: {p} is not bound to 127.0.0.1 by default"
     assert published == PUBLISHED
 

@@ -95,7 +95,8 @@ def test_render_is_consistent_and_hardened(k8s_renders, name):
             assert c["image"].startswith(IMAGE + ":0.1.0"), f"{where}: image {c['image']}"
             ports = {p["name"]: p["containerPort"] for p in c["ports"]}
             grpc_port, metrics_port, prefix = SERVICES[comp]
-            assert ports == {"grpc": grpc_port, "metrics": metrics_port}, f"{where}: ports {ports}"
+            http = {"http": 8080} if comp == "gateway" else {}  # the HTTP/JSON API and web app, same process
+            assert ports == {"grpc": grpc_port, "metrics": metrics_port, **http}, f"{where}: ports {ports}"
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert health_port(c[probe]) == grpc_port, f"{where}: {probe} must check gRPC health"
             startup = c["startupProbe"]

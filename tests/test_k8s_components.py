@@ -134,7 +134,7 @@ def check_network_policies(objs: list[dict]) -> None:
                 assert matches(p["spec"]["podSelector"], gateway_labels), f"{pname}: opens a non-gateway pod"
                 assert not any(matches(p["spec"]["podSelector"], lab) for c, lab in pods.items() if c != "gateway")
                 assert not matches(p["spec"]["podSelector"], milvus_labels)
-                assert ports == [50051], f"{pname}: the gateway admits outside traffic on gRPC only"
+                assert ports == [50051, 8080], f"{pname}: the gateway admits outside traffic on gRPC and HTTP only"
                 continue
             for peer in peers:
                 if _peer_is_in_namespace(peer):
