@@ -228,6 +228,20 @@ def test_catalog_and_the_mixquery_flow(browser, web_cluster, shots, tmp_path):  
     }
     shots(driver, "clip-query")
 
+    # "Update as I build": a weight changed or a query removed searches again by itself
+    def searched(after: int) -> bool:
+        return int(css(driver, "#results").get_attribute("data-searches") or 0) > after
+
+    before = int(css(driver, "#results").get_attribute("data-searches"))
+    click(driver, css(driver, "#live"))
+    Select(css(driver, "#weight-bass")).select_by_value("3")
+    wait(driver, lambda d: searched(before), "a search after the weight changed")
+    before = int(css(driver, "#results").get_attribute("data-searches"))
+    click(driver, css(driver, '#query-list li.query[data-kind="clip"] button[aria-label^="Remove"]'))
+    wait(driver, lambda d: searched(before), "a search after the clip left the set")
+    hits = search_done(driver, 3)
+    assert {b.get_attribute("data-part") for b in hits[0].find_elements("css selector", ".pbar")} == {"drums", "bass"}
+
     # a phone's screen: one column, nothing wider than the screen
     driver.set_window_size(375, 812)
     wait(driver, lambda d: d.execute_script("return document.documentElement.clientWidth") <= 375, "the phone width")

@@ -35,6 +35,7 @@ export async function search() {
       ? `${hits.length} songs by ${parts} · ${ms} ms${res.modelVersion ? ` · ${res.modelVersion}` : ""}`
       : "No songs found.";
     panel.dataset.state = "done";
+    panel.dataset.searches = String(Number(panel.dataset.searches || 0) + 1); // answers shown so far
   } catch (err) {
     if (mine !== seq || (err && err.name === "AbortError")) return;
     status.textContent = "";

@@ -10,9 +10,17 @@ const SHOWN = 8; // the rest behind "Show all"
 let seq = 0;
 
 export function initSimilar() {
-  $("#similar-close").addEventListener("click", () => {
+  const close = () => {
     $("#similar-player").pause();
     $("#similar-panel").hidden = true;
+  };
+  $("#similar-close").addEventListener("click", close);
+  // Escape inside the panel closes it
+  $("#similar-panel").addEventListener("keydown", (e) => {
+    if (e.key === "Escape") {
+      close();
+      $("#similar").focus();
+    }
   });
 }
 

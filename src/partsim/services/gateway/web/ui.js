@@ -49,7 +49,8 @@ export function trackName(track) {
 
 export function trackByline(track) {
   const meta = (track && track.metadata) || {};
-  return [meta.artist, track && track.trackId !== meta.title ? track.trackId : ""].filter(Boolean).join(" · ");
+  // the id too where a title hides it (a track without a title already shows its id as the title)
+  return [meta.artist, meta.title && track.trackId !== meta.title ? track.trackId : ""].filter(Boolean).join(" · ");
 }
 
 export function showError(el, err) {
