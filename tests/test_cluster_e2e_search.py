@@ -162,7 +162,9 @@ def test_health_reflection_and_metrics(cluster, client, indexed):
             refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
         )
         names = {s.name for s in resp.list_services_response.service}
-        assert "grpc.health.v1.Health" in names and any(n.startswith("partsim.v1.") for n in names), names
+        # the gateway serves the public partsim.v1 API, the services behind it partsim.internal.v1
+        package = "partsim.v1." if svc.name == "gateway" else "partsim.internal.v1."
+        assert "grpc.health.v1.Health" in names and any(n.startswith(package) for n in names), names
         ch.close()
         text = urllib.request.urlopen(f"http://{svc.metrics}/metrics", timeout=5).read().decode()
         assert "grpc_server_handled_total" in text, svc.name
