@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("partsim.gateway.http")
 
 READ_TIMEOUT = 60.0  # seconds a client may leave a socket silent while sending a request
-CACHE_SECONDS = 300  # Cache-Control max-age of the web app's files
 OPENAPI_PATH = "/v1/openapi.json"
 TYPES = {
     ".js": "text/javascript",
@@ -296,7 +295,9 @@ class Handler(BaseHTTPRequestHandler):
             ctype += "; charset=utf-8"
         stat = target.stat()
         etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-        cache = "no-cache" if rel == "index.html" else f"public, max-age={CACHE_SECONDS}"
+        # every file revalidated (a 304 on an unchanged ETag): the ES modules import one another, so a cached
+        # module beside a new index.html after an upgrade would mix two versions of the app
+        cache = "no-cache"
         if self.headers.get("If-None-Match") == etag:
             self.code = 304
             self.send_response(304)
