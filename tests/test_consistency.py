@@ -2,7 +2,7 @@
 
 - Concurrent IndexTrack of one track id, through a real cluster and a second gateway replica: the kept
   audio, the vectors and the metadata of the track always come from one upload.
-- A replace on a real store (Milvus Lite + SQLite) is atomic: a failure at the Milvus or metadata write
+- A replace on a real store (Milvus Lite: the part collections and the tracks collection) is atomic: a failure at the Milvus or metadata write
   boundary (injected on the store's own objects, as disk full cannot be produced here) leaves the old
   version searchable and listed; what a failure leaves behind is removed by the next open.
 - RetryIngestJob: the failed items of a job queued again, on both queue back ends (real Redis, SQLite),
@@ -40,14 +40,17 @@ from .redis_server import redis_server, redis_url  # noqa: F401
 
 PARTS = ["drums", "bass"]
 DIM = 4
-# what the metadata file raises when the disk is full (a failed SQLite commit; nothing written)
+# what the switch (the track record's write) raises when the disk is full (nothing written)
 META_DISK_FULL = storage_error(sqlite3.OperationalError("database or disk is full"), "the searcher's track metadata")
 
 
 # ------------------------------------------------------------------ atomic replace on a real store
 @contextmanager
 def opened(folder) -> Iterator[SearchStore]:
-    store = SearchStore(str(folder / "milvus.db"), folder / "tracks.sqlite", PARTS, DIM, index_type="FLAT").open()
+    # grace 0: the open-time sweep takes every orphaned row at once (no other replica writes here)
+    store = SearchStore(str(folder / "milvus.db"), None, PARTS, DIM, index_type="FLAT", orphan_grace_seconds=0).open(
+        wait=True
+    )
     try:
         yield store
     finally:
@@ -119,7 +122,7 @@ OLD, NEW = version(3, seed=1), version(2, seed=2)
 def test_a_replace_failing_before_the_switch_leaves_the_old_version_searchable_and_listed(tmp_path, where, fault):
     with opened(tmp_path) as store:
         store.upsert(info("old", OLD), OLD)
-        fail_on(store.milvus if where == "insert" else store.meta, where, fault, after=1 if where == "insert" else 0)
+        fail_on(store.milvus if where == "insert" else store.tracks, where, fault, after=1 if where == "insert" else 0)
         with pytest.raises(type(fault)):
             store.upsert(info("new", NEW), NEW)
         assert_serves(store, "song", "old", OLD)  # the new rows written before the failure are gone again
@@ -130,7 +133,7 @@ def test_a_replace_failing_before_the_switch_leaves_the_old_version_searchable_a
 def test_rows_of_a_write_that_died_before_the_switch_are_removed_at_the_next_open(tmp_path):
     with opened(tmp_path) as store:
         store.upsert(info("old", OLD), OLD)
-        fail_on(store.meta, "put_many", META_DISK_FULL)
+        fail_on(store.tracks, "put_many", META_DISK_FULL)
         fail_on(store.milvus, "delete_keys", Unavailable("Milvus is gone"))  # nor can the new rows be removed
         with pytest.raises(ResourceExhausted):
             store.upsert(info("new", NEW), NEW)

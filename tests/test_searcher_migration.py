@@ -34,7 +34,10 @@ def test_a_catalog_from_before_raw_vectors_is_migrated_when_opened_and_searches_
     s = Searcher(tmp_path / "data")
     try:
         names = s.servicer.store.milvus.client.list_collections()
-        assert sorted(names) == sorted(f"partsim_{p}" for p in PARTS)  # no migration copy left behind
+        # no migration copy left behind; the track records moved from SQLite into their collection
+        assert sorted(names) == sorted([*(f"partsim_{p}" for p in PARTS), "partsim_tracks"])
+        assert not (tmp_path / "data" / "tracks.sqlite").exists()
+        assert (tmp_path / "data" / "tracks.sqlite.migrated").is_file()
         assert s.stub.GetStats(searcher_pb2.GetStatsRequest()).tracks == 12
         for q in queries:  # every track searches exactly as before: the search fields were copied unchanged
             ref = reference_mix(catalog, q, {p: 1.0 for p in q})[:10]
@@ -76,7 +79,7 @@ def test_an_interrupted_migration_is_redone_or_finished_at_the_next_open(tmp_pat
     def open_store():
         return SearchStore(
             str(tmp_path / "data" / "milvus.db"), tmp_path / "data" / "tracks.sqlite", PARTS, DIM, index_type="FLAT"
-        ).open()
+        ).open(wait=True)
 
     store = open_store()
     segments = store.stats()["segments"]
@@ -89,7 +92,9 @@ def test_an_interrupted_migration_is_redone_or_finished_at_the_next_open(tmp_pat
     store.close()
     store = open_store()
     try:
-        assert sorted(store.milvus.client.list_collections()) == sorted(f"partsim_{p}" for p in PARTS)
+        assert sorted(store.milvus.client.list_collections()) == sorted(
+            [*(f"partsim_{p}" for p in PARTS), "partsim_tracks"]
+        )
         assert store.stats()["segments"] == segments
         assert store.mirror.present_counts() == {
             p: sum(x["present"][p] for segs in catalog.values() for x in segs) for p in PARTS
@@ -99,15 +104,16 @@ def test_an_interrupted_migration_is_redone_or_finished_at_the_next_open(tmp_pat
 
 
 def test_store_reconciles_an_interrupted_write_and_checks_the_dimension(tmp_path):
-    """Rows written to Milvus whose metadata never committed are removed at open; a dim change is refused."""
+    """Rows written to Milvus whose track record never switched to them are removed at open (once their write
+    began ``orphan_grace_seconds`` ago: 0 here); a dim change is refused."""
     from partsim.errors import FailedPrecondition
     from partsim.services.searcher.meta import TrackInfo
     from partsim.services.searcher.store import Segments
 
     def open_store(dim=4):
         return SearchStore(
-            str(tmp_path / "milvus.db"), tmp_path / "tracks.sqlite", ["drums", "bass"], dim, index_type="FLAT"
-        ).open()
+            str(tmp_path / "milvus.db"), None, ["drums", "bass"], dim, index_type="FLAT", orphan_grace_seconds=0
+        ).open(wait=True)
 
     rng = np.random.default_rng(17)
     segs = Segments(
@@ -120,7 +126,8 @@ def test_store_reconciles_an_interrupted_write_and_checks_the_dimension(tmp_path
     store = open_store()
     try:
         store.upsert_many([(TrackInfo("kept"), segs), (TrackInfo("lost"), segs)])
-        store.meta.delete("lost")  # as if the process died before the metadata commit
+        # as if the process died before the switch: no record of "lost" names its rows
+        store.milvus.client.delete(store.tracks.name, ids=["lost"])
     finally:
         store.close()
     store = open_store()

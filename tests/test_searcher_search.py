@@ -126,9 +126,7 @@ def test_approximate_recall_at_100(tmp_path):
     (retrieval.candidate_bound). With HNSW search ef >= K' the per-part lists are nearly
     exact. Measured on this catalog (2-core CPU): mean 0.99, worst query 0.96.
     """
-    store = SearchStore(
-        str(tmp_path / "milvus.db"), tmp_path / "tracks.sqlite", bench.PARTS, 128, flush_rows=1 << 30
-    ).open()
+    store = SearchStore(str(tmp_path / "milvus.db"), None, bench.PARTS, 128, flush_rows=1 << 30).open(wait=True)
     try:
         catalog = bench.make_catalog(10000, segments=4, dim=128, seed=0)
         bench.build(store, catalog, batch=2500)

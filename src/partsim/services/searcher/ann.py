@@ -3,7 +3,9 @@
 SearchMix: per query part a Milvus ``search`` (K' = ``candidates`` neighbours; the parts' searches
 run concurrently), union of the candidate segments, their vectors of the other query parts fetched
 from Milvus by primary key, exact re-rank with :mod:`.retrieval` (eq. 6.2), min per song.
-SearchStems: one part's nearest segments, re-ranked exactly.
+SearchStems: one part's nearest segments, re-ranked exactly. Both keep only rows of each track's
+current version (:func:`.exact.rank_current`: a replace in flight, or rows an interrupted write left).
+Reads use the searcher's search consistency level.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import retrieval
-from .milvus import MILVUS_MAX_LIMIT, Milvus
+from .exact import rank_current
+from .milvus import MILVUS_MAX_LIMIT, STRONG, Milvus
 from .records import MixHit, MixResult, StemHit
+from .tracktable import TrackTable
 
 
 class ApproximateSearch:
@@ -25,23 +29,31 @@ class ApproximateSearch:
         milvus: the connection (open by the time a search runs).
         collections: each part's collection name.
         candidates: K', neighbours per query part (<= 16384).
+        tracks: the track records (which generation is current).
+        pool: runs the parts' Milvus calls concurrently.
+        level: the consistency level of its reads.
     """
 
-    def __init__(self, milvus: Milvus, collections: dict[str, str], candidates: int):
+    def __init__(
+        self,
+        milvus: Milvus,
+        collections: dict[str, str],
+        candidates: int,
+        tracks: TrackTable,
+        pool: ThreadPoolExecutor,
+        level: str = STRONG,
+    ):
         self.milvus = milvus
         self.collections = collections
         self.candidates = candidates
-        self._pool = ThreadPoolExecutor(max_workers=len(collections), thread_name_prefix="searcher-milvus")
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self.tracks, self._pool, self.level = tracks, pool, level
 
     def _nearest(self, part: str, vector: np.ndarray, limit: int, exclude: Sequence[str]) -> list[dict]:
-        return self.milvus.search(self.collections[part], retrieval.unit(vector), limit, exclude)
+        return self.milvus.search(self.collections[part], retrieval.unit(vector), limit, exclude, self.level)
 
     def _fetch(self, part: str, keys: list[str]) -> dict[str, np.ndarray]:
         """Unit vectors of ``part`` for the given primary keys (missing keys are left out)."""
-        got = self.milvus.get(self.collections[part], keys, ["vector"])
+        got = self.milvus.get(self.collections[part], keys, ["vector"], self.level)
         return {r["pk"]: np.asarray(r["vector"], dtype=np.float32) for r in got}
 
     def search_mix(self, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str]) -> MixResult:
@@ -73,10 +85,9 @@ class ApproximateSearch:
         mats = [np.stack([got.get(c, extra.get(c, zero)) for c in keys]) for got, extra in zip(vectors, missing)]
         # 3. exact re-rank (eq. 6.2) and min per song
         total, per = retrieval.segment_distances(queries, mats)
-        ordinal: dict[str, int] = {}
-        track = np.array([ordinal.setdefault(cand[c][0], len(ordinal)) for c in keys])
         segment = np.array([cand[c][1] for c in keys])
-        rows = retrieval.rank(total, track, segment, list(ordinal), top_k, per_song=True)
+        tids = [cand[c][0] for c in keys]
+        rows = rank_current(total, keys, tids, segment, top_k, self.tracks, self.level, per_song=True)
         hits = []
         for r in rows:
             tid, seg, start, end = cand[keys[r]]
@@ -90,6 +101,7 @@ class ApproximateSearch:
         hits = self._nearest(query.part, query.vector, top_k, exclude)
         if not hits:
             return []
+        keys = [h["pk"] if "pk" in h else h["id"] for h in hits]
         info = [
             (
                 h["entity"]["track_id"],
@@ -101,8 +113,7 @@ class ApproximateSearch:
         ]
         mat = np.stack([np.asarray(h["entity"]["vector"], dtype=np.float32) for h in hits])
         total, _ = retrieval.segment_distances([query], [mat])
-        ordinal: dict[str, int] = {}
-        track = np.array([ordinal.setdefault(t, len(ordinal)) for t, *_ in info])
         segment = np.array([s for _, s, *_ in info])
-        rows = retrieval.rank(total, track, segment, list(ordinal), top_k, per_song=False)
+        tids = [t for t, *_ in info]
+        rows = rank_current(total, keys, tids, segment, top_k, self.tracks, self.level, per_song=False)
         return [StemHit(info[r][0], info[r][1], info[r][2], info[r][3], float(total[r])) for r in rows]

@@ -10,7 +10,7 @@ from typing import ClassVar
 from partsim.errors import InvalidArgument
 
 from ..config import InternalServerConfig, require, server_field
-from .store import INDEX_TYPES, MILVUS_MAX_LIMIT, REMOTE_SCHEMES
+from .store import CONSISTENCY_LEVELS, INDEX_TYPES, MILVUS_MAX_LIMIT, MIRROR_BYTES, REMOTE_SCHEMES
 
 PREFIX = "PARTSIM_SEARCHER"
 
@@ -30,8 +30,8 @@ class SearcherConfig(InternalServerConfig):
     data_dir: str = field(
         default="",
         metadata={
-            "help": "folder for track metadata (tracks.sqlite) and, without "
-            "--milvus-uri, the Milvus Lite database (milvus.db)"
+            "help": "folder for the Milvus Lite database (milvus.db) without --milvus-uri; a tracks.sqlite "
+            "there (an older catalog's track records) is imported into Milvus once"
         },
     )
     milvus_uri: str = field(
@@ -61,11 +61,22 @@ class SearcherConfig(InternalServerConfig):
     default_mode: str = field(
         default="exact", metadata={"help": "mode of searches that leave it unset: exact or approximate"}
     )
+    mirror_bytes: int = field(
+        default=MIRROR_BYTES,
+        metadata={
+            "help": "memory budget (bytes) of the in-memory mirror that answers exact searches; a catalog "
+            "beyond it, or 0, is searched exactly by reading Milvus (slow)"
+        },
+    )
+    search_consistency: str = field(
+        default="Bounded",
+        metadata={"help": f"Milvus consistency level of searches and GetStats: {', '.join(CONSISTENCY_LEVELS)}"},
+    )
 
     def validate(self) -> None:
         super().validate()
         p = PREFIX
-        require(bool(self.data_dir), p, "data_dir", "needed: the track metadata (and Milvus Lite) live there")
+        require(bool(self.data_dir), p, "data_dir", "needed: Milvus Lite (and an older catalog's records) live there")
         require(
             self.milvus_uri == "" or self.milvus_uri.startswith(REMOTE_SCHEMES) or self.milvus_uri.endswith(".db"),
             p,
@@ -93,6 +104,13 @@ class SearcherConfig(InternalServerConfig):
         require(1 <= self.ivf_nlist <= 65536, p, "ivf_nlist", "must be within 1..65536")
         require(1 <= self.ivf_nprobe <= 65536, p, "ivf_nprobe", "must be within 1..65536")
         require(self.flush_rows >= 1, p, "flush_rows", "must be 1 or more")
+        require(self.mirror_bytes >= 0, p, "mirror_bytes", "must be 0 (no mirror) or more")
+        require(
+            self.search_consistency in CONSISTENCY_LEVELS,
+            p,
+            "search_consistency",
+            f"must be one of {', '.join(CONSISTENCY_LEVELS)}, got {self.search_consistency!r}",
+        )
         require(
             self.default_mode in ("exact", "approximate"),
             p,

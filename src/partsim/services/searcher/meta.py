@@ -1,15 +1,12 @@
-"""Track metadata in a durable SQLite file beside the vector data (title, artist, tags, segments...).
+"""Track metadata: :class:`TrackInfo`, and :class:`MetaDB`, the SQLite file older searchers kept it in.
 
-Milvus holds one row per (track, segment) and part; this file holds one row per track. The
-searcher writes Milvus first and this file last on upsert (and this file first on delete), so
-a crash in between leaves vector rows without metadata, which :class:`SearchStore` removes
-when it opens (they are never served).
+The catalog's track records now live in Milvus (:mod:`.tracktable`). :class:`MetaDB` remains to read
+a catalog written by an older partsim: the store imports its rows into the ``tracks`` collection once
+when it opens, then renames the file to ``tracks.sqlite.migrated`` (:mod:`.migrate`).
 
-Each track's row also names the *generation* of its vector rows (their primary keys carry it,
-:func:`.milvus.pk`): a replace writes the new generation's rows beside the old ones and then
-switches this row, so committing it is the switch (see :meth:`SearchStore.upsert_many`). A
-durable counter hands out generations, never the same twice. ``version`` is the caller's id of
-the upload (the gateway names the kept audio by it), kept and answered as it was given.
+Each track's row names the *generation* of its vector rows (their primary keys carry it,
+:func:`.milvus.pk`); in the SQLite file a durable counter handed them out. ``version`` is the
+caller's id of the upload (the gateway names the kept audio by it), kept and answered as given.
 
 Space: the file runs in incremental auto-vacuum mode, and a write that leaves more than
 :data:`RECLAIM_PAGES` free pages (deleted or replaced rows) gives them back to the file system, so
@@ -50,6 +47,8 @@ class TrackInfo:
     indexed_at: float = 0.0
     version: str = ""  # the caller's upload id (empty: none given, or indexed before versions were kept)
     generation: int = 0  # of the vector rows (0: written before generations, keys without one)
+    bpm: float | None = None  # tempo, where known
+    key: str | None = None  # musical key, where known
 
 
 _COLUMNS = (

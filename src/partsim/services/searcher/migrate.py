@@ -1,5 +1,9 @@
 """Schema versions of the searcher's collections: check an existing one, migrate an old one.
 
+Catalogs whose track records were in a SQLite file beside the vectors (``tracks.sqlite``, before
+they moved to Milvus) are imported into the ``tracks`` collection once when opened, and the file
+renamed ``tracks.sqlite.migrated`` (:func:`import_sqlite`).
+
 Catalogs written before raw and power were kept (no such fields) are migrated when opened: each
 collection is copied into a new one (``<name>__migrating``, raw = unit vector x norm where the
 part is present, empty where it is absent, power -1), which then replaces it. An interrupted
@@ -11,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
 from partsim.errors import FailedPrecondition
 
-from .milvus import BATCH, POWER_UNKNOWN, Milvus
+from .milvus import BATCH, POWER_UNKNOWN, Milvus, pk, quote
+from .tracktable import TrackTable
 
 log = logging.getLogger("partsim.searcher")
 
@@ -115,3 +121,56 @@ def migrate(milvus: Milvus, name: str) -> None:
     milvus.call(f"drop {name}", milvus.client.drop_collection, name)
     milvus.call(f"rename {tmp}", milvus.client.rename_collection, tmp, name)
     log.warning("%s migrated: %d rows in %.1f s", name, copied, time.perf_counter() - t0)
+
+
+def count_present(milvus: Milvus, collections: dict[str, str], gens: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Per track (of generation ``gens[track]``), the number of its segments where each part is present."""
+    out = {t: dict.fromkeys(collections, 0) for t in gens}
+    for part, name in collections.items():
+        for r in milvus.scan(name, ["track_id", "segment", "present"], "present == true"):
+            tid = r["track_id"]
+            if tid in gens and r["pk"] == pk(tid, int(r["segment"]), gens[tid]):
+                out[tid][part] += 1
+    return out
+
+
+def import_sqlite(tracks: TrackTable, path: Path, collections: dict[str, str]) -> None:
+    """Import the track records of an older catalog's SQLite file into the ``tracks`` collection, once.
+
+    Tracks the collection already has (a record or a tombstone, e.g. written by another replica since, or by
+    an import a crash interrupted) are left as they are; the rest keep their generation, so they name the
+    rows they named. Then the file is renamed ``<name>.migrated`` (the import is not done again; the file
+    stays for a downgrade by hand). The present segments per part, which the file did not keep, are
+    counted in the part collections.
+    """
+    from .meta import MetaDB
+
+    t0 = time.perf_counter()
+    db = MetaDB(path)
+    try:
+        infos = db.page("", 1 << 62)
+    finally:
+        db.close()
+    have = set()
+    ids = [i.track_id for i in infos]
+    for i in range(0, len(ids), 1024):
+        expr = f"track_id in [{', '.join(quote(t) for t in ids[i : i + 1024])}]"
+        have |= {r["track_id"] for r in tracks.milvus.query(tracks.name, expr, ["deleted"])}
+    todo = [i for i in infos if i.track_id not in have]
+    present = count_present(tracks.milvus, collections, {t.track_id: t.generation for t in todo})
+    for i in range(0, len(todo), 1024):
+        tracks.put_many([(t, present[t.track_id]) for t in todo[i : i + 1024]])
+    done = path.with_name(path.name + ".migrated")
+    for suffix in ("-wal", "-shm"):  # SQLite's side files (empty after a clean close)
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.unlink()
+    path.rename(done)
+    log.warning(
+        "imported %d track records from %s into Milvus (%d were there already) in %.1f s; the file is now %s",
+        len(todo),
+        path,
+        len(infos) - len(todo),
+        time.perf_counter() - t0,
+        done.name,
+    )

@@ -15,7 +15,10 @@ present or not, so nothing the model said is lost); power: the mean power of the
 audio that vector came from (the mix, or the part's stem at signal level), ``-1`` unknown.
 
 - Milvus URI: a local path ending in ``.db`` is Milvus Lite (embedded); ``http://host:19530``
-  a Milvus server. Collections are created with Strong consistency: reads see writes.
+  a Milvus server. Collections are created with Strong consistency (a read without a level sees
+  every write before it); each read may pass its own level (:data:`CONSISTENCY_LEVELS`): searches
+  use the searcher's configured one (Bounded by default), reads that must see the caller's own
+  or another replica's finished writes (GetTrack, the switch of a replace) Strong.
 - Index: FLAT, IVF_FLAT or HNSW on ``vector``, metric IP.
 """
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +43,8 @@ INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
 POWER_UNKNOWN = -1.0  # the power field of a row whose audio power was not recorded
 REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
 MILVUS_MAX_LIMIT = 16384  # Milvus's largest search limit (topk)
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
+STRONG = "Strong"
 BATCH = 4096  # rows per insert / get / delete call
 
 T = TypeVar("T")
@@ -49,6 +54,12 @@ def pk(track_id: str, segment: int, generation: int = 0) -> str:
     """Primary key of one (track, segment) row of a write's generation (the last '#' separates the
     track id from the rest; generation 0 is the key written before generations were kept)."""
     return f"{track_id}#{int(segment)}" + (f"~{np.base_repr(generation, 36).lower()}" if generation else "")
+
+
+def generation_of(key: str) -> int:
+    """The generation a row's primary key carries (0: a key from before generations)."""
+    tail = key[key.rfind("#") + 1 :]
+    return int(tail.split("~", 1)[1], 36) if "~" in tail else 0
 
 
 def quote(text: str) -> str:
@@ -154,7 +165,7 @@ class Milvus:
         from pymilvus import DataType, MilvusClient
 
         s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        s.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=MAX_TRACK_ID * 4 + 16)
+        s.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=MAX_TRACK_ID * 4 + 32)
         s.add_field("track_id", DataType.VARCHAR, max_length=MAX_TRACK_ID * 4)
         s.add_field("segment", DataType.INT32)
         s.add_field("start", DataType.DOUBLE)
@@ -185,40 +196,80 @@ class Milvus:
             expr = f"track_id in [{', '.join(quote(t) for t in track_ids[i : i + 256])}]"
             self.call(f"delete from {name}", self.client.delete, name, filter=expr)
 
-    def delete_stale(self, name: str, track_id: str, keep: Sequence[str]) -> None:
-        """Delete the rows of one track except those with the primary keys ``keep`` (its current version)."""
-        expr = f"track_id == {quote(track_id)}" + (f" and not ({by_keys(keep)})" if keep else "")
-        self.call(f"delete from {name}", self.client.delete, name, filter=expr)
+    def delete_stale(self, name: str, track_id: str, keep: int | None, old: int | None, before_ms: float) -> None:
+        """Delete a track's rows of generation ``old`` and of any generation but ``keep`` that began before
+        ``before_ms`` (ms since the epoch): rows of a generation newer than that, not ``old``, may be another
+        replica's write in flight, so they stay (the open-time sweep takes them once they are old)."""
+        from .tracktable import generation_ms
 
-    def get(self, name: str, keys: Sequence[str], fields: list[str]) -> list[dict]:
+        rows = self.query(name, f"track_id == {quote(track_id)}", ["segment"])
+        gone = []
+        for r in rows:
+            g = generation_of(r["pk"])
+            if g != keep and (g == old or generation_ms(g) < before_ms):
+                gone.append(r["pk"])
+        self.delete_keys(name, gone)
+
+    def upsert(self, name: str, rows: list[dict]) -> None:
+        """Insert or replace rows by primary key."""
+        for i in range(0, len(rows), BATCH):
+            self.call(f"write {name}", self.client.upsert, name, rows[i : i + BATCH])
+
+    def get(self, name: str, keys: Sequence[str], fields: list[str], level: str = STRONG) -> list[dict]:
         """The rows with these primary keys (missing keys are left out), with ``pk`` and ``fields``."""
         out: list[dict] = []
         for i in range(0, len(keys), BATCH):
-            out += self.call(
-                f"read {name}", self.client.query, name, filter=by_keys(keys[i : i + BATCH]), output_fields=fields
-            )
+            out += self.query(name, by_keys(keys[i : i + BATCH]), fields, level)
         return out
 
-    def scan(self, name: str, fields: list[str]) -> Iterable[dict]:
-        """Every row of a collection, with ``pk`` and ``fields``, in batches under Milvus's limit."""
+    def query(self, name: str, expr: str, fields: list[str], level: str = STRONG, limit: int | None = None) -> list:
+        """The rows matching a filter expression (``limit``: at most that many, in no given order)."""
+        kw: dict[str, Any] = {"limit": limit} if limit is not None else {}
+        return list(
+            self.call(
+                f"read {name}",
+                self.client.query,
+                name,
+                filter=expr,
+                output_fields=fields,
+                consistency_level=level,
+                **kw,
+            )
+        )
+
+    def scan(
+        self, name: str, fields: list[str], expr: str = "", level: str = STRONG, batch: int = MILVUS_MAX_LIMIT // 2
+    ) -> Generator[dict, None, None]:
+        """Every row of a collection (matching ``expr``), with its primary key and ``fields``, in batches under
+        Milvus's limit, in ascending primary-key order (a query iterator pages by primary key)."""
+        for rows in self.scan_batches(name, fields, expr, level, batch):
+            yield from rows
+
+    def scan_batches(
+        self, name: str, fields: list[str], expr: str = "", level: str = STRONG, batch: int = MILVUS_MAX_LIMIT // 2
+    ) -> Generator[list[dict], None, None]:
+        """:meth:`scan`, a batch (list of rows) at a time."""
         it = self.call(
             f"read {name}",
             self.client.query_iterator,
             name,
-            batch_size=MILVUS_MAX_LIMIT // 2,
-            filter="",
+            batch_size=batch,
+            filter=expr,
             output_fields=fields,
+            consistency_level=level,
         )
         try:
             while True:
-                batch = self.call(f"read {name}", it.next)
-                if not batch:
+                rows = self.call(f"read {name}", it.next)
+                if not rows:
                     return
-                yield from batch
+                yield rows
         finally:
             it.close()
 
-    def search(self, name: str, vector: np.ndarray, limit: int, exclude: Sequence[str]) -> list[dict]:
+    def search(
+        self, name: str, vector: np.ndarray, limit: int, exclude: Sequence[str], level: str = STRONG
+    ) -> list[dict]:
         """The ``limit`` nearest rows to ``vector`` (by IP on the unit vectors), without the excluded tracks.
 
         Each hit: ``pk``, ``distance`` (the IP) and ``entity`` (track_id, segment, start, end, vector).
@@ -234,6 +285,7 @@ class Milvus:
             filter=expr,
             search_params=self._search_params(limit),
             output_fields=["track_id", "segment", "start", "end", "vector"],
+            consistency_level=level,
         )
         return list(res[0]) if res else []
 

@@ -2,12 +2,18 @@
 
 Rows are (track, segment); for each part a float32 unit vector (zero where the part is absent).
 Rows are appended; removing a track marks its rows dead, and the arrays are compacted once
-dead rows are a quarter of them. Not thread-safe: :class:`SearchStore` holds its lock.
+dead rows are a quarter of them. It is a cache of Milvus (:mod:`.cache` fills it and keeps it
+current); not thread-safe: :class:`.cache.MirrorCache` holds its lock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
+
+from . import retrieval
+from .records import MixHit, MixResult, StemHit
 
 
 class Mirror:
@@ -45,6 +51,39 @@ class Mirror:
         self.vectors, self.present = vec, present
         for k, a in fresh.items():
             setattr(self, k, a)
+
+    @staticmethod
+    def row_bytes(parts: int, dim: int) -> int:
+        """Memory per row: the unit vectors and presence of every part, and the row's track, segment,
+        start, end and alive arrays (the track id -> rows map adds about as much per track)."""
+        return parts * (dim * 4 + 1) + 8 * 4 + 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.capacity * self.row_bytes(len(self.parts), self.dim) + 120 * len(self.names)
+
+    def load(
+        self,
+        keys: list[tuple[str, int]],
+        start: np.ndarray,
+        end: np.ndarray,
+        vectors: np.ndarray,
+        present: np.ndarray,
+    ) -> None:
+        """Fill an empty mirror at once: rows ``keys`` (track id, segment), vectors (parts, rows, dim) and
+        presence (parts, rows) as filled in place by the caller (they become the mirror's arrays)."""
+        n, cap = len(keys), vectors.shape[1]
+        self.vectors, self.present = vectors, present
+        self.track, self.segment = np.zeros(cap, dtype=np.int64), np.zeros(cap, dtype=np.int64)
+        self.start, self.end = np.zeros(cap), np.zeros(cap)
+        self.alive = np.zeros(cap, dtype=bool)
+        by_track: dict[str, list[int]] = {}
+        for row, (tid, seg) in enumerate(keys):
+            by_track.setdefault(tid, []).append(row)
+            self.track[row], self.segment[row] = self.ordinal(tid), seg
+        self.start[:n], self.end[:n], self.alive[:n] = start[:n], end[:n], True
+        self.rows = {t: np.asarray(r, dtype=np.int64) for t, r in by_track.items()}
+        self.n = n
 
     @property
     def capacity(self) -> int:
@@ -118,3 +157,46 @@ class Mirror:
 
     def present_counts(self) -> dict[str, int]:
         return {p: int(self.present[i, : self.n].sum()) for i, p in enumerate(self.parts)}
+
+
+def _excluded_mask(m: Mirror, exclude: Iterable[str]) -> np.ndarray:
+    valid = m.alive[: m.n].copy()
+    for tid in exclude:
+        rows = m.rows.get(tid)
+        if rows is not None:
+            valid[rows] = False
+    return valid
+
+
+def mirror_mix(m: Mirror, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str]) -> MixResult:
+    """SearchMix's exact path on the mirror: eq. 6.2 for every row, min per song."""
+    if m.n == 0:
+        return MixResult([], 0)
+    total, per = retrieval.segment_distances(queries, [m.matrix(q.part) for q in queries])
+    valid = _excluded_mask(m, exclude)
+    rows = retrieval.rank(total, m.track[: m.n], m.segment[: m.n], m.names, top_k, valid, per_song=True)
+    hits = [
+        MixHit(
+            m.names[m.track[r]],
+            float(total[r]),
+            int(m.segment[r]),
+            float(m.start[r]),
+            float(m.end[r]),
+            {q.part: float(per[i, r]) for i, q in enumerate(queries)},
+        )
+        for r in rows
+    ]
+    return MixResult(hits, int(valid.sum()))
+
+
+def mirror_stems(m: Mirror, query: retrieval.Query, top_k: int, exclude: Sequence[str]) -> list[StemHit]:
+    """SearchStems' exact path on the mirror: one part's distance for every row, no grouping."""
+    if m.n == 0:
+        return []
+    total, _ = retrieval.segment_distances([query], [m.matrix(query.part)])
+    valid = _excluded_mask(m, exclude)
+    rows = retrieval.rank(total, m.track[: m.n], m.segment[: m.n], m.names, top_k, valid, per_song=False)
+    return [
+        StemHit(m.names[m.track[r]], int(m.segment[r]), float(m.start[r]), float(m.end[r]), float(total[r]))
+        for r in rows
+    ]

@@ -1,8 +1,9 @@
 """The searcher's gRPC service (``partsim.internal.v1.SearcherService``) and ``main``.
 
 Validates every request (parts, vector sizes, limits) with messages a caller can act on, and
-delegates to :class:`SearchStore`. Health turns SERVING only once Milvus is open and the
-in-memory mirror is loaded; until then every RPC answers UNAVAILABLE.
+delegates to :class:`SearchStore`. Health turns SERVING once Milvus is open (the catalog is served
+from there at once; the in-memory mirror fills in the background); until then every RPC answers
+UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             ivf_nlist=cfg.ivf_nlist,
             ivf_nprobe=cfg.ivf_nprobe,
             flush_rows=cfg.flush_rows,
+            mirror_bytes=cfg.mirror_bytes,
+            search_consistency=cfg.search_consistency,
         ).open()
         self._update_gauges()
 
@@ -132,8 +135,10 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             raise Unavailable("the searcher is still loading its index; retry shortly", retry_after_seconds=1.0)
         return store
 
-    def _update_gauges(self) -> None:
-        st = self._store().stats()
+    def _update_gauges(self, st: dict | None = None) -> None:
+        """From the mirror when it is current (a write's cost stays flat), or from ``st``."""
+        if (st := st or self._store().mirror_stats()) is None:
+            return
         self.tracks.set(st["tracks"])
         self.segments.set(st["segments"])
         for part, n in st["present"].items():
@@ -358,25 +363,19 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
         )
 
     def _infos(self, track_ids: list[str]) -> dict[str, TrackInfo]:
-        """Metadata of the hits (a track deleted meanwhile is left out)."""
-        out = {}
-        for tid in dict.fromkeys(track_ids):
-            try:
-                out[tid] = self._store().get_track(tid)
-            except NotFound:
-                pass
-        return out
+        """Records of the hits, in one read (a track deleted meanwhile is left out)."""
+        return self._store().get_tracks(track_ids)
 
     def GetStats(self, request, context):
         st = self._store().stats()
+        self._update_gauges(st)
         return searcher_pb2.GetStatsResponse(
             tracks=st["tracks"], segments=st["segments"], present_segments_by_part=st["present"], backend=st["backend"]
         )
 
 
 class SearcherServer(Service[SearcherConfig]):
-    """The searcher: gRPC, health and metrics from :meth:`serve`, the index (Milvus and the in-memory
-    mirror) from :meth:`load`."""
+    """The searcher: gRPC, health and metrics from :meth:`serve`, the index (Milvus) from :meth:`load`."""
 
     name = "searcher"
     grpc_service = SERVICE

@@ -1,18 +1,23 @@
 """The searcher's index: :class:`SearchStore`, what the gRPC service calls to write, read and search.
 
-It ties together one Milvus collection per part (:mod:`.milvus`: schema, index, raw calls; a
-collection of an older schema is migrated when opened, :mod:`.migrate`), the in-memory
-:class:`Mirror` of every vector, and the track metadata (:class:`MetaDB`, a SQLite file beside
-the vectors).
+The catalog lives in Milvus alone, so any searcher replica answers any request and a searcher with
+an empty data folder serves an existing catalog at once: one collection per part with a row per
+(track, segment) (:mod:`.milvus`; a collection of an older schema is migrated when opened,
+:mod:`.migrate`), and the ``tracks`` collection with a record per track (:mod:`.tracktable`; an
+older catalog's SQLite file is imported into it once). The in-memory mirror is a cache
+(:mod:`.cache`), filled in the background after open, bounded by a memory budget, checked against
+the ``tracks`` collection before each answer, and never needed: without it the exact path reads
+Milvus (:mod:`.exact`).
 
-- Opening: connect, create or check (and migrate) each part's collection, load it, then fill the
-  mirror from Milvus; rows of tracks without metadata, and rows of a generation other than their
-  track's (an interrupted write or replace), are deleted.
 - Writes: a replace is atomic (:meth:`SearchStore.upsert_many`): the new version's rows are written
-  beside the old ones, the metadata switches to them, then the old rows are deleted, so a shorter
-  new version leaves no stale segments and a failed write leaves the catalog as it was; the mirror
-  follows each switch. One searcher process writes a given catalog (the mirror is per process).
-- Exact path: brute force over the mirror with :mod:`.retrieval`.
+  beside the old ones under a new generation, the track record switches to them, then the old rows
+  are deleted, so a shorter new version leaves no stale segments and a failed write leaves the
+  catalog as it was. Any replica may write; writes of one track id through two replicas at once
+  end with the last switch's version (rows of the other are swept once old, :mod:`.cache`).
+- Consistency: reads that must see finished writes (GetTrack, ListTracks, GetSegment, the record
+  read before a switch) are Strong; searches and GetStats use the configured level (Bounded by
+  default).
+- Exact path: brute force over the mirror with :mod:`.retrieval`, or over rows read from Milvus.
 - Approximate path: Milvus's vector index, then an exact re-rank (:mod:`.ann`).
 """
 
@@ -22,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,13 +37,17 @@ from partsim.errors import InvalidArgument, NotFound, ResourceExhausted, Unavail
 
 from . import migrate, retrieval
 from .ann import ApproximateSearch
-from .meta import MetaDB, TrackInfo
-from .milvus import INDEX_TYPES, MILVUS_MAX_LIMIT, REMOTE_SCHEMES, Milvus, pk
-from .mirror import Mirror
+from .cache import MirrorCache
+from .exact import MilvusExact
+from .meta import TrackInfo
+from .milvus import CONSISTENCY_LEVELS, INDEX_TYPES, MILVUS_MAX_LIMIT, REMOTE_SCHEMES, STRONG, Milvus, pk, quote
+from .mirror import Mirror, mirror_mix, mirror_stems
 from .records import MixHit, MixResult, SegmentRecord, Segments, StemHit
+from .tracktable import TrackTable, generation_ms, new_generation
 
 # what other modules import from here (config.py validates against the Milvus constants)
 __all__ = [
+    "CONSISTENCY_LEVELS",
     "INDEX_TYPES",
     "MILVUS_MAX_LIMIT",
     "REMOTE_SCHEMES",
@@ -51,13 +61,16 @@ __all__ = [
 
 log = logging.getLogger("partsim.searcher")
 
+MIRROR_BYTES = 256 << 20  # the mirror's default memory budget: 25,000 songs of 4 segments x 5 parts x 128-d
+ORPHAN_GRACE_SECONDS = 600.0
+
 
 class SearchStore:
-    """Milvus collections + mirror + metadata. Thread-safe: one writer at a time, searches concurrent.
+    """Milvus collections + the mirror cache. Thread-safe: one writer at a time per process, searches concurrent.
 
     Args:
         uri: Milvus URI (a path ending in ``.db``: Milvus Lite; ``http://host:19530``: a server).
-        meta_path: the SQLite metadata file.
+        legacy_meta: where an older catalog kept its track records (SQLite), imported once if it is there.
         parts: the model's parts, in its order.
         dim: the subspace dimension D.
         index_type: FLAT, IVF_FLAT or HNSW.
@@ -67,12 +80,20 @@ class SearchStore:
         ivf_nlist, ivf_nprobe: IVF_FLAT build and search parameters.
         flush_rows: flush (seal) the collections after this many rows are written, so searches
             use indexed segments rather than brute-forcing a growing one.
+        collection_prefix: the collections are ``<prefix><part>`` and ``<prefix>tracks``.
+        mirror_bytes: the mirror's memory budget (0: no mirror; exact searches read Milvus).
+        search_consistency: the consistency level of searches and GetStats (Strong, Bounded, Session,
+            Eventually).
+        orphan_grace_seconds: rows of no current version are swept (at open, and by a later write of
+            the track) once their write began this long ago; younger ones may be another replica's
+            write in flight, and a write whose switch would come later than half of it fails. 0: sweep every
+            orphaned row (one writer only, e.g. tests), no time limit on writes.
     """
 
     def __init__(
         self,
         uri: str,
-        meta_path: str | Path,
+        legacy_meta: str | Path | None,
         parts: Sequence[str],
         dim: int,
         index_type: str = "HNSW",
@@ -84,6 +105,9 @@ class SearchStore:
         ivf_nprobe: int = 32,
         flush_rows: int = 4096,
         collection_prefix: str = "partsim_",
+        mirror_bytes: int = MIRROR_BYTES,
+        search_consistency: str = "Bounded",
+        orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS,
     ):
         if index_type not in INDEX_TYPES:
             raise InvalidArgument(f"index_type {index_type!r}: expected one of {', '.join(INDEX_TYPES)}")
@@ -91,6 +115,8 @@ class SearchStore:
             raise InvalidArgument(f"ann_candidates {ann_candidates}: must be within 1..{MILVUS_MAX_LIMIT}")
         if len(set(parts)) != len(parts) or not parts:
             raise InvalidArgument(f"parts {list(parts)}: need at least one, without duplicates")
+        if search_consistency not in CONSISTENCY_LEVELS:
+            raise InvalidArgument(f"search_consistency {search_consistency!r}: one of {', '.join(CONSISTENCY_LEVELS)}")
         self.milvus = Milvus(
             uri,
             dim,
@@ -101,18 +127,30 @@ class SearchStore:
         self.parts = list(parts)
         self.dim = int(dim)
         self.flush_rows = flush_rows
+        self.level = search_consistency
+        self.grace = float(orphan_grace_seconds)
+        self.legacy_meta = Path(legacy_meta) if legacy_meta else None
         self.collections = {p: f"{collection_prefix}{p}" for p in self.parts}
-        self.meta = MetaDB(meta_path)
-        self.mirror = Mirror(self.parts, self.dim)
-        self.ann = ApproximateSearch(self.milvus, self.collections, ann_candidates)
-        self._lock = threading.Lock()  # the mirror
-        self._write = threading.Lock()  # one writer at a time
+        self.tracks = TrackTable(self.milvus, f"{collection_prefix}tracks")
+        self._pool = ThreadPoolExecutor(max_workers=len(self.parts), thread_name_prefix="searcher-milvus")
+        self.cache = MirrorCache(
+            self.milvus, self.tracks, self.collections, self.dim, mirror_bytes, self.level, self.grace
+        )
+        self.exact = MilvusExact(self.milvus, self.tracks, self.collections, self._pool, self.level)
+        self.ann = ApproximateSearch(self.milvus, self.collections, ann_candidates, self.tracks, self._pool, self.level)
+        self._write = threading.Lock()  # one writer at a time (in this process)
         self._pending = 0
+
+    @property
+    def mirror(self) -> Mirror | None:
+        """The mirror once complete (None before, or beyond the budget)."""
+        return self.cache.mirror
 
     # ---------------------------------------------------------------- lifecycle
 
-    def open(self) -> SearchStore:
-        """Connect, create or check (and migrate) the collections, load them, and fill the mirror."""
+    def open(self, wait: bool = False) -> SearchStore:
+        """Connect, create or check (and migrate) the collections and load them; the mirror fills in the
+        background (``wait``: return once it has, with the sweep of orphaned rows done)."""
         t0 = time.perf_counter()
         self.milvus.connect()
         try:
@@ -124,76 +162,29 @@ class SearchStore:
                 else:
                     self.milvus.create(name)
                 self.milvus.load(name)
-            self._load_mirror()
+            self.tracks.open()
+            if self.legacy_meta is not None and self.legacy_meta.is_file():
+                migrate.import_sqlite(self.tracks, self.legacy_meta, self.collections)
         except BaseException:
             self.close()
             raise
+        self.cache.start()
         log.info(
-            "searcher index open: %s, %d tracks, %d segments, parts %s, dim %d, %s (%.1f s)",
+            "searcher index open: %s, parts %s, dim %d, %s, searches %s (%.1f s); the mirror fills in the background",
             self.milvus.backend,
-            len(self.mirror.rows),
-            self.mirror.segments,
             self.parts,
             self.dim,
             self.milvus.index_type,
+            self.level,
             time.perf_counter() - t0,
         )
+        if wait:
+            self.cache.wait()
         return self
-
-    def _load_mirror(self) -> None:
-        """Read every row of every part into the mirror; delete rows of tracks without metadata and
-        rows of another generation than their track's (both left by an interrupted write)."""
-        known = self.meta.generations()
-        seg_info: dict[tuple[str, int], tuple[float, float]] = {}
-        vecs: list[dict[tuple[str, int], tuple[np.ndarray, bool]]] = []
-        for name in self.collections.values():
-            rows: dict[tuple[str, int], tuple[np.ndarray, bool]] = {}
-            orphans = []
-            for r in self.milvus.scan(name, ["track_id", "segment", "start", "end", "present", "vector"]):
-                gen = known.get(r["track_id"])
-                if gen is None or r["pk"] != pk(r["track_id"], r["segment"], gen):
-                    orphans.append(r["pk"])
-                    continue
-                key = (r["track_id"], int(r["segment"]))
-                rows[key] = (r["vector"], bool(r["present"]))
-                seg_info[key] = (float(r["start"]), float(r["end"]))
-            if orphans:
-                log.warning(
-                    "%s: deleting %d rows of tracks without metadata or of a replaced version (an interrupted write)",
-                    name,
-                    len(orphans),
-                )
-                self.milvus.delete_keys(name, orphans)
-            vecs.append(rows)
-        by_track: dict[str, list[int]] = {}
-        for tid, seg in seg_info:
-            by_track.setdefault(tid, []).append(seg)
-        zero = np.zeros(self.dim, dtype=np.float32)
-        with self._lock:
-            self.mirror = Mirror(self.parts, self.dim, capacity=max(1024, len(seg_info)))
-            for tid, segs in sorted(by_track.items()):
-                segs.sort()
-                units = np.zeros((len(self.parts), len(segs), self.dim), dtype=np.float32)
-                present = np.zeros((len(self.parts), len(segs)), dtype=bool)
-                for p, rows in enumerate(vecs):
-                    for j, s in enumerate(segs):
-                        v, pr = rows.get((tid, s), (zero, False))
-                        units[p, j], present[p, j] = v, pr
-                info = [seg_info[(tid, s)] for s in segs]
-                self.mirror.add(
-                    tid, np.array(segs), np.array([a for a, _ in info]), np.array([b for _, b in info]), units, present
-                )
-        missing = set(known) - set(by_track)
-        if missing:
-            log.warning(
-                "%d tracks have metadata but no vectors in Milvus (e.g. %s); they cannot be found",
-                len(missing),
-                sorted(missing)[:3],
-            )
 
     def flush(self) -> None:
         """Seal what was written so far (Milvus builds its index on sealed segments)."""
-        self.milvus.flush(self.collections.values())
+        self.milvus.flush([*self.collections.values(), self.tracks.name])
         self._pending = 0
 
     def wait_for_index(self, timeout: float = 600.0) -> None:
@@ -202,15 +193,15 @@ class SearchStore:
         self.milvus.wait_for_index(self.collections.values(), timeout)
 
     def close(self) -> None:
-        """Flush, disconnect, and (Milvus Lite) stop the embedded database so its files are closed."""
+        """Stop the mirror's fill, flush, disconnect, and (Milvus Lite) stop the embedded database."""
+        self.cache.close()
         if self.milvus.client is not None:
             try:
                 self.flush()
             except (Unavailable, ResourceExhausted):  # an outage or a full disk
                 log.exception("flush at close failed")
             self.milvus.close()
-        self.meta.close()
-        self.ann.close()
+        self._pool.shutdown(wait=True)
 
     # ---------------------------------------------------------------- writes
 
@@ -221,89 +212,118 @@ class SearchStore:
     def upsert_many(self, items: Sequence[tuple[TrackInfo, Segments]]) -> list[TrackInfo | None]:
         """Index several tracks with batched Milvus writes (a track given twice: the last wins).
 
-        Atomic per call: the new rows (keys of a new generation) are written beside the old version's,
-        then one metadata commit switches every track to them, then the mirror follows and the old
-        rows are deleted. A failure before the switch leaves every old version searchable and listed
-        (the new rows are removed, or at the next open); one after it (deleting the old rows) is
-        logged and repaired by the next write of the track or the next open.
+        Atomic per track: the new rows (keys of a new generation) are written beside the old version's,
+        then the track records switch to them (one upsert per 4,096 tracks), then the mirror follows and
+        the old rows are deleted. A failure before the switch leaves every old version searchable and
+        listed (the new rows are removed, or swept later); one after it (deleting the old rows) is
+        logged and repaired by a later write of the track or the sweep.
 
-        Returns, per distinct track in order, the metadata of the version it replaced (None: new).
+        Returns, per distinct track in order, the record of the version it replaced (None: new).
         """
         last = {t.track_id: i for i, (t, _) in enumerate(items)}  # a track twice in one batch: the last wins
         items = [it for i, it in enumerate(items) if last[it[0].track_id] == i]
         with self._write:
-            before = [self.meta.get(t.track_id) for t, _ in items]
-            gen = self.meta.next_generation()
+            known = self.tracks.get_many([t.track_id for t, _ in items], STRONG)
+            before = [known.get(t.track_id) for t, _ in items]
+            gen = new_generation()
             items = [(replace(t, generation=gen), seg) for t, seg in items]
             prepared = [(track, seg, *seg.rows(track.track_id, gen)) for track, seg in items]
             keys = {t.track_id: [pk(t.track_id, i, gen) for i in seg.index] for t, seg in items}
+            records = [
+                (t, dict(zip(self.parts, (int(n) for n in p[4].sum(axis=1)))))
+                for t, p in zip([t for t, _ in items], prepared)
+            ]
             try:
                 for pi, name in enumerate(self.collections.values()):
                     self.milvus.insert(name, [row for p in prepared for row in p[2][pi]])
-                self.meta.put_many([t for t, _ in items])  # the switch
-            except BaseException:
-                self._quietly(
-                    "rows of a failed write", self.milvus.delete_keys, [k for ks in keys.values() for k in ks]
-                )
-                raise
-            with self._lock:
-                for track, seg, _, units, present in prepared:
-                    self.mirror.add(
-                        track.track_id,
-                        np.asarray(seg.index),
-                        np.asarray(seg.start),
-                        np.asarray(seg.end),
-                        units,
-                        present,
+                if 0 < self.grace * 500 < time.time() * 1000 - generation_ms(gen):
+                    raise Unavailable(
+                        f"the write took over {self.grace / 2:.0f} s before its switch (the sweep could take its "
+                        "rows for an abandoned write's); retry it, in smaller batches"
                     )
+                self.tracks.put_many(records)  # the switch
+            except BaseException:
+                self._undo(keys, gen)
+                raise
+            for track, seg, _, units, present in prepared:
+                self.cache.put(
+                    track.track_id,
+                    gen,
+                    np.asarray(seg.index),
+                    np.asarray(seg.start),
+                    np.asarray(seg.end),
+                    units,
+                    present,
+                )
+            cutoff = time.time() * 1000 - self.grace * 1000
             for tid, old in zip(keys, before):
                 if old is not None:
-                    self._quietly(f"old rows of {tid!r}", self.milvus.delete_stale, tid, keys[tid])
+                    self._quietly(f"old rows of {tid!r}", self.milvus.delete_stale, tid, gen, old.generation, cutoff)
             self._pending += sum(len(s) for _, s in items)
             if self._pending >= self.flush_rows:
                 self.flush()
             return before
 
+    def _undo(self, keys: dict[str, list[str]], gen: int) -> None:
+        """Remove the rows of a failed write, except those of tracks whose switch went through."""
+        try:
+            switched = {t for t, g in self.tracks.generations(keys, STRONG).items() if g == gen}
+        except Exception as exc:  # noqa: BLE001 - Milvus is gone: the sweep removes them later
+            log.warning("rows of a failed write not removed (%s); the sweep removes them", exc)
+            return
+        self._quietly(
+            "rows of a failed write",
+            self.milvus.delete_keys,
+            [k for t, ks in keys.items() if t not in switched for k in ks],
+        )
+
     def _quietly(self, what: str, delete: Callable[..., None], *args) -> None:
         """``delete(collection, *args)`` for each part; a failure is only logged (the write's outcome is decided:
-        rows of no current version are never served, and the next write of the track or open removes them)."""
+        rows of no current version are never served, and a later write of the track or the sweep removes them)."""
         try:
             for name in self.collections.values():
                 delete(name, *args)
         except Exception as exc:  # noqa: BLE001
-            log.warning("%s not deleted (%s); the next write of the track or the next open removes them", what, exc)
+            log.warning("%s not deleted (%s); a later write of the track or the sweep removes them", what, exc)
 
     def delete(self, track_id: str) -> TrackInfo:
-        """Remove a track's metadata and rows; the metadata it had. NotFound if it is not indexed.
+        """Remove a track's record and rows; the record it had. NotFound if it is not indexed.
 
-        The metadata goes first (the commit point): rows a failure leaves after it are never served
-        (the mirror follows the metadata, searches leave out tracks without it) and the next open removes them.
+        The record turns into a tombstone first (the commit point): rows a failure leaves after it are
+        never served (searches keep rows of a live record's generation only) and the sweep removes them.
         """
         with self._write:
-            info = self.meta.get(track_id)
-            if info is None or not self.meta.delete(track_id):
+            info = self.tracks.get(track_id, STRONG)
+            if info is None:
                 raise NotFound(f"track {track_id!r} is not indexed", reason="TRACK_NOT_FOUND")
-            with self._lock:
-                self.mirror.remove(track_id)
-            self._quietly(f"rows of deleted track {track_id!r}", self.milvus.delete_tracks, [track_id])
+            self.tracks.tombstone(info)
+            self.cache.forget(track_id)
+            cutoff = time.time() * 1000 - self.grace * 1000
+            self._quietly(
+                f"rows of deleted track {track_id!r}", self.milvus.delete_stale, track_id, None, info.generation, cutoff
+            )
             return info
 
     # ---------------------------------------------------------------- reads
 
     def get_track(self, track_id: str) -> TrackInfo:
-        info = self.meta.get(track_id)
+        info = self.tracks.get(track_id, STRONG)
         if info is None:
             raise NotFound(f"track {track_id!r} is not indexed", reason="TRACK_NOT_FOUND")
         return info
 
+    def get_tracks(self, track_ids: Iterable[str]) -> dict[str, TrackInfo]:
+        """The records of the live tracks among ``track_ids`` (for search hits: at the search level)."""
+        return self.tracks.get_many(track_ids, self.level)
+
     def list_tracks(self, after: str, limit: int) -> list[TrackInfo]:
-        return self.meta.page(after, limit)
+        return self.tracks.page(after, limit, STRONG)
 
     def get_segment(self, track_id: str, index: int) -> tuple[TrackInfo, SegmentRecord]:
         """One stored segment (all parts) read from Milvus; NotFound for an unknown track or index.
 
-        The rows are those of the version the metadata names (read again if a replace switched
-        versions in between), so the metadata and the vectors answered belong to one write.
+        The rows are those of the version the record names (read again if a replace switched
+        versions in between), so the record and the vectors answered belong to one write.
         """
         info = self.get_track(track_id)
         got = self._segment(info, index)
@@ -311,9 +331,9 @@ class SearchStore:
             info, got = now, self._segment(now, index)
         if got is not None:
             return info, got
-        with self._lock:
-            rows = self.mirror.rows.get(track_id)
-            have = sorted(self.mirror.segment[rows].tolist()) if rows is not None else []
+        first = next(iter(self.collections.values()))
+        rows = self.milvus.query(first, f"track_id == {quote(track_id)}", ["segment"])
+        have = sorted(int(r["segment"]) for r in rows if r["pk"] == pk(track_id, r["segment"], info.generation))
         span = f"segments {have[0]}..{have[-1]}" if have else "no segments"
         raise NotFound(f"track {track_id!r} has no segment {index} (it has {span})")
 
@@ -333,49 +353,33 @@ class SearchStore:
         return rec
 
     def stats(self) -> dict:
-        with self._lock:
-            return {
-                "tracks": len(self.mirror.rows),
-                "segments": self.mirror.segments,
-                "present": self.mirror.present_counts(),
-                "backend": f"{self.milvus.backend} ({self.milvus.index_type}, IP)",
-            }
+        """Tracks, segments and present segments per part: from the mirror when it is current, else from the
+        track records (at the search level)."""
+        st = self.mirror_stats()
+        if st is None:
+            tracks, segments, present = self.tracks.stats(self.parts, self.level)
+            st = {"tracks": tracks, "segments": segments, "present": present}
+        return {**st, "backend": f"{self.milvus.backend} ({self.milvus.index_type}, IP)"}
+
+    def mirror_stats(self) -> dict | None:
+        """:meth:`stats` from the mirror (None unless it is complete and current): costs no catalog scan."""
+        return self.cache.stats() if self.cache.fresh() else None
 
     # ---------------------------------------------------------------- search
-
-    def _excluded_mask(self, exclude: Iterable[str]) -> np.ndarray:
-        valid = self.mirror.alive[: self.mirror.n].copy()
-        for tid in exclude:
-            rows = self.mirror.rows.get(tid)
-            if rows is not None:
-                valid[rows] = False
-        return valid
 
     def search_mix(
         self, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str] = (), exact: bool = True
     ) -> MixResult:
-        """Songs by eq. 6.2 (min over segments), ascending; exact brute force or the ANN path."""
+        """Songs by eq. 6.2 (min over segments), ascending; exact (the mirror, or rows read from Milvus) or
+        the ANN path."""
         if not exact:
             return self.ann.search_mix(queries, top_k, exclude)
-        with self._lock:
-            m = self.mirror
-            if m.n == 0:
-                return MixResult([], 0)
-            total, per = retrieval.segment_distances(queries, [m.matrix(q.part) for q in queries])
-            valid = self._excluded_mask(exclude)
-            rows = retrieval.rank(total, m.track[: m.n], m.segment[: m.n], m.names, top_k, valid, per_song=True)
-            hits = [
-                MixHit(
-                    m.names[m.track[r]],
-                    float(total[r]),
-                    int(m.segment[r]),
-                    float(m.start[r]),
-                    float(m.end[r]),
-                    {q.part: float(per[i, r]) for i, q in enumerate(queries)},
-                )
-                for r in rows
-            ]
-            return MixResult(hits, int(valid.sum()))
+        if self.cache.fresh():
+            with self.cache.lock:
+                m = self.cache.mirror
+                if m is not None:
+                    return mirror_mix(m, queries, top_k, exclude)
+        return self.exact.search_mix(queries, top_k, exclude)
 
     def search_stems(
         self, query: retrieval.Query, top_k: int, exclude: Sequence[str] = (), exact: bool = True
@@ -383,15 +387,9 @@ class SearchStore:
         """Segments by cosine distance of one part, no grouping by song."""
         if not exact:
             return self.ann.search_stems(query, top_k, exclude)
-        with self._lock:
-            m = self.mirror
-            if m.n == 0:
-                return []
-            total, _ = retrieval.segment_distances([query], [m.matrix(query.part)])
-            rows = retrieval.rank(
-                total, m.track[: m.n], m.segment[: m.n], m.names, top_k, self._excluded_mask(exclude), per_song=False
-            )
-            return [
-                StemHit(m.names[m.track[r]], int(m.segment[r]), float(m.start[r]), float(m.end[r]), float(total[r]))
-                for r in rows
-            ]
+        if self.cache.fresh():
+            with self.cache.lock:
+                m = self.cache.mirror
+                if m is not None:
+                    return mirror_stems(m, query, top_k, exclude)
+        return self.exact.search_stems(query, top_k, exclude)
