@@ -1,7 +1,8 @@
 """The Kubernetes manifests (k8s/), every render (the base, both overlays, all 128 combinations of
 the seven components): consistent and hardened pods, gRPC health probes, PDBs, headless Services behind
-dns:/// targets, the single-replica searcher, Redis with its AOF, HPAs that own their targets'
-replicas, and environment names that are real config fields whose values parse. The components'
+dns:/// targets, the searchers scaled out (a stateless Deployment on Milvus under an HPA and a PDB), Redis
+with its AOF, HPAs that own their targets' replicas, and environment names that are real config fields whose
+values parse. The components'
 own properties are in test_k8s_components.py, schema validation in test_k8s_schemas.py."""
 
 from __future__ import annotations
@@ -128,12 +129,6 @@ def test_render_is_consistent_and_hardened(k8s_renders, name):
                 assert env.get("PARTSIM_GATEWAY_LB_POLICY") == "round_robin"
                 assert env.get("PARTSIM_GATEWAY_REDIS_URL") == "redis://partsim-redis:6379/0"
                 assert "partsim-redis" in svcs and 6379 in [p["port"] for p in svcs["partsim-redis"]["spec"]["ports"]]
-            if comp == "searcher":
-                assert w["kind"] == "StatefulSet" and w["spec"]["replicas"] == 1, "searcher: 1-replica StatefulSet"
-                data = [m for m in c["volumeMounts"] if m["mountPath"] == "/data"]
-                assert data and volumes[data[0]["name"]].get("claimTemplate"), "searcher: /data must be a PVC"
-                assert env["PARTSIM_SEARCHER_DATA_DIR"] == "/data"
-                assert env["PARTSIM_SEARCHER_MILVUS_URI"] == "http://partsim-milvus:19530"
 
     # Services select existing pods and name ports those pods have
     for s in svcs.values():
@@ -169,14 +164,81 @@ def test_render_is_consistent_and_hardened(k8s_renders, name):
     assert re.fullmatch(r"redis:7\.2(\.\d+)?", rc["image"]), rc["image"]
     assert redis["spec"]["volumeClaimTemplates"], "Redis needs a PVC for its AOF"
 
-    # HPAs: existing targets, never the searcher, Deployment replicas left to the HPA
+    # HPAs: existing targets, Deployment replicas left to the HPA
     deps = by_kind(objs, "Deployment")
     for h in hpas.values():
         ref = h["spec"]["scaleTargetRef"]
         assert ref["kind"] == "Deployment" and ref["name"] in deps, f"HPA {h['metadata']['name']}: no target"
         assert "replicas" not in deps[ref["name"]]["spec"], f"{ref['name']}: replicas fights its HPA"
-    assert not any(h["spec"]["scaleTargetRef"]["name"] == "partsim-searcher" for h in hpas.values())
-    assert ("hpa" in comps) == ({"partsim-gateway", "partsim-embedder", "partsim-separator"} <= set(hpas))
+    scaled = {"partsim-gateway", "partsim-embedder", "partsim-searcher", "partsim-separator"}
+    assert ("hpa" in comps) == (scaled <= set(hpas))
+
+
+@pytest.mark.parametrize("name", RENDER_NAMES)
+def test_searchers_scale_out_statelessly_behind_the_gateway(k8s_renders, name):
+    """Issue 15: the searcher keeps nothing on its disk (the catalog is in the Milvus server), so it is a
+    Deployment of two or more replicas with no PVC, rolled without losing one, spread over nodes, under a PDB
+    that never blocks a drain, autoscaled from at least two, behind a headless Service the gateway balances."""
+    check_searcher_scales_out(k8s_renders[name], components_of(name))
+
+
+def check_searcher_scales_out(objs: list[dict], comps: set[str]) -> None:
+    searchers = [w for w in workloads(objs) if component(w) == "searcher"]
+    assert [w["kind"] for w in searchers] == ["Deployment"], "the searcher: one Deployment, no StatefulSet"
+    (w,) = searchers
+    spec, pod = w["spec"], w["spec"]["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    # no state on the pod: no claim of any kind, /data an emptyDir, the catalog in the Milvus server
+    assert "volumeClaimTemplates" not in spec and "persistentVolumeClaimRetentionPolicy" not in spec
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    kept = {n: v for n, v in volumes.items() if not {"emptyDir", "secret"} & set(v)}  # secret: components/tls
+    assert not kept, f"the searcher keeps nothing across restarts, but mounts {kept}"
+    for p in by_kind(objs, "PersistentVolumeClaim").values():
+        assert (p["metadata"].get("labels") or {}).get("app.kubernetes.io/component") != "searcher", p
+    (c,) = pod["containers"]
+    data = [m for m in c["volumeMounts"] if m["mountPath"] == "/data"]
+    assert data and "sizeLimit" in volumes[data[0]["name"]]["emptyDir"], "searcher: /data must be a bounded emptyDir"
+    env = pod_env(w, objs)
+    assert env["PARTSIM_SEARCHER_DATA_DIR"] == "/data"
+    assert env["PARTSIM_SEARCHER_MILVUS_URI"] == "http://partsim-milvus:19530", "replicas share a Milvus server"
+    # the mirror (a cache) fits in the memory limit, with 2 GiB beside it for the process and the mirror's fill
+    limit = c["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi") and int(env["PARTSIM_SEARCHER_MIRROR_BYTES"]) + (2 << 30) <= int(limit[:-2]) << 30
+    # replicas: two without an HPA, the HPA's (2..N) with one
+    hpas = [
+        h
+        for h in by_kind(objs, "HorizontalPodAutoscaler").values()
+        if h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "partsim-searcher"}
+    ]
+    if "hpa" in comps:
+        (h,) = hpas
+        assert "replicas" not in spec, "replicas fights the HPA"
+        assert h["spec"]["minReplicas"] >= 2 and h["spec"]["maxReplicas"] > h["spec"]["minReplicas"]
+        assert [m["resource"]["name"] for m in h["spec"]["metrics"] if m["type"] == "Resource"] == ["cpu"]
+        assert h["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+        assert all(pol["value"] <= 2 for pol in h["spec"]["behavior"]["scaleUp"]["policies"]), "gentle scale-up"
+        assert h["spec"]["behavior"]["scaleUp"].get("selectPolicy", "Max") != "Disabled"
+    else:
+        assert not hpas and spec["replicas"] >= 2, "without the HPA: two replicas"
+    # a rollout never drops below the wanted count: a new pod first (maxSurge), none unavailable
+    strategy = spec["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0 and strategy["rollingUpdate"]["maxSurge"] == 1
+    # spread over nodes, as a preference (a one-node cluster still schedules them)
+    spread = [t for t in pod.get("topologySpreadConstraints") or [] if t["topologyKey"] == "kubernetes.io/hostname"]
+    assert spread and spread[0]["whenUnsatisfiable"] == "ScheduleAnyway" and matches(spread[0]["labelSelector"], labels)
+    # readiness stays grpc.health.v1 on the gRPC port (the gateway's round_robin leaves a NOT_SERVING pod out)
+    assert health_port(c["readinessProbe"]) == SERVICES["searcher"][0]
+    # a PDB that keeps all but one serving and never blocks a drain
+    pdbs = [p for p in by_kind(objs, "PodDisruptionBudget").values() if matches(p["spec"]["selector"], labels)]
+    assert len(pdbs) == 1 and pdbs[0]["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdbs[0]["spec"]
+    # the Service: headless, so the gateway's round_robin sees every replica, and what the gateway dials
+    svc = by_kind(objs, "Service")["partsim-searcher"]
+    assert svc["spec"].get("clusterIP") == "None" and svc["spec"]["selector"].items() <= labels.items()
+    assert 50053 in [p["port"] for p in svc["spec"]["ports"]]
+    gateway = by_kind(objs, "Deployment")["partsim-gateway"]
+    assert pod_env(gateway, objs)["PARTSIM_GATEWAY_SEARCHER"] == "dns:///partsim-searcher:50053"
+    assert pod_env(gateway, objs)["PARTSIM_GATEWAY_LB_POLICY"] == "round_robin"
 
 
 @pytest.mark.parametrize("name", RENDER_NAMES)

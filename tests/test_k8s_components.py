@@ -78,7 +78,6 @@ def check_gateway_modes(objs: list[dict], comps: set[str]) -> None:
 
 def check_gpu(objs: list[dict], comps: set[str]) -> None:
     deps = by_kind(objs, "Deployment")
-    sts = by_kind(objs, "StatefulSet")
     for name in ("partsim-embedder", "partsim-separator"):
         pod = deps[name]["spec"]["template"]["spec"]
         c = pod["containers"][0]
@@ -93,7 +92,7 @@ def check_gpu(objs: list[dict], comps: set[str]) -> None:
             assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
         else:
             assert gpus is None and env[f"{prefix}_DEVICE"] == "cpu" and c["image"] == f"{IMAGE}:0.1.0", name
-    others = [deps["partsim-gateway"], sts["partsim-searcher"]] + (
+    others = [deps["partsim-gateway"], deps["partsim-searcher"]] + (
         [deps["partsim-ingest-worker"]] if "partsim-ingest-worker" in deps else []
     )
     for w in others:
