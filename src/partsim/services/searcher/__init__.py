@@ -6,8 +6,12 @@
 - :mod:`.migrate`: checks an existing collection's schema, migrates one written by an older searcher.
 - :mod:`.ann`: the approximate search path (Milvus's index for candidates, an exact re-rank).
 - :mod:`.records`: the data types the store takes and returns (segments, hits, a stored segment).
-- :mod:`.mirror`: the in-memory copy of every vector (the exact path's brute force).
-- :mod:`.meta`: track metadata in SQLite beside the vectors.
+- :mod:`.tracktable`: the track records in a Milvus collection of their own (the catalog's truth with the vectors).
+- :mod:`.mirror` / :mod:`.cache`: the in-memory copy of every vector (the exact path's brute force), a bounded
+  cache filled in the background and checked against Milvus before each answer.
+- :mod:`.exact`: the exact path without the mirror (rows read from Milvus), and the filter of rows of no
+  current version both paths use.
+- :mod:`.meta`: :class:`TrackInfo`, and the SQLite file older catalogs kept it in (imported once).
 - :mod:`.config` / :mod:`.server`: ``PARTSIM_SEARCHER_*`` settings, the gRPC service and ``main``.
 - :mod:`.bench`: latency and recall@100 of the two paths on a synthetic catalog.
 """

@@ -138,7 +138,7 @@ def measure(store: SearchStore, queries: list[list[Query]], top_k: int = 100) ->
 
 def _open_store(folder: Path, args: argparse.Namespace) -> SearchStore:
     """The bench's store in ``folder`` (Milvus Lite file + track metadata), opened; it never seals
-    segments on its own (``wait_for_index`` in :func:`build` does, once)."""
+    segments on its own (``wait_for_index`` in :func:`build` does, once); returns once its mirror is filled."""
     return SearchStore(
         str(folder / "milvus.db"),
         folder / "tracks.sqlite",
@@ -147,7 +147,7 @@ def _open_store(folder: Path, args: argparse.Namespace) -> SearchStore:
         index_type=args.index_type,
         ann_candidates=args.ann_candidates,
         flush_rows=1 << 30,
-    ).open()
+    ).open(wait=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,7 +241,7 @@ class SearchStore:
                         f"the write took over {self.grace / 2:.0f} s before its switch (the sweep could take its "
                         "rows for an abandoned write's); retry it, in smaller batches"
                     )
-                self.tracks.put_many(records)  # the switch
+                stamps = self.tracks.put_many(records)  # the switch
             except BaseException:
                 self._undo(keys, gen)
                 raise
@@ -255,6 +255,7 @@ class SearchStore:
                     units,
                     present,
                 )
+            self.cache.saw(stamps)
             cutoff = time.time() * 1000 - self.grace * 1000
             for tid, old in zip(keys, before):
                 if old is not None:
@@ -296,8 +297,9 @@ class SearchStore:
             info = self.tracks.get(track_id, STRONG)
             if info is None:
                 raise NotFound(f"track {track_id!r} is not indexed", reason="TRACK_NOT_FOUND")
-            self.tracks.tombstone(info)
+            stamp = self.tracks.tombstone(info)
             self.cache.forget(track_id)
+            self.cache.saw([stamp])
             cutoff = time.time() * 1000 - self.grace * 1000
             self._quietly(
                 f"rows of deleted track {track_id!r}", self.milvus.delete_stale, track_id, None, info.generation, cutoff

@@ -9,9 +9,10 @@ room for what is known), plus
 - ``generation``: whose segment rows are the track's current version (their primary keys carry it,
   :func:`.milvus.pk`). A replace writes new-generation rows beside the old ones, then upserts this
   row (**the switch**), then deletes the old rows (:meth:`SearchStore.upsert_many`).
-- ``changed``: when the row was last switched (microseconds since the epoch, the writer's clock);
-  a cached mirror learns another replica's writes by asking for rows changed since it last looked
-  (:mod:`.cache`).
+- ``changed``: the stamp of the write that last switched the row: a :func:`new_generation` drawn at
+  the switch (so it says when, by the writer's clock, and is unique: one stamp per write call). A
+  cached mirror learns other replicas' writes by asking for rows changed since it last looked,
+  less the stamps it has seen already (:mod:`.cache`).
 - ``deleted``: a tombstone. DeleteTrack switches the row to deleted (with a new ``changed``) rather
   than removing it, so a cache sees deletes too; tombstones older than :data:`TOMBSTONE_SECONDS`
   are removed at open (a cache that has not looked for longer rebuilds, :mod:`.cache`).
@@ -37,7 +38,7 @@ from partsim.errors import FailedPrecondition
 
 from ..tracks import MAX_TRACK_ID
 from .meta import TrackInfo
-from .milvus import STRONG, Milvus, quote
+from .milvus import BATCH, STRONG, Milvus, quote
 
 log = logging.getLogger("partsim.searcher")
 
@@ -81,8 +82,9 @@ def generation_ms(generation: int) -> int:
     return (generation >> RANDOM_BITS) + EPOCH_MS
 
 
-def now_us() -> int:
-    return int(time.time() * 1e6)
+def stamp_at(ms: float) -> int:
+    """The smallest generation (or ``changed`` stamp) drawn at ``ms`` (milliseconds since the epoch) or later."""
+    return max(0, int(ms) - EPOCH_MS) << RANDOM_BITS
 
 
 def _row(info: TrackInfo, present: dict[str, int], changed: int, deleted: bool = False) -> dict[str, Any]:
@@ -145,7 +147,7 @@ class TrackTable:
         else:
             self._create()
         m.load(self.name)
-        cutoff = now_us() - int(TOMBSTONE_SECONDS * 1e6)
+        cutoff = stamp_at(time.time() * 1000 - TOMBSTONE_SECONDS * 1000)
         m.call(f"prune {self.name}", m.client.delete, self.name, filter=f"deleted == true and changed < {cutoff}")
         return self
 
@@ -180,15 +182,20 @@ class TrackTable:
 
     # ---------------------------------------------------------------- writes
 
-    def put_many(self, items: Sequence[tuple[TrackInfo, dict[str, int]]], changed: int | None = None) -> int:
-        """Insert or replace tracks (info, present segments per part): the switch. Returns the ``changed`` stamp."""
-        stamp = now_us() if changed is None else changed
-        self.milvus.upsert(self.name, [_row(i, p, stamp) for i, p in items])
-        return stamp
+    def put_many(self, items: Sequence[tuple[TrackInfo, dict[str, int]]]) -> list[int]:
+        """Insert or replace tracks (info, present segments per part): the switch. Returns the ``changed``
+        stamps, one per upsert call (of up to 4,096 tracks: a reader seeing a stamp sees all its rows)."""
+        stamps = []
+        for i in range(0, len(items), BATCH):
+            stamps.append(new_generation())
+            self.milvus.upsert(self.name, [_row(t, p, stamps[-1]) for t, p in items[i : i + BATCH]])
+        return stamps
 
-    def tombstone(self, info: TrackInfo) -> None:
-        """Mark a track deleted (its row stays as a tombstone, :data:`TOMBSTONE_SECONDS`)."""
-        self.milvus.upsert(self.name, [_row(info, {}, now_us(), deleted=True)])
+    def tombstone(self, info: TrackInfo) -> int:
+        """Mark a track deleted (its row stays as a tombstone, :data:`TOMBSTONE_SECONDS`); the ``changed`` stamp."""
+        stamp = new_generation()
+        self.milvus.upsert(self.name, [_row(info, {}, stamp, deleted=True)])
+        return stamp
 
     # ---------------------------------------------------------------- reads
 
@@ -237,10 +244,13 @@ class TrackTable:
             for r in self.milvus.scan(self.name, ["generation", "num_segments"], "deleted == false", level)
         }
 
-    def changed_since(self, stamp: int, level: str) -> list[tuple[str, int, bool]]:
-        """Rows switched after ``stamp`` (microseconds): (track id, generation, deleted)."""
-        rows = self.milvus.query(self.name, f"changed > {int(stamp)}", ["generation", "deleted"], level)
-        return [(r["track_id"], int(r["generation"]), bool(r["deleted"])) for r in rows]
+    def changed_since(self, stamp: int, seen: Iterable[int], level: str) -> list[tuple[str, int, bool, int]]:
+        """Rows switched after ``stamp`` by writes other than those stamped ``seen``:
+        (track id, generation, deleted, changed)."""
+        known = ", ".join(str(int(c)) for c in seen)
+        expr = f"changed > {int(stamp)}" + (f" and changed not in [{known}]" if known else "")
+        rows = self.milvus.query(self.name, expr, ["generation", "deleted", "changed"], level)
+        return [(r["track_id"], int(r["generation"]), bool(r["deleted"]), int(r["changed"])) for r in rows]
 
     def stats(self, parts: Sequence[str], level: str) -> tuple[int, int, dict[str, int]]:
         """(tracks, segments, present segments per part) of the live tracks, from their records."""
