@@ -87,9 +87,8 @@ def pytest_collection_modifyitems(items):
 
 # fixtures of the helper modules: the running cluster of tests/test_cluster_e2e_*.py (session-scoped: started
 # once for all of them), a redis-server per module, a searcher on a new catalog for tests/test_searcher_*.py
-from .e2e_cluster import catalog, client, cluster, indexed, redis  # noqa: F401,E402
+from .e2e_cluster import catalog, client, cluster, cluster_with_separator, indexed, redis  # noqa: F401,E402
 from .limits_harness import tiny_fs  # noqa: F401,E402 - a tmpfs to fill up (tests/test_security_limits*.py)
-from .milvus_server import milvus_server  # noqa: F401,E402 - a milvus-lite server process (module-scoped)
 from .redis_server import redis_server, redis_url  # noqa: F401,E402
 from .searcher_harness import searcher  # noqa: F401,E402
 from .tls_harness import certs, mtls_searcher, other_ca  # noqa: F401,E402 - tests/test_security_tls*.py

@@ -2,7 +2,8 @@
 front of a real Redis server, and a catalog of FluidSynth-rendered songs indexed through it.
 
 The fixtures are session-scoped (tests/conftest.py imports them) so that the cluster starts and the catalog is
-rendered and indexed once for all those files, as it was once for the single file they came from.
+rendered and indexed once for all those files, as it was once for the single file they came from; so is the
+second cluster, with a tiny separator (``cluster_with_separator``), that the GetStems and web app tests share.
 """
 
 from __future__ import annotations
@@ -44,6 +45,25 @@ def cluster(tmp_path_factory, catalog, redis):
     ) as c:
         with PartsimClient(c.gateway) as client:
             client.wait_ready(300)
+        yield c
+
+
+@pytest.fixture(scope="session")
+def cluster_with_separator(tmp_path_factory, catalog):
+    """A second cluster, shared by the tests that need GetStems (tests/test_cluster_e2e_up.py and _http.py, the
+    web app's through tests/web_harness.py): no Redis (the embedded defaults: in-process cache, SQLite jobs), a
+    tiny separator and HTTP on (any port). Each test indexes the songs it uses under their own names."""
+    from .tiny_separator import make_tiny_repo
+
+    repo = tmp_path_factory.mktemp("seprepo")
+    make_tiny_repo(repo, name="tiny-sep")
+    data = tmp_path_factory.mktemp("cluster-sep")
+    env = {"PARTSIM_SEPARATOR_REPO": str(repo), "PARTSIM_SEPARATOR_MODEL": "tiny-sep"}
+    with Cluster(data, gateway="127.0.0.1:0", allowed_roots=[catalog], quiet=True, extra_env=env) as c:
+        with PartsimClient(c.gateway) as client:
+            client.wait_ready(300)
+            client.wait_ready(300, backend="separator")  # optional: the gateway serves before it
+        assert c.http.startswith("http://"), c.http  # the launcher turns HTTP on (any port)
         yield c
 
 

@@ -199,3 +199,95 @@ def test_get_stems_without_a_separator_fails_as_over_grpc(cluster, stub, indexed
     answer = http(cluster.http, "GET", f"/v1/tracks/{song}/stems?segment.seconds=5")
     assert answer.json()["code"] == code.value[0]
     assert http(cluster.http, "GET", f"/v1/tracks/{song}/stems/drums.wav?seconds=5").json()["code"] == code.value[0]
+
+
+# ------------------------------------------------------------------------------------------ with a separator
+def test_get_stems_and_stem_files_over_http_are_the_grpc_stems(cluster_with_separator, catalog):
+    """GetStems over HTTP answers gRPC's messages (float32 and FLAC); the stem files play the same samples."""
+    c = cluster_with_separator
+    song = songs(catalog)[2].name
+    channel = grpc.insecure_channel(c.gateway, options=[("grpc.max_receive_message_length", 256 << 20)])
+    try:
+        stub = gateway_pb2_grpc.PartsimServiceStub(channel)
+        stub.IndexTrack(
+            iter([
+                gateway_pb2.IndexTrackRequest(header=gateway_pb2.IndexTrackHeader(track_id=song)),
+                gateway_pb2.IndexTrackRequest(chunk=(songs(catalog)[2] / "mix.flac").read_bytes()),
+            ]),
+            timeout=300,
+        )  # fmt: skip
+        segment = gateway_pb2.IndexedSegment(track_id=song, seconds=12.0)
+        expected = {}
+        for encoding in (types_pb2.STEM_ENCODING_FLOAT32LE, types_pb2.STEM_ENCODING_FLAC):
+            request = gateway_pb2.GetStemsRequest(segment=segment, encoding=encoding)
+            expected[encoding] = list(stub.GetStems(request, timeout=300))
+    finally:
+        channel.close()
+    t = time.perf_counter()
+    raw = http(c.http, "GET", f"/v1/tracks/{song}/stems?segment.seconds=12")
+    print(f"GetStems over HTTP (5 stems x 10 s as float32 in base64): {(time.perf_counter() - t) * 1000:.0f} ms")
+    flac = http(c.http, "GET", f"/v1/tracks/{song}/stems?segment.seconds=12&encoding=STEM_ENCODING_FLAC")
+    for answer, encoding in ((raw, types_pb2.STEM_ENCODING_FLOAT32LE), (flac, types_pb2.STEM_ENCODING_FLAC)):
+        assert answer.status == 200 and isinstance(answer.json(), list), answer.body[:500]
+        got = [json_format.ParseDict(m, gateway_pb2.GetStemsResponse()) for m in answer.json()]
+        assert got[0] == expected[encoding][0]  # the header: the segment, rate, channels, the stems' names
+        assert [m.SerializeToString() for m in got] == [m.SerializeToString() for m in expected[encoding]]
+    header = expected[types_pb2.STEM_ENCODING_FLOAT32LE][0].header
+    sep = header.separation
+    assert (header.segment_index, header.start_seconds, header.end_seconds) == (1, 10.0, 20.0)
+    assert all(m.chunk.data[:4] == b"fLaC" for m in expected[types_pb2.STEM_ENCODING_FLAC][1:])
+    pcm: dict[int, bytearray] = {}
+    for m in expected[types_pb2.STEM_ENCODING_FLOAT32LE][1:]:
+        pcm.setdefault(m.chunk.stem, bytearray()).extend(m.chunk.data)
+
+    # each stem as a playable 16-bit file: the segment's length, the separator's rate and channels, gRPC's samples
+    for i, stem in enumerate(sep.stems):
+        want = np.frombuffer(bytes(pcm[i]), dtype="<f4").reshape(-1, sep.channels)
+        for fmt, ctype in (("wav", "audio/wav"), ("flac", "audio/flac")):
+            name = stem.part or stem.name
+            answer = http(c.http, "GET", f"/v1/tracks/{song}/stems/{name}.{fmt}?seconds=12")
+            assert answer.status == 200 and answer.headers["content-type"] == ctype, answer.body[:300]
+            assert answer.headers["content-disposition"] == f'inline; filename="{song}-1-{name}.{fmt}"'
+            samples, rate = sf.read(io.BytesIO(answer.body), dtype="float32", always_2d=True)
+            assert rate == sep.sample_rate and samples.shape == (sep.total_frames, sep.channels) == want.shape
+            assert sf.info(io.BytesIO(answer.body)).subtype == "PCM_16"
+            assert np.max(np.abs(samples - np.clip(want, -1, 1))) <= 1.0 / 32768 + 1e-6, (name, fmt)
+    by_index = http(c.http, "GET", f"/v1/tracks/{song}/stems/{sep.stems[0].name}.wav?segment_index=1")
+    by_time = http(c.http, "GET", f"/v1/tracks/{song}/stems/{sep.stems[0].name}.wav?seconds=12")
+    assert by_index.status == 200 and by_index.body == by_time.body
+
+    # an unknown stem: 404 naming it and the stems there are; another file type: 404 naming the two
+    unknown = http(c.http, "GET", f"/v1/tracks/{song}/stems/kazoo.wav?seconds=12")
+    names = sorted({s.part for s in sep.stems if s.part} | {s.name for s in sep.stems})
+    assert unknown.status == 404 and unknown.reason() == "STEM_NOT_FOUND"
+    assert unknown.json()["message"] == f"no stem 'kazoo' in the separation; stems: {', '.join(names)}"
+    mp3 = http(c.http, "GET", f"/v1/tracks/{song}/stems/drums.mp3?seconds=12")
+    assert mp3.status == 404 and "ask for <name>.wav or <name>.flac" in mp3.json()["message"]
+    beyond = http(c.http, "GET", f"/v1/tracks/{song}/stems/drums.wav?segment_index=9")
+    assert beyond.status == 404 and beyond.json()["code"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+    # Range on a stem file: 206 with the bytes asked for (a suffix too), 416 beyond the end
+    whole = http(c.http, "GET", f"/v1/tracks/{song}/stems/bass.flac?seconds=12")
+    size = len(whole.body)
+    first = http(c.http, "GET", f"/v1/tracks/{song}/stems/bass.flac?seconds=12", headers={"Range": "bytes=0-1023"})
+    assert first.status == 206 and first.body == whole.body[:1024]
+    assert first.headers["content-range"] == f"bytes 0-1023/{size}" and first.headers["accept-ranges"] == "bytes"
+    tail = http(c.http, "GET", f"/v1/tracks/{song}/stems/bass.flac?seconds=12", headers={"Range": "bytes=-100"})
+    assert tail.status == 206 and tail.body == whole.body[-100:]
+    assert tail.headers["content-range"] == f"bytes {size - 100}-{size - 1}/{size}"
+    past = http(c.http, "GET", f"/v1/tracks/{song}/stems/bass.flac?seconds=12", headers={"Range": f"bytes={size}-"})
+    assert past.status == 416 and past.headers["content-range"] == f"bytes */{size}"
+
+
+def test_a_client_deadline_in_x_server_timeout_ends_a_slow_call_with_504(cluster, catalog):
+    clip = wav_clip(songs(catalog)[6] / "mix.flac", 0.37, 31.0)  # a clip no call has embedded yet: no cache hit
+    body = {"audio": {"encoded": base64.b64encode(clip).decode()}, "segmentSeconds": SEG, "hopSeconds": 1.0}
+    t = time.perf_counter()
+    late = http(cluster.http, "POST", "/v1/parts:embed", body=body, headers={"X-Server-Timeout": "0.02"})
+    took = time.perf_counter() - t
+    assert late.status == 504, late.body[:500]
+    assert late.json()["code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], late.json()
+    assert late.json()["message"] and isinstance(late.json()["details"], list)
+    answered = http(cluster.http, "POST", "/v1/parts:embed", body=body, headers={"X-Server-Timeout": "300"})
+    assert answered.status == 200 and len(answered.json()["segments"]) >= 21, answered.body[:300]
+    print(f"EmbedParts of a 31-s clip: 504 after {took * 1000:.0f} ms with X-Server-Timeout: 0.02")

@@ -1,6 +1,6 @@
 """``partsim up`` end to end: the command as a process (serves, stops on SIGINT), and a cluster with a tiny
-separator (no Redis: the embedded defaults) that answers GetStems and the signal-level EmbedParts mode; the
-shared cluster (tests/e2e_cluster.py, no separator) says why it cannot.
+separator (no Redis: the embedded defaults; tests/e2e_cluster.py's ``cluster_with_separator``) that answers
+GetStems and the signal-level EmbedParts mode; the shared cluster (no separator) says why it cannot.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from partsim.client import PartsimClient
-from partsim.cluster import Cluster
 from partsim.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
 from .e2e_cluster import SEG, songs
@@ -47,22 +46,6 @@ def test_partsim_up_serves_and_stops_on_sigint(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-@pytest.fixture(scope="module")
-def cluster_with_separator(tmp_path_factory, catalog):
-    """No Redis here: the embedded defaults (in-process cache, SQLite jobs) and a tiny separator."""
-    from .tiny_separator import make_tiny_repo
-
-    repo = tmp_path_factory.mktemp("seprepo")
-    make_tiny_repo(repo, name="tiny-sep")
-    data = tmp_path_factory.mktemp("cluster-sep")
-    env = {"PARTSIM_SEPARATOR_REPO": str(repo), "PARTSIM_SEPARATOR_MODEL": "tiny-sep"}
-    with Cluster(data, gateway="127.0.0.1:0", allowed_roots=[catalog], quiet=True, extra_env=env) as c:
-        with PartsimClient(c.gateway) as client:
-            client.wait_ready(300)
-            client.wait_ready(300, backend="separator")  # optional: the gateway serves before it
-        yield c
 
 
 def test_get_stems_and_the_signal_level_mode(cluster_with_separator, catalog):
@@ -148,3 +131,35 @@ def test_without_a_separator_the_signal_mode_says_why(client, catalog, indexed):
             timeout=60,
         )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "separator" in info.value.details()
+
+
+def test_partsim_demo_prints_the_web_app_that_answers_while_it_serves(tmp_path):
+    """``partsim demo --no-serve`` on 4 short songs: the ``web app: http://…/`` line comes when the cluster is up
+    (before indexing), and that address serves the web app and the API until the demo ends."""
+    import subprocess
+    import sys
+
+    from .http_util import http
+
+    cmd = [sys.executable, "-m", "partsim", "demo", "--data", str(tmp_path / "demo"), "--songs", "4", "--seconds", "20",
+           "--gateway", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-serve"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, answers = [], {}
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line.rstrip("\n"))
+            if line.startswith("web app: ") and not answers:
+                url = line.split("web app: ", 1)[1].strip()
+                answers = {path: http(url, "GET", path, timeout=30) for path in ("/", "/v1/catalog/stats")}
+        assert proc.wait(timeout=600) == 0, "\n".join(lines[-30:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    web = [line for line in lines if line.startswith("web app: ")]
+    assert len(web) == 1 and web[0].startswith("web app: http://127.0.0.1:") and web[0].endswith("/"), lines
+    assert int(web[0].rstrip("/").rsplit(":", 1)[1]) > 0  # the port the OS picked for --http 127.0.0.1:0
+    assert answers["/"].status == 200 and b"MixQuery" in answers["/"].body
+    assert answers["/v1/catalog/stats"].status == 200 and "stats" in answers["/v1/catalog/stats"].json()
+    assert lines.index(web[0]) < next(i for i, line in enumerate(lines) if line.startswith("SearchMix:"))
+    assert any(line.startswith("SearchStems:") for line in lines)

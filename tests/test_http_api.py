@@ -269,3 +269,40 @@ def test_a_bad_http_setting_names_its_variable(tmp_path):
         GatewayConfig(data_dir=str(tmp_path), http_port=70000).validate()
     with pytest.raises(InvalidArgument, match="PARTSIM_GATEWAY_HTTP_HOST"):
         GatewayConfig(data_dir=str(tmp_path), http_port=0, http_host="0.0.0.0").validate()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "+2", "1e3", "inf", "nan", "2s", ""])
+def test_a_malformed_client_deadline_is_400_naming_the_header(gateway, value):
+    gw, tokens = gateway
+    a = http(gw.http_url, "GET", "/v1/tracks", headers={"X-Server-Timeout": value, **bearer(tokens["reader"])})
+    assert a.status == 400 and a.reason() == "INVALID_HEADER", a.body
+    assert a.json()["message"].startswith("header X-Server-Timeout: expected one number of seconds above 0")
+    assert repr(value) in a.json()["message"]
+    assert "X-Server-Timeout" in json.dumps(a.json()["details"])  # a BadRequest field violation names it
+    media = http(gw.http_url, "GET", "/v1/tracks/t1/audio.wav", headers={"X-Server-Timeout": value})
+    assert media.status == 400 and media.reason() == "INVALID_HEADER"
+
+
+def test_a_client_deadline_is_capped_at_the_600_s_the_bridge_allows():
+    from email.message import Message
+    from types import SimpleNamespace
+
+    from partsim.services.gateway.http.handler import CALL_TIMEOUT, Handler
+
+    def timeout(*values: str) -> float:
+        headers = Message()
+        for v in values:
+            headers["X-Server-Timeout"] = v
+        return Handler.call_timeout(SimpleNamespace(headers=headers))
+
+    assert CALL_TIMEOUT == 600.0
+    assert timeout() == 600.0 and timeout("2.5") == 2.5 and timeout(".25") == 0.25 and timeout(" 7 ") == 7.0
+    assert timeout("86400") == 600.0
+    with pytest.raises(InvalidArgument, match="X-Server-Timeout"):
+        timeout("1", "2")  # two deadlines: which one?
+
+
+def test_a_valid_client_deadline_passes(gateway):
+    gw, tokens = gateway
+    a = http(gw.http_url, "GET", "/v1/tracks", headers={"X-Server-Timeout": "30", **bearer(tokens["reader"])})
+    assert a.status == 503 and a.reason() == "BACKEND_UNAVAILABLE"  # admitted and called: the backends are away

@@ -67,3 +67,12 @@ def test_schemas_follow_the_proto3_json_mapping():
     assert schemas["partsim.v1.Audio"]["properties"]["encoded"]["contentEncoding"] == "base64"
     assert schemas["partsim.v1.EmbedMode"]["enum"][0] == "EMBED_MODE_UNSPECIFIED"
     assert schemas["partsim.v1.StemQuery"]["x-oneof"] == {"source": ["indexed", "audio", "vector"]}
+
+
+def test_every_operation_takes_the_x_server_timeout_header():
+    doc = json.loads(OPENAPI_FILE.read_text())
+    header = doc["components"]["parameters"]["ServerTimeout"]
+    assert header["name"] == "X-Server-Timeout" and header["in"] == "header" and "504" in header["description"]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert {"$ref": "#/components/parameters/ServerTimeout"} in op["parameters"], (method, path)

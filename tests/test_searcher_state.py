@@ -19,6 +19,11 @@ from partsim.services.searcher.retrieval import Query
 from partsim.services.searcher.store import SearchStore
 from partsim.services.searcher.tracktable import generation_ms, new_generation
 
+from .milvus_servers import (  # noqa: F401 - fixtures: a Milvus server process each (lite-server, standalone-2.3)
+    milvus_server_fixture,
+    milvus_standalone_bin_fixture,
+    milvus_uri_fixture,
+)
 from .searcher_harness import APPROX, DIM, EXACT, PARTS, Searcher, make_tracks, mix_request, random_query
 
 pytestmark = pytest.mark.timeout(600)
@@ -39,12 +44,12 @@ def answers(s: Searcher, ids: list[str], queries) -> list:
 
 
 @pytest.mark.slow
-def test_a_searcher_on_an_empty_data_folder_serves_an_existing_milvus_catalog_at_once(milvus_server, tmp_path):
+def test_a_searcher_on_an_empty_data_folder_serves_an_existing_milvus_catalog_at_once(milvus_uri, tmp_path):
     catalog = make_tracks(30, seed=31)
     rng = np.random.default_rng(32)
     queries = [random_query(rng, ["drums"]), random_query(rng, ["bass", "piano", "others"])]
     ids = ["t000", "t007", "t029"]
-    a = Searcher(tmp_path / "a", milvus_uri=milvus_server, flush_rows=64)
+    a = Searcher(tmp_path / "a", milvus_uri=milvus_uri, flush_rows=64)
     b = c = None
     try:
         a.upsert(catalog)
@@ -53,12 +58,12 @@ def test_a_searcher_on_an_empty_data_folder_serves_an_existing_milvus_catalog_at
         assert want[0][:2] == (30, sum(len(s) for s in catalog.values()))
         # B: an empty data folder, no mirror at all (every exact answer read from Milvus), serving at once
         t0 = time.monotonic()
-        b = Searcher(tmp_path / "b", milvus_uri=milvus_server, mirror_bytes=0)
+        b = Searcher(tmp_path / "b", milvus_uri=milvus_uri, mirror_bytes=0)
         assert answers(b, ids, queries) == want
         assert time.monotonic() - t0 < 60
         assert not (tmp_path / "b").exists() or list((tmp_path / "b").iterdir()) == []  # nothing on its disk
         # C: an empty data folder, its mirror filled in the background: the same answers once it is complete
-        c = Searcher(tmp_path / "c", milvus_uri=milvus_server)
+        c = Searcher(tmp_path / "c", milvus_uri=milvus_uri)
         assert c.servicer.store.cache.wait(60) and c.servicer.store.cache.state == "complete"
         assert answers(c, ids, queries) == want
 

@@ -2,7 +2,9 @@
 a real cluster serving it: the catalog shows; the whole MixQuery flow (a song, a time and a part, audition the
 separated stem, add it; another song's other part; a weight; search; ranked results with a distance per part;
 the best-segment player; similar stems; an uploaded clip as a query); adding music (an upload and an ingest
-job's progress); a phone-width render; and the keyboard alone (Tab to the controls, Enter searches).
+job's progress); a phone-width render; the keyboard alone (Tab to the controls, Enter searches); and a gateway
+with API keys on (the server's 401 inline until a token is given, then a reader's catalog and search, and its
+403 on adding music).
 
 Screenshots of every step are saved (tests/web_harness.py says where; ``PARTSIM_SCREENSHOTS=DIR`` chooses).
 """
@@ -15,6 +17,9 @@ import pytest
 import soundfile as sf
 
 from partsim.client import PartsimClient, Stem
+from partsim.services.gateway.auth.keys import KeysFile
+from partsim.services.gateway.config import GatewayConfig
+from partsim.services.gateway.server import GatewayServer
 
 from .web_harness import WAIT, browser, plays, shots, web_cluster  # noqa: F401 - fixtures
 
@@ -353,4 +358,97 @@ def test_keyboard_alone(browser, web_cluster, shots):  # noqa: F811 - fixtures
     press(Keys.ENTER)
     hits = search_done(driver, 1)
     assert hits and hits[0].get_attribute("data-track-id") == song.name  # the song itself matches best
+    assert console_errors(driver) == []
+
+
+@pytest.fixture(scope="module")
+def auth_gateway(web_cluster, tmp_path_factory):  # noqa: F811 - a fixture
+    """A second gateway (in this process) with API keys on (AUTH=keys) in front of the web cluster's embedder,
+    searcher and separator, serving the web app on its own HTTP port; yields (its URL, a reader's token, the
+    songs). No second cluster: the catalog is the searcher's."""
+    cluster, _, songs = web_cluster
+    tmp = tmp_path_factory.mktemp("web-auth")
+    keys = KeysFile(tmp / "keys.json")
+    reader = keys.create("web-reader", "reader")[1]
+    cfg = GatewayConfig(
+        address="127.0.0.1:0",
+        embedder=cluster.service("embedder").address,
+        searcher=cluster.service("searcher").address,
+        separator=cluster.service("separator").address,
+        data_dir=str(tmp / "data"),
+        metrics_port=-1,
+        ingest_workers=0,
+        grace_seconds=0,
+        auth="keys",
+        auth_keys_file=str(keys.path),
+        http_port=0,
+    )
+    gw = GatewayServer(cfg).start()
+    try:
+        yield gw.http_url, reader, songs
+    finally:
+        gw.stop(0)
+
+
+def test_with_api_keys_on_the_app_asks_for_a_token_and_a_reader_searches(browser, auth_gateway, shots, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.keys import Keys
+
+    url, reader, songs = auth_gateway
+    driver = browser
+    driver.get(url)
+    wait(driver, lambda d: d.execute_script("return document.body.dataset.ready === 'true'"), "the app to start")
+
+    # no token: the server's own 401 message where the songs would be, the page otherwise whole
+    wait(driver, lambda d: css(d, "#songs-error").is_displayed(), "the catalog's refusal")
+    refusal = css(driver, "#songs-error").text
+    assert refusal == "missing or invalid credentials (this server wants an API token: set one above)", refusal
+    wait(driver, lambda d: "Stats unavailable" in css(d, "#stats").text, "the stats' refusal")
+    assert "missing or invalid credentials" in css(driver, "#stats").text
+    assert css(driver, "#songs-h").is_displayed() and css(driver, "#token-summary").is_displayed()
+    assert (
+        all_css(driver, "#track-list button.track") == []
+        and css(driver, "#token-status").get_attribute("textContent") == "No token"
+    )
+    shots(driver, "auth-no-token")
+    assert console_errors(driver) == []  # the failed fetches alone, which console_errors leaves out
+
+    # a reader's token, typed into the token field: the catalog loads
+    click(driver, css(driver, "#token-summary"))
+    css(driver, "#token").send_keys(reader, Keys.ENTER)
+    wait(driver, lambda d: len(all_css(d, "#track-list button.track")) >= len(songs), "the catalog with the token")
+    assert (
+        not css(driver, "#songs-error").is_displayed()
+        and css(driver, "#token-status").get_attribute("textContent") == "Token set"
+    )
+    wait(driver, lambda d: " songs" in css(d, "#stats").text, "the stats with the token")
+    assert driver.execute_script("return localStorage.getItem('partsim.token')") == reader
+
+    # and a search works: one song's bass, the song itself first
+    song = next(s for s in songs if plays(s, "bass", 15.0))
+    click(driver, css(driver, "#live"))  # Search alone searches
+    choose(driver, song.name, 15.0, "bass")
+    click(driver, css(driver, "#add-query"))
+    wait(driver, lambda d: len(all_css(d, "#query-list li.query")) == 1, "the stem query")
+    click(driver, css(driver, "#search"))
+    hits = search_done(driver, 1)
+    assert hits and hits[0].get_attribute("data-track-id") == song.name
+    shots(driver, "auth-reader-search")
+
+    # a reader may not add music: the server's 403, inline where the action was
+    driver.get(url + "#ingest")
+    wait(driver, lambda d: css(d, "#view-ingest").is_displayed(), "the add-music view")
+    audio, sr = sf.read(str(songs[0] / "mix.flac"), dtype="float32")
+    upload = tmp_path / "reader-upload.wav"
+    sf.write(str(upload), audio[: int(11 * sr)], sr, subtype="PCM_16")
+    css(driver, "#upload-file").send_keys(str(upload))
+    click(driver, css(driver, "#upload-submit"))
+    wait(driver, lambda d: css(d, "#upload-error").is_displayed(), "the upload's refusal")
+    denied = css(driver, "#upload-error").text
+    assert "may not call" in denied and "IndexTrack" in denied and denied.endswith("(check the API token)"), denied
+    assert not css(driver, "#upload-result").is_displayed()
+    css(driver, "#job-paths").send_keys(str(songs[1] / "mix.flac"))
+    click(driver, css(driver, "#job-submit"))
+    wait(driver, lambda d: css(d, "#job-error").is_displayed(), "the job's refusal")
+    assert "may not call" in css(driver, "#job-error").text and "SubmitIngestJob" in css(driver, "#job-error").text
+    shots(driver, "auth-reader-403")
     assert console_errors(driver) == []

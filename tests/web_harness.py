@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from partsim.client import PartsimClient
-from partsim.cluster import Cluster
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -38,27 +37,16 @@ def plays(song: Path, part: str, t: float) -> bool:
 
 
 @pytest.fixture(scope="module")
-def web_cluster(tmp_path_factory, catalog):
-    """A cluster with HTTP and a tiny separator (GetStems), the catalog's songs indexed with titles; yields
-    (cluster, the web app's URL, the indexed songs' folders)."""
-    from .tiny_separator import make_tiny_repo
-
-    repo = make_tiny_repo(tmp_path_factory.mktemp("web-seprepo"), name="tiny-sep")
-    data = tmp_path_factory.mktemp("web-cluster")
-    env = {
-        "PARTSIM_SEPARATOR_REPO": str(repo),
-        "PARTSIM_SEPARATOR_MODEL": "tiny-sep",
-    }
+def web_cluster(cluster_with_separator, catalog):
+    """The cluster with HTTP and a tiny separator (GetStems; tests/e2e_cluster.py, shared with the other GetStems
+    tests), the catalog's songs indexed with titles; yields (cluster, the web app's URL, the indexed songs' folders)."""
+    cluster = cluster_with_separator
     songs = sorted(p for p in catalog.iterdir() if p.is_dir())
-    with Cluster(data, gateway="127.0.0.1:0", allowed_roots=[catalog], quiet=True, extra_env=env) as cluster:
-        with PartsimClient(cluster.gateway, timeout=300) as client:
-            client.wait_ready(300)
-            client.wait_ready(300, backend="separator")
-            for song in songs:
-                title, artist = song_title(song)
-                client.index_bytes((song / "mix.flac").read_bytes(), song.name, title=title, artist=artist)
-        assert cluster.http.startswith("http://"), cluster.http  # the launcher turns HTTP on (any port)
-        yield cluster, cluster.http, songs
+    with PartsimClient(cluster.gateway, timeout=300) as client:
+        for song in songs:
+            title, artist = song_title(song)
+            client.index_bytes((song / "mix.flac").read_bytes(), song.name, title=title, artist=artist)
+    yield cluster, cluster.http, songs
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     with Cluster(args.data / "state", gateway=parse_host_port(args.gateway), http=_http(args.http)) as cluster:
         with PartsimClient(cluster.gateway, **connection(args)) as c:
             c.wait_ready(300)
+            if cluster.http:  # serving already: the songs show up in it as they are indexed
+                print(f"web app: {cluster.http}", flush=True)
             ok, failures = index_paths(cluster.gateway, songs, parallel=4, conn=connection(args))
             for tid, exc in failures:
                 print(f"failed: {tid}: {exc}", file=sys.stderr)

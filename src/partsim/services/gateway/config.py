@@ -175,8 +175,8 @@ class GatewayConfig(ServerConfig):
             not self.tls_client_ca,
             p,
             "http_port",
-            "the HTTP API cannot check client certificates (TLS_CLIENT_CA): set HTTP_PORT=-1, or leave out "
-            "TLS_CLIENT_CA (callers are authenticated by their tokens, AUTH)",
+            f"the HTTP API cannot check client certificates ({p}_TLS_CLIENT_CA): set {p}_HTTP_PORT=-1 (no HTTP), "
+            f"or leave out {p}_TLS_CLIENT_CA (callers are authenticated by their tokens, {p}_AUTH)",
         )
         missing = self.unprotected()
         require(

@@ -3,8 +3,8 @@
 One row per track id (the primary key), beside the per-part collections of segment rows, so any
 searcher replica answers any request and a searcher with an empty disk serves an existing catalog
 at once. Fields: the :class:`TrackInfo` (title, artist, tags as JSON, num_segments, durations,
-model version, indexing time, the caller's upload ``version``, and ``bpm`` / ``key``, nullable:
-room for what is known), plus
+model version, indexing time, the caller's upload ``version``, and ``bpm`` / ``key``: room for what
+is known, stored as 0.0 and "" where unknown, since Milvus 2.3 servers have no nullable fields), plus
 
 - ``generation``: whose segment rows are the track's current version (their primary keys carry it,
   :func:`.milvus.pk`). A replace writes new-generation rows beside the old ones, then upserts this
@@ -102,8 +102,8 @@ def _row(info: TrackInfo, present: dict[str, int], changed: int, deleted: bool =
         "model_version": info.model_version,
         "indexed_at": float(info.indexed_at),
         "version": info.version,
-        "bpm": info.bpm,
-        "key": info.key,
+        "bpm": 0.0 if info.bpm is None else float(info.bpm),  # 0.0: unknown (a real tempo is > 0)
+        "key": info.key or "",
         "present": {p: int(n) for p, n in present.items()},
         "dummy": [0.0, 0.0],
     }
@@ -122,8 +122,8 @@ def _info(r: dict) -> TrackInfo:
         float(r["indexed_at"]),
         r["version"],
         int(r["generation"]),
-        None if r.get("bpm") is None else float(r["bpm"]),
-        r.get("key"),
+        float(r["bpm"]) if r.get("bpm") else None,
+        r.get("key") or None,
     )
 
 
@@ -169,8 +169,8 @@ class TrackTable:
         s.add_field("model_version", DataType.VARCHAR, max_length=text)
         s.add_field("indexed_at", DataType.DOUBLE)
         s.add_field("version", DataType.VARCHAR, max_length=text)
-        s.add_field("bpm", DataType.FLOAT, nullable=True)
-        s.add_field("key", DataType.VARCHAR, max_length=64, nullable=True)
+        s.add_field("bpm", DataType.FLOAT)  # 0.0: unknown (no nullable fields on Milvus 2.3 servers)
+        s.add_field("key", DataType.VARCHAR, max_length=64)  # "": unknown
         s.add_field("present", DataType.JSON)
         s.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field; nothing searches it
         m = self.milvus

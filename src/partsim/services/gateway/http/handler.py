@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import mimetypes
+import re
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("partsim.gateway.http")
 
 READ_TIMEOUT = 60.0  # seconds a client may leave a socket silent while sending a request
+CALL_TIMEOUT = 600.0  # seconds: the deadline of each call through the bridge, and the most a client may ask
+DEADLINE_HEADER = "X-Server-Timeout"  # the client's deadline in seconds (as Google's HTTP APIs take it)
+SECONDS = re.compile(r"\d+(\.\d*)?|\.\d+")  # a decimal number of seconds: no sign, exponent, inf or nan
 OPENAPI_PATH = "/v1/openapi.json"
 TYPES = {
     ".js": "text/javascript",
@@ -102,10 +107,28 @@ class Handler(BaseHTTPRequestHandler):
             request: object = uploads.index_request(self.headers.get("Content-Type", ""), body, query)
         else:
             request = build_request(route, match.variables, query, body)
-        answer = api.bridge.call(route.name, request, self.call_metadata(query))
+        answer = api.bridge.call(route.name, request, self.call_metadata(query), self.call_timeout())
         if isinstance(answer, list):
             return self.send_json(200, [to_json(m) for m in answer])
         return self.send_json(200, to_json(answer))
+
+    def call_timeout(self) -> float:
+        """The call's deadline in seconds: the client's ``X-Server-Timeout`` (capped at ``CALL_TIMEOUT``), else
+        ``CALL_TIMEOUT``; 400 naming the header when it is not a number of seconds above 0."""
+        values = self.headers.get_all(DEADLINE_HEADER) or []
+        if not values:
+            return CALL_TIMEOUT
+        text = values[0].strip()
+        seconds = float(text) if len(values) == 1 and SECONDS.fullmatch(text) else math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            given = ", ".join(repr(v) for v in values)
+            raise bad_request(
+                f"header {DEADLINE_HEADER}: expected one number of seconds above 0 (at most {CALL_TIMEOUT:g} are "
+                f"honoured), got {given}",
+                "INVALID_HEADER",
+                DEADLINE_HEADER,
+            )
+        return min(seconds, CALL_TIMEOUT)
 
     def call_metadata(self, query: str, media_route: bool = False) -> list[tuple[str, str]]:
         md = [("x-forwarded-for", self.client_address[0])]
@@ -241,8 +264,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(code, body, headers)
 
     def send_media(self, api: HttpApi, route: Route, variables: dict[str, str], query: str) -> None:
+        timeout = self.call_timeout()
+
         def call(method: str, request):
-            return api.bridge.call(method, request, self.call_metadata(query, media_route=True))
+            return api.bridge.call(method, request, self.call_metadata(query, media_route=True), timeout)
 
         name = route.extra.get("file") or variables["file"]
         if route.name == "media:stem":

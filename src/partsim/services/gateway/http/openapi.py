@@ -16,6 +16,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, ServiceDescriptor
 from google.rpc import status_pb2
 
+from .handler import CALL_TIMEOUT, DEADLINE_HEADER
 from .media import FORMATS
 from .routes import Route, route_table
 
@@ -184,6 +185,22 @@ def path_parameter(name: str, text: str = "") -> dict:
     }
 
 
+TIMEOUT_REF = {"$ref": "#/components/parameters/ServerTimeout"}
+
+
+def timeout_parameter() -> dict:
+    """The ``X-Server-Timeout`` header every operation takes (handler.py honours it)."""
+    return {
+        "name": DEADLINE_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": r"^(\d+(\.\d*)?|\.\d+)$", "examples": ["2.5"]},
+        "description": f"The call's deadline in seconds (a decimal number above 0; at most {CALL_TIMEOUT:g} are "
+        f"honoured, the default). When it passes the answer is 504 with DEADLINE_EXCEEDED; a value that is not "
+        "such a number is 400 INVALID_ARGUMENT naming the header.",
+    }
+
+
 def error_responses() -> dict:
     status = {"$ref": f"#/components/schemas/{STATUS}"}
     return {
@@ -208,7 +225,7 @@ def operation(route: Route, schemas: Schemas, service: ServiceDescriptor) -> dic
         "tags": [service.name],
     }
     variables = route.template.variables
-    op["parameters"] = [path_parameter(v) for v in variables]
+    op["parameters"] = [path_parameter(v) for v in variables] + [TIMEOUT_REF]
     out = schemas.ref(m.output_type)
     if m.server_streaming:
         out = {"type": "array", "items": out, "description": "The messages of the gRPC response stream, in order."}
@@ -300,6 +317,7 @@ def media_paths() -> dict:
             "tags": ["Media"],
             "parameters": [
                 track,
+                TIMEOUT_REF,
                 {
                     "name": "file",
                     "in": "path",
@@ -333,6 +351,7 @@ def media_paths() -> dict:
                 "tags": ["Media"],
                 "parameters": [
                     track,
+                    TIMEOUT_REF,
                     {"name": "start", "in": "query", "schema": {"type": "number", "minimum": 0}},
                     {"name": "end", "in": "query", "schema": {"type": "number", "minimum": 0}},
                 ],
@@ -367,6 +386,7 @@ def document(service: ServiceDescriptor, notes: dict[str, str], routes: Iterable
         ],
         "paths": dict(sorted(paths.items())),
         "components": {
+            "parameters": {"ServerTimeout": timeout_parameter()},
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
@@ -385,5 +405,6 @@ GENERAL = """\
 The HTTP/JSON transcoding of the gRPC API (google.api.http annotations of partsim/v1/gateway.proto). Bodies and \
 answers follow protobuf's JSON mapping: lowerCamelCase field names (the proto names are accepted too), 64-bit \
 integers as strings, bytes as base64, enums by name; answers include fields at their default values. Query \
-parameters of GET and DELETE routes name fields by path (`segment.seconds=5`). Errors are google.rpc.Status as \
-JSON with the HTTP status of their code."""
+parameters of GET and DELETE routes name fields by path (`segment.seconds=5`). A call's deadline is 600 s, or \
+less when the `X-Server-Timeout` header gives seconds. Errors are google.rpc.Status as JSON with the HTTP status \
+of their code."""

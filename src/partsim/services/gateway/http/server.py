@@ -7,7 +7,8 @@ counted and answered by exactly the interceptors and handlers a gRPC caller meet
 travels as ``x-forwarded-for`` (the audit line's peer).
 
 Bounded: request bodies (413 beyond the gateway's upload limit, base64 in JSON counted at 4/3), connections
-at once (503 beyond), socket reads (a client that stops sending is dropped) and each call's deadline.
+at once (503 beyond), socket reads (a client that stops sending is dropped) and each call's deadline (600 s, or
+less when the client's ``X-Server-Timeout`` header asks).
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..audio_store import AudioStore
-from .handler import Handler
+from .handler import CALL_TIMEOUT, Handler
 from .routes import Route, parse_template, route_table
 from .tls import ReloadingContext
 
 log = logging.getLogger("partsim.gateway.http")
 
-CALL_TIMEOUT = 600.0  # seconds: the deadline of each call through the bridge
 OPENAPI_FILE = Path(__file__).with_name("openapi.json")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 MEDIA_ROUTES = [
@@ -68,9 +68,10 @@ class Bridge:
             path, request_serializer=lambda r: r.SerializeToString(), response_deserializer=out.FromString
         )
 
-    def call(self, method: str, request, metadata: list[tuple[str, str]]):
-        """The answer of ``method`` (a list of messages for a server stream); grpc.RpcError when it fails."""
-        answer = self.calls[method](request, metadata=metadata, timeout=CALL_TIMEOUT)
+    def call(self, method: str, request, metadata: list[tuple[str, str]], timeout: float = CALL_TIMEOUT):
+        """The answer of ``method`` (a list of messages for a server stream) within ``timeout`` seconds;
+        grpc.RpcError when it fails (DEADLINE_EXCEEDED when the time ran out)."""
+        answer = self.calls[method](request, metadata=metadata, timeout=timeout)
         return list(answer) if not hasattr(answer, "SerializeToString") else answer
 
     def close(self) -> None:
