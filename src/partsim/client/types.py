@@ -137,9 +137,9 @@ def _range(text: str, what: str) -> tuple[float | None, float | None]:
     try:
         out = (float(lo) if lo.strip() else None, float(hi) if hi.strip() else None)
     except ValueError:
-        raise ValueError(f"{what}:{text}: expected LO..HI (numbers; either side may be left out)") from None
+        raise ValueError(f"expected {what}:LO..HI (numbers; either side may be left out)") from None
     if out == (None, None):
-        raise ValueError(f"{what}:{text}: give at least one bound (LO..HI, LO.. or ..HI)")
+        raise ValueError(f"give at least one bound ({what}:LO..HI, {what}:LO.. or {what}:..HI)")
     return out
 
 
@@ -153,8 +153,8 @@ def _when(text: str) -> float:
         t = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(
-            f"indexed-after:{text}: expected a date (2026-01-01), a date-time (2026-01-01T12:00, UTC unless it "
-            "gives an offset) or seconds since 1970"
+            "expected a date (2026-01-01), a date-time (2026-01-01T12:00, UTC unless it gives an offset) or "
+            "seconds since 1970"
         ) from None
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
@@ -201,30 +201,33 @@ class SearchFilter(_Json):
         """A filter from ``--filter`` conditions (:data:`FILTER_GRAMMAR`); ValueError (one line) for a bad one."""
         f = cls()
         for spec in specs:
-            kind, sep, value = spec.partition(":")
-            kind = kind.strip().lower()
-            if not sep or not value.strip():
-                raise ValueError(
-                    f"filter {spec!r}: expected KIND:VALUE, KIND one of tag, tag-all, bpm, key, duration, indexed-after"
-                )
-            if kind in ("tag", "tag-all"):
-                k, eq, v = value.partition("=")
-                if not eq or not k:
-                    raise ValueError(f"filter {spec!r}: expected {kind}:KEY=VALUE")
-                (f.tags_any if kind == "tag" else f.tags_all).append((k, v))
-            elif kind == "bpm":
-                f.bpm_min, f.bpm_max = _range(value, "bpm")
-            elif kind == "duration":
-                f.duration_min, f.duration_max = _range(value, "duration")
-            elif kind == "key":
-                f.keys.append(value.strip())
-            elif kind == "indexed-after":
-                f.indexed_after = _when(value)
-            else:
-                raise ValueError(
-                    f"filter {spec!r}: unknown kind {kind!r}; one of tag, tag-all, bpm, key, duration, indexed-after"
-                )
+            try:
+                f._add(spec)
+            except ValueError as exc:
+                raise ValueError(f"{spec!r}: {exc}") from None
         return f
+
+    def _add(self, spec: str) -> None:
+        kinds = "tag, tag-all, bpm, key, duration, indexed-after"
+        kind, sep, value = spec.partition(":")
+        kind = kind.strip().lower()
+        if not sep or not value.strip():
+            raise ValueError(f"expected KIND:VALUE, KIND one of {kinds}")
+        if kind in ("tag", "tag-all"):
+            k, eq, v = value.partition("=")
+            if not eq or not k:
+                raise ValueError(f"expected {kind}:KEY=VALUE")
+            (self.tags_any if kind == "tag" else self.tags_all).append((k, v))
+        elif kind == "bpm":
+            self.bpm_min, self.bpm_max = _range(value, "bpm")
+        elif kind == "duration":
+            self.duration_min, self.duration_max = _range(value, "duration")
+        elif kind == "key":
+            self.keys.append(value.strip())
+        elif kind == "indexed-after":
+            self.indexed_after = _when(value)
+        else:
+            raise ValueError(f"unknown kind {kind!r}; one of {kinds}")
 
 
 @dataclass
