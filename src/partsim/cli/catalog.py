@@ -4,6 +4,9 @@ A query stem is the part of an indexed track at a time (``--stem PART:TRACK_ID@S
 audio file (``--stem-file PART:FILE[@SECONDS]``: the file, or 10 s of it from SECONDS on, uploaded as the
 query's audio). ``--json`` prints a list of hits, each the client's hit as JSON (``MixHit`` / ``StemHit``:
 the track's ``metadata`` with title, artist and tags; the best segment and per-part distances).
+``--filter KIND:VALUE`` (repeatable) keeps only tracks meeting every condition (:data:`FILTER_GRAMMAR`,
+parsed by :meth:`partsim.client.SearchFilter.parse`; a bad one is one line, exit status 2). ``index`` sends
+a corpus song's tempo and key (metadata.json) as the track's BPM and musical key.
 
 ``index_paths`` and the hit printers also serve ``partsim demo`` (``cli/cluster.py``).
 """
@@ -19,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from ..client.types import FILTER_GRAMMAR
 from ..errors import InvalidArgument, NotFound
 from .args import EXIT_OK, add_gateway_options, connection, exit_status, gateway_client, integer
 
@@ -39,7 +43,9 @@ def register(sub) -> None:
         ("search-mix", "songs whose parts sound like the query stems (eq. 6.1/6.2)", _cmd_search_mix),
         ("search-stems", "segments of one part most similar to one stem", _cmd_search_stems),
     ):
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(
+            name, help=helptext, epilog=FILTER_GRAMMAR, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         again = " (repeatable)" if name == "search-mix" else ""
         p.add_argument(
             "--stem",
@@ -65,6 +71,14 @@ def register(sub) -> None:
             help="per-part nearest neighbours in Milvus + exact re-rank (default: the searcher's mode)",
         )
         p.add_argument("--exclude", action="append", default=[], metavar="TRACK_ID", help="leave out this track")
+        p.add_argument(
+            "--filter",
+            action="append",
+            default=[],
+            metavar="KIND:VALUE",
+            help="only tracks meeting this condition (repeatable; all must hold): tag:K=V, tag-all:K=V, "
+            "bpm:LO..HI, key:KEY, duration:LO..HI, indexed-after:DATE (see below)",
+        )
         if name == "search-mix":
             p.add_argument("--weight", action="append", default=[], metavar="PART=W", help="part weight in eq. 6.2")
         p.add_argument("--json", action="store_true", help="print JSON: a list of hits with metadata")
@@ -131,7 +145,7 @@ def _track_items(paths: list[Path]) -> list[tuple[str, Path, dict]]:
             mix = p / "mix.flac"
             if not mix.is_file():
                 raise NotFound(f"{p}: a song folder needs mix.flac (partsim corpus layout)")
-            meta = {"title": p.name, "artist": "", "tags": {}}
+            meta: dict[str, Any] = {"title": p.name, "artist": "", "tags": {}}
             mfile = p / "metadata.json"
             if mfile.is_file():
                 m = json.loads(mfile.read_text())
@@ -140,6 +154,7 @@ def _track_items(paths: list[Path]) -> list[tuple[str, Path, dict]]:
                     "key": m.get("key", {}).get("name", ""),
                     "parts": ",".join(m.get("present", [])),
                 }
+                meta.update(_bpm_and_key(m.get("tempo"), m.get("key", {}).get("name", "")))
             items.append((p.name, mix, meta))
         elif p.is_file():
             items.append((p.stem, p, {"title": p.stem, "artist": "", "tags": {}}))
@@ -170,7 +185,15 @@ def index_paths(
     failures = []
     with PartsimClient(gateway, **(conn or {})) as c, ThreadPoolExecutor(max(1, parallel)) as pool:
         futs = {
-            pool.submit(c.index_bytes, f.read_bytes(), tid, title=m["title"], tags=m["tags"]): tid
+            pool.submit(
+                c.index_bytes,
+                f.read_bytes(),
+                tid,
+                title=m["title"],
+                tags=m["tags"],
+                bpm=m.get("bpm"),
+                key=m.get("key", ""),
+            ): tid
             for tid, f, m in items
         }
         for fut in tqdm(as_completed(futs), total=len(futs), desc="indexing", unit="song", disable=quiet):
@@ -187,6 +210,35 @@ def _cmd_index(args: argparse.Namespace) -> int:
         print(f"partsim: failed: {tid}: {exc}", file=sys.stderr)
     print(f"indexed {ok} of {ok + len(failures)} tracks", file=sys.stderr)
     return max((exit_status(exc) for _, exc in failures), default=EXIT_OK)
+
+
+def _bpm_and_key(tempo: Any, key: str) -> dict[str, Any]:
+    """A corpus song's tempo and key as the track's ``bpm`` and ``key`` (left out where not usable)."""
+    from ..services.tracks import BPM_RANGE, normal_key
+
+    out: dict[str, Any] = {}
+    try:
+        if BPM_RANGE[0] <= float(tempo) <= BPM_RANGE[1]:
+            out["bpm"] = float(tempo)
+    except (TypeError, ValueError):
+        pass
+    try:
+        out["key"] = normal_key(key) if key else ""
+    except ValueError:
+        pass
+    return out
+
+
+def _filter(args: argparse.Namespace):
+    """The search filter of ``--filter`` conditions (None: none given); InvalidArgument for a bad one."""
+    from ..client import SearchFilter
+
+    if not args.filter:
+        return None
+    try:
+        return SearchFilter.parse(args.filter)
+    except ValueError as exc:
+        raise InvalidArgument(f"--filter {exc}") from None
 
 
 def _mode(args: argparse.Namespace) -> str | None:
@@ -207,8 +259,11 @@ def _weights(items: list[str]) -> dict[str, float]:
 def _cmd_search_mix(args: argparse.Namespace) -> int:
     stems = _stems(args)
     weights = _weights(args.weight)
+    where = _filter(args)
     with gateway_client(args) as c:
-        hits = c.search_mix(stems, top_k=args.top_k, weights=weights, exclude=args.exclude, mode=_mode(args))
+        hits = c.search_mix(
+            stems, top_k=args.top_k, weights=weights, exclude=args.exclude, mode=_mode(args), filter=where
+        )
     _print_result(hits, args.json, print_mix_hits)
     return EXIT_OK
 
@@ -217,8 +272,9 @@ def _cmd_search_stems(args: argparse.Namespace) -> int:
     stems = _stems(args)
     if len(stems) != 1:
         raise InvalidArgument("search-stems takes exactly one --stem or --stem-file")
+    where = _filter(args)
     with gateway_client(args) as c:
-        hits = c.search_stems(stems[0], top_k=args.top_k, exclude=args.exclude, mode=_mode(args))
+        hits = c.search_stems(stems[0], top_k=args.top_k, exclude=args.exclude, mode=_mode(args), filter=where)
     _print_result(hits, args.json, print_stem_hits)
     return EXIT_OK
 

@@ -46,6 +46,7 @@ from .types import (
     MixHit,
     QueryWarning,
     RetryResult,
+    SearchFilter,
     SearchResult,
     Stem,
     Stems,
@@ -228,13 +229,14 @@ class PartsimClient:
         artist: str = "",
         tags: dict[str, str] | None = None,
         timeout: float | None = None,
+        bpm: float | None = None,
+        key: str = "",
     ) -> IndexResult:
+        """Index audio bytes under ``track_id`` with its metadata (``bpm`` and musical ``key`` where known)."""
+        meta = types_pb2.TrackMetadata(title=title, artist=artist, tags=tags or {}, bpm=bpm, key=key)
+
         def messages() -> Iterator[gateway_pb2.IndexTrackRequest]:
-            yield gateway_pb2.IndexTrackRequest(
-                header=gateway_pb2.IndexTrackHeader(
-                    track_id=track_id, metadata=types_pb2.TrackMetadata(title=title, artist=artist, tags=tags or {})
-                )
-            )
+            yield gateway_pb2.IndexTrackRequest(header=gateway_pb2.IndexTrackHeader(track_id=track_id, metadata=meta))
             for i in range(0, len(data), CHUNK):
                 yield gateway_pb2.IndexTrackRequest(chunk=data[i : i + CHUNK])
 
@@ -246,13 +248,17 @@ class PartsimClient:
         return self.index_bytes(path.read_bytes(), track_id or path.stem, **meta)
 
     def submit_job(self, items: Iterable[dict]) -> str:
-        """items: dicts with track_id, uri or audio (bytes), and optional title/artist/tags; the job's id."""
+        """items: dicts with track_id, uri or audio (bytes), and optional title/artist/tags/bpm/key; the job's id."""
         req = gateway_pb2.SubmitIngestJobRequest()
         for it in items:
             m = req.items.add(
                 track_id=it["track_id"],
                 metadata=types_pb2.TrackMetadata(
-                    title=it.get("title", ""), artist=it.get("artist", ""), tags=it.get("tags", {})
+                    title=it.get("title", ""),
+                    artist=it.get("artist", ""),
+                    tags=it.get("tags", {}),
+                    bpm=it.get("bpm"),
+                    key=it.get("key", ""),
                 ),
             )
             if "uri" in it:
@@ -297,13 +303,16 @@ class PartsimClient:
         weights: dict[str, float] | None = None,
         exclude: list[str] | None = None,
         mode: str | None = None,
+        filter: SearchFilter | None = None,
     ) -> SearchResult:
-        """Songs ranked by eq. 6.2: a list of :class:`MixHit` with ``.warnings``."""
+        """Songs ranked by eq. 6.2: a list of :class:`MixHit` with ``.warnings``; only tracks matching
+        ``filter`` (:class:`SearchFilter`) when given."""
         req = gateway_pb2.SearchMixRequest(
             queries=[s.to_proto() for s in stems],
             part_weights=weights or {},
             exclude_track_ids=exclude or [],
             mode=MODES[mode],
+            filter=filter.to_proto() if filter is not None else None,
         )
         if top_k is not None:
             req.top_k = top_k
@@ -313,11 +322,21 @@ class PartsimClient:
         )
 
     def search_stems(
-        self, stem: Stem, top_k: int | None = None, exclude: list[str] | None = None, mode: str | None = None
+        self,
+        stem: Stem,
+        top_k: int | None = None,
+        exclude: list[str] | None = None,
+        mode: str | None = None,
+        filter: SearchFilter | None = None,
     ) -> SearchResult:
         """Segments of one part ranked by cosine distance: a list of :class:`StemHit` (with the track's
-        ``metadata``) with ``.warnings``."""
-        req = gateway_pb2.SearchStemsRequest(query=stem.to_proto(), exclude_track_ids=exclude or [], mode=MODES[mode])
+        ``metadata``) with ``.warnings``; only segments of tracks matching ``filter`` when given."""
+        req = gateway_pb2.SearchStemsRequest(
+            query=stem.to_proto(),
+            exclude_track_ids=exclude or [],
+            mode=MODES[mode],
+            filter=filter.to_proto() if filter is not None else None,
+        )
         if top_k is not None:
             req.top_k = top_k
         resp = self._call(self.stub.SearchStems, req)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, cast
 
@@ -109,7 +110,124 @@ class MixHit(_Json):
 
 
 def _metadata(m: types_pb2.TrackMetadata) -> dict:
-    return {"title": m.title, "artist": m.artist, "tags": dict(m.tags)}
+    out: dict[str, Any] = {"title": m.title, "artist": m.artist, "tags": dict(m.tags)}
+    if m.HasField("bpm"):
+        out["bpm"] = m.bpm
+    if m.key:
+        out["key"] = m.key
+    return out
+
+
+FILTER_GRAMMAR = """\
+filters (each --filter one condition; a track must meet all of them):
+  tag:KEY=VALUE          has this tag; several tag: filters: any of them
+  tag-all:KEY=VALUE      has this tag; several tag-all: filters: all of them
+  bpm:LO..HI             BPM known and within LO..HI (bpm:LO.. / bpm:..HI / bpm:X)
+  key:KEY                musical key, e.g. "A minor", "F#m", "Bb" (several: any of them)
+  duration:LO..HI        duration in seconds within LO..HI (duration:..240 / duration:60..)
+  indexed-after:WHEN     indexed after WHEN: a date or date-time (ISO 8601, UTC unless it gives
+                         an offset, e.g. 2026-01-01 or 2026-01-01T12:00+02:00) or seconds since 1970"""
+
+
+def _range(text: str, what: str) -> tuple[float | None, float | None]:
+    """``LO..HI`` (either side may be empty) or a single number (``X``: X..X)."""
+    lo, sep, hi = text.partition("..")
+    if not sep:
+        lo = hi = text
+    try:
+        out = (float(lo) if lo.strip() else None, float(hi) if hi.strip() else None)
+    except ValueError:
+        raise ValueError(f"expected {what}:LO..HI (numbers; either side may be left out)") from None
+    if out == (None, None):
+        raise ValueError(f"give at least one bound ({what}:LO..HI, {what}:LO.. or {what}:..HI)")
+    return out
+
+
+def _when(text: str) -> float:
+    """Seconds since the epoch of a number, or an ISO 8601 date or date-time (UTC unless it has an offset)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            "expected a date (2026-01-01), a date-time (2026-01-01T12:00, UTC unless it gives an offset) or "
+            "seconds since 1970"
+        ) from None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+@dataclass
+class SearchFilter(_Json):
+    """Which tracks a search may answer (``partsim.v1.SearchFilter``): a track must meet every condition given.
+
+    ``tags_any``: it has at least one of these (key, value) tags; ``tags_all``: every one; ``bpm_min`` /
+    ``bpm_max``: its BPM is known and within; ``keys``: its musical key is one of these; ``duration_min`` /
+    ``duration_max``: seconds; ``indexed_after``: seconds since the epoch. :meth:`parse` reads the CLI's
+    ``--filter`` grammar (:data:`FILTER_GRAMMAR`).
+    """
+
+    tags_any: list[tuple[str, str]] = field(default_factory=list)
+    tags_all: list[tuple[str, str]] = field(default_factory=list)
+    bpm_min: float | None = None
+    bpm_max: float | None = None
+    keys: list[str] = field(default_factory=list)
+    duration_min: float | None = None
+    duration_max: float | None = None
+    indexed_after: float | None = None
+
+    def to_proto(self) -> types_pb2.SearchFilter:
+        f = types_pb2.SearchFilter(
+            tags_any=[types_pb2.TagMatch(key=k, value=v) for k, v in self.tags_any],
+            tags_all=[types_pb2.TagMatch(key=k, value=v) for k, v in self.tags_all],
+            keys=self.keys,
+        )
+        for name, proto_name in (
+            ("bpm_min", "bpm_min"),
+            ("bpm_max", "bpm_max"),
+            ("duration_min", "duration_min_seconds"),
+            ("duration_max", "duration_max_seconds"),
+            ("indexed_after", "indexed_after"),
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(f, proto_name, value)
+        return f
+
+    @classmethod
+    def parse(cls, specs: Iterable[str]) -> SearchFilter:
+        """A filter from ``--filter`` conditions (:data:`FILTER_GRAMMAR`); ValueError (one line) for a bad one."""
+        f = cls()
+        for spec in specs:
+            try:
+                f._add(spec)
+            except ValueError as exc:
+                raise ValueError(f"{spec!r}: {exc}") from None
+        return f
+
+    def _add(self, spec: str) -> None:
+        kinds = "tag, tag-all, bpm, key, duration, indexed-after"
+        kind, sep, value = spec.partition(":")
+        kind = kind.strip().lower()
+        if not sep or not value.strip():
+            raise ValueError(f"expected KIND:VALUE, KIND one of {kinds}")
+        if kind in ("tag", "tag-all"):
+            k, eq, v = value.partition("=")
+            if not eq or not k:
+                raise ValueError(f"expected {kind}:KEY=VALUE")
+            (self.tags_any if kind == "tag" else self.tags_all).append((k, v))
+        elif kind == "bpm":
+            self.bpm_min, self.bpm_max = _range(value, "bpm")
+        elif kind == "duration":
+            self.duration_min, self.duration_max = _range(value, "duration")
+        elif kind == "key":
+            self.keys.append(value.strip())
+        elif kind == "indexed-after":
+            self.indexed_after = _when(value)
+        else:
+            raise ValueError(f"unknown kind {kind!r}; one of {kinds}")
 
 
 @dataclass
@@ -126,6 +244,8 @@ class Track(_Json):
     model_version: str
     indexed_at: float  # seconds since the Unix epoch
     version: str  # the upload this version of the track was indexed from ("" when none was named)
+    bpm: float | None = None  # tempo, where known
+    key: str = ""  # musical key in normal form ("A minor"), "" where not known
 
     @classmethod
     def from_proto(cls, t: types_pb2.Track) -> Track:
@@ -141,6 +261,8 @@ class Track(_Json):
             t.model_version,
             t.indexed_at,
             t.version,
+            m.bpm if m.HasField("bpm") else None,
+            m.key,
         )
 
 

@@ -1,5 +1,6 @@
-"""What every service checks about a track: its id (it keys Milvus rows and files), its metadata, and
-that a vector's norm fits in float32 (:func:`check_norm_fits`).
+"""What every service checks about a track: its id (it keys Milvus rows and files), its metadata (sizes,
+BPM range, the musical key's form: :func:`normal_key`), and that a vector's norm fits in float32
+(:func:`check_norm_fits`).
 
 The metadata limits hold at the gateway (IndexTrack, SubmitIngestJob) and again at the searcher
 (UpsertTrack), so a direct caller of the searcher cannot store more: every search answer and
@@ -9,6 +10,8 @@ for every caller.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -21,6 +24,11 @@ MAX_FIELD_BYTES = 512  # title, artist, and each tag's key and value (UTF-8)
 MAX_TAGS = 64
 MAX_METADATA_BYTES = 16 << 10  # title + artist + every tag key and value (UTF-8)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+BPM_RANGE = (1.0, 400.0)  # a track's tempo, where given
+TONICS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")  # the normal form's spelling
+KEYS = tuple(f"{t} {m}" for m in ("major", "minor") for t in TONICS)  # every key in its normal form
+_NATURAL = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_KEY = re.compile(r"^\s*([a-g])\s*(#|b|♯|♭|sharp|flat)?\s*(major|maj|minor|min|m|M)?\s*$", re.IGNORECASE)
 
 
 class Metadata(Protocol):
@@ -32,6 +40,34 @@ class Metadata(Protocol):
     def artist(self) -> str: ...
     @property
     def tags(self) -> Mapping[str, str]: ...
+
+
+def normal_key(text: str) -> str:
+    """A musical key in its normal form ``"<tonic> major|minor"``, tonic spelled with a sharp (:data:`KEYS`).
+
+    Accepted: a tonic A..G (any case), an optional accidental (``#``, ``b``, ``♯``, ``♭``, ``sharp``,
+    ``flat``), then ``major`` / ``maj`` / ``M`` / nothing (major) or ``minor`` / ``min`` / ``m`` (minor).
+    Enharmonic spellings are one key: ``"Db major"`` is ``"C# major"``, ``"Cb"`` ``"B major"``.
+    ValueError for anything else.
+    """
+    m = _KEY.match(text)
+    if m is None:
+        raise ValueError(
+            f"key {_short(text)} is not a musical key: give a tonic A..G, optionally # or b, then major or minor "
+            '(e.g. "A minor", "F# major", "Bbm")'
+        )
+    tonic, acc, mode = m.groups()
+    shift = 0 if not acc else 1 if acc.lower() in ("#", "♯", "sharp") else -1
+    minor = mode is not None and (mode == "m" or mode.lower() in ("minor", "min"))
+    return f"{TONICS[(_NATURAL[tonic.upper()] + shift) % 12]} {'minor' if minor else 'major'}"
+
+
+def bpm_violation(bpm: float, path: str) -> tuple[str, str] | None:
+    """``(path, description)`` unless ``bpm`` is a finite tempo within :data:`BPM_RANGE`."""
+    lo, hi = BPM_RANGE
+    if not (math.isfinite(bpm) and lo <= bpm <= hi):
+        return path, f"{path} {bpm}: a tempo must be within {lo:g}..{hi:g} beats per minute"
+    return None
 
 
 def check_track_id(track_id: str) -> str:
@@ -74,17 +110,30 @@ def metadata_violations(meta: Metadata, prefix: str = "metadata") -> list[tuple[
         out.append(
             (prefix, f"{prefix} is {total} bytes in all (title, artist, tags); the limit is {MAX_METADATA_BYTES}")
         )
+    has_bpm = getattr(meta, "HasField", None)
+    bpm = getattr(meta, "bpm", None) if has_bpm is None or has_bpm("bpm") else None
+    if bpm is not None and (bad := bpm_violation(float(bpm), f"{prefix}.bpm")) is not None:
+        out.append(bad)
+    key = getattr(meta, "key", "") or ""
+    if key:
+        try:
+            normal_key(key)
+        except ValueError as exc:
+            out.append((f"{prefix}.key", f"{prefix}.{exc}"))
     return out
 
 
 def check_metadata(meta: Metadata, prefix: str = "metadata") -> None:
-    """InvalidArgument (reason METADATA_TOO_LARGE, a field violation per broken limit) unless title, artist
-    and each tag key and value have at most :data:`MAX_FIELD_BYTES` bytes, there are at most
-    :data:`MAX_TAGS` tags and :data:`MAX_METADATA_BYTES` bytes in all."""
+    """InvalidArgument (a field violation per broken limit) unless title, artist and each tag key and value
+    have at most :data:`MAX_FIELD_BYTES` bytes, there are at most :data:`MAX_TAGS` tags and
+    :data:`MAX_METADATA_BYTES` bytes in all (reason METADATA_TOO_LARGE), a BPM given is within
+    :data:`BPM_RANGE` and a key given is one :func:`normal_key` reads (reason INVALID_METADATA)."""
     violations = metadata_violations(meta, prefix)
     if violations:
         message = "; ".join(d for _, d in violations[:3]) + ("; ..." if len(violations) > 3 else "")
-        raise InvalidArgument(message, reason="METADATA_TOO_LARGE", field_violations=violations)
+        too_large = any(not p.endswith((".bpm", ".key")) for p, _ in violations)
+        reason = "METADATA_TOO_LARGE" if too_large else "INVALID_METADATA"
+        raise InvalidArgument(message, reason=reason, field_violations=violations)
 
 
 def check_norm_fits(vector: np.ndarray, what: str) -> None:

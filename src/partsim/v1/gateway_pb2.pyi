@@ -209,7 +209,7 @@ class StemQuery(_message.Message):
     def __init__(self, part: _Optional[str] = ..., indexed: _Optional[_Union[IndexedSegment, _Mapping]] = ..., audio: _Optional[_Union[_types_pb2.Audio, _Mapping]] = ..., vector: _Optional[_Union[VectorQuery, _Mapping]] = ...) -> None: ...
 
 class SearchMixRequest(_message.Message):
-    __slots__ = ("queries", "top_k", "part_weights", "exclude_track_ids", "mode")
+    __slots__ = ("queries", "top_k", "part_weights", "exclude_track_ids", "mode", "filter")
     class PartWeightsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -222,12 +222,14 @@ class SearchMixRequest(_message.Message):
     PART_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_TRACK_IDS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     queries: _containers.RepeatedCompositeFieldContainer[StemQuery]
     top_k: int
     part_weights: _containers.ScalarMap[str, float]
     exclude_track_ids: _containers.RepeatedScalarFieldContainer[str]
     mode: _types_pb2.SearchMode
-    def __init__(self, queries: _Optional[_Iterable[_Union[StemQuery, _Mapping]]] = ..., top_k: _Optional[int] = ..., part_weights: _Optional[_Mapping[str, float]] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_types_pb2.SearchMode, str]] = ...) -> None: ...
+    filter: _types_pb2.SearchFilter
+    def __init__(self, queries: _Optional[_Iterable[_Union[StemQuery, _Mapping]]] = ..., top_k: _Optional[int] = ..., part_weights: _Optional[_Mapping[str, float]] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_types_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_types_pb2.SearchFilter, _Mapping]] = ...) -> None: ...
 
 class QueryWarning(_message.Message):
     __slots__ = ("code", "message", "query_index", "part", "track_id", "segment_index", "start_seconds", "end_seconds", "norm", "power")
@@ -266,16 +268,18 @@ class SearchMixResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[_types_pb2.MixHit, _Mapping]]] = ..., model_version: _Optional[str] = ..., candidates: _Optional[int] = ..., warnings: _Optional[_Iterable[_Union[QueryWarning, _Mapping]]] = ...) -> None: ...
 
 class SearchStemsRequest(_message.Message):
-    __slots__ = ("query", "top_k", "exclude_track_ids", "mode")
+    __slots__ = ("query", "top_k", "exclude_track_ids", "mode", "filter")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_TRACK_IDS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     query: StemQuery
     top_k: int
     exclude_track_ids: _containers.RepeatedScalarFieldContainer[str]
     mode: _types_pb2.SearchMode
-    def __init__(self, query: _Optional[_Union[StemQuery, _Mapping]] = ..., top_k: _Optional[int] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_types_pb2.SearchMode, str]] = ...) -> None: ...
+    filter: _types_pb2.SearchFilter
+    def __init__(self, query: _Optional[_Union[StemQuery, _Mapping]] = ..., top_k: _Optional[int] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_types_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_types_pb2.SearchFilter, _Mapping]] = ...) -> None: ...
 
 class SearchStemsResponse(_message.Message):
     __slots__ = ("hits", "model_version", "warnings")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16partsim/v1/types.proto\x12\npartsim.v1\"G\n\x05\x41udio\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12!\n\x03pcm\x18\x02 \x01(\x0b\x32\x12.partsim.v1.RawPcmH\x00\x42\x08\n\x06source\"g\n\x06RawPcm\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.partsim.v1.SampleFormat\"g\n\nPartVector\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x0c\n\x04norm\x18\x03 \x01(\x02\x12\x0f\n\x07present\x18\x04 \x01(\x08\x12\x12\n\x05power\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x08\n\x06_power\"t\n\x10SegmentEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x15\n\rstart_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x03 \x01(\x01\x12%\n\x05parts\x18\x04 \x03(\x0b\x32\x16.partsim.v1.PartVector\"{\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05parts\x18\x02 \x03(\t\x12\x14\n\x0csubspace_dim\x18\x03 \x01(\x05\x12\x1d\n\x15model_segment_seconds\x18\x04 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x05\"\x8e\x01\n\rTrackMetadata\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0e\n\x06\x61rtist\x18\x02 \x01(\t\x12\x31\n\x04tags\x18\x03 \x03(\x0b\x32#.partsim.v1.TrackMetadata.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcb\x01\n\x05Track\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.partsim.v1.TrackMetadata\x12\x14\n\x0cnum_segments\x18\x03 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x01\x12\x17\n\x0fsegment_seconds\x18\x05 \x01(\x01\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x12\n\nindexed_at\x18\x07 \x01(\x01\x12\x0f\n\x07version\x18\x08 \x01(\t\".\n\x0cPartDistance\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\"G\n\nSegmentRef\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x15\n\rstart_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x03 \x01(\x01\"\x9c\x01\n\x06MixHit\x12 \n\x05track\x18\x01 \x01(\x0b\x32\x11.partsim.v1.Track\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\x12,\n\x0c\x62\x65st_segment\x18\x03 \x01(\x0b\x32\x16.partsim.v1.SegmentRef\x12\x30\n\x0epart_distances\x18\x04 \x03(\x0b\x32\x18.partsim.v1.PartDistance\"f\n\x07StemHit\x12 \n\x05track\x18\x01 \x01(\x0b\x32\x11.partsim.v1.Track\x12\'\n\x07segment\x18\x02 \x01(\x0b\x32\x16.partsim.v1.SegmentRef\x12\x10\n\x08\x64istance\x18\x03 \x01(\x02\"\xd6\x01\n\x0c\x43\x61talogStats\x12\x0e\n\x06tracks\x18\x01 \x01(\x03\x12\x10\n\x08segments\x18\x02 \x01(\x03\x12U\n\x18present_segments_by_part\x18\x03 \x03(\x0b\x32\x33.partsim.v1.CatalogStats.PresentSegmentsByPartEntry\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x1a<\n\x1aPresentSegmentsByPartEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"&\n\x08StemInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04part\x18\x02 \x01(\t\"\xeb\x01\n\x10SeparationHeader\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x05stems\x18\x02 \x03(\x0b\x32\x14.partsim.v1.StemInfo\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12\x14\n\x0ctotal_frames\x18\x05 \x01(\x03\x12*\n\x08\x65ncoding\x18\x06 \x01(\x0e\x32\x18.partsim.v1.StemEncoding\x12\x15\n\rstart_seconds\x18\x07 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x08 \x01(\x01\x12\x0e\n\x06shifts\x18\t \x01(\x05\"7\n\tStemChunk\x12\x0c\n\x04stem\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c*e\n\x0cSampleFormat\x12\x1d\n\x19SAMPLE_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17SAMPLE_FORMAT_FLOAT32LE\x10\x01\x12\x19\n\x15SAMPLE_FORMAT_INT16LE\x10\x02*]\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_EXACT\x10\x01\x12\x1b\n\x17SEARCH_MODE_APPROXIMATE\x10\x02*b\n\x0cStemEncoding\x12\x1d\n\x19STEM_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17STEM_ENCODING_FLOAT32LE\x10\x01\x12\x16\n\x12STEM_ENCODING_FLAC\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16partsim/v1/types.proto\x12\npartsim.v1\"G\n\x05\x41udio\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12!\n\x03pcm\x18\x02 \x01(\x0b\x32\x12.partsim.v1.RawPcmH\x00\x42\x08\n\x06source\"g\n\x06RawPcm\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.partsim.v1.SampleFormat\"g\n\nPartVector\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x0c\n\x04norm\x18\x03 \x01(\x02\x12\x0f\n\x07present\x18\x04 \x01(\x08\x12\x12\n\x05power\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x08\n\x06_power\"t\n\x10SegmentEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x15\n\rstart_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x03 \x01(\x01\x12%\n\x05parts\x18\x04 \x03(\x0b\x32\x16.partsim.v1.PartVector\"{\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05parts\x18\x02 \x03(\t\x12\x14\n\x0csubspace_dim\x18\x03 \x01(\x05\x12\x1d\n\x15model_segment_seconds\x18\x04 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x05\"\xb5\x01\n\rTrackMetadata\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0e\n\x06\x61rtist\x18\x02 \x01(\t\x12\x31\n\x04tags\x18\x03 \x03(\x0b\x32#.partsim.v1.TrackMetadata.TagsEntry\x12\x10\n\x03\x62pm\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x0b\n\x03key\x18\x05 \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04_bpm\"\xcb\x01\n\x05Track\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.partsim.v1.TrackMetadata\x12\x14\n\x0cnum_segments\x18\x03 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x01\x12\x17\n\x0fsegment_seconds\x18\x05 \x01(\x01\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x12\n\nindexed_at\x18\x07 \x01(\x01\x12\x0f\n\x07version\x18\x08 \x01(\t\"&\n\x08TagMatch\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xd6\x02\n\x0cSearchFilter\x12&\n\x08tags_any\x18\x01 \x03(\x0b\x32\x14.partsim.v1.TagMatch\x12&\n\x08tags_all\x18\x02 \x03(\x0b\x32\x14.partsim.v1.TagMatch\x12\x14\n\x07\x62pm_min\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x07\x62pm_max\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x0c\n\x04keys\x18\x05 \x03(\t\x12!\n\x14\x64uration_min_seconds\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12!\n\x14\x64uration_max_seconds\x18\x07 \x01(\x01H\x03\x88\x01\x01\x12\x1a\n\rindexed_after\x18\x08 \x01(\x01H\x04\x88\x01\x01\x42\n\n\x08_bpm_minB\n\n\x08_bpm_maxB\x17\n\x15_duration_min_secondsB\x17\n\x15_duration_max_secondsB\x10\n\x0e_indexed_after\".\n\x0cPartDistance\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\"G\n\nSegmentRef\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x15\n\rstart_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x03 \x01(\x01\"\x9c\x01\n\x06MixHit\x12 \n\x05track\x18\x01 \x01(\x0b\x32\x11.partsim.v1.Track\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\x12,\n\x0c\x62\x65st_segment\x18\x03 \x01(\x0b\x32\x16.partsim.v1.SegmentRef\x12\x30\n\x0epart_distances\x18\x04 \x03(\x0b\x32\x18.partsim.v1.PartDistance\"f\n\x07StemHit\x12 \n\x05track\x18\x01 \x01(\x0b\x32\x11.partsim.v1.Track\x12\'\n\x07segment\x18\x02 \x01(\x0b\x32\x16.partsim.v1.SegmentRef\x12\x10\n\x08\x64istance\x18\x03 \x01(\x02\"\xd6\x01\n\x0c\x43\x61talogStats\x12\x0e\n\x06tracks\x18\x01 \x01(\x03\x12\x10\n\x08segments\x18\x02 \x01(\x03\x12U\n\x18present_segments_by_part\x18\x03 \x03(\x0b\x32\x33.partsim.v1.CatalogStats.PresentSegmentsByPartEntry\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x1a<\n\x1aPresentSegmentsByPartEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"&\n\x08StemInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04part\x18\x02 \x01(\t\"\xeb\x01\n\x10SeparationHeader\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x05stems\x18\x02 \x03(\x0b\x32\x14.partsim.v1.StemInfo\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12\x14\n\x0ctotal_frames\x18\x05 \x01(\x03\x12*\n\x08\x65ncoding\x18\x06 \x01(\x0e\x32\x18.partsim.v1.StemEncoding\x12\x15\n\rstart_seconds\x18\x07 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x08 \x01(\x01\x12\x0e\n\x06shifts\x18\t \x01(\x05\"7\n\tStemChunk\x12\x0c\n\x04stem\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c*e\n\x0cSampleFormat\x12\x1d\n\x19SAMPLE_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17SAMPLE_FORMAT_FLOAT32LE\x10\x01\x12\x19\n\x15SAMPLE_FORMAT_INT16LE\x10\x02*]\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_EXACT\x10\x01\x12\x1b\n\x17SEARCH_MODE_APPROXIMATE\x10\x02*b\n\x0cStemEncoding\x12\x1d\n\x19STEM_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17STEM_ENCODING_FLOAT32LE\x10\x01\x12\x16\n\x12STEM_ENCODING_FLAC\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRACKMETADATA_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_CATALOGSTATS_PRESENTSEGMENTSBYPARTENTRY']._loaded_options = None
   _globals['_CATALOGSTATS_PRESENTSEGMENTSBYPARTENTRY']._serialized_options = b'8\001'
-  _globals['_SAMPLEFORMAT']._serialized_start=1851
-  _globals['_SAMPLEFORMAT']._serialized_end=1952
-  _globals['_SEARCHMODE']._serialized_start=1954
-  _globals['_SEARCHMODE']._serialized_end=2047
-  _globals['_STEMENCODING']._serialized_start=2049
-  _globals['_STEMENCODING']._serialized_end=2147
+  _globals['_SAMPLEFORMAT']._serialized_start=2275
+  _globals['_SAMPLEFORMAT']._serialized_end=2376
+  _globals['_SEARCHMODE']._serialized_start=2378
+  _globals['_SEARCHMODE']._serialized_end=2471
+  _globals['_STEMENCODING']._serialized_start=2473
+  _globals['_STEMENCODING']._serialized_end=2571
   _globals['_AUDIO']._serialized_start=38
   _globals['_AUDIO']._serialized_end=109
   _globals['_RAWPCM']._serialized_start=111
@@ -52,27 +52,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO']._serialized_start=439
   _globals['_MODELINFO']._serialized_end=562
   _globals['_TRACKMETADATA']._serialized_start=565
-  _globals['_TRACKMETADATA']._serialized_end=707
-  _globals['_TRACKMETADATA_TAGSENTRY']._serialized_start=664
-  _globals['_TRACKMETADATA_TAGSENTRY']._serialized_end=707
-  _globals['_TRACK']._serialized_start=710
-  _globals['_TRACK']._serialized_end=913
-  _globals['_PARTDISTANCE']._serialized_start=915
-  _globals['_PARTDISTANCE']._serialized_end=961
-  _globals['_SEGMENTREF']._serialized_start=963
-  _globals['_SEGMENTREF']._serialized_end=1034
-  _globals['_MIXHIT']._serialized_start=1037
-  _globals['_MIXHIT']._serialized_end=1193
-  _globals['_STEMHIT']._serialized_start=1195
-  _globals['_STEMHIT']._serialized_end=1297
-  _globals['_CATALOGSTATS']._serialized_start=1300
-  _globals['_CATALOGSTATS']._serialized_end=1514
-  _globals['_CATALOGSTATS_PRESENTSEGMENTSBYPARTENTRY']._serialized_start=1454
-  _globals['_CATALOGSTATS_PRESENTSEGMENTSBYPARTENTRY']._serialized_end=1514
-  _globals['_STEMINFO']._serialized_start=1516
-  _globals['_STEMINFO']._serialized_end=1554
-  _globals['_SEPARATIONHEADER']._serialized_start=1557
-  _globals['_SEPARATIONHEADER']._serialized_end=1792
-  _globals['_STEMCHUNK']._serialized_start=1794
-  _globals['_STEMCHUNK']._serialized_end=1849
+  _globals['_TRACKMETADATA']._serialized_end=746
+  _globals['_TRACKMETADATA_TAGSENTRY']._serialized_start=695
+  _globals['_TRACKMETADATA_TAGSENTRY']._serialized_end=738
+  _globals['_TRACK']._serialized_start=749
+  _globals['_TRACK']._serialized_end=952
+  _globals['_TAGMATCH']._serialized_start=954
+  _globals['_TAGMATCH']._serialized_end=992
+  _globals['_SEARCHFILTER']._serialized_start=995
+  _globals['_SEARCHFILTER']._serialized_end=1337
+  _globals['_PARTDISTANCE']._serialized_start=1339
+  _globals['_PARTDISTANCE']._serialized_end=1385
+  _globals['_SEGMENTREF']._serialized_start=1387
+  _globals['_SEGMENTREF']._serialized_end=1458
+  _globals['_MIXHIT']._serialized_start=1461
+  _globals['_MIXHIT']._serialized_end=1617
+  _globals['_STEMHIT']._serialized_start=1619
+  _globals['_STEMHIT']._serialized_end=1721
+  _globals['_CATALOGSTATS']._serialized_start=1724
+  _globals['_CATALOGSTATS']._serialized_end=1938
+  _globals['_CATALOGSTATS_PRESENTSEGMENTSBYPARTENTRY']._serialized_start=1878
+  _globals['_CATALOGSTATS_PRESENTSEGMENTSBYPARTENTRY']._serialized_end=1938
+  _globals['_STEMINFO']._serialized_start=1940
+  _globals['_STEMINFO']._serialized_end=1978
+  _globals['_SEPARATIONHEADER']._serialized_start=1981
+  _globals['_SEPARATIONHEADER']._serialized_end=2216
+  _globals['_STEMCHUNK']._serialized_start=2218
+  _globals['_STEMCHUNK']._serialized_end=2273
 # @@protoc_insertion_point(module_scope)

@@ -95,7 +95,7 @@ class ModelInfo(_message.Message):
     def __init__(self, model_version: _Optional[str] = ..., parts: _Optional[_Iterable[str]] = ..., subspace_dim: _Optional[int] = ..., model_segment_seconds: _Optional[float] = ..., sample_rate: _Optional[int] = ...) -> None: ...
 
 class TrackMetadata(_message.Message):
-    __slots__ = ("title", "artist", "tags")
+    __slots__ = ("title", "artist", "tags", "bpm", "key")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,10 +106,14 @@ class TrackMetadata(_message.Message):
     TITLE_FIELD_NUMBER: _ClassVar[int]
     ARTIST_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    BPM_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     title: str
     artist: str
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, title: _Optional[str] = ..., artist: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    bpm: float
+    key: str
+    def __init__(self, title: _Optional[str] = ..., artist: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., bpm: _Optional[float] = ..., key: _Optional[str] = ...) -> None: ...
 
 class Track(_message.Message):
     __slots__ = ("track_id", "metadata", "num_segments", "duration_seconds", "segment_seconds", "model_version", "indexed_at", "version")
@@ -130,6 +134,34 @@ class Track(_message.Message):
     indexed_at: float
     version: str
     def __init__(self, track_id: _Optional[str] = ..., metadata: _Optional[_Union[TrackMetadata, _Mapping]] = ..., num_segments: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., segment_seconds: _Optional[float] = ..., model_version: _Optional[str] = ..., indexed_at: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
+
+class TagMatch(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class SearchFilter(_message.Message):
+    __slots__ = ("tags_any", "tags_all", "bpm_min", "bpm_max", "keys", "duration_min_seconds", "duration_max_seconds", "indexed_after")
+    TAGS_ANY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_ALL_FIELD_NUMBER: _ClassVar[int]
+    BPM_MIN_FIELD_NUMBER: _ClassVar[int]
+    BPM_MAX_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    tags_any: _containers.RepeatedCompositeFieldContainer[TagMatch]
+    tags_all: _containers.RepeatedCompositeFieldContainer[TagMatch]
+    bpm_min: float
+    bpm_max: float
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    duration_min_seconds: float
+    duration_max_seconds: float
+    indexed_after: float
+    def __init__(self, tags_any: _Optional[_Iterable[_Union[TagMatch, _Mapping]]] = ..., tags_all: _Optional[_Iterable[_Union[TagMatch, _Mapping]]] = ..., bpm_min: _Optional[float] = ..., bpm_max: _Optional[float] = ..., keys: _Optional[_Iterable[str]] = ..., duration_min_seconds: _Optional[float] = ..., duration_max_seconds: _Optional[float] = ..., indexed_after: _Optional[float] = ...) -> None: ...
 
 class PartDistance(_message.Message):
     __slots__ = ("part", "distance")

@@ -90,16 +90,18 @@ class PartQuery(_message.Message):
     def __init__(self, part: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class SearchMixRequest(_message.Message):
-    __slots__ = ("parts", "top_k", "exclude_track_ids", "mode")
+    __slots__ = ("parts", "top_k", "exclude_track_ids", "mode", "filter")
     PARTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_TRACK_IDS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     parts: _containers.RepeatedCompositeFieldContainer[PartQuery]
     top_k: int
     exclude_track_ids: _containers.RepeatedScalarFieldContainer[str]
     mode: _types_pb2.SearchMode
-    def __init__(self, parts: _Optional[_Iterable[_Union[PartQuery, _Mapping]]] = ..., top_k: _Optional[int] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_types_pb2.SearchMode, str]] = ...) -> None: ...
+    filter: _types_pb2.SearchFilter
+    def __init__(self, parts: _Optional[_Iterable[_Union[PartQuery, _Mapping]]] = ..., top_k: _Optional[int] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_types_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_types_pb2.SearchFilter, _Mapping]] = ...) -> None: ...
 
 class SearchMixResponse(_message.Message):
     __slots__ = ("hits", "candidates")
@@ -110,16 +112,18 @@ class SearchMixResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[_types_pb2.MixHit, _Mapping]]] = ..., candidates: _Optional[int] = ...) -> None: ...
 
 class SearchStemsRequest(_message.Message):
-    __slots__ = ("query", "top_k", "exclude_track_ids", "mode")
+    __slots__ = ("query", "top_k", "exclude_track_ids", "mode", "filter")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_TRACK_IDS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     query: PartQuery
     top_k: int
     exclude_track_ids: _containers.RepeatedScalarFieldContainer[str]
     mode: _types_pb2.SearchMode
-    def __init__(self, query: _Optional[_Union[PartQuery, _Mapping]] = ..., top_k: _Optional[int] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_types_pb2.SearchMode, str]] = ...) -> None: ...
+    filter: _types_pb2.SearchFilter
+    def __init__(self, query: _Optional[_Union[PartQuery, _Mapping]] = ..., top_k: _Optional[int] = ..., exclude_track_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[_types_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_types_pb2.SearchFilter, _Mapping]] = ...) -> None: ...
 
 class SearchStemsResponse(_message.Message):
     __slots__ = ("hits",)

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import grpc
@@ -97,7 +98,15 @@ def job_items(items: Sequence[gateway_pb2.IngestItem], roots: Sequence[Path]) ->
             raise InvalidArgument(f"item {i}: track_id {it.track_id!r} appears twice in the job")
         seen.add(it.track_id)
         check_metadata(it.metadata, f"items[{i}].metadata")
-        meta = {"title": it.metadata.title, "artist": it.metadata.artist, "tags": dict(it.metadata.tags)}
+        meta: dict[str, Any] = {
+            "title": it.metadata.title,
+            "artist": it.metadata.artist,
+            "tags": dict(it.metadata.tags),
+        }
+        if it.metadata.HasField("bpm"):
+            meta["bpm"] = float(it.metadata.bpm)
+        if it.metadata.key:
+            meta["key"] = it.metadata.key
         which = it.WhichOneof("source")
         if which == "uri":
             resolve_uri(it.uri, roots)
@@ -290,5 +299,7 @@ class IngestWorkers:
             title=item.metadata.get("title", ""),
             artist=item.metadata.get("artist", ""),
             tags=item.metadata.get("tags", {}),
+            bpm=item.metadata.get("bpm"),
+            key=item.metadata.get("key", ""),
         )
         self.indexer.index(item.track_id, meta, types_pb2.Audio(encoded=data), version=version)

@@ -29,6 +29,7 @@ from partsim.internal.v1 import embedder_pb2, searcher_pb2
 from partsim.model.features import SILENCE_POWER, mean_power
 from partsim.v1 import gateway_pb2, types_pb2
 
+from .. import filters
 from ..tracks import check_norm_fits
 from .backends import Backends
 from .config import DEFAULT_TOP_K, MAX_TOP_K
@@ -77,6 +78,15 @@ def absent_warning(query_index: int, part: str, track_id: str, seg, pv) -> gatew
         norm=pv.norm,
         power=pv.power,
     )
+
+
+def search_filter(request) -> types_pb2.SearchFilter | None:
+    """A search request's filter, checked here (INVALID_ARGUMENT naming the field, before any embedding
+    work), or None when it has none; the searcher applies it inside Milvus."""
+    if not request.HasField("filter"):
+        return None
+    filters.from_proto(request.filter, "filter")
+    return request.filter
 
 
 def top_k(request) -> int:

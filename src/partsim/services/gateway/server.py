@@ -46,7 +46,7 @@ from .http.server import HttpGateway, bridge_target
 from .ingest import Indexer, IngestWorkers, job_items, upload
 from .jobs import JobStatus, make_job_queue
 from .metrics import GatewayMetrics
-from .queries import Queries, top_k
+from .queries import Queries, search_filter, top_k
 from .redis_conn import read_password
 from .stems import stem_stream
 
@@ -186,11 +186,12 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         if not request.queries:
             raise InvalidArgument("the query set is empty: give at least one stem query (part + source)")
         k = top_k(request)
+        where = search_filter(request)
         parts, total, warnings = self.queries.part_queries(request.queries, dict(request.part_weights))
         self.metrics.query_embeddings.observe(total)
         resp = self.backends.searcher.SearchMix(
             searcher_pb2.SearchMixRequest(
-                parts=parts, top_k=k, exclude_track_ids=request.exclude_track_ids, mode=request.mode
+                parts=parts, top_k=k, exclude_track_ids=request.exclude_track_ids, mode=request.mode, filter=where
             ),
             timeout=self.backends.deadline,
         )
@@ -205,10 +206,11 @@ class Gateway(gateway_pb2_grpc.PartsimServiceServicer):
         if not request.HasField("query"):
             raise InvalidArgument("query is missing: give one stem query (part + source)")
         k = top_k(request)
+        where = search_filter(request)
         parts, _, warnings = self.queries.part_queries([request.query], {})
         resp = self.backends.searcher.SearchStems(
             searcher_pb2.SearchStemsRequest(
-                query=parts[0], top_k=k, exclude_track_ids=request.exclude_track_ids, mode=request.mode
+                query=parts[0], top_k=k, exclude_track_ids=request.exclude_track_ids, mode=request.mode, filter=where
             ),
             timeout=self.backends.deadline,
         )

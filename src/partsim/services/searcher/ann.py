@@ -5,7 +5,9 @@ run concurrently), union of the candidate segments, their vectors of the other q
 from Milvus by primary key, exact re-rank with :mod:`.retrieval` (eq. 6.2), min per song.
 SearchStems: one part's nearest segments, re-ranked exactly. Both keep only rows of each track's
 current version (:func:`.exact.rank_current`: a replace in flight, or rows an interrupted write left).
-Reads use the searcher's search consistency level.
+Reads use the searcher's search consistency level. A search filter is passed to each Milvus ``search``
+as its filter expression (:meth:`partsim.services.filters.Filter.expression`), so the K' neighbours
+are K' neighbours among the matching tracks' rows, not K' neighbours thinned out afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..filters import ANY, Filter
 from . import retrieval
 from .exact import rank_current
 from .milvus import MILVUS_MAX_LIMIT, STRONG, Milvus
@@ -48,18 +51,25 @@ class ApproximateSearch:
         self.candidates = candidates
         self.tracks, self._pool, self.level = tracks, pool, level
 
-    def _nearest(self, part: str, vector: np.ndarray, limit: int, exclude: Sequence[str]) -> list[dict]:
-        return self.milvus.search(self.collections[part], retrieval.unit(vector), limit, exclude, self.level)
+    def _nearest(
+        self, part: str, vector: np.ndarray, limit: int, exclude: Sequence[str], where: Filter = ANY
+    ) -> list[dict]:
+        return self.milvus.search(
+            self.collections[part], retrieval.unit(vector), limit, exclude, self.level, where.expression()
+        )
 
     def _fetch(self, part: str, keys: list[str]) -> dict[str, np.ndarray]:
         """Unit vectors of ``part`` for the given primary keys (missing keys are left out)."""
         got = self.milvus.get(self.collections[part], keys, ["vector"], self.level)
         return {r["pk"]: np.asarray(r["vector"], dtype=np.float32) for r in got}
 
-    def search_mix(self, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str]) -> MixResult:
+    def search_mix(
+        self, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str], where: Filter = ANY
+    ) -> MixResult:
         k = min(self.candidates, MILVUS_MAX_LIMIT)
-        # 1. per query part, its K' nearest segments (the parts' searches run concurrently)
-        found = list(self._pool.map(lambda q: self._nearest(q.part, q.vector, k, exclude), queries))
+        # 1. per query part, its K' nearest segments among the matching tracks' (the parts' searches run
+        # concurrently); the other parts' vectors of those segments are of the same tracks, so match too
+        found = list(self._pool.map(lambda q: self._nearest(q.part, q.vector, k, exclude, where), queries))
         cand: dict[str, tuple[str, int, float, float]] = {}
         vectors: list[dict[str, np.ndarray]] = []
         kth: list[float] = []
@@ -97,8 +107,10 @@ class ApproximateSearch:
         bound = retrieval.candidate_bound(kth, [q.weight for q in queries])
         return MixResult(hits, len(keys), bound)
 
-    def search_stems(self, query: retrieval.Query, top_k: int, exclude: Sequence[str]) -> list[StemHit]:
-        hits = self._nearest(query.part, query.vector, top_k, exclude)
+    def search_stems(
+        self, query: retrieval.Query, top_k: int, exclude: Sequence[str], where: Filter = ANY
+    ) -> list[StemHit]:
+        hits = self._nearest(query.part, query.vector, top_k, exclude, where)
         if not hits:
             return []
         keys = [h["pk"] if "pk" in h else h["id"] for h in hits]

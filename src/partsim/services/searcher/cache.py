@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from ..filters import FIELDS as FILTER_FIELDS
 from .milvus import STRONG, Milvus, generation_of, pk, quote
 from .mirror import Mirror
 from .tracktable import TrackTable, generation_ms, stamp_at
@@ -37,6 +38,7 @@ log = logging.getLogger("partsim.searcher")
 
 LAG_SECONDS = 30.0
 ROW_FIELDS = ["track_id", "segment", "start", "end", "present"]
+MIRROR_FIELDS = [*ROW_FIELDS, "vector", *FILTER_FIELDS]  # what the mirror keeps of a row
 
 
 class MirrorCache:
@@ -122,10 +124,11 @@ class MirrorCache:
         present = np.zeros((len(self.parts), cap), dtype=bool)
         start, end = np.zeros(cap), np.zeros(cap)
         index: dict[tuple[str, int], int] = {}
+        attrs: dict[str, dict] = {}  # each track's filter fields, as its rows carry them
         cutoff_ms = time.time() * 1000 - self.grace * 1000
         for p, name in enumerate(self.collections.values()):
             orphans = []
-            for r in self.milvus.scan(name, ROW_FIELDS + (["vector"] if keep else [])):
+            for r in self.milvus.scan(name, MIRROR_FIELDS if keep else ROW_FIELDS):
                 if self._stop.is_set():
                     return
                 tid, seg = r["track_id"], int(r["segment"])
@@ -143,6 +146,8 @@ class MirrorCache:
                     present = np.concatenate([present, np.zeros((len(self.parts), grow), bool)], 1)
                     start, end = np.concatenate([start, np.zeros(grow)]), np.concatenate([end, np.zeros(grow)])
                 vectors[p, row], present[p, row] = r["vector"], bool(r["present"])
+                if tid not in attrs:
+                    attrs[tid] = {f: r.get(f) for f in FILTER_FIELDS}
                 start[row], end[row] = float(r["start"]), float(r["end"])
             if orphans:
                 log.warning(
@@ -156,7 +161,7 @@ class MirrorCache:
             self.state = "over budget" if self.budget > 0 else "off"
             return
         mirror = Mirror(self.parts, self.dim, capacity=0)
-        mirror.load(list(index), start, end, vectors, present)
+        mirror.load(list(index), start, end, vectors, present, attrs)
         missing = set(live) - set(mirror.rows)
         if missing:
             log.warning("%d tracks have records but no vectors in Milvus (e.g. %s)", len(missing), sorted(missing)[:3])
@@ -206,11 +211,12 @@ class MirrorCache:
             tids = list(todo)
             for i in range(0, len(tids), 256):
                 expr = f"track_id in [{', '.join(quote(t) for t in tids[i : i + 256])}]"
-                for r in self.milvus.query(name, expr, ROW_FIELDS + ["vector"], STRONG):
+                for r in self.milvus.query(name, expr, MIRROR_FIELDS, STRONG):
                     tid = r["track_id"]
                     if generation_of(r["pk"]) == todo[tid]:
                         slot = got[tid].setdefault(int(r["segment"]), [r["start"], r["end"], {}])
                         slot[2][p] = (r["vector"], bool(r["present"]))
+                        slot.append({f: r.get(f) for f in FILTER_FIELDS})
         ok = True
         with self.lock:
             for tid, segs in got.items():
@@ -231,7 +237,8 @@ class MirrorCache:
                 units[p, j], present[p, j] = vec, pr
         starts = np.array([segs[s][0] for s in index], dtype=np.float64)
         ends = np.array([segs[s][1] for s in index], dtype=np.float64)
-        self.put(tid, gen, np.asarray(index), starts, ends, units, present)
+        attrs: dict = next((x for s in index for x in segs[s][3:]), {})
+        self.put(tid, gen, np.asarray(index), starts, ends, units, present, attrs)
 
     def put(
         self,
@@ -242,13 +249,14 @@ class MirrorCache:
         end: np.ndarray,
         units: np.ndarray,
         present: np.ndarray,
+        attrs: dict | None = None,
     ) -> None:
-        """A track's current version (this process's write, or one read from Milvus)."""
+        """A track's current version (this process's write, or one read from Milvus), with its filter fields."""
         with self.lock:
             m = self.mirror
             if m is None:
                 return
-            m.add(tid, index, start, end, units, present)
+            m.add(tid, index, start, end, units, present, attrs)
             self.gens[tid] = gen
             if m.nbytes > self.budget:
                 log.warning(

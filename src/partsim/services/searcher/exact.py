@@ -4,7 +4,9 @@ The path for a searcher whose mirror is not complete yet (a fresh replica, the f
 a start) or that cannot hold the catalog in its memory budget (:mod:`.cache`). Per query part a
 query iterator reads every row's unit vector (the parts concurrently), one batch at a time, and the
 distance of each row is computed as it arrives (memory: the distances, not the vectors); the
-weighted mean and the min per song are those of the mirror's path, so the answers are the same.
+weighted mean and the min per song are those of the mirror's path, so the answers are the same. A
+search filter is the query iterators' expression (:meth:`partsim.services.filters.Filter.expression`):
+Milvus reads only the matching tracks' rows.
 
 Rows of no current version (a replace in flight, or rows an interrupted write left behind) are
 told apart by the generation their key carries: :func:`rank_current` ranks the rows grouped by
@@ -23,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..filters import ANY, Filter, combine
 from . import retrieval
-from .milvus import Milvus, generation_of, quote
+from .milvus import Milvus, excluding, generation_of
 from .records import MixHit, MixResult, StemHit
 from .tracktable import TrackTable
 
@@ -71,9 +74,12 @@ class MilvusExact:
         self.milvus, self.tracks, self.collections = milvus, tracks, collections
         self.pool, self.level = pool, level
 
-    def _read(self, query: retrieval.Query, exclude: Sequence[str]) -> tuple[list[str], list[tuple], np.ndarray]:
-        """Every row of the query's part: keys, (track id, segment, start, end), cosine distances."""
-        expr = f"track_id not in [{', '.join(quote(t) for t in exclude)}]" if exclude else ""
+    def _read(
+        self, query: retrieval.Query, exclude: Sequence[str], where: Filter
+    ) -> tuple[list[str], list[tuple], np.ndarray]:
+        """Every row of the query's part (of the tracks ``where`` admits): keys, (track id, segment, start, end),
+        cosine distances."""
+        expr = combine(excluding(exclude), where.expression())
         keys: list[str] = []
         info: list[tuple] = []
         dists = []
@@ -84,8 +90,8 @@ class MilvusExact:
             info += [(r["track_id"], int(r["segment"]), float(r["start"]), float(r["end"])) for r in batch]
         return keys, info, np.concatenate(dists) if dists else np.zeros(0)
 
-    def _distances(self, queries: Sequence[retrieval.Query], exclude: Sequence[str]):
-        read = list(self.pool.map(lambda q: self._read(q, exclude), queries))
+    def _distances(self, queries: Sequence[retrieval.Query], exclude: Sequence[str], where: Filter):
+        read = list(self.pool.map(lambda q: self._read(q, exclude, where), queries))
         index: dict[str, int] = {}
         info: list[tuple] = []
         for keys, rows, _ in read:
@@ -99,8 +105,10 @@ class MilvusExact:
         w = np.array([q.weight for q in queries], dtype=np.float64)
         return list(index), info, w @ per / w.sum(), per
 
-    def search_mix(self, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str]) -> MixResult:
-        keys, info, total, per = self._distances(queries, exclude)
+    def search_mix(
+        self, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str], where: Filter = ANY
+    ) -> MixResult:
+        keys, info, total, per = self._distances(queries, exclude, where)
         if not keys:
             return MixResult([], 0)
         tids = [r[0] for r in info]
@@ -114,8 +122,10 @@ class MilvusExact:
         tid, seg, start, end = row
         return MixHit(tid, float(distance), seg, start, end, {q.part: float(per[i]) for i, q in enumerate(queries)})
 
-    def search_stems(self, query: retrieval.Query, top_k: int, exclude: Sequence[str]) -> list[StemHit]:
-        keys, info, total, _ = self._distances([query], exclude)
+    def search_stems(
+        self, query: retrieval.Query, top_k: int, exclude: Sequence[str], where: Filter = ANY
+    ) -> list[StemHit]:
+        keys, info, total, _ = self._distances([query], exclude, where)
         if not keys:
             return []
         tids = [r[0] for r in info]

@@ -4,11 +4,17 @@ Catalogs whose track records were in a SQLite file beside the vectors (``tracks.
 they moved to Milvus) are imported into the ``tracks`` collection once when opened, and the file
 renamed ``tracks.sqlite.migrated`` (:func:`import_sqlite`).
 
-Catalogs written before raw and power were kept (no such fields) are migrated when opened: each
-collection is copied into a new one (``<name>__migrating``, raw = unit vector x norm where the
-part is present, empty where it is absent, power -1), which then replaces it. An interrupted
-migration is finished or redone on the next open (:func:`recover`); the search fields are
-copied unchanged, so search results are identical.
+Collections of an older schema are migrated when opened: each is copied into a new one of the
+current schema (``<name>__migrating``), which then replaces it. An interrupted migration is finished
+or redone on the next open (:func:`recover`); the search fields are copied unchanged, so search
+results are identical. The schemas, oldest first:
+
+1. no raw and power fields (before they were kept): raw = unit vector x norm where the part is
+   present, empty where it is absent, power -1;
+2. no filter fields (before search filters): each row gets its track's (tags, bpm, key, duration,
+   indexed_at: :func:`partsim.services.filters.row_fields`) from the track records (the ``tracks``
+   collection, or an older catalog's SQLite file not imported yet); a track with no BPM or key
+   known gets null / empty, a row of no known track empty tags and zeros.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import numpy as np
 
 from partsim.errors import FailedPrecondition
 
+from ..filters import FIELDS as FILTER_FIELDS
+from ..filters import row_fields
+from .meta import TrackInfo
 from .milvus import BATCH, POWER_UNKNOWN, Milvus, pk, quote
 from .tracktable import TrackTable
 
@@ -33,7 +42,7 @@ LEGACY_FIELDS = {"pk", "track_id", "segment", "start", "end", "present", "norm",
 
 
 def is_legacy(milvus: Milvus, name: str) -> bool:
-    """Check an existing collection; True when it predates the raw and power fields (to migrate).
+    """Check an existing collection; True when it predates the current schema (to :func:`migrate`).
 
     FailedPrecondition if it holds vectors of another dimension or was not written by partsim's searcher.
     """
@@ -52,15 +61,14 @@ def is_legacy(milvus: Milvus, name: str) -> bool:
             f"collection {name} at {milvus.uri} lacks the fields {missing}: it was not "
             "written by partsim's searcher; use another data dir / Milvus URI or drop it"
         )
-    new = have & {"raw", "power"}
-    if new == {"raw", "power"}:
-        return False
-    if new:
-        raise FailedPrecondition(
-            f"collection {name} at {milvus.uri} has {sorted(new)} but not "
-            f"{sorted({'raw', 'power'} - new)}: a schema partsim never wrote; drop it"
-        )
-    return True
+    for added in ({"raw", "power"}, set(FILTER_FIELDS)):
+        new = have & added
+        if new and new != added:
+            raise FailedPrecondition(
+                f"collection {name} at {milvus.uri} has {sorted(new)} but not "
+                f"{sorted(added - new)}: a schema partsim never wrote; drop it"
+            )
+    return not set(FILTER_FIELDS) <= have
 
 
 def recover(milvus: Milvus, name: str) -> None:
@@ -77,25 +85,62 @@ def recover(milvus: Milvus, name: str) -> None:
         milvus.call(f"rename {tmp}", milvus.client.rename_collection, tmp, name)
 
 
-def migrate(milvus: Milvus, name: str) -> None:
-    """Copy a collection written before raw vectors and audio power were kept into the current
-    schema, then put the copy in its place. Search fields are copied as they are; raw = unit
-    vector x norm where the part is present, empty where it is absent (that direction was not
-    kept); power unknown."""
+def track_records(tracks: TrackTable, legacy: Path | None) -> dict[str, TrackInfo]:
+    """Every live track's record, for :func:`migrate`: the ``tracks`` collection's, and for tracks it lacks,
+    those of an older catalog's SQLite file not imported yet."""
+    from .meta import MetaDB
+    from .tracktable import INFO_FIELDS, _info
+
+    out: dict[str, TrackInfo] = {}
+    if legacy is not None and legacy.is_file():
+        db = MetaDB(legacy)
+        try:
+            out = {i.track_id: i for i in db.page("", 1 << 62)}
+        finally:
+            db.close()
+    for r in tracks.milvus.scan(tracks.name, INFO_FIELDS, "deleted == false"):
+        out[r["track_id"]] = _info(r)
+    return out
+
+
+NO_TRACK = row_fields({}, None, None, 0.0, 0.0)  # the filter fields of a row of no known track
+
+
+def migrate(milvus: Milvus, name: str, records: dict[str, TrackInfo]) -> None:
+    """Copy a collection of an older schema (see the module doc) into the current one, then put the copy in
+    its place. Search fields are copied as they are; where raw vectors and audio power were not kept, raw
+    = unit vector x norm where the part is present, empty where it is absent (that direction was not
+    kept), power unknown; the filter fields are those of the row's track in ``records``."""
     tmp = name + MIGRATING
     t0 = time.perf_counter()
+    have = {f["name"] for f in milvus.describe(name)["fields"]}
+    kept = {"raw", "power"} <= have
     log.warning(
-        "%s predates raw vectors and audio power: migrating it (rows keep their search fields; "
-        "re-index tracks to query their absent parts)",
+        "%s predates %s: migrating it (rows keep their search fields%s)",
         name,
+        "search filters" if kept else "raw vectors, audio power and search filters",
+        "" if kept else "; re-index tracks to query their absent parts",
     )
     milvus.load(name)
     milvus.create(tmp)
     milvus.load(tmp)
     copied, batch = 0, []
-    for r in milvus.scan(name, ["track_id", "segment", "start", "end", "present", "norm", "vector"]):
+    fields = {}
+    extra = ["raw", "power"] if kept else []
+    for r in milvus.scan(name, ["track_id", "segment", "start", "end", "present", "norm", "vector", *extra]):
         vec = np.asarray(r["vector"], dtype=np.float32)
-        raw = (vec * np.float32(r["norm"])).tolist() if r["present"] else []
+        if kept:
+            raw, power = list(r["raw"]), float(r["power"])
+        else:
+            raw, power = (vec * np.float32(r["norm"])).tolist() if r["present"] else [], POWER_UNKNOWN
+        tid = r["track_id"]
+        if tid not in fields:
+            info = records.get(tid)
+            fields[tid] = (
+                NO_TRACK
+                if info is None
+                else row_fields(info.tags, info.bpm, info.key, info.duration_seconds, info.indexed_at)
+            )
         batch.append(
             {
                 "pk": r["pk"],
@@ -105,9 +150,10 @@ def migrate(milvus: Milvus, name: str) -> None:
                 "end": float(r["end"]),
                 "present": bool(r["present"]),
                 "norm": float(r["norm"]),
-                "power": POWER_UNKNOWN,
+                "power": power,
                 "raw": raw,
                 "vector": vec,
+                **fields[tid],
             }
         )
         if len(batch) >= BATCH:

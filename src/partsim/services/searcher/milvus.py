@@ -12,7 +12,11 @@ segment, start, end, present (the model's judgement, eq. 4.4), norm (the raw sub
 vector: the L2-normalised subspace vector (a zero vector where the part is absent), metric IP,
 so IP = cosine, the only field searches read; raw: the subspace vector as indexed (float32,
 present or not, so nothing the model said is lost); power: the mean power of the segment's
-audio that vector came from (the mix, or the part's stem at signal level), ``-1`` unknown.
+audio that vector came from (the mix, or the part's stem at signal level), ``-1`` unknown; and
+the track's filter fields, copied into each of its rows at every write so that a search filter is
+a Milvus expression on the rows themselves (:mod:`partsim.services.filters`): tags (ARRAY of
+VARCHAR ``key=value``), bpm (FLOAT, nullable), key (VARCHAR, empty when not known), duration and
+indexed_at (DOUBLE).
 
 - Milvus URI: a local path ending in ``.db`` is Milvus Lite (embedded); ``http://host:19530``
   a Milvus server. Collections are created with Strong consistency (a read without a level sees
@@ -35,7 +39,8 @@ import numpy as np
 
 from partsim.errors import InvalidArgument, Unavailable, is_disk_full, storage_error
 
-from ..tracks import MAX_TRACK_ID
+from ..filters import TAG_ELEMENT_BYTES, combine, quote
+from ..tracks import MAX_TAGS, MAX_TRACK_ID
 
 log = logging.getLogger("partsim.searcher")
 
@@ -62,9 +67,9 @@ def generation_of(key: str) -> int:
     return int(tail.split("~", 1)[1], 36) if "~" in tail else 0
 
 
-def quote(text: str) -> str:
-    """A Milvus filter string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def excluding(track_ids: Sequence[str]) -> str:
+    """Filter leaving out the rows of these tracks ('' for none)."""
+    return f"track_id not in [{', '.join(quote(t) for t in track_ids)}]" if track_ids else ""
 
 
 def by_keys(keys: Sequence[str]) -> str:
@@ -175,6 +180,14 @@ class Milvus:
         s.add_field("power", DataType.FLOAT)
         s.add_field("raw", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=self.dim)
         s.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        # the track's filter fields (partsim.services.filters.row_fields)
+        s.add_field(
+            "tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS, max_length=TAG_ELEMENT_BYTES
+        )
+        s.add_field("bpm", DataType.FLOAT, nullable=True)
+        s.add_field("key", DataType.VARCHAR, max_length=16)
+        s.add_field("duration", DataType.DOUBLE)
+        s.add_field("indexed_at", DataType.DOUBLE)
         self.call(f"create {name}", self.client.create_collection, name, schema=s, consistency_level="Strong")
         # sync=False: the collection is empty, nothing to wait for (pymilvus would poll every 0.5 s)
         self.call(f"index {name}", self.client.create_index, name, self._index_params(), sync=False)
@@ -268,13 +281,14 @@ class Milvus:
             it.close()
 
     def search(
-        self, name: str, vector: np.ndarray, limit: int, exclude: Sequence[str], level: str = STRONG
+        self, name: str, vector: np.ndarray, limit: int, exclude: Sequence[str], level: str = STRONG, where: str = ""
     ) -> list[dict]:
-        """The ``limit`` nearest rows to ``vector`` (by IP on the unit vectors), without the excluded tracks.
+        """The ``limit`` nearest rows to ``vector`` (by IP on the unit vectors), without the excluded tracks,
+        among the rows matching the filter expression ``where`` (all when empty).
 
         Each hit: ``pk``, ``distance`` (the IP) and ``entity`` (track_id, segment, start, end, vector).
         """
-        expr = f"track_id not in [{', '.join(quote(t) for t in exclude)}]" if exclude else ""
+        expr = combine(excluding(exclude), where)
         res = self.call(
             f"search {name}",
             self.client.search,

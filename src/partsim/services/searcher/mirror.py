@@ -1,6 +1,8 @@
 """In-memory mirror of every catalog vector, for the exact path (one matrix product per part).
 
 Rows are (track, segment); for each part a float32 unit vector (zero where the part is absent).
+Per track its filter fields (as its Milvus rows carry them), so a search filter is applied here with
+:meth:`partsim.services.filters.Filter.matches`, the Python rendering of the expression Milvus applies.
 Rows are appended; removing a track marks its rows dead, and the arrays are compacted once
 dead rows are a quarter of them. It is a cache of Milvus (:mod:`.cache` fills it and keeps it
 current); not thread-safe: :class:`.cache.MirrorCache` holds its lock.
@@ -12,6 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ..filters import Filter
 from . import retrieval
 from .records import MixHit, MixResult, StemHit
 
@@ -27,6 +30,7 @@ class Mirror:
         self.names: list[str] = []  # track ordinal -> track id
         self._ordinal: dict[str, int] = {}
         self.rows: dict[str, np.ndarray] = {}  # track id -> its alive rows
+        self.attrs: dict[str, dict] = {}  # track id -> its filter fields (filters.row_fields)
         # per part (parts, capacity, dim) unit vectors and (parts, capacity) presence; per row its track
         # ordinal, segment index, start and end seconds and whether it is alive (set by _alloc)
         self.vectors = np.zeros((len(self.parts), 0, dim), dtype=np.float32)
@@ -69,9 +73,11 @@ class Mirror:
         end: np.ndarray,
         vectors: np.ndarray,
         present: np.ndarray,
+        attrs: dict[str, dict] | None = None,
     ) -> None:
         """Fill an empty mirror at once: rows ``keys`` (track id, segment), vectors (parts, rows, dim) and
-        presence (parts, rows) as filled in place by the caller (they become the mirror's arrays)."""
+        presence (parts, rows) as filled in place by the caller (they become the mirror's arrays), and each
+        track's filter fields."""
         n, cap = len(keys), vectors.shape[1]
         self.vectors, self.present = vectors, present
         self.track, self.segment = np.zeros(cap, dtype=np.int64), np.zeros(cap, dtype=np.int64)
@@ -83,6 +89,7 @@ class Mirror:
             self.track[row], self.segment[row] = self.ordinal(tid), seg
         self.start[:n], self.end[:n], self.alive[:n] = start[:n], end[:n], True
         self.rows = {t: np.asarray(r, dtype=np.int64) for t, r in by_track.items()}
+        self.attrs = {t: (attrs or {}).get(t, {}) for t in self.rows}
         self.n = n
 
     @property
@@ -108,8 +115,10 @@ class Mirror:
         end: np.ndarray,
         units: np.ndarray,
         present: np.ndarray,
+        attrs: dict | None = None,
     ) -> None:
-        """Append one track's rows (replacing any it had). ``units``: (parts, S, dim); ``present``: (parts, S)."""
+        """Append one track's rows (replacing any it had). ``units``: (parts, S, dim); ``present``: (parts, S);
+        ``attrs``: its filter fields."""
         self.remove(track_id)
         s = len(index)
         if self.n + s > self.capacity:
@@ -121,11 +130,13 @@ class Mirror:
         self.segment[rows], self.start[rows], self.end[rows] = index, start, end
         self.alive[rows] = True
         self.rows[track_id] = rows
+        self.attrs[track_id] = dict(attrs or {})
         self.n += s
 
     def remove(self, track_id: str) -> int:
         """Drop a track's rows; returns how many it had."""
         rows = self.rows.pop(track_id, None)
+        self.attrs.pop(track_id, None)
         if rows is None:
             return 0
         self.alive[rows] = False
@@ -159,8 +170,15 @@ class Mirror:
         return {p: int(self.present[i, : self.n].sum()) for i, p in enumerate(self.parts)}
 
 
-def _excluded_mask(m: Mirror, exclude: Iterable[str]) -> np.ndarray:
+def _excluded_mask(m: Mirror, exclude: Iterable[str], where: Filter | None = None) -> np.ndarray:
+    """The rows a search considers: alive, not excluded, of a track matching ``where``."""
     valid = m.alive[: m.n].copy()
+    if where:
+        ok = np.zeros(len(m.names), dtype=bool)
+        for tid, attrs in m.attrs.items():
+            if where.matches(attrs):
+                ok[m._ordinal[tid]] = True
+        valid &= ok[m.track[: m.n]]
     for tid in exclude:
         rows = m.rows.get(tid)
         if rows is not None:
@@ -168,12 +186,14 @@ def _excluded_mask(m: Mirror, exclude: Iterable[str]) -> np.ndarray:
     return valid
 
 
-def mirror_mix(m: Mirror, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str]) -> MixResult:
+def mirror_mix(
+    m: Mirror, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str], where: Filter | None = None
+) -> MixResult:
     """SearchMix's exact path on the mirror: eq. 6.2 for every row, min per song."""
     if m.n == 0:
         return MixResult([], 0)
     total, per = retrieval.segment_distances(queries, [m.matrix(q.part) for q in queries])
-    valid = _excluded_mask(m, exclude)
+    valid = _excluded_mask(m, exclude, where)
     rows = retrieval.rank(total, m.track[: m.n], m.segment[: m.n], m.names, top_k, valid, per_song=True)
     hits = [
         MixHit(
@@ -189,12 +209,14 @@ def mirror_mix(m: Mirror, queries: Sequence[retrieval.Query], top_k: int, exclud
     return MixResult(hits, int(valid.sum()))
 
 
-def mirror_stems(m: Mirror, query: retrieval.Query, top_k: int, exclude: Sequence[str]) -> list[StemHit]:
+def mirror_stems(
+    m: Mirror, query: retrieval.Query, top_k: int, exclude: Sequence[str], where: Filter | None = None
+) -> list[StemHit]:
     """SearchStems' exact path on the mirror: one part's distance for every row, no grouping."""
     if m.n == 0:
         return []
     total, _ = retrieval.segment_distances([query], [m.matrix(query.part)])
-    valid = _excluded_mask(m, exclude)
+    valid = _excluded_mask(m, exclude, where)
     rows = retrieval.rank(total, m.track[: m.n], m.segment[: m.n], m.names, top_k, valid, per_song=False)
     return [
         StemHit(m.names[m.track[r]], int(m.segment[r]), float(m.start[r]), float(m.end[r]), float(total[r]))

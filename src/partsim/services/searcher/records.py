@@ -8,6 +8,7 @@ import numpy as np
 
 from partsim.hits import StemHit
 
+from ..filters import row_fields
 from .milvus import POWER_UNKNOWN, pk
 
 __all__ = ["MixHit", "MixResult", "SegmentRecord", "Segments", "StemHit"]
@@ -28,9 +29,14 @@ class Segments:
     def __len__(self) -> int:
         return len(self.index)
 
-    def rows(self, track_id: str, generation: int) -> tuple[list[list[dict]], np.ndarray, np.ndarray]:
-        """The track's Milvus rows per part (keys of the write's ``generation``), and for the mirror the
-        unit vectors (parts, S, dim; zero where absent) and presence (judged present and not a zero vector)."""
+    def rows(
+        self, track_id: str, generation: int, fields: dict | None = None
+    ) -> tuple[list[list[dict]], np.ndarray, np.ndarray]:
+        """The track's Milvus rows per part (keys of the write's ``generation``; each with the track's filter
+        ``fields``, :func:`partsim.services.filters.row_fields`; none given: those of a track with no tags, BPM,
+        key, duration or time), and for the mirror the unit vectors
+        (parts, S, dim; zero where absent) and presence (judged present and not a zero vector)."""
+        extra = fields if fields is not None else row_fields({}, None, None, 0.0, 0.0)
         raw = np.asarray(self.vectors, dtype=np.float32)
         norms = np.linalg.norm(raw, axis=2)
         present = np.asarray(self.present, dtype=bool) & (norms > 1e-12)
@@ -53,6 +59,7 @@ class Segments:
                     "power": float(power[p, j]),
                     "raw": raw[p, j].tolist(),
                     "vector": units[p, j],
+                    **extra,
                 }
                 for j in range(len(self))
             ]

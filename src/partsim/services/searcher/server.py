@@ -22,9 +22,10 @@ from partsim.errors import InvalidArgument, NotFound, Unavailable
 from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
 from partsim.v1 import types_pb2
 
+from ..filters import requested
 from ..runtime import LATENCY_BUCKETS, ServiceRuntime
 from ..service import Service
-from ..tracks import check_metadata, check_norm_fits, check_track_id
+from ..tracks import check_metadata, check_norm_fits, check_track_id, normal_key
 from .config import DEFAULT_PAGE_SIZE, MAX_EXCLUDE, MAX_PAGE_SIZE, MAX_TOP_K, SearcherConfig
 from .meta import TrackInfo
 from .retrieval import Query
@@ -39,7 +40,9 @@ CANDIDATE_BUCKETS = (1, 10, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 
 def track_proto(info: TrackInfo) -> types_pb2.Track:
     return types_pb2.Track(
         track_id=info.track_id,
-        metadata=types_pb2.TrackMetadata(title=info.title, artist=info.artist, tags=info.tags),
+        metadata=types_pb2.TrackMetadata(
+            title=info.title, artist=info.artist, tags=info.tags, bpm=info.bpm, key=info.key or ""
+        ),
         num_segments=info.num_segments,
         duration_seconds=info.duration_seconds,
         segment_seconds=info.segment_seconds,
@@ -253,6 +256,8 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             t.model_version,
             t.indexed_at or time.time(),
             t.version,
+            bpm=float(t.metadata.bpm) if t.metadata.HasField("bpm") else None,
+            key=normal_key(t.metadata.key) if t.metadata.key else None,
         )
         old = store.upsert(info, segs)
         self._update_gauges()
@@ -319,9 +324,10 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             seen.add(q.part)
             queries.append(q)
         exclude, exact = self._search_args(request.top_k, request.exclude_track_ids, request.mode)
+        where = requested(request)
         mode = "exact" if exact else "approximate"
         t0 = time.perf_counter()
-        res = store.search_mix(queries, request.top_k, exclude, exact=exact)
+        res = store.search_mix(queries, request.top_k, exclude, exact=exact, where=where)
         self.search_seconds.labels(mode, "mix").observe(time.perf_counter() - t0)
         self.candidates.labels(mode).observe(res.candidates)
         infos = self._infos([h.track_id for h in res.hits])
@@ -345,9 +351,10 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             raise InvalidArgument("query is unset: give one PartQuery (part, vector)")
         q = self._query(request.query, "query")
         exclude, exact = self._search_args(request.top_k, request.exclude_track_ids, request.mode)
+        where = requested(request)
         mode = "exact" if exact else "approximate"
         t0 = time.perf_counter()
-        found = store.search_stems(q, request.top_k, exclude, exact=exact)
+        found = store.search_stems(q, request.top_k, exclude, exact=exact, where=where)
         self.search_seconds.labels(mode, "stems").observe(time.perf_counter() - t0)
         infos = self._infos([h.track_id for h in found])
         return searcher_pb2.SearchStemsResponse(

@@ -19,6 +19,9 @@ Milvus (:mod:`.exact`).
   default).
 - Exact path: brute force over the mirror with :mod:`.retrieval`, or over rows read from Milvus.
 - Approximate path: Milvus's vector index, then an exact re-rank (:mod:`.ann`).
+- Filters: every segment row carries its track's filter fields (tags, BPM, key, duration, indexing
+  time; written with the rows), so a search filter is a Milvus expression on the rows for both
+  Milvus paths, and the same predicate in Python on the mirror (:mod:`partsim.services.filters`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 
 from partsim.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
+from ..filters import ANY, Filter, row_fields
 from . import migrate, retrieval
 from .ann import ApproximateSearch
 from .cache import MirrorCache
@@ -63,6 +67,11 @@ log = logging.getLogger("partsim.searcher")
 
 MIRROR_BYTES = 256 << 20  # the mirror's default memory budget: 25,000 songs of 4 segments x 5 parts x 128-d
 ORPHAN_GRACE_SECONDS = 600.0
+
+
+def filter_fields(info: TrackInfo) -> dict:
+    """A track's filter fields, as each of its segment rows carries them."""
+    return row_fields(info.tags, info.bpm, info.key, info.duration_seconds, info.indexed_at)
 
 
 class SearchStore:
@@ -154,15 +163,18 @@ class SearchStore:
         t0 = time.perf_counter()
         self.milvus.connect()
         try:
+            self.tracks.open()
+            records = None  # every track's record, read once if a collection is to be migrated
             for name in self.collections.values():
                 migrate.recover(self.milvus, name)
                 if self.milvus.has(name):
                     if migrate.is_legacy(self.milvus, name):
-                        migrate.migrate(self.milvus, name)
+                        if records is None:
+                            records = migrate.track_records(self.tracks, self.legacy_meta)
+                        migrate.migrate(self.milvus, name, records)
                 else:
                     self.milvus.create(name)
                 self.milvus.load(name)
-            self.tracks.open()
             if self.legacy_meta is not None and self.legacy_meta.is_file():
                 migrate.import_sqlite(self.tracks, self.legacy_meta, self.collections)
         except BaseException:
@@ -227,7 +239,8 @@ class SearchStore:
             before = [known.get(t.track_id) for t, _ in items]
             gen = new_generation()
             items = [(replace(t, generation=gen), seg) for t, seg in items]
-            prepared = [(track, seg, *seg.rows(track.track_id, gen)) for track, seg in items]
+            fields = {t.track_id: filter_fields(t) for t, _ in items}
+            prepared = [(track, seg, *seg.rows(track.track_id, gen, fields[track.track_id])) for track, seg in items]
             keys = {t.track_id: [pk(t.track_id, i, gen) for i in seg.index] for t, seg in items}
             records = [
                 (t, dict(zip(self.parts, (int(n) for n in p[4].sum(axis=1)))))
@@ -254,6 +267,7 @@ class SearchStore:
                     np.asarray(seg.end),
                     units,
                     present,
+                    fields[track.track_id],
                 )
             self.cache.saw(stamps)
             cutoff = time.time() * 1000 - self.grace * 1000
@@ -370,28 +384,38 @@ class SearchStore:
     # ---------------------------------------------------------------- search
 
     def search_mix(
-        self, queries: Sequence[retrieval.Query], top_k: int, exclude: Sequence[str] = (), exact: bool = True
+        self,
+        queries: Sequence[retrieval.Query],
+        top_k: int,
+        exclude: Sequence[str] = (),
+        exact: bool = True,
+        where: Filter = ANY,
     ) -> MixResult:
-        """Songs by eq. 6.2 (min over segments), ascending; exact (the mirror, or rows read from Milvus) or
-        the ANN path."""
+        """Songs by eq. 6.2 (min over segments), ascending, among the tracks ``where`` admits; exact (the
+        mirror, or rows read from Milvus) or the ANN path."""
         if not exact:
-            return self.ann.search_mix(queries, top_k, exclude)
+            return self.ann.search_mix(queries, top_k, exclude, where)
         if self.cache.fresh():
             with self.cache.lock:
                 m = self.cache.mirror
                 if m is not None:
-                    return mirror_mix(m, queries, top_k, exclude)
-        return self.exact.search_mix(queries, top_k, exclude)
+                    return mirror_mix(m, queries, top_k, exclude, where)
+        return self.exact.search_mix(queries, top_k, exclude, where)
 
     def search_stems(
-        self, query: retrieval.Query, top_k: int, exclude: Sequence[str] = (), exact: bool = True
+        self,
+        query: retrieval.Query,
+        top_k: int,
+        exclude: Sequence[str] = (),
+        exact: bool = True,
+        where: Filter = ANY,
     ) -> list[StemHit]:
-        """Segments by cosine distance of one part, no grouping by song."""
+        """Segments by cosine distance of one part, no grouping by song, of the tracks ``where`` admits."""
         if not exact:
-            return self.ann.search_stems(query, top_k, exclude)
+            return self.ann.search_stems(query, top_k, exclude, where)
         if self.cache.fresh():
             with self.cache.lock:
                 m = self.cache.mirror
                 if m is not None:
-                    return mirror_stems(m, query, top_k, exclude)
-        return self.exact.search_stems(query, top_k, exclude)
+                    return mirror_stems(m, query, top_k, exclude, where)
+        return self.exact.search_stems(query, top_k, exclude, where)

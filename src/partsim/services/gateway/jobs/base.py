@@ -31,7 +31,7 @@ class IngestItem:
     """One track to index: exactly one of ``uri`` (local path / file:// URI) or ``audio`` (encoded bytes)."""
 
     track_id: str
-    metadata: dict  # {"title": str, "artist": str, "tags": {str: str}}
+    metadata: dict  # {"title": str, "artist": str, "tags": {str: str}, and "bpm": float, "key": str where given}
     uri: str | None = None
     audio: bytes | None = None
 
