@@ -15,7 +15,11 @@ from partsim.services.tracks import normal_key
 from partsim.v1 import types_pb2
 
 from .limits_harness import details, rpc_error
-from .milvus_server import milvus_server  # noqa: F401 - a fixture
+from .milvus_servers import (  # noqa: F401 - fixtures: a Milvus server process each (lite-server, standalone-2.3)
+    milvus_server_fixture,
+    milvus_standalone_bin_fixture,
+    milvus_uri_fixture,
+)
 from .searcher_harness import (
     APPROX,
     DIM,
@@ -381,10 +385,10 @@ def test_a_catalog_from_before_filters_is_migrated_and_its_tracks_become_filtera
 
 
 @pytest.mark.slow
-def test_filters_work_on_a_milvus_server(milvus_server, tmp_path, catalog):  # noqa: F811
+def test_filters_work_on_a_milvus_server(milvus_uri, tmp_path, catalog):
     tracks, meta = catalog
     some = dict(list(tracks.items())[:12])
-    s = Searcher(tmp_path / "data", milvus_uri=milvus_server, flush_rows=64, mirror_bytes=0)
+    s = Searcher(tmp_path / "data", milvus_uri=milvus_uri, flush_rows=64, mirror_bytes=0)
     try:
         for tid, segs in some.items():
             s.stub.UpsertTrack(catalog_request(tid, segs, meta[tid]), timeout=30)

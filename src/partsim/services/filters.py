@@ -6,7 +6,7 @@ bad value). It is applied to the searcher's segment rows, which carry their trac
 
 - ``tags``: ARRAY of VARCHAR, one element per tag, ``key=value`` (:func:`tag_element`: a ``=`` or ``\\``
   in the key is escaped with ``\\``, so ``{"a=b": "c"}`` and ``{"a": "b=c"}`` stay apart);
-- ``bpm``: FLOAT, null when not known; ``key``: VARCHAR, the normal form (:func:`.tracks.normal_key`),
+- ``bpm``: FLOAT, 0.0 when not known (a real tempo is 1..400; Milvus 2.3 servers have no nullable fields); ``key``: VARCHAR, the normal form (:func:`.tracks.normal_key`),
   empty when not known; ``duration``: DOUBLE, the track's duration_seconds; ``indexed_at``: DOUBLE.
 
 The two renderings of the same predicate:
@@ -61,7 +61,7 @@ def row_fields(
     """The filter fields every segment row of a track carries (see the module doc)."""
     return {
         "tags": sorted(tag_element(k, v) for k, v in tags.items()),
-        "bpm": None if bpm is None else float(np.float32(bpm)),
+        "bpm": 0.0 if bpm is None else float(np.float32(bpm)),  # 0.0: unknown
         "key": normal_key(key) if key else "",
         "duration": float(duration),
         "indexed_at": float(indexed_at),
@@ -95,6 +95,8 @@ class Filter:
             out.append(f"array_contains_any(tags, [{', '.join(quote(t) for t in self.tags_any)}])")
         if self.tags_all:
             out.append(f"array_contains_all(tags, [{', '.join(quote(t) for t in self.tags_all)}])")
+        if self.bpm_min is not None or self.bpm_max is not None:
+            out.append("bpm > 0.0")  # a known tempo (0.0 stands for unknown)
         if self.bpm_min is not None:
             out.append(f"bpm >= {_num(self.bpm_min)}")
         if self.bpm_max is not None:
@@ -116,7 +118,7 @@ class Filter:
             return False
         if self.tags_all and not tags.issuperset(self.tags_all):
             return False
-        bpm = row.get("bpm")
+        bpm = row.get("bpm") or None  # 0.0 (or null, in rows of an older write): unknown
         if self.bpm_min is not None and (bpm is None or not float(bpm) >= self.bpm_min):
             return False
         if self.bpm_max is not None and (bpm is None or not float(bpm) <= self.bpm_max):

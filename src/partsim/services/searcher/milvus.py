@@ -15,7 +15,7 @@ present or not, so nothing the model said is lost); power: the mean power of the
 audio that vector came from (the mix, or the part's stem at signal level), ``-1`` unknown; and
 the track's filter fields, copied into each of its rows at every write so that a search filter is
 a Milvus expression on the rows themselves (:mod:`partsim.services.filters`): tags (ARRAY of
-VARCHAR ``key=value``), bpm (FLOAT, nullable), key (VARCHAR, empty when not known), duration and
+VARCHAR ``key=value``), bpm (FLOAT, 0.0 when not known: Milvus 2.3 servers have no nullable fields), key (VARCHAR, empty when not known), duration and
 indexed_at (DOUBLE).
 
 - Milvus URI: a local path ending in ``.db`` is Milvus Lite (embedded); ``http://host:19530``
@@ -184,7 +184,7 @@ class Milvus:
         s.add_field(
             "tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS, max_length=TAG_ELEMENT_BYTES
         )
-        s.add_field("bpm", DataType.FLOAT, nullable=True)
+        s.add_field("bpm", DataType.FLOAT)  # 0.0: unknown
         s.add_field("key", DataType.VARCHAR, max_length=16)
         s.add_field("duration", DataType.DOUBLE)
         s.add_field("indexed_at", DataType.DOUBLE)
