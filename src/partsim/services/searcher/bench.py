@@ -258,16 +258,17 @@ def start_server(data: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
 
 
 def stop(proc: subprocess.Popen | mp.process.BaseProcess) -> None:
+    """Terminate a child (a server or a replica), then kill it if it has not ended within 30 s."""
     proc.terminate()
-    try:
-        if isinstance(proc, subprocess.Popen):
+    if isinstance(proc, subprocess.Popen):
+        try:
             proc.wait(timeout=30)
-        else:
-            proc.join(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if not isinstance(proc, subprocess.Popen) and proc.is_alive():
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return
+    proc.join(timeout=30)
+    if proc.is_alive():
         proc.kill()
         proc.join()
 
@@ -326,7 +327,7 @@ class Replicas:
             self.fill.append(seconds)
 
     def pids(self) -> list[int]:
-        return [os.getpid()] if self.store is not None else [int(p.pid) for p, _ in self.children]
+        return [os.getpid()] if self.store is not None else [p.pid or 0 for p, _ in self.children]
 
     def run(self, n: int, queries: list[list[Query]], top_k: int, exact: bool, setting: dict) -> tuple[list, float]:
         """The queries over the first ``n`` replicas (query i on replica i mod n, the replicas at once); each
@@ -402,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="", help="folder for Milvus Lite / the server's data (default: temporary)")
     args = ap.parse_args(argv)
     remote = bool(args.milvus_uri) or args.start_server
+    logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
     if args.replicas > 1 and not remote:
         ap.error("--replicas 2 needs a Milvus server: --milvus-uri or --start-server")
 
