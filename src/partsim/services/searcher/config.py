@@ -50,13 +50,30 @@ class SearcherConfig(InternalServerConfig):
     )
     parts: str = field(default="", metadata={"help": "comma-separated part names (empty: the manifest's)"})
     subspace_dim: int = field(default=0, metadata={"help": "vector size per part (0: the manifest's)"})
-    index_type: str = field(default="HNSW", metadata={"help": "Milvus index: FLAT, IVF_FLAT or HNSW"})
-    ann_candidates: int = field(default=1000, metadata={"help": "approximate path: neighbours per query part (K')"})
-    hnsw_m: int = field(default=16, metadata={"help": "HNSW graph degree M"})
-    hnsw_ef_construction: int = field(default=100, metadata={"help": "HNSW efConstruction"})
-    hnsw_ef: int = field(default=0, metadata={"help": "HNSW search ef (raised to the search limit when smaller)"})
-    ivf_nlist: int = field(default=256, metadata={"help": "IVF_FLAT nlist"})
-    ivf_nprobe: int = field(default=32, metadata={"help": "IVF_FLAT search nprobe"})
+    index_type: str = field(
+        default="HNSW",
+        metadata={
+            "help": "Milvus vector index: FLAT, IVF_FLAT, IVF_SQ8 (8-bit scalar quantised, 1/4 the memory) or HNSW"
+        },
+    )
+    ann_candidates: int = field(
+        default=1000,
+        metadata={"help": "approximate path: neighbours per query part (K') of a multi-part query, re-ranked exactly"},
+    )
+    ann_grouping: bool = field(
+        default=True,
+        metadata={
+            "help": "approximate one-part SearchMix as one Milvus grouping search by track id (where Milvus has "
+            "it: Lite 3.x, server 2.4+); off: per-part candidates and re-rank as for multi-part queries"
+        },
+    )
+    hnsw_m: int = field(default=16, metadata={"help": "HNSW graph degree M (build; memory ~ M x 8 bytes a row)"})
+    hnsw_ef_construction: int = field(default=100, metadata={"help": "HNSW efConstruction (build)"})
+    hnsw_ef: int = field(
+        default=0, metadata={"help": "HNSW search ef (0: the search limit; raised to the search limit when smaller)"}
+    )
+    ivf_nlist: int = field(default=256, metadata={"help": "IVF_FLAT / IVF_SQ8 nlist: clusters (build)"})
+    ivf_nprobe: int = field(default=32, metadata={"help": "IVF_FLAT / IVF_SQ8 search nprobe: clusters searched"})
     flush_rows: int = field(default=4096, metadata={"help": "seal Milvus segments after this many written rows"})
     default_mode: str = field(
         default="exact", metadata={"help": "mode of searches that leave it unset: exact or approximate"}
@@ -103,6 +120,7 @@ class SearcherConfig(InternalServerConfig):
         require(0 <= self.hnsw_ef <= 32768, p, "hnsw_ef", "must be within 0..32768")
         require(1 <= self.ivf_nlist <= 65536, p, "ivf_nlist", "must be within 1..65536")
         require(1 <= self.ivf_nprobe <= 65536, p, "ivf_nprobe", "must be within 1..65536")
+        require(self.ivf_nprobe <= self.ivf_nlist, p, "ivf_nprobe", f"must be at most IVF_NLIST ({self.ivf_nlist})")
         require(self.flush_rows >= 1, p, "flush_rows", "must be 1 or more")
         require(self.mirror_bytes >= 0, p, "mirror_bytes", "must be 0 (no mirror) or more")
         require(

@@ -116,6 +116,7 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             self.dim,
             index_type=cfg.index_type,
             ann_candidates=cfg.ann_candidates,
+            ann_grouping=cfg.ann_grouping,
             hnsw_m=cfg.hnsw_m,
             hnsw_ef_construction=cfg.hnsw_ef_construction,
             hnsw_ef=cfg.hnsw_ef,

@@ -82,11 +82,13 @@ class SearchStore:
         legacy_meta: where an older catalog kept its track records (SQLite), imported once if it is there.
         parts: the model's parts, in its order.
         dim: the subspace dimension D.
-        index_type: FLAT, IVF_FLAT or HNSW.
+        index_type: FLAT, IVF_FLAT, IVF_SQ8 or HNSW.
         ann_candidates: K', neighbours per query part on the approximate path (<= 16384).
+        ann_grouping: one-part approximate SearchMix as a Milvus grouping search by track id, where
+            Milvus has it (:mod:`.ann`).
         hnsw_m, hnsw_ef_construction, hnsw_ef: HNSW build and search parameters (ef is raised to
             the search limit when smaller).
-        ivf_nlist, ivf_nprobe: IVF_FLAT build and search parameters.
+        ivf_nlist, ivf_nprobe: IVF_FLAT and IVF_SQ8 build and search parameters.
         flush_rows: flush (seal) the collections after this many rows are written, so searches
             use indexed segments rather than brute-forcing a growing one.
         collection_prefix: the collections are ``<prefix><part>`` and ``<prefix>tracks``.
@@ -107,6 +109,7 @@ class SearchStore:
         dim: int,
         index_type: str = "HNSW",
         ann_candidates: int = 1000,
+        ann_grouping: bool = True,
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 100,
         hnsw_ef: int = 0,
@@ -146,7 +149,9 @@ class SearchStore:
             self.milvus, self.tracks, self.collections, self.dim, mirror_bytes, self.level, self.grace
         )
         self.exact = MilvusExact(self.milvus, self.tracks, self.collections, self._pool, self.level)
-        self.ann = ApproximateSearch(self.milvus, self.collections, ann_candidates, self.tracks, self._pool, self.level)
+        self.ann = ApproximateSearch(
+            self.milvus, self.collections, ann_candidates, self.tracks, self._pool, self.level, ann_grouping
+        )
         self._write = threading.Lock()  # one writer at a time (in this process)
         self._pending = 0
 
@@ -199,10 +204,18 @@ class SearchStore:
         self.milvus.flush([*self.collections.values(), self.tracks.name])
         self._pending = 0
 
-    def wait_for_index(self, timeout: float = 600.0) -> None:
-        """Flush, then wait until Milvus has indexed every sealed row (for benchmarks and tests)."""
+    def wait_for_index(self, timeout: float = 600.0, probe_keys: Sequence[str] = ()) -> float:
+        """Flush, wait until Milvus has indexed every sealed row, then until its searches serve that index
+        (:meth:`.milvus.Milvus.wait_until_served`: progress, and probe searches that must find the probed
+        rows: ``probe_keys``, primary keys spread over the catalog, and a few the collections give), for
+        benchmarks, tests and anyone about to switch to approximate search. Returns the seconds the
+        last check (the probes) took; Unavailable when the index is not served within ``timeout``."""
         self.flush()
+        deadline = time.monotonic() + timeout
         self.milvus.wait_for_index(self.collections.values(), timeout)
+        return self.milvus.wait_until_served(
+            self.collections.values(), max(1.0, deadline - time.monotonic()), probe_keys, level=self.level
+        )
 
     def close(self) -> None:
         """Stop the mirror's fill, flush, disconnect, and (Milvus Lite) stop the embedded database."""
