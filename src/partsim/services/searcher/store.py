@@ -47,6 +47,7 @@ from .meta import TrackInfo
 from .milvus import CONSISTENCY_LEVELS, INDEX_TYPES, MILVUS_MAX_LIMIT, REMOTE_SCHEMES, STRONG, Milvus, pk, quote
 from .mirror import Mirror, mirror_mix, mirror_stems
 from .records import MixHit, MixResult, SegmentRecord, Segments, StemHit
+from .space import check_space
 from .tracktable import TrackTable, generation_ms, new_generation
 
 # what other modules import from here (config.py validates against the Milvus constants)
@@ -259,6 +260,9 @@ class SearchStore:
                 (t, dict(zip(self.parts, (int(n) for n in p[4].sum(axis=1)))))
                 for t, p in zip([t for t, _ in items], prepared)
             ]
+            if self.milvus.lite:  # nothing written on a (nearly) full disk: see .space
+                rows = sum(len(seg.index) for _, seg in items) * len(self.parts)
+                check_space(Path(self.milvus.uri).parent, rows * (8 * self.milvus.dim + 512))
             try:
                 for pi, name in enumerate(self.collections.values()):
                     self.milvus.insert(name, [row for p in prepared for row in p[2][pi]])
