@@ -10,9 +10,12 @@ went. ``pick_first`` is the negative control: everything lands on one server.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import HealthServicer
 from prometheus_client import CollectorRegistry
 
 from partsim.errors import InvalidArgument
@@ -27,6 +30,7 @@ from partsim.services.gateway.config import GatewayConfig
 from .audio import make_audio, pcm
 
 CALLS = 12
+SEARCHER = "partsim.internal.v1.SearcherService"
 
 
 def handled(srv) -> float:
@@ -90,6 +94,42 @@ def test_round_robin_skips_an_address_whose_health_is_not_serving(embedders):
     finally:
         embedders[0].rt.set_serving(True)
     assert min(spread(embedders, "round_robin", settle=1.0)) >= CALLS // 2 - 1
+
+
+def test_a_call_answered_unavailable_is_sent_again_large_requests_included():
+    """The retry policy covers every method of the backend's service (here a searcher write) and requests of
+    any size up to the message limit (gRPC keeps only 256 KiB of a request for a retry unless told more)."""
+    attempts: list[int] = []
+
+    def upsert(request: bytes, context: grpc.ServicerContext) -> bytes:
+        attempts.append(len(request))
+        if len(attempts) % 2:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this replica is going away")
+        return b""
+
+    class Handler(grpc.GenericRpcHandler):
+        def service(self, details):
+            if details.method == f"/{SEARCHER}/UpsertTrack":
+                return grpc.unary_unary_rpc_method_handler(upsert)
+            return None
+
+    server = grpc.server(ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", 16 << 20)])
+    server.add_generic_rpc_handlers([Handler()])
+    health = HealthServicer(experimental_non_blocking=True)
+    health.set(SEARCHER, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    ch = channel(f"127.0.0.1:{port}", 16 << 20, [SEARCHER])
+    try:
+        call = ch.unary_unary(f"/{SEARCHER}/UpsertTrack")
+        for size in (1000, 4 << 20):
+            attempts.clear()
+            call(b"x" * size, timeout=30)
+            assert attempts == [size, size]
+    finally:
+        ch.close()
+        server.stop(0)
 
 
 def test_pick_first_pins_every_call_to_one_server(embedders):

@@ -111,6 +111,9 @@ def channel(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.enable_retries", 1),
+            # gRPC keeps a call's request to send it again, but only up to 256 KiB by default: a larger one (an
+            # UpsertTrack of a long track, an Embed of a clip) would not be retried at all
+            ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
             ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
             ("grpc.service_config", service_config(services, lb_policy)),
         ],
