@@ -10,9 +10,12 @@ went. ``pick_first`` is the negative control: everything lands on one server.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import HealthServicer
 from prometheus_client import CollectorRegistry
 
 from partsim.errors import InvalidArgument
@@ -27,6 +30,7 @@ from partsim.services.gateway.config import GatewayConfig
 from .audio import make_audio, pcm
 
 CALLS = 12
+SEARCHER = "partsim.internal.v1.SearcherService"
 
 
 def handled(srv) -> float:
@@ -57,13 +61,13 @@ def embedders():
         s.stop(1)
 
 
-def spread(embedders, lb_policy: str) -> list[float]:
+def spread(embedders, lb_policy: str, settle: float = 0.3) -> list[float]:
     before = [handled(s) for s in embedders]
     target = "ipv4:" + ",".join(s.address for s in embedders)
     ch = channel(target, 16 << 20, ["partsim.internal.v1.EmbedderService"], lb_policy)
     try:
         grpc.channel_ready_future(ch).result(timeout=10)
-        time.sleep(0.3)  # every address connected, so the count shows the policy, not connect order
+        time.sleep(settle)  # every address connected, so the count shows the policy, not connect order
         stub = embedder_pb2_grpc.EmbedderServiceStub(ch)
         audio = pcm(make_audio(1.0, seed=3))
         for _ in range(CALLS):
@@ -78,6 +82,54 @@ def test_round_robin_spreads_calls_over_every_address(embedders):
     counts = spread(embedders, "round_robin")
     assert sum(counts) == CALLS
     assert min(counts) >= CALLS // 2 - 1, f"round_robin should alternate, got {counts}"
+
+
+@pytest.mark.slow
+def test_round_robin_skips_an_address_whose_health_is_not_serving(embedders):
+    """Client-side health checking (the channel's healthCheckConfig): a replica that says NOT_SERVING (still
+    loading, or stopping within its grace) gets no calls; once SERVING again it gets its share."""
+    embedders[0].rt.set_serving(False)
+    try:
+        assert spread(embedders, "round_robin", settle=1.0) == [0, CALLS]
+    finally:
+        embedders[0].rt.set_serving(True)
+    assert min(spread(embedders, "round_robin", settle=1.0)) >= CALLS // 2 - 1
+
+
+def test_a_call_answered_unavailable_is_sent_again_large_requests_included():
+    """The retry policy covers every method of the backend's service (here a searcher write) and requests of
+    any size up to the message limit (gRPC keeps only 256 KiB of a request for a retry unless told more)."""
+    attempts: list[int] = []
+
+    def upsert(request: bytes, context: grpc.ServicerContext) -> bytes:
+        attempts.append(len(request))
+        if len(attempts) % 2:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this replica is going away")
+        return b""
+
+    class Handler(grpc.GenericRpcHandler):
+        def service(self, details):
+            if details.method == f"/{SEARCHER}/UpsertTrack":
+                return grpc.unary_unary_rpc_method_handler(upsert)
+            return None
+
+    server = grpc.server(ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", 16 << 20)])
+    server.add_generic_rpc_handlers([Handler()])
+    health = HealthServicer(experimental_non_blocking=True)
+    health.set(SEARCHER, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    ch = channel(f"127.0.0.1:{port}", 16 << 20, [SEARCHER])
+    try:
+        call = ch.unary_unary(f"/{SEARCHER}/UpsertTrack")
+        for size in (1000, 4 << 20):
+            attempts.clear()
+            call(b"x" * size, timeout=30)
+            assert attempts == [size, size]
+    finally:
+        ch.close()
+        server.stop(0)
 
 
 def test_pick_first_pins_every_call_to_one_server(embedders):
@@ -108,6 +160,41 @@ def test_gateway_lb_policy_is_validated():
         )
     with pytest.raises(InvalidArgument, match="PARTSIM_EMBEDDER_MAX_CONNECTION_AGE_SECONDS"):
         parse(EmbedderConfig, "PARTSIM_EMBEDDER", environ={"PARTSIM_EMBEDDER_MAX_CONNECTION_AGE_SECONDS": "-1"})
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "127.0.0.1:50053",
+        "searcher:50053",
+        "[::1]:50053",
+        "dns:///partsim-searcher:50053",
+        "ipv4:127.0.0.1:50053,127.0.0.1:50063",
+        "ipv6:[::1]:50053,[::1]:50063",
+        "unix:/run/partsim/searcher.sock",
+    ],
+)
+def test_gateway_backend_targets_are_grpc_targets(target):
+    env = {"PARTSIM_GATEWAY_DATA_DIR": "/tmp", "PARTSIM_GATEWAY_SEARCHER": target, "PARTSIM_GATEWAY_EMBEDDER": target}
+    cfg = parse(GatewayConfig, GW_PREFIX, environ=env)
+    assert cfg.searcher == cfg.embedder == target
+
+
+@pytest.mark.parametrize(
+    "name, target, message",
+    [
+        ("SEARCHER", "127.0.0.1:50053,127.0.0.1:50063", "needs gRPC's ipv4: .*ipv4:127.0.0.1:50053,127.0.0.1:50063"),
+        ("SEARCHER", "ipv4:localhost:50053", "'localhost:50053' in the ipv4: list is not address:port"),
+        ("SEARCHER", "ipv4:127.0.0.1:50053,127.0.0.1", "'127.0.0.1' in the ipv4: list"),
+        ("EMBEDDER", "embedder", "'embedder' is not host:port"),
+        ("EMBEDDER", "dns:///embedder:http", "port 'http' is not a number"),
+        ("SEPARATOR", "ipv6:127.0.0.1:50054", "not an IPv6 address:port"),
+    ],
+)
+def test_a_backend_target_that_is_not_one_names_the_variable(name, target, message):
+    env = {"PARTSIM_GATEWAY_DATA_DIR": "/tmp", f"PARTSIM_GATEWAY_{name}": target}
+    with pytest.raises(InvalidArgument, match=f"PARTSIM_GATEWAY_{name}.*{message}"):
+        parse(GatewayConfig, GW_PREFIX, environ=env)
 
 
 @pytest.mark.slow

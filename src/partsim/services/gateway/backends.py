@@ -1,8 +1,9 @@
 """The gateway's channels to the embedder, searcher and (optional) separator, and the model they serve.
 
 Every channel balances over all addresses its target resolves to (``round_robin`` over the pods
-behind a headless Service) and retries UNAVAILABLE with backoff; every call carries the configured
-deadline. :meth:`Backends.wait_ready` blocks until the required ones (embedder, searcher) answer;
+behind a headless Service, or over a static ``ipv4:`` list), sends calls only to addresses whose health
+says SERVING, and retries UNAVAILABLE with backoff (:func:`service_config`); every call carries the
+configured deadline. :meth:`Backends.wait_ready` blocks until the required ones (embedder, searcher) answer;
 :meth:`Backends.watch` then checks each backend's grpc.health.v1 status on its channel every second
 (the gateway's own health follows the required ones; the separator is optional). Those checks also
 notice a renewed backend client certificate (its files changed): new channels with it are swapped in and
@@ -55,24 +56,41 @@ def _said(serving: bool) -> str:
     return "is SERVING" if serving else "is unreachable or NOT_SERVING"
 
 
+HEALTH = "grpc.health.v1.Health"
+# gRPC caps maxAttempts at 5; 4 attempts with backoff 0.1, 0.2, 0.4 s (each drawn 0..that) ride over a replica
+# that dies under a call: round_robin has dropped it by the next pick, so a retry lands on another one
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
 def service_config(services: list[str], lb_policy: str = "round_robin") -> str:
-    """gRPC service config: balance over every address the target resolves to (``round_robin``
-    spreads calls over the pods behind a headless Service), and retry UNAVAILABLE (all these calls
-    are idempotent) with backoff."""
+    """gRPC service config of a channel to a backend.
+
+    - ``round_robin`` (or ``pick_first``) over every address the target resolves to: the pods behind a
+      headless Service (``dns:///name:port``) or a static list (``ipv4:host:port,host:port``).
+    - Client-side health checking (``healthCheckConfig``): each address's grpc.health.v1 Watch of the
+      service; round_robin picks only addresses that say SERVING, so a replica that is still loading or is
+      stopping (NOT_SERVING during its grace) gets no calls, and a dead one none once its connection broke.
+    - A retry policy on UNAVAILABLE for every method of the service and for health checks: a call that was
+      under way on a replica that died (or that answered UNAVAILABLE: still loading, its Milvus away) is
+      sent again, to the next replica. The reads (searches, GetTrack, ListTracks, GetSegment, GetStats)
+      are idempotent; so are the searcher's writes, by primary key (UpsertTrack replaces the track's
+      rows; a DeleteTrack whose first attempt took effect before its replica died answers NOT_FOUND
+      on the retry: the track is gone either way), and the embedder's and separator's calls compute and
+      store nothing. gRPC retries only calls that got no response yet (headers included), so
+      a streamed answer is never retried halfway.
+    """
     return json.dumps(
         {
             "loadBalancingConfig": [{lb_policy: {}}],
+            "healthCheckConfig": {"serviceName": services[0]},
             "methodConfig": [
-                {
-                    "name": [{"service": s} for s in services],
-                    "retryPolicy": {
-                        "maxAttempts": 4,
-                        "initialBackoff": "0.1s",
-                        "maxBackoff": "2s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
+                {"name": [{"service": s} for s in [*services, HEALTH]], "retryPolicy": RETRY_POLICY},
             ],
         }
     )
@@ -93,6 +111,9 @@ def channel(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.enable_retries", 1),
+            # gRPC keeps a call's request to send it again, but only up to 256 KiB by default: a larger one (an
+            # UpsertTrack of a long track, an Embed of a clip) would not be retried at all
+            ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
             ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
             ("grpc.service_config", service_config(services, lb_policy)),
         ],

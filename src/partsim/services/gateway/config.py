@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +14,55 @@ from .auth.settings import check_auth
 PREFIX = "PARTSIM_GATEWAY"
 LB_POLICIES = ("round_robin", "pick_first")
 
+TARGETS = (
+    "host:port, dns:///name:port (every address the name resolves to, e.g. a headless Service's pods) or "
+    "ipv4:host:port,host:port (a fixed list; ipv6:[addr]:port,... likewise)"
+)
+
 MAX_TOP_K = 1000  # documented in protos/partsim/v1/gateway.proto
 DEFAULT_TOP_K = 100
+
+
+def _port_problem(port: str) -> str:
+    return "" if port.isdigit() and 0 < int(port) < 65536 else f"port {port!r} is not a number within 1..65535"
+
+
+def _host_port_problem(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        return f"{text!r} is not host:port"
+    if any(c in host for c in ",/ \t") or host.startswith(":"):
+        return f"{host!r} is not a host name or address"
+    return _port_problem(port)
+
+
+def target_problem(target: str) -> str:
+    """Why ``target`` is not a gRPC target the gateway dials ('' when it is one): ``host:port``,
+    ``dns:[//authority/]name:port``, ``ipv4:ADDR:PORT[,ADDR:PORT...]``, ``ipv6:[ADDR]:PORT[,...]`` (gRPC's own
+    static list: round_robin balances over it) or ``unix:PATH``."""
+    if not target:
+        return "empty"
+    scheme, _, rest = target.partition(":")
+    if scheme in ("ipv4", "ipv6"):
+        for item in rest.split(","):
+            host, sep, port = item.rpartition(":")
+            try:
+                ip = ipaddress.ip_address(host[1:-1] if scheme == "ipv6" and host.startswith("[") else host)
+            except ValueError:
+                return f"{item!r} in the {scheme}: list is not {'[address]' if scheme == 'ipv6' else 'address'}:port"
+            if ip.version != int(scheme[-1]) or not sep:
+                return f"{item!r} in the {scheme}: list is not an IPv{scheme[-1]} address:port"
+            if problem := _port_problem(port):
+                return f"{item!r} in the {scheme}: list: {problem}"
+        return ""
+    if scheme == "dns":
+        name = rest[2:].partition("/")[2] if rest.startswith("//") else rest
+        return _host_port_problem(name)
+    if scheme == "unix":
+        return "" if rest.strip("/") else "unix: needs a socket path"
+    if "," in target:
+        return f"a list of addresses needs gRPC's ipv4: (or ipv6:) scheme, e.g. ipv4:{target}"
+    return _host_port_problem(target)
 
 
 @dataclass
@@ -28,19 +76,25 @@ class GatewayConfig(ServerConfig):
     embedder: str = field(
         default="127.0.0.1:50052",
         metadata={
-            "help": "embedder service address (a gRPC target: host:port, or dns:///name:port of a headless Service "
-            "to balance over its pods)"
+            "help": "embedder service address: a gRPC target, host:port, dns:///name:port of a headless Service "
+            "to balance over its pods, or ipv4:host:port,host:port to balance over a fixed list"
         },
     )
     lb_policy: str = field(
         default="round_robin",
         metadata={"help": "gRPC load balancing over the addresses a target resolves to: round_robin or pick_first"},
     )
-    searcher: str = field(default="127.0.0.1:50053", metadata={"help": "searcher service address"})
+    searcher: str = field(
+        default="127.0.0.1:50053",
+        metadata={
+            "help": "searcher service address, a gRPC target as EMBEDDER's: searcher replicas on one Milvus server "
+            "all serve one catalog, e.g. ipv4:127.0.0.1:50053,127.0.0.1:50063"
+        },
+    )
     separator: str = field(
         default="",
         metadata={
-            "help": "separator service address (empty: none; GetStems "
+            "help": "separator service address, a gRPC target as EMBEDDER's (empty: none; GetStems "
             "and the signal-level mode then fail with a clear error)"
         },
     )
@@ -105,19 +159,16 @@ class GatewayConfig(ServerConfig):
     def validate(self) -> None:
         super().validate()
         p = PREFIX
-        require(":" in self.embedder, p, "embedder", f"expected host:port, got {self.embedder!r}")
+        for name in ("embedder", "searcher", "separator"):
+            value = getattr(self, name)
+            if name != "separator" or value:
+                problem = target_problem(value)
+                require(not problem, p, name, f"{problem}; expected {TARGETS}")
         require(
             self.lb_policy in LB_POLICIES,
             p,
             "lb_policy",
             f"expected one of {', '.join(LB_POLICIES)}, got {self.lb_policy!r}",
-        )
-        require(":" in self.searcher, p, "searcher", f"expected host:port, got {self.searcher!r}")
-        require(
-            self.separator == "" or ":" in self.separator,
-            p,
-            "separator",
-            f"expected host:port or empty, got {self.separator!r}",
         )
         require(
             not self.store_audio or bool(self.audio_dir or self.data_dir),
