@@ -39,6 +39,7 @@ from partsim.v1 import types_pb2
 
 from .audio import encode, make_audio
 from .fault_tools import health, until
+from .milvus_servers import MilvusLiteServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -218,8 +219,21 @@ class Replicas:
 
 
 @pytest.fixture(scope="module")
-def replicas(milvus_server, tmp_path_factory):
-    with Replicas(tmp_path_factory.mktemp("replicas"), milvus_server) as stack:
+def lite_server(tmp_path_factory):
+    """One ``milvus-lite server`` process for the module (tests/milvus_servers.py): the replicas' catalog."""
+    if MilvusLiteServer.executable() is None:
+        pytest.skip("milvus-lite's server command is not installed")
+    server = MilvusLiteServer(tmp_path_factory.mktemp("milvus-lite-server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def replicas(lite_server, tmp_path_factory):
+    with Replicas(tmp_path_factory.mktemp("replicas"), lite_server.new_database("replicas")) as stack:
         for req in catalog_requests(stack.model, TRACKS, seed=15):
             stack.searchers[0].stub.UpsertTrack(req, timeout=60)
         for s in stack.searchers:
