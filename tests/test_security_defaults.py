@@ -70,10 +70,16 @@ def listening(pids: list[int]) -> list[tuple[int, str, int]]:
     found = []
     for pid in pids:
         try:
-            inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            fds = os.listdir(f"/proc/{pid}/fd")
             tables = [Path(f"/proc/{pid}/net/{t}").read_text().splitlines()[1:] for t in ("tcp", "tcp6")]
         except OSError:  # exited meanwhile
             continue
+        inodes = set()
+        for fd in fds:  # one by one: a file the process closes meanwhile (its background work) is skipped, not it
+            try:
+                inodes.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
         for row in (line.split() for table in tables for line in table):
             local, state, inode = row[1], row[3], row[9]
             if state == "0A" and f"socket:[{inode}]" in inodes:
