@@ -310,6 +310,19 @@ def standalone_missing() -> str | None:
     return None
 
 
+@pytest.fixture(scope="module", name="lite_server")
+def lite_server_fixture(tmp_path_factory):
+    """One ``milvus-lite server`` process for a module (where the 2.3 standalone need not run too)."""
+    if MilvusLiteServer.executable() is None:
+        pytest.skip("milvus-lite's server command is not installed")
+    server = MilvusLiteServer(tmp_path_factory.mktemp("milvus-lite-server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session", name="milvus_standalone_bin")
 def milvus_standalone_bin_fixture(tmp_path_factory) -> Path:
     """The 2.3.5 standalone's binaries, unpacked once per session (about 7 s)."""

@@ -39,7 +39,7 @@ from partsim.v1 import types_pb2
 
 from .audio import encode, make_audio
 from .fault_tools import health, until
-from .milvus_servers import MilvusLiteServer
+from .milvus_servers import lite_server_fixture  # noqa: F401 - a fixture: a milvus-lite server process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -216,19 +216,6 @@ class Replicas:
         assert self.searchers[i].proc.poll() is not None
         self.searchers[i] = self.new_searcher(self.searchers[i].port)
         return self.searchers[i]
-
-
-@pytest.fixture(scope="module")
-def lite_server(tmp_path_factory):
-    """One ``milvus-lite server`` process for the module (tests/milvus_servers.py): the replicas' catalog."""
-    if MilvusLiteServer.executable() is None:
-        pytest.skip("milvus-lite's server command is not installed")
-    server = MilvusLiteServer(tmp_path_factory.mktemp("milvus-lite-server"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from partsim.services.searcher.config import PREFIX, SearcherConfig
 from partsim.services.searcher.milvus import grouping_in
 from partsim.services.searcher.store import SearchStore
 
-from .milvus_servers import MilvusLiteServer
+from .milvus_servers import lite_server_fixture  # noqa: F401 - a fixture: a milvus-lite server process
 
 DIM = 32
 
@@ -75,19 +75,6 @@ def test_grouping_search_is_chosen_by_the_milvus_version():
 
 
 # ------------------------------------------------------------------ grouping search and readiness
-
-
-@pytest.fixture(scope="module")
-def lite_server(tmp_path_factory):
-    """A ``milvus-lite server`` process for this module (tests/milvus_servers.py)."""
-    if MilvusLiteServer.executable() is None:
-        pytest.skip("milvus-lite's server command is not installed")
-    server = MilvusLiteServer(tmp_path_factory.mktemp("milvus-lite-server"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["lite", "server"])
