@@ -59,10 +59,16 @@ def register(sub) -> None:
     demo.set_defaults(handler=_cmd_demo, needs="server,corpus,cpu")
 
 
-def _wait_for_signal() -> None:
+def _stop_on_signal() -> threading.Event:
+    """An event that SIGINT/SIGTERM set. Installed before "serving" is printed, so a Ctrl-C that follows the
+    line (a script sends it at once) is a clean stop (exit 0), never a KeyboardInterrupt (exit 130)."""
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    return done
+
+
+def _wait(done: threading.Event) -> None:
     while not done.wait(1.0):
         pass
 
@@ -85,10 +91,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         with PartsimClient(cluster.gateway, **connection(args)) as c:
             c.wait_ready(300)
         bind = parse_host_port(args.gateway)  # the truth: the gateway prints 127.0.0.1 for 0.0.0.0
+        done = _stop_on_signal()
         print(f"partsim is serving on {cluster.gateway if is_loopback(bind) else bind}; Ctrl-C stops it", flush=True)
         if cluster.http:
             print(f"web app: {cluster.http}", flush=True)
-        _wait_for_signal()
+        _wait(done)
         print("stopping...", flush=True)
     return 0
 
@@ -131,6 +138,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print_stem_hits(c.search_stems(Stem("bass", track_id=bass_song, seconds=15), top_k=10))
         if args.no_serve:
             return 0
+        done = _stop_on_signal()
         print(
             f"\npartsim is serving on {cluster.gateway}; try\n  partsim search-mix --stem drums:{drums_song}@5 "
             f"--stem bass:{bass_song}@15 --gateway {cluster.gateway}\nCtrl-C stops it",
@@ -138,7 +146,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
         if cluster.http:
             print(f"web app: {cluster.http}", flush=True)
-        _wait_for_signal()
+        _wait(done)
     return 0
 
 
