@@ -28,8 +28,10 @@ import numpy as np
 
 from ..filters import ANY, Filter
 from . import retrieval
+from .cache import MirrorCache
 from .exact import rank_current
 from .milvus import MILVUS_MAX_LIMIT, QUANTISED, STRONG, Milvus, generation_of
+from .mirror import Mirror
 from .records import MixHit, MixResult, StemHit
 from .tracktable import TrackTable
 
@@ -45,6 +47,7 @@ class ApproximateSearch:
         pool: runs the parts' Milvus calls concurrently.
         level: the consistency level of its reads.
         grouping: answer one-part SearchMix queries with a grouping search where Milvus has it.
+        cache: the searcher's mirror; while it is current, candidates are re-ranked on it (no Milvus reads).
     """
 
     def __init__(
@@ -56,18 +59,32 @@ class ApproximateSearch:
         pool: ThreadPoolExecutor,
         level: str = STRONG,
         grouping: bool = True,
+        cache: MirrorCache | None = None,
     ):
         self.milvus = milvus
         self.grouping = grouping
         self.collections = collections
         self.candidates = candidates
         self.tracks, self._pool, self.level = tracks, pool, level
+        self.cache = cache
 
     def _nearest(
-        self, part: str, vector: np.ndarray, limit: int, exclude: Sequence[str], where: Filter = ANY
+        self,
+        part: str,
+        vector: np.ndarray,
+        limit: int,
+        exclude: Sequence[str],
+        where: Filter = ANY,
+        vectors: bool = True,
     ) -> list[dict]:
         return self.milvus.search(
-            self.collections[part], retrieval.unit(vector), limit, exclude, self.level, where.expression()
+            self.collections[part],
+            retrieval.unit(vector),
+            limit,
+            exclude,
+            self.level,
+            where.expression(),
+            vectors=vectors,
         )
 
     def _fetch(self, part: str, keys: list[str]) -> dict[str, np.ndarray]:
@@ -135,45 +152,106 @@ class ApproximateSearch:
     ) -> MixResult:
         """Per query part its K' nearest segments, their union re-ranked exactly (eq. 6.2), min per song."""
         k = min(self.candidates, MILVUS_MAX_LIMIT)
+        quantised = self.milvus.index_type in QUANTISED
         # 1. per query part, its K' nearest segments among the matching tracks' (the parts' searches run
-        # concurrently); the other parts' vectors of those segments are of the same tracks, so match too
-        found = list(self._pool.map(lambda q: self._nearest(q.part, q.vector, k, exclude, where), queries))
+        # concurrently); the other parts' vectors of those segments are of the same tracks, so match too.
+        # On a float index the hits come without vectors (their transfer was most of a search's time):
+        # the inner product Milvus computed on unit vectors is the cosine
+        found = list(self._pool.map(lambda q: self._nearest(q.part, q.vector, k, exclude, where, quantised), queries))
         cand: dict[str, tuple[str, int, float, float]] = {}
-        vectors: list[dict[str, np.ndarray]] = []
+        own: list[dict] = []  # per query part: key -> its cosine distance (float index) or its vector (quantised)
         kth: list[float] = []
         for nearest in found:
-            got = {}
+            got: dict = {}
             for h in nearest:
                 e, key = h["entity"], h["pk"] if "pk" in h else h["id"]
                 cand.setdefault(key, (e["track_id"], int(e["segment"]), float(e["start"]), float(e["end"])))
-                got[key] = np.asarray(e["vector"], dtype=np.float32)
-            vectors.append(got)
+                got[key] = (
+                    np.asarray(e["vector"], dtype=np.float32)
+                    if quantised
+                    else min(2.0, max(0.0, 1.0 - float(h["distance"])))
+                )
+            own.append(got)
             # the K'-th neighbour's distance; a shorter list holds every row, so it bounds nothing
             kth.append(1.0 - float(nearest[-1]["distance"]) if len(nearest) >= k else 2.0)
         if not cand:
             return MixResult([], 0)
-        # 2. the union's vectors of the other query parts, by primary key
         keys = list(cand)
-        missing = list(
-            self._pool.map(
-                lambda qg: self._fetch(qg[0].part, [c for c in keys if c not in qg[1]]), zip(queries, vectors)
-            )
-        )
-        zero = np.zeros(self.milvus.dim, dtype=np.float32)
-        mats = [np.stack([got.get(c, extra.get(c, zero)) for c in keys]) for got, extra in zip(vectors, missing)]
-        # 3. exact re-rank (eq. 6.2) and min per song
-        total, per = retrieval.segment_distances(queries, mats)
         segment = np.array([cand[c][1] for c in keys])
         tids = [cand[c][0] for c in keys]
+        bound = retrieval.candidate_bound(kth, [q.weight for q in queries])
+        # 2. the candidates' vectors of the query parts: from the searcher's mirror when it is current (no
+        # Milvus read), else read from Milvus by primary key (only the parts a candidate was not found in)
+        if self.cache is not None and self.cache.fresh():
+            with self.cache.lock:
+                m = self.cache.mirror
+                if m is not None:
+                    return self._rerank_on_mirror(m, queries, keys, cand, tids, segment, top_k, bound)
+        per = self._distances(queries, keys, own, quantised)
+        weights = np.array([q.weight for q in queries], dtype=np.float64)
+        total = weights @ per / weights.sum()
+        # 3. min per song over the rows of each track's current version
         rows = rank_current(total, keys, tids, segment, top_k, self.tracks, self.level, per_song=True)
+        return MixResult(self._hits(queries, rows, keys, cand, total, per), len(keys), bound)
+
+    def _distances(
+        self, queries: Sequence[retrieval.Query], keys: list[str], own: list[dict], quantised: bool
+    ) -> np.ndarray:
+        """(len(queries), len(keys)) cosine distances of each query part: the search's own distances where a
+        key was a hit of that part (float index), the rest from vectors read from Milvus (absent rows: 1)."""
+        need = [[c for c in keys if c not in got] if not quantised else keys for got in own]
+        fetched = list(self._pool.map(lambda qn: self._fetch(qn[0].part, qn[1]) if qn[1] else {}, zip(queries, need)))
+        per = np.empty((len(queries), len(keys)), dtype=np.float64)
+        zero = np.zeros(self.milvus.dim, dtype=np.float32)
+        for i, (q, got, extra) in enumerate(zip(queries, own, fetched)):
+            if quantised:  # approximate distances from the index: every row's own vector, re-ranked exactly
+                mat = np.stack([got.get(c, extra.get(c, zero)) for c in keys])
+                per[i] = np.clip(1.0 - mat @ retrieval.unit(q.vector), 0.0, 2.0)
+                continue
+            rest = [j for j, c in enumerate(keys) if c not in got]
+            per[i] = [got.get(c, 1.0) for c in keys]
+            if rest:
+                mat = np.stack([extra.get(keys[j], zero) for j in rest])
+                per[i, rest] = np.clip(1.0 - mat @ retrieval.unit(q.vector), 0.0, 2.0)
+        return per
+
+    def _rerank_on_mirror(
+        self,
+        m: Mirror,
+        queries: Sequence[retrieval.Query],
+        keys: list[str],
+        cand: dict[str, tuple[str, int, float, float]],
+        tids: list[str],
+        segment: np.ndarray,
+        top_k: int,
+        bound: float,
+    ) -> MixResult:
+        """Step 2-3 of :meth:`_union` on the (current) mirror: every candidate's vectors are in memory. A candidate
+        row the mirror does not hold (not its track's current version, or a track deleted) is left out."""
+        assert self.cache is not None
+        at = self.cache.rows_of(keys)
+        ok = at >= 0
+        keys = [c for c, good in zip(keys, ok) if good]
+        if not keys:
+            return MixResult([], 0, bound)
+        at, segment = at[ok], segment[ok]
+        tids = [t for t, good in zip(tids, ok) if good]
+        total, per = retrieval.segment_distances(queries, [m.matrix(q.part)[at] for q in queries])
+        names = list(dict.fromkeys(tids))
+        ordinal = {t: i for i, t in enumerate(names)}
+        track = np.array([ordinal[t] for t in tids])
+        rows = retrieval.rank(total, track, segment, names, top_k, per_song=True)
+        return MixResult(self._hits(queries, rows, keys, cand, total, per), len(keys), bound)
+
+    @staticmethod
+    def _hits(queries, rows, keys, cand, total, per) -> list[MixHit]:
         hits = []
         for r in rows:
             tid, seg, start, end = cand[keys[r]]
             hits.append(
                 MixHit(tid, float(total[r]), seg, start, end, {q.part: float(per[i, r]) for i, q in enumerate(queries)})
             )
-        bound = retrieval.candidate_bound(kth, [q.weight for q in queries])
-        return MixResult(hits, len(keys), bound)
+        return hits
 
     def search_stems(
         self, query: retrieval.Query, top_k: int, exclude: Sequence[str], where: Filter = ANY

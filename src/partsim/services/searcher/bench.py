@@ -1,7 +1,7 @@
 """Benchmark of the searcher's two paths on a synthetic clustered catalog, on Milvus Lite or a Milvus server.
 
     python -m partsim.services.searcher.bench --songs 10000
-    python -m partsim.services.searcher.bench --songs 100000 --start-server --replicas 2 \
+    python -m partsim.services.searcher.bench --songs 100000 --start-server standalone --replicas 2 \
         --index-type HNSW --hnsw-ef 0,400
 
 builds the catalog (index time: insert, then until the server serves the index: progress and probe
@@ -13,7 +13,8 @@ recall@100 against the exact one, per number of query parts, for each search set
 parameters, tried on the same index), with one searcher and (``--replicas 2``) two searcher processes
 on the same server, the queries spread over both and run concurrently; and the RSS (VmHWM peak,
 VmRSS now) of every process: the bench (the writer), each searcher, and the Milvus server when it
-is a local child (``--start-server``: a ``milvus-lite server`` on a free loopback port for the run).
+is a local child (``--start-server lite``: a ``milvus-lite server``; ``--start-server standalone``: the Milvus 2.3.5
+standalone of the ``milvus`` package, :mod:`.servers`; on loopback ports the OS picks, for the run).
 
 Without ``--milvus-uri`` / ``--start-server`` the catalog is in a temporary Milvus Lite folder (or
 ``--data``) inside the bench process, which is then the only searcher (one replica).
@@ -31,9 +32,7 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from partsim.data import taxonomy
 from .meta import TrackInfo
 from .milvus import INDEX_TYPES, IVF_TYPES, pk
 from .retrieval import Query
+from .servers import MilvusLiteServer, MilvusProcess, MilvusStandalone, standalone_missing, unpack_standalone
 from .store import MIRROR_BYTES, SearchStore, Segments
 
 PARTS = list(taxonomy.PARTS)
@@ -229,32 +229,15 @@ def wait_idle(pid: int, timeout: float = 3600.0, busy: float = 0.05, quiet: int 
     return time.monotonic() - t0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(data: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """A ``milvus-lite server`` child on a free loopback port; (process, URI) once it accepts connections."""
-    exe = Path(sys.executable).with_name("milvus-lite")
-    cmd = str(exe) if exe.exists() else (shutil.which("milvus-lite") or "milvus-lite")
-    for _ in range(5):
-        port = free_port()
-        proc = subprocess.Popen(
-            [cmd, "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return proc, f"http://127.0.0.1:{port}"
-            except OSError:
-                time.sleep(0.2)
-        stop(proc)
-    raise RuntimeError(f"milvus-lite server did not start (log: {log_path})")
+def start_server(kind: str, folder: Path) -> MilvusProcess:
+    """A Milvus server child (``lite``: ``milvus-lite server``; ``standalone``: Milvus 2.3.5 of the ``milvus``
+    package) on loopback ports the OS picks, its data in ``folder``; started (it answers pymilvus)."""
+    if kind == "lite":
+        return MilvusLiteServer(folder / "milvus-lite").start()
+    why = standalone_missing()
+    if why:
+        raise SystemExit(f"bench: --start-server standalone: {why}")
+    return MilvusStandalone(folder / "milvus-standalone", unpack_standalone(folder / "milvus-bin")).start()
 
 
 def stop(proc: subprocess.Popen | mp.process.BaseProcess) -> None:
@@ -397,7 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ann-candidates", default="1000", help="K' per query part, comma-separated values to try")
     ap.add_argument("--consistency", default="Bounded", help="the searches' consistency level")
     ap.add_argument("--milvus-uri", default="", help="a Milvus server (http://host:19530); default: Milvus Lite")
-    ap.add_argument("--start-server", action="store_true", help="start a milvus-lite server child for the run")
+    ap.add_argument(
+        "--start-server",
+        nargs="?",
+        const="lite",
+        default="",
+        choices=["lite", "standalone"],
+        help="start a Milvus server child for the run: lite (milvus-lite server, the default) or standalone "
+        "(Milvus 2.3.5 of the milvus package, C++ search)",
+    )
     ap.add_argument("--replicas", type=int, default=1, choices=[1, 2], help="2: also two searcher processes")
     ap.add_argument("--batch", type=int, default=2000, help="songs per insert batch")
     ap.add_argument("--data", default="", help="folder for Milvus Lite / the server's data (default: temporary)")
@@ -409,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="partsim-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    server: subprocess.Popen | None = None
+    server: MilvusProcess | None = None
     replicas: Replicas | None = None
     store: SearchStore | None = None
     rows = args.songs * args.segments
@@ -427,8 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         if args.start_server:
-            server, uri = start_server(tmp / "milvus", tmp / "milvus-server.log")
-            where = f"milvus-lite server (child pid {server.pid}) at {uri}"
+            server = start_server(args.start_server, tmp)
+            uri = server.uri
+            where = f"{server.name} server (child pid {server.pid}, up in {server.started_in:.1f} s) at {uri}"
         elif args.milvus_uri:
             uri, where = args.milvus_uri, f"Milvus at {args.milvus_uri}"
         else:
@@ -470,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"SearchMix, top_k {top_k}, {args.queries} queries per row; ms; recall@{top_k} against exact")
         head = (
-            f"{'replicas':>8} {'search setting':<24} {'parts':>5} {'exact p50':>9} {'p99':>7} "
+            f"{'replicas':>11} {'search setting':<24} {'parts':>5} {'exact p50':>9} {'p99':>7} "
             f"{'approx p50':>10} {'p99':>7} {'recall mean':>11} {'min':>5} {'candidates':>10} {'approx q/s':>10}"
         )
         print(head)
@@ -479,29 +471,14 @@ def main(argv: list[str] | None = None) -> int:
             for n in (1, 2, 3):
                 res, _ = replicas.run(nrep, queries[n], top_k, True, {}) if nrep > 1 else (truth[n], 0.0)
                 ex_lat[n] = [r[0] for r in res]
-            for setting in settings_of(args):
-                for n in (1, 2, 3):
-                    variants = [setting]
-                    if n == 1:  # one part: Milvus's grouping search, and the per-part path for comparison
-                        variants = [{**setting, "grouping": True}, {**setting, "grouping": False}]
-                    for v in variants:
-                        res, wall = replicas.run(nrep, queries[n], top_k, False, v)
-                        rec = [recall(tr[1], r[1]) for tr, r in zip(truth[n], res)]
-                        lat = [r[0] for r in res]
-                        label = describe(v) + (" grouped" if v.get("grouping") else "")
-                        if n == 1 and not v.get("grouping"):
-                            label = describe(v) + " per-part"
-                        print(
-                            f"{nrep:>8} {label:<24} {n:>5} {pct(ex_lat[n], 50):>9.1f} {pct(ex_lat[n], 99):>7.1f} "
-                            f"{pct(lat, 50):>10.1f} {pct(lat, 99):>7.1f} {np.mean(rec):>11.4f} {min(rec):>5.2f} "
-                            f"{int(np.median([r[2] for r in res])):>10} {len(res) / wall:>10.1f}",
-                            flush=True,
-                        )
+            _rows(args, str(nrep), lambda qs, v, n=nrep: replicas.run(n, qs, top_k, False, v), queries, truth, ex_lat)
+        if remote:  # the writer keeps no mirror: the approximate path as a searcher over its mirror budget runs it
+            _rows(args, "1 no mirror", lambda qs, v: _timed(store, qs, top_k, v), queries, truth, None)
         print()
         procs = [("bench (writer)", os.getpid())]
         procs += [(f"searcher {i + 1}", p) for i, p in enumerate(replicas.pids()) if p != os.getpid()]
         if server is not None:
-            procs.append(("milvus-lite server", server.pid))
+            procs.append((f"{server.name} server", server.pid))
         for what, pid in procs:
             hwm, now = rss(pid)
             print(f"RSS {what:<20} pid {pid:>7}: peak (VmHWM) {hwm:8.0f} MiB, now (VmRSS) {now:8.0f} MiB")
@@ -511,10 +488,40 @@ def main(argv: list[str] | None = None) -> int:
         if store is not None:
             store.close()
         if server is not None:
-            stop(server)
+            server.stop()
         if not args.data:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _timed(store: SearchStore, queries: list[list[Query]], top_k: int, setting: dict) -> tuple[list, float]:
+    t = time.perf_counter()
+    return run_queries(store, queries, top_k, False, setting), time.perf_counter() - t
+
+
+def _rows(args, label: str, run, queries: dict, truth: dict, ex_lat: dict | None) -> None:
+    """The table's rows of one searcher set-up (``run(queries, setting)`` -> (results, wall seconds)): each
+    search setting x 1-3 query parts (one part: grouped and per-part); ``ex_lat``: the exact path's latencies
+    per number of parts (None: not measured, printed as '-')."""
+    for setting in settings_of(args):
+        for n in (1, 2, 3):
+            variants = [setting]
+            if n == 1:  # one part: Milvus's grouping search, and the per-part path for comparison
+                variants = [{**setting, "grouping": True}, {**setting, "grouping": False}]
+            for v in variants:
+                res, wall = run(queries[n], v)
+                rec = [recall(tr[1], r[1]) for tr, r in zip(truth[n], res)]
+                lat = [r[0] for r in res]
+                name = describe(v) + (" grouped" if v.get("grouping") else "")
+                if n == 1 and not v.get("grouping"):
+                    name = describe(v) + " per-part"
+                exact = f"{pct(ex_lat[n], 50):>9.1f} {pct(ex_lat[n], 99):>7.1f}" if ex_lat else f"{'-':>9} {'-':>7}"
+                print(
+                    f"{label:>11} {name:<24} {n:>5} {exact} "
+                    f"{pct(lat, 50):>10.1f} {pct(lat, 99):>7.1f} {np.mean(rec):>11.4f} {min(rec):>5.2f} "
+                    f"{int(np.median([r[2] for r in res])):>10} {len(res) / wall:>10.1f}",
+                    flush=True,
+                )
 
 
 def describe_index(args: argparse.Namespace) -> str:

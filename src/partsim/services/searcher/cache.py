@@ -264,6 +264,27 @@ class MirrorCache:
                 )
                 self.mirror, self.gens, self.state = None, {}, "over budget"
 
+    def rows_of(self, keys: list[str]) -> np.ndarray:
+        """The mirror row of each primary key (call under :attr:`lock`, the mirror complete): -1 where the mirror
+        does not hold that row as its track's current version."""
+        m = self.mirror
+        out = np.full(len(keys), -1, dtype=np.int64)
+        if m is None:
+            return out
+        segs: dict[str, dict[int, int]] = {}
+        for j, key in enumerate(keys):
+            cut = key.rfind("#")
+            tid = key[:cut]
+            if self.gens.get(tid) != generation_of(key):
+                continue
+            by_seg = segs.get(tid)
+            if by_seg is None:
+                rows = m.rows.get(tid)
+                by_seg = segs[tid] = {} if rows is None else dict(zip(m.segment[rows].tolist(), rows.tolist()))
+            seg = key[cut + 1 :].split("~", 1)[0]
+            out[j] = by_seg.get(int(seg), -1)
+        return out
+
     def forget(self, tid: str) -> None:
         with self.lock:
             self._remove(tid)

@@ -151,7 +151,7 @@ class SearchStore:
         )
         self.exact = MilvusExact(self.milvus, self.tracks, self.collections, self._pool, self.level)
         self.ann = ApproximateSearch(
-            self.milvus, self.collections, ann_candidates, self.tracks, self._pool, self.level, ann_grouping
+            self.milvus, self.collections, ann_candidates, self.tracks, self._pool, self.level, ann_grouping, self.cache
         )
         self._write = threading.Lock()  # one writer at a time (in this process)
         self._pending = 0
