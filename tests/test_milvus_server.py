@@ -154,24 +154,17 @@ def test_the_server_process(milvus_server):
 # Measured on this 2-core machine: on standalone-2.3 describe_index says Finished (indexed_rows == total_rows,
 # pending_index_rows 0) some 15-17 s before the query node serves the indexed segment (list_loaded_segments lists
 # no segment until then); meanwhile the flushed rows are searched as a growing segment through 2.3's interim IVF
-# index (queryNode.segcore.interimIndex: nlist 128, nprobe 16). Waiting for list_loaded_segments to show every
-# flushed segment with its index_id makes the first searches' recall 0.99-1.00.
-READINESS_BUG = (
-    "searcher bug on Milvus 2.3.5: Milvus.wait_for_index (searcher/milvus.py) returns once describe_index reports "
-    "no pending rows, ~15 s before the query node serves the built index; the first 5 approximate searches get "
-    "recall@100 0.77-0.91 against exact (fix: also wait until list_loaded_segments shows every flushed segment "
-    "with an index)"
-)
+# index (queryNode.segcore.interimIndex: nlist 128, nprobe 16), and the first searches' recall@100 was 0.77-0.91.
+# Milvus.wait_until_served therefore also waits until list_loaded_segments shows every flushed segment with its
+# index; this test fails without that wait.
 
 
-def test_a_fresh_index_is_served_when_reported_ready(milvus_server, milvus_uri, tmp_path, request):
+def test_a_fresh_index_is_served_when_reported_ready(milvus_server, milvus_uri, tmp_path):
     """Right after the searcher reports its index ready (SearchStore.wait_for_index, what bench.build and the
     benchmarks rely on), its approximate searches have recall@100 >= 0.99 against exact, from the first query.
 
     40,000 rows of one part: enough for 2.3.5 to index the segment (>= 1024 rows) and to search unindexed rows
     through its interim IVF index, whose recall shows."""
-    if milvus_server.name == STANDALONE:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=READINESS_BUG))
     parts, dim = ["drums"], 32
     catalog = bench.make_catalog(10000, 4, parts=parts, dim=dim, seed=3)
     queries = bench.make_queries(catalog, 5, parts=parts, max_parts=1, seed=4)
