@@ -169,6 +169,15 @@ class Milvus:
         return self.call("list collections", self.client.has_collection, name)
 
     def load(self, name: str) -> None:
+        """Load a collection for searching; one another searcher (replica) loaded already is left as it is (a
+        2.3 server's load_collection polls for about a second even then)."""
+        from pymilvus.client.types import LoadState
+
+        try:
+            if self.client.get_load_state(name).get("state") == LoadState.Loaded:
+                return
+        except Exception:  # noqa: BLE001 - a server that cannot say: load it
+            pass
         self.call(f"load {name}", self.client.load_collection, name)
 
     def describe(self, name: str) -> dict:

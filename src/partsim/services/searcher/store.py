@@ -154,7 +154,8 @@ class SearchStore:
             self.milvus, self.collections, ann_candidates, self.tracks, self._pool, self.level, ann_grouping, self.cache
         )
         self._write = threading.Lock()  # one writer at a time (in this process)
-        self._pending = 0
+        self._pending = 0  # rows written since the last flush
+        self._dirty = False  # anything written (rows, deletes, migrations) since the last flush
 
     @property
     def mirror(self) -> Mirror | None:
@@ -178,11 +179,13 @@ class SearchStore:
                         if records is None:
                             records = migrate.track_records(self.tracks, self.legacy_meta)
                         migrate.migrate(self.milvus, name, records)
+                        self._dirty = True
                 else:
                     self.milvus.create(name)
                 self.milvus.load(name)
             if self.legacy_meta is not None and self.legacy_meta.is_file():
                 migrate.import_sqlite(self.tracks, self.legacy_meta, self.collections)
+                self._dirty = True
         except BaseException:
             self.close()
             raise
@@ -203,7 +206,7 @@ class SearchStore:
     def flush(self) -> None:
         """Seal what was written so far (Milvus builds its index on sealed segments)."""
         self.milvus.flush([*self.collections.values(), self.tracks.name])
-        self._pending = 0
+        self._pending, self._dirty = 0, False
 
     def wait_for_index(self, timeout: float = 600.0, probe_keys: Sequence[str] = ()) -> float:
         """Flush, wait until Milvus has indexed every sealed row, then until its searches serve that index
@@ -219,11 +222,13 @@ class SearchStore:
         )
 
     def close(self) -> None:
-        """Stop the mirror's fill, flush, disconnect, and (Milvus Lite) stop the embedded database."""
+        """Stop the mirror's fill, flush what this process wrote (a replica that only read flushes nothing: a
+        flush per restart would seal small segments), disconnect, and (Milvus Lite) stop the embedded database."""
         self.cache.close()
         if self.milvus.client is not None:
             try:
-                self.flush()
+                if self._dirty:
+                    self.flush()
             except (Unavailable, ResourceExhausted):  # an outage or a full disk
                 log.exception("flush at close failed")
             self.milvus.close()
@@ -249,6 +254,7 @@ class SearchStore:
         last = {t.track_id: i for i, (t, _) in enumerate(items)}  # a track twice in one batch: the last wins
         items = [it for i, it in enumerate(items) if last[it[0].track_id] == i]
         with self._write:
+            self._dirty = True
             known = self.tracks.get_many([t.track_id for t, _ in items], STRONG)
             before = [known.get(t.track_id) for t, _ in items]
             gen = new_generation()
@@ -329,6 +335,7 @@ class SearchStore:
             if info is None:
                 raise NotFound(f"track {track_id!r} is not indexed", reason="TRACK_NOT_FOUND")
             stamp = self.tracks.tombstone(info)
+            self._dirty = True
             self.cache.forget(track_id)
             self.cache.saw([stamp])
             cutoff = time.time() * 1000 - self.grace * 1000
