@@ -356,7 +356,7 @@ def test_page_size_zero_means_50_and_a_larger_one_is_capped(backend, monkeypatch
     jobs, token = q.list(0)
     assert [j.job_id for j in jobs] == submitted[:-51:-1] and token
     assert [j.job_id for j in q.list(0, token)[0]] == submitted[:1]
-    monkeypatch.setattr("partsim.services.gateway.jobs.base.MAX_PAGE_SIZE", 20)
+    monkeypatch.setattr("partsim.services.paging.MAX_PAGE_SIZE", 20)
     assert len(q.list(10**6)[0]) == 20
 
 

@@ -16,8 +16,6 @@ PREFIX = "PARTSIM_SEARCHER"
 
 MAX_TOP_K = 1000  # documented in protos/partsim/v1/searcher.proto
 MAX_EXCLUDE = 10000  # exclude_track_ids per search
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 
 
 @dataclass

@@ -8,9 +8,6 @@ UNAVAILABLE.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import math
 import time
@@ -22,11 +19,12 @@ from partsim.errors import InvalidArgument, NotFound, Unavailable
 from partsim.internal.v1 import searcher_pb2, searcher_pb2_grpc
 from partsim.v1 import types_pb2
 
+from .. import paging
 from ..filters import requested
 from ..runtime import LATENCY_BUCKETS, ServiceRuntime
 from ..service import Service
 from ..tracks import check_metadata, check_norm_fits, check_track_id, normal_key
-from .config import DEFAULT_PAGE_SIZE, MAX_EXCLUDE, MAX_PAGE_SIZE, MAX_TOP_K, SearcherConfig
+from .config import MAX_EXCLUDE, MAX_TOP_K, SearcherConfig
 from .meta import TrackInfo
 from .retrieval import Query
 from .store import SearchStore, Segments
@@ -53,22 +51,17 @@ def track_proto(info: TrackInfo) -> types_pb2.Track:
 
 
 def _token(after: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+    return paging.encode_token({"after": after})
 
 
 def _after(token: str) -> str:
-    if not token:
+    d = paging.decode_token(token, "ListTracks", "searcher")
+    if d is None:
         return ""
-    try:
-        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
-        if isinstance(after, str):
-            return after
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        pass
-    raise InvalidArgument(
-        "page_token is not one this service issued; pass the next_page_token of the previous "
-        "ListTracks response, or none for the first page"
-    )
+    after = d.get("after")
+    if not isinstance(after, str):
+        raise paging.bad_token("ListTracks", "searcher")
+    return after
 
 
 def _listed(vector: np.ndarray | None) -> list[float]:
@@ -276,9 +269,7 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
 
     def ListTracks(self, request, context):
         store = self._store()
-        if request.page_size < 0:
-            raise InvalidArgument(f"page_size {request.page_size}: must be >= 0 (0: {DEFAULT_PAGE_SIZE})")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = paging.page_size(request.page_size)
         infos = store.list_tracks(_after(request.page_token), size + 1)
         more = len(infos) > size
         infos = infos[:size]

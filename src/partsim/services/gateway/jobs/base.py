@@ -4,8 +4,6 @@ back end's primitives (claim, begin, load, account, acknowledge)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
 import json
 import logging
@@ -17,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from partsim.errors import InvalidArgument, NotFound, PartsimError, ResourceExhausted, Unavailable
+from partsim.services import paging
 
 log = logging.getLogger("partsim.gateway.jobs")
 
 DEFAULT_VISIBILITY_TIMEOUT = 60.0
 DEFAULT_JOB_TTL = 7 * 86400
-DEFAULT_PAGE_SIZE = 50  # ListIngestJobs: page_size 0
-MAX_PAGE_SIZE = 1000  # ListIngestJobs: a larger page_size is treated as this
 
 
 @dataclass
@@ -115,48 +112,27 @@ def _unknown_job(job_id: str) -> NotFound:
     return NotFound(f"no ingest job {job_id!r} (unknown, or finished and expired)")
 
 
-_BAD_TOKEN = (
-    "page_token is not one this gateway issued; pass the next_page_token of the previous ListIngestJobs "
-    "response, or none for the first page"
-)
-
-
 def encode_page_token(pos: ListPosition) -> str:
-    """The opaque page token after ``pos``: URL-safe base64 of ``{"created_at": float, "job_id": str}`` (a float
-    written by ``json`` reads back bit for bit, so the position is exact)."""
-    return base64.urlsafe_b64encode(json.dumps({"created_at": pos.created_at, "job_id": pos.job_id}).encode()).decode()
+    """The opaque page token after ``pos`` (:func:`partsim.services.paging.encode_token`)."""
+    return paging.encode_token({"created_at": pos.created_at, "job_id": pos.job_id})
 
 
 def decode_page_token(token: str) -> ListPosition | None:
     """The position an :func:`encode_page_token` token names; None for the empty token (the first page). Anything else:
     :class:`InvalidArgument` (reason ``INVALID_PAGE_TOKEN``)."""
-    if not token:
+    d = paging.decode_token(token, "ListIngestJobs", "gateway")
+    if d is None:
         return None
-    try:
-        d = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-        created_at, job_id = d["created_at"], d["job_id"]
-        if (
-            isinstance(created_at, int | float)
-            and not isinstance(created_at, bool)
-            and math.isfinite(created_at)
-            and isinstance(job_id, str)
-            and job_id
-        ):
-            return ListPosition(float(created_at), job_id)
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError):
-        pass
-    raise InvalidArgument(_BAD_TOKEN, reason="INVALID_PAGE_TOKEN", field_violations=[("page_token", _BAD_TOKEN)])
-
-
-def effective_page_size(size: int) -> int:
-    """The number of jobs a page holds: 0 means :data:`DEFAULT_PAGE_SIZE`, at most :data:`MAX_PAGE_SIZE`;
-    negative: :class:`InvalidArgument`."""
-    if size < 0:
-        message = (
-            f"page_size {size}: must be >= 0 (0 means {DEFAULT_PAGE_SIZE}; above {MAX_PAGE_SIZE}, {MAX_PAGE_SIZE})"
-        )
-        raise InvalidArgument(message, field_violations=[("page_size", message)])
-    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    created_at, job_id = d.get("created_at"), d.get("job_id")
+    if (
+        isinstance(created_at, int | float)
+        and not isinstance(created_at, bool)
+        and math.isfinite(created_at)
+        and isinstance(job_id, str)
+        and job_id
+    ):
+        return ListPosition(float(created_at), job_id)
+    raise paging.bad_token("ListIngestJobs", "gateway")
 
 
 def check_items(items: list[IngestItem]) -> None:
@@ -208,11 +184,11 @@ class JobQueue(ABC):
         """One page of the jobs still kept (unexpired), newest first (``created_at`` descending, the job id
         descending among equal times), and the token of the next page ("" after the last one).
 
-        ``page_size`` 0 means :data:`DEFAULT_PAGE_SIZE`, larger than :data:`MAX_PAGE_SIZE` is treated as it;
+        ``page_size`` as :func:`partsim.services.paging.page_size` (0: 50; above 1000: 1000);
         ``page_token`` is "" or a previous page's token (:func:`encode_page_token`; the position after that page's last
         job, so jobs submitted meanwhile never shift a later page, they appear on none). A negative size or a
         token this class did not write: :class:`InvalidArgument`."""
-        size = effective_page_size(page_size)
+        size = paging.page_size(page_size)
         after = decode_page_token(page_token)
         records = self._list_records(after, size + 1)
         jobs = [_status(job_id, rec) for job_id, rec in records[:size]]
