@@ -155,7 +155,7 @@ def test_the_server_process(milvus_server):
 # pending_index_rows 0) some 15-17 s before the query node serves the indexed segment (list_loaded_segments lists
 # no segment until then); meanwhile the flushed rows are searched as a growing segment through 2.3's interim IVF
 # index (queryNode.segcore.interimIndex: nlist 128, nprobe 16), and the first searches' recall@100 was 0.77-0.91.
-# Milvus.wait_until_served therefore also waits until list_loaded_segments shows every flushed segment with its
+# readiness.wait_until_served therefore also waits until list_loaded_segments shows every flushed segment with its
 # index; this test fails without that wait.
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from partsim.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 from ..filters import ANY, Filter, row_fields
-from . import migrate, retrieval
+from . import migrate, readiness, retrieval
 from .ann import ApproximateSearch
 from .cache import MirrorCache
 from .exact import MilvusExact
@@ -210,15 +210,15 @@ class SearchStore:
 
     def wait_for_index(self, timeout: float = 600.0, probe_keys: Sequence[str] = ()) -> float:
         """Flush, wait until Milvus has indexed every sealed row, then until its searches serve that index
-        (:meth:`.milvus.Milvus.wait_until_served`: progress, and probe searches that must find the probed
+        (:func:`.readiness.wait_until_served`: progress, and probe searches that must find the probed
         rows: ``probe_keys``, primary keys spread over the catalog, and a few the collections give), for
         benchmarks, tests and anyone about to switch to approximate search. Returns the seconds the
         last check (the probes) took; Unavailable when the index is not served within ``timeout``."""
         self.flush()
         deadline = time.monotonic() + timeout
-        self.milvus.wait_for_index(self.collections.values(), timeout)
-        return self.milvus.wait_until_served(
-            self.collections.values(), max(1.0, deadline - time.monotonic()), probe_keys, level=self.level
+        readiness.wait_for_index(self.milvus, self.collections.values(), timeout)
+        return readiness.wait_until_served(
+            self.milvus, self.collections.values(), max(1.0, deadline - time.monotonic()), probe_keys, level=self.level
         )
 
     def close(self) -> None:
