@@ -166,3 +166,38 @@ def test_readiness_fails_when_the_server_does_not_find_indexed_rows(tmp_path, mo
     finally:
         monkeypatch.undo()
         store.close()
+
+
+# ------------------------------------------------------------------ the benchmark command
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_scale_benchmark_runs_on_a_server_child_with_two_replicas_and_prints_every_row(capsys, tmp_path):
+    """`python -m partsim.services.searcher.bench --start-server ... --replicas 2`, the command behind the README's
+    scale table, on a tiny catalog: every row it promises is printed, and recall is 1 where K' covers the catalog."""
+    assert bench.main(["--songs", "120", "--queries", "3", "--start-server", "lite", "--replicas", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Milvus: lite-server server (child pid" in out and "searcher mirrors filled from Milvus in" in out
+    table = [line for line in out.splitlines() if " ef=0 K'=1000" in line]
+    rows = []  # (set-up, variant, parts, recall mean, candidates)
+    for line in table:
+        setup, rest = line.split(" ef=0 K'=1000")
+        f = rest.split()
+        variant = f.pop(0) if f[0] in ("grouped", "per-part") else "union"
+        rows.append((setup.strip(), variant, int(f[0]), float(f[-4]), int(f[-2])))
+    setups = ["1", "2", "1 no mirror"]  # one searcher, two, and the writer (re-ranking on vectors read from Milvus)
+    variants = [("grouped", 1), ("per-part", 1), ("union", 2), ("union", 3)]
+    assert [r[:3] for r in rows] == [(s, v, n) for s in setups for v, n in variants], out
+    for v, n in variants:  # the same candidates and recall whichever way the candidates are re-ranked
+        same = {(r[3], r[4]) for r in rows if (r[1], r[2]) == (v, n)}
+        assert len(same) == 1, out
+        # K' covers the catalog (480 rows a part), but HNSW leaves out a few absent-part (zero) rows
+        assert next(iter(same))[0] >= 0.98, out
+    assert out.count("RSS ") == 4  # the writer, two searchers, the server
+
+
+def test_the_benchmark_refuses_two_replicas_without_a_server(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--songs", "10", "--replicas", "2"])
+    assert "--replicas 2 needs a Milvus server" in capsys.readouterr().err
