@@ -3,7 +3,7 @@
 SearchMix: per query part a Milvus ``search`` (K' = ``candidates`` neighbours; the parts' searches
 run concurrently), union of the candidate segments, exact re-rank with :mod:`.retrieval` (eq. 6.2),
 min per song. On a float index (FLAT, IVF_FLAT, HNSW) the searches return no vectors (their transfer
-and parsing was most of a search's time: 33 ms against 5 ms for 1,000 hits on a 2.3 server): a hit's
+and parsing were most of a 1,000-hit search's time on a 2.3 server): a hit's
 distance in its own part is the inner product Milvus computed, the cosine of unit vectors. The
 candidates' other query parts come from the searcher's mirror while it is current (no Milvus read),
 else from Milvus by primary key (IVF_SQ8: every part, its distances being approximate).
