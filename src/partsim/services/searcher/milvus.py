@@ -322,6 +322,7 @@ class Milvus:
         where: str = "",
         group_by: str | None = None,
         vectors: bool = True,
+        ef: int = 0,
     ) -> list[dict]:
         """The ``limit`` nearest rows to ``vector`` (by IP on the unit vectors), without the excluded tracks,
         among the rows matching the filter expression ``where`` (all when empty).
@@ -329,7 +330,8 @@ class Milvus:
         Each hit: ``pk``, ``distance`` (the IP) and ``entity`` (track_id, segment, start, end, vector).
         ``group_by`` (a scalar field, e.g. track_id): a grouping search, the ``limit`` best groups with their
         best row each (group size 1); only where :meth:`supports_grouping`. ``vectors`` False: the entities
-        without ``vector`` (Milvus Lite builds every row it reads for a grouping search, 10 x limit).
+        without ``vector`` (Milvus Lite builds every row it reads for a grouping search, 10 x limit). ``ef``:
+        HNSW's search ef at least this (else the configured one, at least the limit and 64).
         """
         expr = combine(excluding(exclude), where)
         grouping: dict[str, Any] = {"group_by_field": group_by, "group_size": 1} if group_by else {}
@@ -341,7 +343,7 @@ class Milvus:
             anns_field="vector",
             limit=limit,
             filter=expr,
-            search_params=self._search_params(limit * GROUP_READ if group_by else limit),
+            search_params=self._search_params(limit * GROUP_READ if group_by else limit, ef),
             output_fields=["track_id", "segment", "start", "end", *(["vector"] if vectors else [])],
             consistency_level=level,
             **grouping,
@@ -369,9 +371,9 @@ class Milvus:
             log.warning("Milvus (%s) ignored group_by_field: grouping search turned off", self.backend)
         self._grouping = False
 
-    def _search_params(self, limit: int) -> dict:
+    def _search_params(self, limit: int, ef: int = 0) -> dict:
         if self.index_type == "HNSW":
-            return {"metric_type": "IP", "params": {"ef": max(self.hnsw["ef"], limit, 64)}}
+            return {"metric_type": "IP", "params": {"ef": max(self.hnsw["ef"], limit, 64, ef)}}
         if self.index_type in IVF_TYPES:
             return {"metric_type": "IP", "params": {"nprobe": self.ivf["nprobe"]}}
         return {"metric_type": "IP", "params": {}}
