@@ -185,4 +185,4 @@ def test_search_consistency_and_mirror_budget_are_validated_naming_the_variable(
         SearcherConfig(mirror_bytes=-1, **base).validate()
     cfg = SearcherConfig(**base)
     cfg.validate()
-    assert (cfg.search_consistency, cfg.mirror_bytes) == ("Bounded", 256 << 20)
+    assert (cfg.search_consistency, cfg.mirror_bytes) == ("Bounded", 1536 << 20)

@@ -66,7 +66,7 @@ __all__ = [
 
 log = logging.getLogger("partsim.searcher")
 
-MIRROR_BYTES = 256 << 20  # the mirror's default memory budget: 25,000 songs of 4 segments x 5 parts x 128-d
+MIRROR_BYTES = 1536 << 20  # the mirror's default memory budget: 150,000 songs of 4 segments x 5 parts x 128-d
 ORPHAN_GRACE_SECONDS = 600.0
 
 
