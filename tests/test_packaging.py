@@ -71,12 +71,17 @@ def test_each_extra_brings_the_modules_partsim_takes_from_it_and_nothing_idle(ex
         assert gives & set(extras.MODULES[extra]), f"partsim[{extra}] requires {name}, which gives none of its modules"
 
 
+# Imports a service package may make beyond its extra, each inside one function that says in one line what
+# to install when it is missing: the embedder's onnxruntime comes from partsim[cpu] or partsim[gpu]; the
+# searcher's milvus (the Milvus 2.3.5 standalone) only for its benchmark's --start-server standalone and the
+# tests (searcher/servers.py: standalone_missing), from partsim[test].
+DEV_ONLY = {"embedder": {"onnxruntime"}, "searcher": {"milvus"}}
+
+
 @pytest.mark.parametrize("service", extras.SERVICES)
 def test_each_service_package_imports_only_what_its_extra_brings(service):
     """Every import in partsim/services/<service>/ (module level and inside functions), against its extra."""
-    allowed = (
-        set(allowed_modules()) | set(extras.modules(service)) | ({"onnxruntime"} if service == "embedder" else set())
-    )
+    allowed = set(allowed_modules()) | set(extras.modules(service)) | DEV_ONLY.get(service, set())
     for path in sorted((SRC / "services" / service).rglob("*.py")):
         stray = third_party_imports(path) - allowed
         assert not stray, f"{path.relative_to(ROOT)} imports {sorted(stray)}, which partsim[{service}] lacks"
