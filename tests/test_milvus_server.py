@@ -62,7 +62,7 @@ def test_searcher_against_a_milvus_server(milvus_uri, tmp_path):
         assert "milvus http://127.0.0.1" in stub.GetStats(searcher_pb2.GetStatsRequest(), timeout=30).backend
         rng = np.random.default_rng(0)
         catalog = {}
-        for t in range(30):
+        for t in range(12):  # each write on a 2.3 server takes about a second (its Strong reads)
             vecs = rng.standard_normal((3, len(PARTS), D)).astype(np.float32)
             present = rng.random((3, len(PARTS))) > 0.2
             catalog[f"t{t:02d}"] = (vecs, present)
@@ -90,7 +90,7 @@ def test_searcher_against_a_milvus_server(milvus_uri, tmp_path):
             timeout=60,
         ).replaced
         stats = stub.GetStats(searcher_pb2.GetStatsRequest(), timeout=30)
-        assert (stats.tracks, stats.segments) == (30, 90)
+        assert (stats.tracks, stats.segments) == (12, 36)
         # a segment's own drums vector finds that segment first, in both modes
         tid = next(t for t, (v, p) in catalog.items() if p[1, 0])
         q = searcher_pb2.PartQuery(part="drums", vector=catalog[tid][0][1, 0].tolist(), weight=1)
@@ -112,7 +112,7 @@ def test_searcher_against_a_milvus_server(milvus_uri, tmp_path):
             timeout=60,
         ).hits
         assert tid not in [h.track.track_id for h in hits]
-        assert stub.GetStats(searcher_pb2.GetStatsRequest(), timeout=30).segments == 87
+        assert stub.GetStats(searcher_pb2.GetStatsRequest(), timeout=30).segments == 33
     finally:
         server.stop(1)
 

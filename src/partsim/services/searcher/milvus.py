@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -177,6 +178,28 @@ class Milvus:
         except Exception:  # noqa: BLE001 - a server that cannot say: load it
             pass
         self.call(f"load {name}", self.client.load_collection, name)
+
+    def load_all(self, names: Sequence[str], timeout: float = 300.0) -> None:
+        """:meth:`load` these collections at once: on a server each load is asked for without waiting, then
+        the loads are awaited together (a 2.3 server takes about a second a collection, one after the other)."""
+        from pymilvus.client.types import LoadState
+
+        if self.lite:  # in process: nothing to overlap
+            for name in names:
+                self.load(name)
+            return
+
+        def state(name: str) -> object:
+            return self.call(f"ask the load state of {name}", self.client.get_load_state, name).get("state")
+
+        pending = [name for name in names if state(name) != LoadState.Loaded]
+        for name in pending:
+            self.call(f"load {name}", self.client.load_collection, name, _async=True)
+        deadline = time.monotonic() + timeout
+        while pending := [name for name in pending if state(name) != LoadState.Loaded]:
+            if time.monotonic() > deadline:
+                raise Unavailable(f"Milvus ({self.backend}): {pending} not loaded after {timeout:.0f} s")
+            time.sleep(0.1)
 
     def describe(self, name: str) -> dict:
         return self.call(f"describe {name}", self.client.describe_collection, name)

@@ -182,7 +182,7 @@ class SearchStore:
                         self._dirty = True
                 else:
                     self.milvus.create(name)
-                self.milvus.load(name)
+            self.milvus.load_all(list(self.collections.values()))
             if self.legacy_meta is not None and self.legacy_meta.is_file():
                 migrate.import_sqlite(self.tracks, self.legacy_meta, self.collections)
                 self._dirty = True
