@@ -16,7 +16,7 @@ from partsim.services.searcher.config import SearcherConfig
 from partsim.services.searcher.meta import MetaDB, TrackInfo
 from partsim.services.searcher.records import Segments
 from partsim.services.searcher.retrieval import Query
-from partsim.services.searcher.store import SearchStore
+from partsim.services.searcher.store import FRESHNESS_SECONDS, SearchStore
 from partsim.services.searcher.tracktable import generation_ms, new_generation
 
 from .milvus_servers import (  # noqa: F401 - fixtures: a Milvus server process each (lite-server, standalone-2.3)
@@ -67,11 +67,13 @@ def test_a_searcher_on_an_empty_data_folder_serves_an_existing_milvus_catalog_at
         assert c.servicer.store.cache.wait(60) and c.servicer.store.cache.state == "complete"
         assert answers(c, ids, queries) == want
 
-        # writes through B (new, replaced, deleted) are seen at A's and C's next requests (their mirrors notice)
+        # writes through B (new, replaced, deleted) are seen by A and C (their mirrors notice) within the freshness
+        # interval
         new = make_tracks(2, seed=33, prefix="n")
         b.upsert(new)
         b.upsert({"t007": new["n000"]})
         b.stub.DeleteTrack(searcher_pb2.DeleteTrackRequest(track_id="t029"))
+        time.sleep(FRESHNESS_SECONDS)  # the promise under Bounded: other searchers see a write within this
         target = new["n001"][0]["vectors"]["drums"]
         for s in (a, c, b):
             got = s.stub.GetTrack(searcher_pb2.GetTrackRequest(track_id="n001"), timeout=60).track
@@ -183,6 +185,38 @@ def test_search_consistency_and_mirror_budget_are_validated_naming_the_variable(
         SearcherConfig(search_consistency="Sometimes", **base).validate()
     with pytest.raises(InvalidArgument, match="PARTSIM_SEARCHER_MIRROR_BYTES"):
         SearcherConfig(mirror_bytes=-1, **base).validate()
+    with pytest.raises(InvalidArgument, match="PARTSIM_SEARCHER_FRESHNESS_SECONDS.*0..60"):
+        SearcherConfig(freshness_seconds=-0.5, **base).validate()
     cfg = SearcherConfig(**base)
     cfg.validate()
-    assert (cfg.search_consistency, cfg.mirror_bytes) == ("Bounded", 1536 << 20)
+    assert (cfg.search_consistency, cfg.mirror_bytes, cfg.freshness_seconds) == ("Bounded", 1536 << 20, 1.0)
+
+
+def test_the_mirror_asks_for_other_searchers_writes_at_most_once_per_freshness_interval(tmp_path):
+    """Under Bounded consistency the mirror answers for FRESHNESS_SECONDS after a look without another (a look is a
+    query of the tracks collection); Strong searches, and an interval of 0, look before every answer."""
+    catalog = make_tracks(6, seed=41)
+    query = random_query(np.random.default_rng(42), ["drums"])
+    for level, interval, most in (("Bounded", 1.0, 2), ("Bounded", 0.0, 12), ("Strong", 1.0, 12)):
+        s = Searcher(tmp_path / f"{level}{interval}", search_consistency=level, freshness_seconds=interval)
+        try:
+            s.upsert(catalog)
+            cache = s.servicer.store.cache
+            assert cache.wait(60) and cache.state == "complete"
+            looks = []
+            changed_since = cache.tracks.changed_since
+            cache.tracks.changed_since = lambda *a, f=changed_since, n=looks: n.append(1) or f(*a)
+            t0 = time.monotonic()
+            for _ in range(12):
+                assert s.stub.SearchMix(mix_request(query, top_k=3, mode=EXACT), timeout=30).hits
+            if time.monotonic() - t0 < interval:  # all 12 within one interval
+                assert len(looks) <= most, (level, interval, len(looks))
+            if most == 12:
+                assert len(looks) == 12, (level, interval, len(looks))
+            if interval:
+                time.sleep(interval)
+                before = len(looks)
+                s.stub.SearchMix(mix_request(query, top_k=3, mode=EXACT), timeout=30)
+                assert len(looks) == before + 1  # the interval over: the next answer looks
+        finally:
+            s.stop()

@@ -9,7 +9,8 @@ budget) the exact path reads Milvus instead (:mod:`.exact`).
   or a deleted track) whose generation began more than ``grace`` seconds ago: younger ones may
   belong to another replica's write still in flight (:func:`.tracktable.new_generation`). A
   catalog whose mirror would exceed ``budget`` bytes (:meth:`.Mirror.row_bytes`) is only swept.
-- **Freshness**: before a search answers from the mirror, :meth:`MirrorCache.fresh` asks the
+- **Freshness**: before a search answers from the mirror, :meth:`MirrorCache.fresh` asks (for a level
+  other than Strong, at most once per ``interval`` seconds, ``PARTSIM_SEARCHER_FRESHNESS_SECONDS``) the
   ``tracks`` collection for the rows switched since the cache last looked (``changed`` >
   watermark, at the search's consistency level) and applies them: a track deleted or replaced by
   another replica is dropped or re-read from Milvus. The watermark trails the last look by
@@ -52,6 +53,7 @@ class MirrorCache:
         budget: the most bytes the mirror may hold (0: no mirror, the sweep only).
         level: the consistency level of the freshness check (the searches' level).
         grace: seconds an orphaned row's generation must be old before the sweep deletes it.
+        interval: seconds after a look during which :meth:`fresh` answers without another (not for Strong).
     """
 
     def __init__(
@@ -63,10 +65,13 @@ class MirrorCache:
         budget: int,
         level: str,
         grace: float,
+        interval: float = 0.0,
     ):
         self.milvus, self.tracks, self.collections = milvus, tracks, collections
         self.parts, self.dim = list(collections), dim
         self.budget, self.level, self.grace = budget, level, grace
+        self.interval = interval if level != STRONG else 0.0
+        self._looked = -float("inf")  # time.monotonic() when the last successful look began
         self.lock = threading.RLock()  # the mirror, gens and watermark
         self.mirror: Mirror | None = None  # set once complete
         self.gens: dict[str, int] = {}  # the generation each mirrored track holds
@@ -177,14 +182,19 @@ class MirrorCache:
     # ---------------------------------------------------------------- freshness
 
     def fresh(self) -> bool:
-        """True when the mirror is complete and holds every change up to now (the caller then reads it under
-        :attr:`lock`); False: answer from Milvus."""
-        return self.state == "complete" and self.sync(self.level)
+        """True when the mirror is complete and holds every change up to now, or (``interval``) up to a look
+        begun less than ``interval`` seconds ago (the caller then reads it under :attr:`lock`); False: answer
+        from Milvus. This process's own writes are in it at once either way."""
+        if self.state != "complete":
+            return False
+        if time.monotonic() - self._looked < self.interval:
+            return True
+        return self.sync(self.level)
 
     def sync(self, level: str) -> bool:
         """Apply the tracks switched since the watermark; False if some could not be applied (yet)."""
         with self._sync:
-            began_ms = time.time() * 1000
+            began_ms, began = time.time() * 1000, time.monotonic()
             with self.lock:
                 since, seen = self.watermark, list(self.seen)
             changes = self.tracks.changed_since(since, seen, level)
@@ -202,6 +212,7 @@ class MirrorCache:
                     self.seen.update(c for *_, c in changes)
                     self.watermark = max(self.watermark, stamp_at(began_ms - LAG_SECONDS * 1000))
                     self.seen = {c for c in self.seen if c > self.watermark}
+                self._looked = began
             return ok and self.state == "complete"
 
     def _read(self, todo: dict[str, int], before: dict[str, int | None]) -> bool:

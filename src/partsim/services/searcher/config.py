@@ -10,7 +10,7 @@ from typing import ClassVar
 from partsim.errors import InvalidArgument
 
 from ..config import InternalServerConfig, require, server_field
-from .store import CONSISTENCY_LEVELS, INDEX_TYPES, MILVUS_MAX_LIMIT, MIRROR_BYTES, REMOTE_SCHEMES
+from .store import CONSISTENCY_LEVELS, FRESHNESS_SECONDS, INDEX_TYPES, MILVUS_MAX_LIMIT, MIRROR_BYTES, REMOTE_SCHEMES
 
 PREFIX = "PARTSIM_SEARCHER"
 
@@ -87,6 +87,13 @@ class SearcherConfig(InternalServerConfig):
         default="Bounded",
         metadata={"help": f"Milvus consistency level of searches and GetStats: {', '.join(CONSISTENCY_LEVELS)}"},
     )
+    freshness_seconds: float = field(
+        default=FRESHNESS_SECONDS,
+        metadata={
+            "help": "how long the mirror answers searches of a level other than Strong before it asks Milvus again "
+            "what other searchers changed (0: before every answer; Strong searches always ask)"
+        },
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -121,6 +128,7 @@ class SearcherConfig(InternalServerConfig):
         require(self.ivf_nprobe <= self.ivf_nlist, p, "ivf_nprobe", f"must be at most IVF_NLIST ({self.ivf_nlist})")
         require(self.flush_rows >= 1, p, "flush_rows", "must be 1 or more")
         require(self.mirror_bytes >= 0, p, "mirror_bytes", "must be 0 (no mirror) or more")
+        require(0 <= self.freshness_seconds <= 60, p, "freshness_seconds", "must be within 0..60 seconds")
         require(
             self.search_consistency in CONSISTENCY_LEVELS,
             p,

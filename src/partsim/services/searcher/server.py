@@ -118,6 +118,7 @@ class Searcher(searcher_pb2_grpc.SearcherServiceServicer):
             flush_rows=cfg.flush_rows,
             mirror_bytes=cfg.mirror_bytes,
             search_consistency=cfg.search_consistency,
+            freshness_seconds=cfg.freshness_seconds,
         ).open()
         self._update_gauges()
 

@@ -68,6 +68,10 @@ log = logging.getLogger("partsim.searcher")
 
 MIRROR_BYTES = 1536 << 20  # the mirror's default memory budget: 150,000 songs of 4 segments x 5 parts x 128-d
 ORPHAN_GRACE_SECONDS = 600.0
+# How long the mirror answers Bounded (Session, Eventually) searches before it asks Milvus again what other
+# searchers changed. Milvus's own Bounded staleness is seconds; each look is a query of the tracks collection,
+# which before every answer was most of an exact search's time at 10,000 songs on Milvus Lite.
+FRESHNESS_SECONDS = 1.0
 
 
 def filter_fields(info: TrackInfo) -> dict:
@@ -100,6 +104,8 @@ class SearchStore:
             the track) once their write began this long ago; younger ones may be another replica's
             write in flight, and a write whose switch would come later than half of it fails. 0: sweep every
             orphaned row (one writer only, e.g. tests), no time limit on writes.
+        freshness_seconds: how long the mirror answers searches of a level other than Strong after it last asked
+            Milvus what other searchers changed (:meth:`.cache.MirrorCache.fresh`; 0: it asks before every answer).
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class SearchStore:
         mirror_bytes: int = MIRROR_BYTES,
         search_consistency: str = "Bounded",
         orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS,
+        freshness_seconds: float = FRESHNESS_SECONDS,
     ):
         if index_type not in INDEX_TYPES:
             raise InvalidArgument(f"index_type {index_type!r}: expected one of {', '.join(INDEX_TYPES)}")
@@ -147,7 +154,14 @@ class SearchStore:
         self.tracks = TrackTable(self.milvus, f"{collection_prefix}tracks")
         self._pool = ThreadPoolExecutor(max_workers=len(self.parts), thread_name_prefix="searcher-milvus")
         self.cache = MirrorCache(
-            self.milvus, self.tracks, self.collections, self.dim, mirror_bytes, self.level, self.grace
+            self.milvus,
+            self.tracks,
+            self.collections,
+            self.dim,
+            mirror_bytes,
+            self.level,
+            self.grace,
+            freshness_seconds,
         )
         self.exact = MilvusExact(self.milvus, self.tracks, self.collections, self._pool, self.level)
         self.ann = ApproximateSearch(
