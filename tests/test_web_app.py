@@ -415,7 +415,18 @@ def test_with_api_keys_on_the_app_asks_for_a_token_and_a_reader_searches(browser
     # a reader's token, typed into the token field: the catalog loads
     click(driver, css(driver, "#token-summary"))
     css(driver, "#token").send_keys(reader, Keys.ENTER)
-    wait(driver, lambda d: len(all_css(d, "#track-list button.track")) >= len(songs), "the catalog with the token")
+    wait(driver, lambda d: css(d, "#token-status").get_attribute("textContent") == "Token set", "the token's form")
+    try:
+        wait(driver, lambda d: len(all_css(d, "#track-list button.track")) >= len(songs), "the catalog with the token")
+    except Exception as exc:  # say what the page shows instead (a CI run once timed out here, unexplained)
+        shots(driver, "auth-token-catalog-timeout")
+        shown = {
+            "songs-error": css(driver, "#songs-error").text,
+            "track-list": css(driver, "#track-list").text[:300],
+            "stats": css(driver, "#stats").text,
+            "console": [e["message"] for e in driver.get_log("browser")],
+        }
+        raise AssertionError(f"the catalog did not load with the reader's token: {shown}") from exc
     assert (
         not css(driver, "#songs-error").is_displayed()
         and css(driver, "#token-status").get_attribute("textContent") == "Token set"
