@@ -163,18 +163,20 @@ class ApproximateSearch:
         # the inner product Milvus computed on unit vectors is the cosine
         found = list(self._pool.map(lambda q: self._nearest(q.part, q.vector, k, exclude, where, quantised), queries))
         cand: dict[str, tuple[str, int, float, float]] = {}
-        own: list[dict] = []  # per query part: key -> its cosine distance (float index) or its vector (quantised)
+        own: list[dict[str, float]] = []  # per query part: its hits' cosine distances in that part
         kth: list[float] = []
-        for nearest in found:
-            got: dict = {}
+        for q, nearest in zip(queries, found):
+            got: dict[str, float] = {}
             for h in nearest:
                 e, key = h["entity"], h["pk"] if "pk" in h else h["id"]
                 cand.setdefault(key, (e["track_id"], int(e["segment"]), float(e["start"]), float(e["end"])))
-                got[key] = (
-                    np.asarray(e["vector"], dtype=np.float32)
+                # a quantised index's distance is approximate: the row's own vector gives the exact one
+                ip = (
+                    float(np.asarray(e["vector"], dtype=np.float32) @ retrieval.unit(q.vector))
                     if quantised
-                    else min(2.0, max(0.0, 1.0 - float(h["distance"])))
+                    else h["distance"]
                 )
+                got[key] = min(2.0, max(0.0, 1.0 - float(ip)))
             own.append(got)
             # the K'-th neighbour's distance; a shorter list holds every row, so it bounds nothing
             kth.append(1.0 - float(nearest[-1]["distance"]) if len(nearest) >= k else 2.0)
@@ -191,7 +193,7 @@ class ApproximateSearch:
                 m = self.cache.mirror
                 if m is not None:
                     return self._rerank_on_mirror(m, queries, keys, cand, tids, segment, top_k, bound)
-        per = self._distances(queries, keys, own, quantised)
+        per = self._distances(queries, keys, own)
         weights = np.array([q.weight for q in queries], dtype=np.float64)
         total = weights @ per / weights.sum()
         # 3. min per song over the rows of each track's current version
@@ -199,21 +201,17 @@ class ApproximateSearch:
         return MixResult(self._hits(queries, rows, keys, cand, total, per), len(keys), bound)
 
     def _distances(
-        self, queries: Sequence[retrieval.Query], keys: list[str], own: list[dict], quantised: bool
+        self, queries: Sequence[retrieval.Query], keys: list[str], own: list[dict[str, float]]
     ) -> np.ndarray:
-        """(len(queries), len(keys)) cosine distances of each query part: the search's own distances where a
-        key was a hit of that part (float index), the rest from vectors read from Milvus (absent rows: 1)."""
-        need = [[c for c in keys if c not in got] if not quantised else keys for got in own]
+        """(len(queries), len(keys)) cosine distances of each query part: the search's own where a key was a hit
+        of that part, the rest from vectors read from Milvus by primary key (a row it lacks: 1, a zero vector)."""
+        need = [[c for c in keys if c not in got] for got in own]
         fetched = list(self._pool.map(lambda qn: self._fetch(qn[0].part, qn[1]) if qn[1] else {}, zip(queries, need)))
         per = np.empty((len(queries), len(keys)), dtype=np.float64)
         zero = np.zeros(self.milvus.dim, dtype=np.float32)
         for i, (q, got, extra) in enumerate(zip(queries, own, fetched)):
-            if quantised:  # approximate distances from the index: every row's own vector, re-ranked exactly
-                mat = np.stack([got.get(c, extra.get(c, zero)) for c in keys])
-                per[i] = np.clip(1.0 - mat @ retrieval.unit(q.vector), 0.0, 2.0)
-                continue
-            rest = [j for j, c in enumerate(keys) if c not in got]
             per[i] = [got.get(c, 1.0) for c in keys]
+            rest = [j for j, c in enumerate(keys) if c not in got]
             if rest:
                 mat = np.stack([extra.get(keys[j], zero) for j in rest])
                 per[i, rest] = np.clip(1.0 - mat @ retrieval.unit(q.vector), 0.0, 2.0)
@@ -233,7 +231,7 @@ class ApproximateSearch:
         """Step 2-3 of :meth:`_union` on the (current) mirror: every candidate's vectors are in memory. A candidate
         row the mirror does not hold (not its track's current version, or a track deleted) is left out."""
         assert self.cache is not None
-        at = self.cache.rows_of(keys)
+        at = self.cache.rows_of(tids, segment, [generation_of(c) for c in keys])
         ok = at >= 0
         keys = [c for c, good in zip(keys, ok) if good]
         if not keys:

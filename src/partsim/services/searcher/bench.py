@@ -32,7 +32,6 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -240,16 +239,10 @@ def start_server(kind: str, folder: Path) -> MilvusProcess:
     return MilvusStandalone(folder / "milvus-standalone", unpack_standalone(folder / "milvus-bin")).start()
 
 
-def stop(proc: subprocess.Popen | mp.process.BaseProcess) -> None:
-    """Terminate a child (a server or a replica), then kill it if it has not ended within 30 s."""
+def stop(proc: mp.process.BaseProcess) -> None:
+    """Terminate a replica child, then kill it if it has not ended within 30 s (a server child stops itself:
+    :meth:`.servers.MilvusProcess.stop`)."""
     proc.terminate()
-    if isinstance(proc, subprocess.Popen):
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return
     proc.join(timeout=30)
     if proc.is_alive():
         proc.kill()

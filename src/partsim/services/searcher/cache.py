@@ -275,25 +275,22 @@ class MirrorCache:
                 )
                 self.mirror, self.gens, self.state = None, {}, "over budget"
 
-    def rows_of(self, keys: list[str]) -> np.ndarray:
-        """The mirror row of each primary key (call under :attr:`lock`, the mirror complete): -1 where the mirror
-        does not hold that row as its track's current version."""
+    def rows_of(self, tids: list[str], segments: np.ndarray, generations: list[int]) -> np.ndarray:
+        """The mirror row of each (track, segment, generation) row (call under :attr:`lock`, the mirror complete):
+        -1 where the mirror does not hold that row as its track's current version."""
         m = self.mirror
-        out = np.full(len(keys), -1, dtype=np.int64)
+        out = np.full(len(tids), -1, dtype=np.int64)
         if m is None:
             return out
-        segs: dict[str, dict[int, int]] = {}
-        for j, key in enumerate(keys):
-            cut = key.rfind("#")
-            tid = key[:cut]
-            if self.gens.get(tid) != generation_of(key):
+        by_track: dict[str, dict[int, int]] = {}
+        for j, (tid, seg, gen) in enumerate(zip(tids, segments.tolist(), generations)):
+            if self.gens.get(tid) != gen:
                 continue
-            by_seg = segs.get(tid)
+            by_seg = by_track.get(tid)
             if by_seg is None:
                 rows = m.rows.get(tid)
-                by_seg = segs[tid] = {} if rows is None else dict(zip(m.segment[rows].tolist(), rows.tolist()))
-            seg = key[cut + 1 :].split("~", 1)[0]
-            out[j] = by_seg.get(int(seg), -1)
+                by_seg = by_track[tid] = {} if rows is None else dict(zip(m.segment[rows].tolist(), rows.tolist()))
+            out[j] = by_seg.get(seg, -1)
         return out
 
     def forget(self, tid: str) -> None:
