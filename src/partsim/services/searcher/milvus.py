@@ -168,25 +168,18 @@ class Milvus:
         return self.call("list collections", self.client.has_collection, name)
 
     def load(self, name: str) -> None:
-        """Load a collection for searching; one another searcher (replica) loaded already is left as it is (a
-        2.3 server's load_collection polls for about a second even then)."""
-        from pymilvus.client.types import LoadState
-
-        try:
-            if self.client.get_load_state(name).get("state") == LoadState.Loaded:
-                return
-        except Exception:  # noqa: BLE001 - a server that cannot say: load it
-            pass
-        self.call(f"load {name}", self.client.load_collection, name)
+        """Load a collection for searching (:meth:`load_all`)."""
+        self.load_all([name])
 
     def load_all(self, names: Sequence[str], timeout: float = 300.0) -> None:
-        """:meth:`load` these collections at once: on a server each load is asked for without waiting, then
-        the loads are awaited together (a 2.3 server takes about a second a collection, one after the other)."""
+        """Load these collections for searching. On a server, those another searcher (replica) loaded already
+        are left as they are, and the rest are asked for without waiting, then awaited together (a 2.3 server's
+        load_collection takes about a second a collection, even for one already loaded)."""
         from pymilvus.client.types import LoadState
 
         if self.lite:  # in process: nothing to overlap
             for name in names:
-                self.load(name)
+                self.call(f"load {name}", self.client.load_collection, name)
             return
 
         def state(name: str) -> object:

@@ -6,7 +6,7 @@ switch to approximate search wait for (:meth:`.store.SearchStore.wait_for_index`
 - :func:`wait_until_served`: then by what the server answers: the index's progress (indexed_rows vs total_rows),
   every flushed segment served with its index by a query node (:func:`unserved_segments`: a 2.3 server reports
   the index built some 15 s before its query node loads the indexed segment, and meanwhile searches the rows
-  through an interim index of lower recall), and probe searches, each of which must find the probed row itself.
+  through an interim index of lower recall), and probe searches, 9 in 10 of which must find the probed row.
 """
 
 from __future__ import annotations
