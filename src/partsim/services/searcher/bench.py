@@ -466,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
                 ex_lat[n] = [r[0] for r in res]
             _rows(args, str(nrep), lambda qs, v, n=nrep: replicas.run(n, qs, top_k, False, v), queries, truth, ex_lat)
         if remote:  # the writer keeps no mirror: the approximate path as a searcher over its mirror budget runs it
-            _rows(args, "1 no mirror", lambda qs, v: _timed(store, qs, top_k, v), queries, truth, None)
+            writer = Replicas(store, uri, 1, conf)
+            _rows(args, "1 no mirror", lambda qs, v: writer.run(1, qs, top_k, False, v), queries, truth, None)
         print()
         procs = [("bench (writer)", os.getpid())]
         procs += [(f"searcher {i + 1}", p) for i, p in enumerate(replicas.pids()) if p != os.getpid()]
@@ -485,11 +486,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0
-
-
-def _timed(store: SearchStore, queries: list[list[Query]], top_k: int, setting: dict) -> tuple[list, float]:
-    t = time.perf_counter()
-    return run_queries(store, queries, top_k, False, setting), time.perf_counter() - t
 
 
 def _rows(args, label: str, run, queries: dict, truth: dict, ex_lat: dict | None) -> None:
