@@ -197,7 +197,17 @@ def test_the_scale_benchmark_runs_on_a_server_child_with_two_replicas_and_prints
     assert out.count("RSS ") == 4  # the writer, two searchers, the server
 
 
-def test_the_benchmark_refuses_two_replicas_without_a_server(capsys):
-    with pytest.raises(SystemExit):
-        bench.main(["--songs", "10", "--replicas", "2"])
-    assert "--replicas 2 needs a Milvus server" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--songs", "10", "--replicas", "2"], "--replicas 2 needs a Milvus server"),
+        (["--songs", "-5"], "--songs -5: must be 1 or more"),
+        (["--top-k", "0"], "--top-k 0: must be 1 or more"),
+        (["--hnsw-ef", "0,lots"], "--hnsw-ef, --ivf-nprobe and --ann-candidates take comma-separated whole numbers"),
+        (["--start-server", "cluster"], "invalid choice: 'cluster'"),
+    ],
+)
+def test_the_benchmark_refuses_bad_arguments_in_one_line(capsys, argv, says):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(argv)
+    assert exit_.value.code == 2 and says in capsys.readouterr().err

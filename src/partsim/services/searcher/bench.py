@@ -386,6 +386,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2000, help="songs per insert batch")
     ap.add_argument("--data", default="", help="folder for Milvus Lite / the server's data (default: temporary)")
     args = ap.parse_args(argv)
+    for name in (
+        "songs",
+        "segments",
+        "dim",
+        "queries",
+        "top_k",
+        "batch",
+        "hnsw_m",
+        "hnsw_ef_construction",
+        "ivf_nlist",
+    ):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 1 or more")
+    try:
+        settings_of(args)
+    except ValueError:
+        ap.error("--hnsw-ef, --ivf-nprobe and --ann-candidates take comma-separated whole numbers")
     remote = bool(args.milvus_uri) or args.start_server
     logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
     if args.replicas > 1 and not remote:
